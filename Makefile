@@ -1,0 +1,30 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS := test,ha,fast,deploy,load
+
+.PHONY: test demo lint bench deps clean
+
+deps:
+	bash scripts/system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+
+test: deps $(VENV)/.installed lint
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider
+
+demo: deps $(VENV)/.installed
+	$(PY) -m polycorn.loadtests.demo
+
+bench: deps $(VENV)/.installed
+	$(PY) loadtests/bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info reports

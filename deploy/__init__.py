@@ -1,0 +1,1 @@
+"""Fabric deploy tasks: release layout, rolling upgrades, rollback."""

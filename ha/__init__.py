@@ -1,0 +1,1 @@
+"""Cluster layer over Redis: agent, registry, fenced leader election, polycorn-ctl."""

@@ -1,0 +1,1 @@
+"""Settings, command line, config file and app loading (Gunicorn-compatible)."""

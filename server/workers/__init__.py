@@ -1,0 +1,1 @@
+"""Worker classes: sync, thread, event; one shared base."""

@@ -1,0 +1,1 @@
+"""WSGI (PEP 3333) glue between the sans-IO HTTP layer and the application."""

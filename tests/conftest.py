@@ -1,0 +1,28 @@
+"""Fixtures shared by the whole suite: a polycorn launcher that cleans up by pid."""
+
+from __future__ import annotations
+
+import pytest
+from support.procs import Polycorn, free_port
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def polycorn(tmp_path):
+    """Start polycorn processes; all of them (and their children) are killed after the test."""
+    started: list[Polycorn] = []
+
+    def start(*args: str, wait_port: int | None = None, **kw) -> Polycorn:
+        p = Polycorn(list(args), log_path=tmp_path / f"polycorn-{len(started)}.log", **kw)
+        started.append(p)
+        if wait_port:
+            p.wait_port(wait_port)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: free ports, real processes cleaned up by pid, HTTP clients."""
