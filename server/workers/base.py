@@ -1,0 +1,220 @@
+"""The worker lifecycle shared by every worker class.
+
+The base owns what is the same for all: signals, the heartbeat, readiness (the
+app loaded and, with --health-check, answering 2xx in-process), parent death,
+max-requests and graceful stop. A concrete worker owns only its accept/serve
+loop (`run`), and calls `notify()` from that loop so the heartbeat proves real
+progress.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+from polycorn.server.liveness import SlotTable, WorkerState
+from polycorn.server.sockets import Listener
+
+log = logging.getLogger("polycorn.error")
+
+# Exit statuses the master reads (Gunicorn's numbers, so operators' scripts keep working).
+WORKER_BOOT_ERROR = 3
+APP_LOAD_ERROR = 4
+
+
+class RunState(enum.Enum):
+    RUNNING = "running"
+    DRAINING = "draining"  # stop accepting, finish what we hold, then exit
+    STOPPED = "stopped"
+
+
+class Worker:
+    """One worker process. Built in the master, then `start()` runs in the child after fork."""
+
+    def __init__(self, *, age: int, generation: int, ppid: int, cfg: Any, listeners: list[Listener],
+                 slots: SlotTable, slot: int, parent_fd: int, app: Any = None,
+                 server: Any = None) -> None:
+        self.age = age
+        self.generation = generation
+        self.ppid = ppid
+        self.cfg = cfg
+        self.listeners = listeners
+        self.slots = slots
+        self.slot = slot
+        self.parent_fd = parent_fd  # read end of the master's pipe: EOF means the master died
+        self.app = app  # already loaded when --preload
+        self.pid = 0
+        self.log = log
+        self.state = RunState.RUNNING
+        self.requests = 0
+        self.max_requests = self._max_requests(cfg)
+        self.handler: Any = None
+        self.server = server  # the arbiter, as Gunicorn's hooks receive it
+        self._wake_r = self._wake_w = -1
+
+    # Gunicorn's hooks read worker.alive.
+    @property
+    def alive(self) -> bool:
+        return self.state is RunState.RUNNING
+
+    @staticmethod
+    def _max_requests(cfg: Any) -> int:
+        limit = int(getattr(cfg, "max_requests", 0) or 0)
+        if limit <= 0:
+            return sys.maxsize
+        jitter = int(getattr(cfg, "max_requests_jitter", 0) or 0)
+        return limit + (random.randint(0, jitter) if jitter > 0 else 0)
+
+    # ---- in the child -------------------------------------------------------
+
+    def start(self) -> None:
+        """Entry point in the forked child; never returns."""
+        status = 0
+        try:
+            self.pid = os.getpid()
+            self._install_signals()
+            self._boot()
+            self.run()
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 0
+        except BaseException:
+            log.exception("worker %s crashed", os.getpid())
+            status = 1
+        finally:
+            try:
+                self.cfg.worker_exit(self.server, self)
+            except Exception:
+                log.exception("worker_exit hook failed")
+            finally:
+                logging.shutdown()
+                os._exit(status)
+
+    def _boot(self) -> None:
+        self.slots.heartbeat(self.slot)
+        if self.app is None:
+            self.app = self._load_app()
+        from polycorn.server.logs import AccessLogger
+        from polycorn.server.wsgi.handler import WSGIHandler
+        self.handler = WSGIHandler(self.app, self.cfg, self, AccessLogger(self.cfg))
+        path = getattr(self.cfg, "health_check", None)
+        if path:
+            status = self.handler.health_check(path)
+            if not 200 <= status < 300:
+                self._fail(APP_LOAD_ERROR, f"health check GET {path} answered {status}")
+        self.cfg.post_worker_init(self)
+        self.slots.set_state(self.slot, WorkerState.READY)
+        log.debug("worker %s ready", self.pid)
+
+    def _load_app(self) -> Any:
+        from polycorn.server.app import AppImportError, load_app
+        try:
+            return load_app(self.cfg.app_spec)
+        except AppImportError as exc:
+            self._fail(APP_LOAD_ERROR, str(exc), getattr(exc, "traceback", None))
+        except Exception as exc:
+            self._fail(APP_LOAD_ERROR, f"cannot load {self.cfg.app_spec}: {exc!r}",
+                       traceback.format_exc())
+
+    def _fail(self, status: int, reason: str, tb: str | None = None) -> None:
+        """Record why this worker cannot serve, for the master, and exit."""
+        self.slots.set_state(self.slot, WorkerState.BOOT_FAILED, reason)
+        log.error("worker %s failed to boot: %s", self.pid, reason)
+        if tb:
+            log.debug("%s", tb)
+        raise SystemExit(status)
+
+    def _install_signals(self) -> None:
+        for sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU,
+                    signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL if sig == signal.SIGCHLD else signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_quit)
+        signal.signal(signal.SIGQUIT, self._on_quit)
+        signal.signal(signal.SIGABRT, self._on_abort)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
+        # A self-pipe wakes the accept loop at once on TERM (set_wakeup_fd
+        # also interrupts select); system calls restart after the handler.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.siginterrupt(sig, False)
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.drain("TERM")
+
+    def _on_quit(self, signum: int, frame: Any) -> None:
+        self.cfg.worker_int(self)
+        sys.exit(0)
+
+    def _on_abort(self, signum: int, frame: Any) -> None:
+        # The master saw no heartbeat within --timeout.
+        self.cfg.worker_abort(self)
+        sys.exit(1)
+
+    def _on_usr1(self, signum: int, frame: Any) -> None:
+        from polycorn.server.logs import reopen
+        reopen()
+
+    def drain(self, reason: str) -> None:
+        if self.state is RunState.RUNNING:
+            self.state = RunState.DRAINING
+            self._drain_reason = reason
+
+    # ---- helpers for the concrete loops -------------------------------------
+
+    def notify(self) -> None:
+        """Heartbeat: called from the worker's main loop only."""
+        self.slots.heartbeat(self.slot)
+
+    @property
+    def wait_fds(self) -> list[int]:
+        """Descriptors besides the listeners that must wake the loop: parent death and signals."""
+        return [self.parent_fd, self._wake_r]
+
+    def check_wakeups(self, ready: list[int] | set[int]) -> None:
+        """React to the non-listener fds that select() reported ready."""
+        if self._wake_r in ready:
+            try:
+                os.read(self._wake_r, 512)
+            except BlockingIOError:
+                pass
+        if self.parent_fd in ready:
+            self.parent_died()
+
+    def parent_died(self) -> None:
+        """EOF on the master's pipe: never serve unsupervised (stop accepting, finish, exit)."""
+        if self.state is RunState.RUNNING:
+            log.warning("worker %s: master %s is gone; finishing in-flight requests and exiting",
+                        self.pid, self.ppid)
+        self.drain("master gone")
+
+    def count_request(self) -> None:
+        self.requests += 1
+        if self.requests >= self.max_requests and self.state is RunState.RUNNING:
+            log.info("worker %s: max requests (%s) reached; restarting", self.pid, self.max_requests)
+            self.drain("max requests")
+
+    @property
+    def select_timeout(self) -> float:
+        # Wake often enough to heartbeat well inside --timeout.
+        timeout = float(getattr(self.cfg, "timeout", 30) or 30)
+        return max(0.05, min(1.0, timeout / 4))
+
+    def accept(self, listener: Listener) -> tuple[socket.socket, Any] | None:
+        try:
+            sock, addr = listener.sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return None  # another worker (or master) won the race
+        sock.setblocking(True)
+        return sock, addr
+
+    def run(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,150 @@
+"""The thread worker: a pool of --threads threads, keep-alive connections parked in a selector.
+
+The main thread owns the selector: it accepts only while a thread is free (so
+the kernel's accept queue, shared with the other workers and masters, holds
+what we cannot serve yet), parks idle keep-alive connections with a deadline of
+--keep-alive seconds, and hands a connection to the pool when its next request
+arrives. Pool threads serve whole requests and give the connection back.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import selectors
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from polycorn.server.workers.base import RunState, Worker, log
+
+
+class ThreadWorker(Worker):
+    def run(self) -> None:
+        from polycorn.server.wsgi.handler import ClientConnection
+
+        self._connection_cls = ClientConnection
+        threads = max(1, int(getattr(self.cfg, "threads", 1) or 1))
+        self.keepalive = float(getattr(self.cfg, "keepalive", 2) or 0)
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="polycorn")
+        self.capacity = threads
+        self.inflight = 0
+        self.lock = threading.Lock()
+        self.returned: collections.deque[tuple[Any, bool]] = collections.deque()
+        self.idle: collections.OrderedDict[Any, float] = collections.OrderedDict()
+        self.done_r, self.done_w = os.pipe()
+        os.set_blocking(self.done_w, False)
+        self.sel = selectors.DefaultSelector()
+        for fd in self.wait_fds:
+            self.sel.register(fd, selectors.EVENT_READ, ("wake", None))
+        self.sel.register(self.done_r, selectors.EVENT_READ, ("done", None))
+        self.accepting = False
+        self._set_accepting(True)
+        try:
+            self._loop()
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def _loop(self) -> None:
+        graceful_deadline = None
+        while True:
+            self.notify()
+            if self.state is not RunState.RUNNING:
+                if graceful_deadline is None:
+                    graceful_deadline = time.monotonic() + float(self.cfg.graceful_timeout)
+                    self._set_accepting(False)
+                    self._close_idle(all_of_them=True)
+                if self.inflight == 0 or time.monotonic() > graceful_deadline:
+                    if self.inflight:
+                        log.warning("worker %s: graceful timeout with %s requests in flight",
+                                    self.pid, self.inflight)
+                    return
+            else:
+                self._set_accepting(self.inflight < self.capacity)
+            for key, _ in self.sel.select(self.select_timeout):
+                kind, obj = key.data
+                if kind == "listen":
+                    self._accept(obj)
+                elif kind == "conn":
+                    self.sel.unregister(key.fileobj)
+                    del self.idle[obj]
+                    self._submit(obj)
+                elif kind == "done":
+                    self._collect()
+                else:
+                    self.check_wakeups({key.fd})
+            self._close_idle()
+
+    def _set_accepting(self, on: bool) -> None:
+        if on == self.accepting:
+            return
+        self.accepting = on
+        for lst in self.listeners:
+            if on:
+                self.sel.register(lst.sock, selectors.EVENT_READ, ("listen", lst))
+            else:
+                self.sel.unregister(lst.sock)
+
+    def _accept(self, listener: Any) -> None:
+        if self.inflight >= self.capacity or self.state is not RunState.RUNNING:
+            return
+        accepted = self.accept(listener)
+        if accepted is None:
+            return
+        sock, addr = accepted
+        sock.settimeout(float(getattr(self.cfg, "timeout", 30) or 30))
+        conn = self._connection_cls(self.handler, sock, addr, listener.server_name(), keep_alive=True)
+        self._submit(conn)
+
+    def _submit(self, conn: Any) -> None:
+        self.inflight += 1
+        self.pool.submit(self._serve, conn)
+
+    def _serve(self, conn: Any) -> None:
+        """In a pool thread: serve requests while they are already buffered, then give back."""
+        keep = False
+        try:
+            while True:
+                keep = conn.serve_one()
+                with self.lock:
+                    self.count_request()
+                if not (keep and conn.has_buffered_data and self.state is RunState.RUNNING):
+                    break
+        except Exception:
+            log.exception("worker %s: error serving a connection", self.pid)
+            keep = False
+        self.returned.append((conn, keep))
+        try:
+            os.write(self.done_w, b".")
+        except BlockingIOError:
+            pass  # the main thread is already due to wake
+
+    def _collect(self) -> None:
+        try:
+            os.read(self.done_r, 4096)
+        except BlockingIOError:
+            pass
+        while self.returned:
+            conn, keep = self.returned.popleft()
+            self.inflight -= 1
+            if keep and self.keepalive > 0 and self.state is RunState.RUNNING:
+                self.idle[conn] = time.monotonic() + self.keepalive
+                self.sel.register(conn.sock, selectors.EVENT_READ, ("conn", conn))
+            else:
+                conn.close()
+
+    def _close_idle(self, all_of_them: bool = False) -> None:
+        now = time.monotonic()
+        # Deadlines grow with insertion order, so the expired ones are at the front.
+        while self.idle:
+            conn, deadline = next(iter(self.idle.items()))
+            if deadline > now and not all_of_them:
+                break
+            del self.idle[conn]
+            try:
+                self.sel.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+            conn.close()
+

@@ -1,0 +1,160 @@
+"""The master with real processes and signals: worker count, reload, timeouts, stop, orphans."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+from support.http import get
+from support.procs import ROOT, alive, port_open, wait_until
+
+APPS = ROOT / "tests" / "apps"
+
+
+@pytest.fixture
+def start(polycorn, port):
+    def start(*args: str, env: dict | None = None):
+        return polycorn("-b", f"127.0.0.1:{port}", *args, "testapp:application",
+                        wait_port=port, cwd=APPS, env=env)
+    return start
+
+
+def ready_pids(server, n: int, timeout: float = 10.0) -> list[int]:
+    """Wait until the master has exactly n live workers and return their pids."""
+    return wait_until(lambda: (w := server.workers()) and len(w) == n and w,
+                      timeout, what=f"{n} workers")
+
+
+def test_serves_and_counts_workers(start, port):
+    server = start("-w", "2")
+    status, body, headers = get(port, "/")
+    assert (status, body) == (200, b"hello\n")
+    assert headers["server"] == "polycorn"
+    assert len(ready_pids(server, 2)) == 2
+
+
+def test_ttin_ttou_change_the_worker_count(start):
+    server = start("-w", "2")
+    ready_pids(server, 2)
+    server.signal(signal.SIGTTIN)
+    ready_pids(server, 3)
+    server.signal(signal.SIGTTOU)
+    server.signal(signal.SIGTTOU)
+    ready_pids(server, 1)
+
+
+def test_hup_replaces_every_worker(start, port):
+    server = start("-w", "2")
+    before = set(ready_pids(server, 2))
+    server.signal(signal.SIGHUP)
+    after = wait_until(lambda: (w := set(server.workers())) and len(w) == 2 and not (w & before) and w,
+                       15, what="new workers after HUP")
+    assert not after & before
+    assert get(port, "/")[0] == 200
+    assert "reload complete" in server.log()
+
+
+def test_worker_past_timeout_is_replaced(start, port):
+    server = start("-w", "1", "-t", "1")
+    (first,) = ready_pids(server, 1)
+
+    def slow():
+        try:
+            get(port, "/sleep?s=30", timeout=30)
+        except OSError:
+            pass  # the worker is killed: the request fails, as in Gunicorn
+
+    threading.Thread(target=slow, daemon=True).start()
+    wait_until(lambda: not alive(first), 10, what="the hung worker to be killed")
+    (second,) = ready_pids(server, 1)
+    assert second != first
+    assert "WORKER TIMEOUT" in server.log()
+    assert get(port, "/")[0] == 200
+
+
+def test_max_requests_recycles_the_worker(start, port):
+    server = start("-w", "1", "--max-requests", "5")
+    (first,) = ready_pids(server, 1)
+    pids = {int(get(port, "/pid")[1]) for _ in range(12)}
+    assert first in pids and len(pids) >= 2  # recycled after 5 requests, at least twice in 12
+
+
+def test_term_finishes_an_in_flight_request(start, port):
+    server = start("-w", "1")
+    ready_pids(server, 1)
+    result = {}
+
+    def slow():
+        result["resp"] = get(port, "/sleep?s=1.5", timeout=10)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.4)  # the request is in the worker now
+    server.signal(signal.SIGTERM)
+    t.join(10)
+    assert result["resp"][:2] == (200, b"slept 1.50")
+    assert server.proc.wait(10) == 0
+    assert not port_open(port)
+
+
+def test_int_stops_quickly(start):
+    server = start("-w", "2")
+    workers = ready_pids(server, 2)
+    server.signal(signal.SIGINT)
+    assert server.proc.wait(10) == 0
+    assert not any(alive(p) for p in workers)
+
+
+def test_orphaned_workers_exit_and_serve_nothing(start, port):
+    server = start("-w", "2", "--graceful-timeout", "3")
+    workers = ready_pids(server, 2)
+    server.signal(signal.SIGKILL)
+    server.proc.wait(5)
+    wait_until(lambda: not any(alive(p) for p in workers), 6, what="orphaned workers to exit")
+    assert not port_open(port)
+
+
+def test_orphaned_worker_finishes_what_it_holds(start, port):
+    server = start("-w", "1", "--graceful-timeout", "5")
+    (worker,) = ready_pids(server, 1)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", get(port, "/sleep?s=1", timeout=10)))
+    t.start()
+    time.sleep(0.3)
+    server.signal(signal.SIGKILL)
+    t.join(10)
+    assert result["r"][:2] == (200, b"slept 1.00")
+    wait_until(lambda: not alive(worker), 6, what="the orphan to exit")
+
+
+def test_pid_file_written_and_removed(start, tmp_path):
+    pid_path = tmp_path / "p.pid"
+    server = start("-p", str(pid_path))
+    assert int(pid_path.read_text()) == server.pid
+    server.signal(signal.SIGTERM)
+    server.proc.wait(10)
+    assert not pid_path.exists()
+
+
+def test_usr1_reopens_the_access_log(start, port, tmp_path):
+    log_path = tmp_path / "access.log"
+    server = start("--access-logfile", str(log_path))
+    get(port, "/first")
+    wait_until(lambda: log_path.exists() and b"/first" in log_path.read_bytes(), 5, what="log line")
+    rotated = tmp_path / "access.log.1"
+    log_path.rename(rotated)
+    server.signal(signal.SIGUSR1)
+    time.sleep(0.5)
+    get(port, "/second")
+    wait_until(lambda: log_path.exists() and b"/second" in log_path.read_bytes(), 5,
+               what="a line in the reopened log")
+    assert b"/second" not in rotated.read_bytes()
+
+
+@pytest.mark.parametrize("worker", ["sync", "thread"])
+def test_both_worker_classes_serve(start, port, worker):
+    start("-k", worker, "--threads", "4")
+    for _ in range(5):
+        assert get(port, "/echo", method="POST", body=b"abc")[:2] == (200, b"abc")
