@@ -1,0 +1,136 @@
+"""The Lua scripts behind every compare-and-set the cluster relies on.
+
+Each script runs atomically inside Redis, so an invariant holds even with two
+nodes believing they lead: a command or a death sentence is accepted only while
+the caller's exact lease value ("epoch:node") is the lease. Times come from the
+server's TIME, never from a node's clock. Each script is headed by its KEYS,
+ARGV and return values.
+"""
+
+from __future__ import annotations
+
+# Server time in milliseconds, as an exact decimal string (a Lua number would be
+# formatted with %.14g and could lose digits).
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+"""
+
+ACQUIRE_LEASE = """
+-- KEYS[1] lease, KEYS[2] epoch counter, KEYS[3] events stream
+-- ARGV[1] node id, ARGV[2] lease ms, ARGV[3] events maxlen, ARGV[4] reason
+-- returns the new epoch, or nil when a lease exists (no epoch is spent then)
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], epoch .. ':' .. ARGV[1], 'PX', ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'event', 'leader_elected',
+           'node', ARGV[1], 'epoch', epoch, 'reason', ARGV[4])
+return epoch
+"""
+
+RENEW_LEASE = """
+-- KEYS[1] lease
+-- ARGV[1] expected lease value "epoch:node", ARGV[2] lease ms
+-- returns 1 when extended, 0 when the lease is not (or no longer) that value
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+RESIGN_LEASE = """
+-- KEYS[1] lease, KEYS[2] events stream
+-- ARGV[1] expected lease value, ARGV[2] node id, ARGV[3] epoch, ARGV[4] reason,
+-- ARGV[5] events maxlen
+-- returns 1 when deleted, 0 when the lease is not that value
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'event', 'leader_resigned',
+           'node', ARGV[2], 'epoch', ARGV[3], 'reason', ARGV[4])
+return 1
+"""
+
+REGISTER = _NOW_MS + """
+-- KEYS[1] incarnations hash, KEYS[2] node hash, KEYS[3] members zset, KEYS[4] events
+-- ARGV[1] node id, ARGV[2] node TTL ms, ARGV[3] events maxlen, ARGV[4..] field, value...
+-- returns the node's new incarnation
+local inc = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'incarnation', inc, 'heartbeat', now, unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'event', 'node_joined',
+           'node', ARGV[1], 'epoch', 0, 'reason', 'registered', 'incarnation', inc)
+return inc
+"""
+
+HEARTBEAT = _NOW_MS + """
+-- KEYS[1] incarnations hash, KEYS[2] node hash, KEYS[3] members zset, KEYS[4] events
+-- ARGV[1] node id, ARGV[2] incarnation, ARGV[3] node TTL ms, ARGV[4] events maxlen,
+-- ARGV[5] state, ARGV[6..] field, value...
+-- returns 'superseded' (a newer incarnation registered: nothing written),
+-- 'rejoined' (the hash had lapsed and was re-created) or 'refreshed'
+if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') ~= tonumber(ARGV[2]) then
+  return 'superseded'
+end
+local old = redis.call('HGET', KEYS[2], 'state')
+redis.call('HSET', KEYS[2], 'incarnation', ARGV[2], 'heartbeat', now, 'state', ARGV[5],
+           unpack(ARGV, 6))
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+if not old then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event', 'node_joined',
+             'node', ARGV[1], 'epoch', 0, 'reason', 'heartbeat resumed', 'incarnation', ARGV[2])
+  return 'rejoined'
+end
+if old ~= ARGV[5] and ARGV[5] ~= 'booting' then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event', 'node_' .. ARGV[5],
+             'node', ARGV[1], 'epoch', 0, 'reason', 'state changed', 'incarnation', ARGV[2])
+end
+return 'refreshed'
+"""
+
+DEREGISTER = """
+-- KEYS[1] incarnations hash, KEYS[2] node hash, KEYS[3] members zset, KEYS[4] events,
+-- KEYS[5] the node's command queue
+-- ARGV[1] node id, ARGV[2] incarnation, ARGV[3] event kind, ARGV[4] reason, ARGV[5] maxlen
+-- returns 1 when removed, 0 when a newer incarnation owns the node id
+if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') ~= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('DEL', KEYS[2], KEYS[5])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'event', ARGV[3],
+           'node', ARGV[1], 'epoch', 0, 'reason', ARGV[4], 'incarnation', ARGV[2])
+return 1
+"""
+
+DECLARE_DEAD = _NOW_MS + """
+-- KEYS[1] lease, KEYS[2] members zset, KEYS[3] the node's hash, KEYS[4] events,
+-- KEYS[5] the node's command queue
+-- ARGV[1] caller's lease value, ARGV[2] node id, ARGV[3] node TTL ms, ARGV[4] epoch,
+-- ARGV[5] leader id, ARGV[6] reason, ARGV[7] maxlen
+-- returns 1 when the node was declared dead, 0 when the caller is not the leader or
+-- the node is not dead (heartbeat fresh, hash alive, or already removed)
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if not score then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if tonumber(now) - tonumber(score) < tonumber(ARGV[3]) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[5])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'event', 'node_dead',
+           'node', ARGV[2], 'epoch', ARGV[4], 'reason', ARGV[6], 'by', ARGV[5])
+return 1
+"""
+
+SEND_COMMAND = """
+-- KEYS[1] lease, KEYS[2] the target node's command queue
+-- ARGV[1] caller's lease value, ARGV[2] command wire form, ARGV[3] queue cap
+-- returns 1 when queued, 0 when the caller's lease is not the lease
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+return 1
+"""

@@ -1,0 +1,185 @@
+"""ClusterStore over Redis: each method is one Lua script or one transaction.
+
+Every redis-py error that means "could not reach Redis in time" becomes
+StoreUnavailable, so callers handle one failure type. After acquiring the lease
+the store asks one replica to acknowledge it (WAIT 1 ms) when replicas exist:
+Sentinel replication is asynchronous, and a lease lost in a failover would let a
+second leader in with the same epoch counter value.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+from polycorn.ha import events as ev
+from polycorn.ha import lua
+from polycorn.ha.commands import NodeCommand
+from polycorn.ha.events import Event
+from polycorn.ha.keys import ClusterKeys
+from polycorn.ha.registry import NodeInfo, NodeRecord, record_from_hash
+from polycorn.ha.snapshot import ClusterSnapshot, Lease, Member
+from polycorn.ha.store import ClusterStore, Heartbeat, StoreUnavailable
+from redis.exceptions import RedisError
+
+COMMAND_QUEUE_CAP = 1000  # a node unreachable for long keeps only the newest commands
+REPLICA_ACK_MS = 500  # WAIT bound after acquiring: well inside the step-down margin
+
+T = TypeVar("T")
+
+
+def _unavailable(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except RedisError as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        except OSError as exc:  # raised by the socket layer under some redis-py paths
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    return call
+
+
+class RedisStore(ClusterStore):
+    def __init__(self, client: redis.Redis, cluster: str,
+                 replica_ack_ms: int = REPLICA_ACK_MS) -> None:
+        self.client = client
+        self.keys = ClusterKeys(cluster)
+        self.replica_ack_ms = replica_ack_ms
+        self._scripts = {name: client.register_script(getattr(lua, name)) for name in (
+            "ACQUIRE_LEASE", "RENEW_LEASE", "RESIGN_LEASE", "REGISTER", "HEARTBEAT",
+            "DEREGISTER", "DECLARE_DEAD", "SEND_COMMAND")}
+
+    def _run(self, name: str, keys: list[str], args: list) -> object:
+        return self._scripts[name](keys=keys, args=args)
+
+    # -- reads ------------------------------------------------------------------------
+
+    @_unavailable
+    def snapshot(self) -> ClusterSnapshot:
+        k = self.keys
+        pipe = self.client.pipeline(transaction=True)
+        pipe.time().get(k.lease).get(k.epoch).zrange(k.members, 0, -1, withscores=True)
+        (sec, usec), lease, epoch, members = pipe.execute()
+        return ClusterSnapshot(sec * 1000 + usec // 1000, Lease.decode(lease), int(epoch or 0),
+                               tuple(Member(n, int(s)) for n, s in members))
+
+    @_unavailable
+    def nodes(self, ttl_ms: int) -> tuple[ClusterSnapshot, list[NodeRecord]]:
+        snap = self.snapshot()
+        pipe = self.client.pipeline(transaction=False)
+        for m in snap.members:
+            pipe.hgetall(self.keys.node(m.node_id))
+        hashes = pipe.execute() if snap.members else []
+        return snap, [record_from_hash(m.node_id, h, m.heartbeat_ms, snap.now_ms, ttl_ms)
+                      for m, h in zip(snap.members, hashes, strict=True)]
+
+    @_unavailable
+    def read_events(self, after: str = "0", count: int = 100,
+                    block_ms: int | None = None) -> list[Event]:
+        if block_ms is None:
+            entries = self.client.xrange(self.keys.events, min=f"({after}" if after != "0"
+                                         else "-", count=count)
+        else:
+            reply = self.client.xread({self.keys.events: after}, count=count, block=block_ms)
+            entries = reply[0][1] if reply else []
+        return [Event.from_stream(eid, fields) for eid, fields in entries]
+
+    # -- lease ------------------------------------------------------------------------
+
+    @_unavailable
+    def acquire_lease(self, node_id: str, lease_ms: int, reason: str) -> int | None:
+        k = self.keys
+        epoch = self._run("ACQUIRE_LEASE", [k.lease, k.epoch, k.events],
+                          [node_id, lease_ms, ev.STREAM_MAXLEN, reason])
+        if epoch is None:
+            return None
+        if not self._replicated():
+            # Not confirmed by a replica: a failover now could lose it. Give it back
+            # rather than lead on a lease that may vanish.
+            self._run("RESIGN_LEASE", [k.lease, k.events],
+                      [Lease(node_id, int(epoch)).encode(), node_id, epoch,
+                       "no replica acknowledged the lease", ev.STREAM_MAXLEN])
+            return None
+        return int(epoch)
+
+    def _replicated(self) -> bool:
+        """True when there is no replica to wait for, or one acknowledged in time."""
+        replicas = int(self.client.info("replication").get("connected_slaves", 0))
+        if replicas == 0:
+            return True
+        return int(self.client.execute_command("WAIT", 1, self.replica_ack_ms)) >= 1
+
+    @_unavailable
+    def renew_lease(self, lease: Lease, lease_ms: int) -> bool:
+        return self._run("RENEW_LEASE", [self.keys.lease], [lease.encode(), lease_ms]) == 1
+
+    @_unavailable
+    def resign_lease(self, lease: Lease, reason: str) -> bool:
+        k = self.keys
+        return self._run("RESIGN_LEASE", [k.lease, k.events],
+                         [lease.encode(), lease.holder, lease.epoch, reason,
+                          ev.STREAM_MAXLEN]) == 1
+
+    # -- registry ---------------------------------------------------------------------
+
+    def _node_keys(self, node_id: str) -> list[str]:
+        k = self.keys
+        return [k.incarnations, k.node(node_id), k.members, k.events]
+
+    @staticmethod
+    def _pairs(info: NodeInfo) -> list[str]:
+        fields = info.to_hash()
+        fields.pop("state")
+        return [x for item in fields.items() for x in item]
+
+    @_unavailable
+    def register(self, info: NodeInfo, ttl_ms: int) -> int:
+        return int(self._run("REGISTER", self._node_keys(info.node_id),
+                             [info.node_id, ttl_ms, ev.STREAM_MAXLEN, "state", info.state.value,
+                              *self._pairs(info)]))
+
+    @_unavailable
+    def heartbeat(self, info: NodeInfo, incarnation: int, ttl_ms: int) -> Heartbeat:
+        reply = self._run("HEARTBEAT", self._node_keys(info.node_id),
+                          [info.node_id, incarnation, ttl_ms, ev.STREAM_MAXLEN,
+                           info.state.value, *self._pairs(info)])
+        return Heartbeat(reply)
+
+    @_unavailable
+    def deregister(self, node_id: str, incarnation: int, kind: str, reason: str) -> bool:
+        return self._run("DEREGISTER", [*self._node_keys(node_id), self.keys.commands(node_id)],
+                         [node_id, incarnation, kind, reason, ev.STREAM_MAXLEN]) == 1
+
+    # -- fenced leader actions --------------------------------------------------------
+
+    @_unavailable
+    def declare_dead(self, lease: Lease, node_id: str, ttl_ms: int, reason: str) -> bool:
+        k = self.keys
+        return self._run("DECLARE_DEAD",
+                         [k.lease, k.members, k.node(node_id), k.events, k.commands(node_id)],
+                         [lease.encode(), node_id, ttl_ms, lease.epoch, lease.holder, reason,
+                          ev.STREAM_MAXLEN]) == 1
+
+    @_unavailable
+    def send_command(self, lease: Lease, command: NodeCommand) -> bool:
+        if command.epoch != lease.epoch:
+            return False
+        return self._run("SEND_COMMAND", [self.keys.lease, self.keys.commands(command.node_id)],
+                         [lease.encode(), command.encode(), COMMAND_QUEUE_CAP]) == 1
+
+    # -- inbox and events -------------------------------------------------------------
+
+    @_unavailable
+    def take_commands(self, node_id: str, limit: int = 16) -> list[str]:
+        return self.client.lpop(self.keys.commands(node_id), limit) or []
+
+    @_unavailable
+    def emit(self, event: Event) -> None:
+        self.client.xadd(self.keys.events, event.fields(), maxlen=ev.STREAM_MAXLEN,
+                         approximate=True)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,159 @@
+"""One behaviour suite run against both stores: MemoryStore and RedisStore (real Redis).
+
+The memory store exists so election and agent logic can be tested without Redis;
+this suite is what keeps it honest.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from polycorn.ha import events as ev
+from polycorn.ha.commands import NodeCommand
+from polycorn.ha.memory_store import MemoryStore
+from polycorn.ha.redis_client import make_client
+from polycorn.ha.redis_store import RedisStore
+from polycorn.ha.redis_url import parse_redis_url
+from polycorn.ha.registry import NodeInfo, NodeState
+from polycorn.ha.snapshot import Lease
+from polycorn.ha.store import Heartbeat
+from polycorn.ha.timing import Timing
+
+TTL = 300  # ms: short, so expiry tests stay fast against the real server
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request, shared_redis, cluster_name):
+    if request.param == "memory":
+        clock = Clock()
+        s = MemoryStore(clock)
+        s.advance = lambda ms: setattr(clock, "ms", clock.ms + ms)
+        s.push_raw = s.push_raw_command
+    else:
+        client = make_client(parse_redis_url(shared_redis.url), Timing())
+        s = RedisStore(client, cluster_name)
+        s.advance = lambda ms: time.sleep(ms / 1000 + 0.02)
+        s.push_raw = lambda node, wire: client.rpush(s.keys.commands(node), wire)
+    yield s
+    s.close()
+
+
+def info(node_id: str, state: NodeState = NodeState.READY, **kw) -> NodeInfo:
+    return NodeInfo(node_id, "host", "127.0.0.1:8000", 42, "r1", state, **kw)
+
+
+def kinds(store) -> list[tuple[str, str]]:
+    return [(e.kind, e.node) for e in store.read_events()]
+
+
+def test_acquire_spends_an_epoch_only_on_success(store):
+    assert store.acquire_lease("n1", 5000, "test") == 1
+    assert store.acquire_lease("n2", 5000, "test") is None
+    snap = store.snapshot()
+    assert snap.lease == Lease("n1", 1) and snap.epoch == 1
+    assert kinds(store) == [(ev.LEADER_ELECTED, "n1")]
+
+
+def test_lease_expires_and_next_epoch_is_higher(store):
+    assert store.acquire_lease("n1", TTL, "test") == 1
+    store.advance(TTL)
+    assert store.snapshot().lease is None
+    assert store.acquire_lease("n2", 5000, "test") == 2
+
+
+def test_renew_is_compare_and_extend(store):
+    store.acquire_lease("n1", TTL, "test")
+    assert store.renew_lease(Lease("n1", 1), TTL * 4)
+    assert not store.renew_lease(Lease("n1", 0), TTL * 4)  # wrong epoch
+    assert not store.renew_lease(Lease("n2", 1), TTL * 4)  # wrong holder
+    store.advance(TTL)
+    assert store.snapshot().lease == Lease("n1", 1)  # extended past the first TTL
+
+
+def test_resign_is_compare_and_delete(store):
+    store.acquire_lease("n1", 5000, "test")
+    assert not store.resign_lease(Lease("n1", 7), "wrong epoch")
+    assert store.resign_lease(Lease("n1", 1), "shutting down")
+    assert store.snapshot().lease is None
+    events = store.read_events()
+    assert events[-1].kind == ev.LEADER_RESIGNED and events[-1].reason == "shutting down"
+    assert events[-1].epoch == 1
+
+
+def test_register_heartbeat_and_state_events(store):
+    inc = store.register(info("n1", NodeState.BOOTING), TTL)
+    assert inc == 1
+    assert store.heartbeat(info("n1", NodeState.READY, workers=2), inc, TTL) is Heartbeat.REFRESHED
+    assert store.heartbeat(info("n1", NodeState.READY, workers=2), inc, TTL) is Heartbeat.REFRESHED
+    snap, nodes = store.nodes(TTL)
+    assert [m.node_id for m in snap.members] == ["n1"]
+    assert nodes[0].alive and nodes[0].info.workers == 2 and nodes[0].incarnation == 1
+    assert nodes[0].info.state is NodeState.READY
+    assert kinds(store) == [(ev.NODE_JOINED, "n1"), (ev.NODE_READY, "n1")]
+
+
+def test_lapsed_node_is_seen_dead_then_rejoins(store):
+    inc = store.register(info("n1"), TTL)
+    store.advance(TTL)
+    _, nodes = store.nodes(TTL)
+    assert not nodes[0].alive
+    assert nodes[0].as_json(store.snapshot().now_ms)["state"] == "dead"
+    assert store.heartbeat(info("n1"), inc, TTL) is Heartbeat.REJOINED
+    assert store.nodes(TTL)[1][0].alive
+
+
+def test_newer_incarnation_supersedes_the_old_agent(store):
+    old = store.register(info("n1"), 5000)
+    new = store.register(info("n1"), 5000)
+    assert new == old + 1
+    assert store.heartbeat(info("n1"), old, 5000) is Heartbeat.SUPERSEDED
+    assert not store.deregister("n1", old, ev.NODE_GONE, "old master exited")
+    assert store.nodes(5000)[1][0].alive  # the new incarnation is untouched
+    assert store.deregister("n1", new, ev.NODE_GONE, "master exited")
+    assert store.snapshot().members == ()
+
+
+def test_declare_dead_is_fenced_and_checks_the_heartbeat(store):
+    store.register(info("n2"), TTL)
+    epoch = store.acquire_lease("n1", 10_000, "test")
+    lease = Lease("n1", epoch)
+    assert not store.declare_dead(lease, "n2", TTL, "too early")  # still alive
+    store.advance(TTL)
+    assert not store.declare_dead(Lease("n1", epoch - 1), "n2", TTL, "stale leader")
+    assert not store.declare_dead(Lease("n3", epoch), "n2", TTL, "not the holder")
+    assert store.declare_dead(lease, "n2", TTL, "heartbeat lapsed")
+    assert not store.declare_dead(lease, "n2", TTL, "again")  # once only
+    dead = [e for e in store.read_events() if e.kind == ev.NODE_DEAD]
+    assert len(dead) == 1 and dead[0].epoch == epoch and dead[0].extra["by"] == "n1"
+
+
+def test_send_command_only_with_the_current_lease(store):
+    epoch = store.acquire_lease("n1", 10_000, "test")
+    lease = Lease("n1", epoch)
+    good = NodeCommand("n2", 1, epoch, "ttin", 1, issued_by="n1")
+    assert store.send_command(lease, good)
+    assert not store.send_command(Lease("n1", epoch + 1), good)  # not the lease
+    stale = NodeCommand("n2", 1, epoch - 1, "ttou", 1, issued_by="n1")
+    assert not store.send_command(lease, stale)  # epoch differs from the lease's
+    store.push_raw("n2", stale.encode())  # a deposed leader writing directly
+    taken = [NodeCommand.decode(w) for w in store.take_commands("n2")]
+    assert [c.id for c in taken] == [good.id, stale.id]
+    assert store.take_commands("n2") == []
+
+
+def test_events_read_after_an_id(store):
+    store.emit(ev.Event("upgrade_started", "n1", 0, "USR2"))
+    first = store.read_events()
+    store.emit(ev.Event("upgrade_promoted", "n1", 0, "all workers ready", {"gen": "2"}))
+    later = store.read_events(after=first[-1].id)
+    assert [(e.kind, e.extra) for e in later] == [("upgrade_promoted", {"gen": "2"})]
+    assert later[0].time_ms > 0
