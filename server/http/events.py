@@ -21,6 +21,9 @@ class _Sentinel:
         return self.name
 
 
+# The type of NEED_DATA and PAUSED, for annotations.
+Sentinel = _Sentinel
+
 # next_event() returns NEED_DATA when it must be fed more bytes, and PAUSED
 # after a request's EndOfMessage until the response is complete and the
 # connection's next cycle is started (pipelined bytes wait in the buffer).

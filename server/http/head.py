@@ -1,0 +1,106 @@
+"""A request head (request line and field lines) to a Request event, limits first.
+
+Checks run in a fixed order so that the verdict never depends on how the bytes
+were split: size limits (414, 431) first, because an incomplete head can only be
+judged by them (``check_incomplete_head``); then line endings, the request line
+(400, 505), its target form, field syntax, and framing (framing.py).
+"""
+
+from __future__ import annotations
+
+from polycorn.server.http.errors import RemoteProtocolError
+from polycorn.server.http.events import Request
+from polycorn.server.http.framing import decide_framing
+from polycorn.server.http.grammar import absolute_form_re, authority_form_re, request_line_re
+from polycorn.server.http.headers import parse_field_section
+from polycorn.server.http.limits import Limits
+from polycorn.server.http.receivebuffer import ReceiveBuffer
+
+_VERSIONS = {b"HTTP/1.1": b"1.1", b"HTTP/1.0": b"1.0"}
+
+
+def parse_request_head(head: bytes, limits: Limits) -> Request:
+    """Parse a head ending at its empty line (as ReceiveBuffer.extract_head returns it)."""
+    lines = head.split(b"\n")  # [request line, field lines..., empty line, b""]
+    _check_limits(lines, len(head), limits)
+    # RFC 9112 2.2: a bare CR, or a bare LF as line terminator, is refused (400): a
+    # lenient parser behind or in front of us could split lines differently.
+    line_count = len(lines) - 1
+    if head.count(b"\r\n") != line_count or head.count(b"\r") != line_count:
+        raise RemoteProtocolError("bare CR or LF in the request head (lines must end in CRLF)")
+    request_line = lines[0][:-1]
+    match = request_line_re.fullmatch(request_line)
+    if match is None:
+        raise RemoteProtocolError("malformed request line")
+    method, target, version = match.groups()
+    http_version = _VERSIONS.get(version)
+    if http_version is None:
+        raise RemoteProtocolError("unsupported HTTP version", 505)
+    _check_target_form(method, target)
+    section = head[len(request_line) + 2 : -2]
+    fields = parse_field_section(section, limits.permit_obsolete_folding)
+    framing = decide_framing(http_version, fields)
+    return Request(method, target, http_version, tuple(fields), *framing)
+
+
+def _check_limits(lines: list[bytes], head_size: int, limits: Limits) -> None:
+    # A line is no longer than the whole head: the common small head skips the scans.
+    max_line = limits.max_request_line
+    if max_line and head_size > max_line and _line_length(lines[0]) > max_line:
+        raise RemoteProtocolError("request line too long", 414)
+    if len(lines) - 3 > limits.header_count:
+        raise RemoteProtocolError("too many header fields", 431)
+    max_size = limits.max_header_size
+    if max_size and head_size > max_size:
+        if any(_line_length(line) > max_size for line in lines[1:-2]):
+            raise RemoteProtocolError("header field too large", 431)
+
+
+def _line_length(line: bytes) -> int:
+    """A line's length without its CR (lines here were split on LF)."""
+    return len(line) - line.endswith(b"\r")
+
+
+def check_incomplete_head(buf: ReceiveBuffer, limits: Limits) -> None:
+    """Raise 414/431 as soon as the head received so far must exceed a limit.
+
+    Gives the verdict _check_limits would give on the complete head, however the
+    bytes were split, and bounds the memory a slow or endless head can take.
+    """
+    max_line = limits.max_request_line
+    first = buf.first_newline
+    if first < 0:
+        if max_line and len(buf) - buf.ends_with_cr() > max_line:
+            raise RemoteProtocolError("request line too long", 414)
+        return
+    if max_line and first - (buf.byte_before(first) == 0x0D) > max_line:
+        raise RemoteProtocolError("request line too long", 414)
+    if buf.newline_count - 1 > limits.header_count:
+        raise RemoteProtocolError("too many header fields", 431)
+    max_size = limits.max_header_size
+    if max_size:
+        partial = len(buf) - buf.last_newline - 1 - buf.ends_with_cr()
+        if partial > max_size:
+            raise RemoteProtocolError("header field too large", 431)
+        if max_line and len(buf) > max_line + 4 + limits.header_count * (max_size + 2):
+            # A head whose every line is within its limit is at most this long (request
+            # line, fields, empty line, each with CRLF): the bound on a head's memory.
+            raise RemoteProtocolError("header fields too large", 431)
+
+
+def _check_target_form(method: bytes, target: bytes) -> None:
+    # RFC 9112 3.2: the four forms of request-target and the methods they belong to.
+    if method == b"CONNECT":
+        if not authority_form_re.fullmatch(target):
+            raise RemoteProtocolError("CONNECT needs an authority-form target (RFC 9112 3.2.3)")
+        return
+    if target[0] == 0x2F:  # "/": origin-form
+        if b"#" in target:
+            raise RemoteProtocolError("fragment in request target (RFC 9112 3.2.1)")
+        return
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise RemoteProtocolError("asterisk-form is for OPTIONS only (RFC 9112 3.2.4)")
+        return
+    if not absolute_form_re.fullmatch(target):
+        raise RemoteProtocolError("invalid request target (RFC 9112 3.2)")

@@ -1,0 +1,29 @@
+"""Size limits on what a client may send, with Gunicorn's defaults and meanings.
+
+One frozen value per worker, shared by every connection. ``max_request_line`` and
+``max_header_size`` accept 0 for "unlimited" (Gunicorn's --limit-request-line 0);
+``max_header_count`` <= 0 falls back to Gunicorn's hard cap of 32768 fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Gunicorn's MAX_HEADERS: the field count can never be unlimited.
+HEADER_COUNT_CAP = 32768
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_request_line: int = 4094  # --limit-request-line (0 = unlimited); over -> 414
+    max_header_count: int = 100  # --limit-request-fields; over -> 431
+    max_header_size: int = 8190  # --limit-request-field_size (0 = unlimited); over -> 431
+    permit_obsolete_folding: bool = False
+    max_chunk_size_digits: int = 16
+    max_chunk_ext_size: int = 4096
+
+    @property
+    def header_count(self) -> int:
+        """The effective field-count limit (never unlimited)."""
+        count = self.max_header_count
+        return count if 0 < count <= HEADER_COUNT_CAP else HEADER_COUNT_CAP

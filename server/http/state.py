@@ -1,0 +1,71 @@
+"""The two state machines of a server connection, as transition tables.
+
+Rules: the request side (what the client sends) and the response side (what we
+send) move independently within one cycle; a new cycle starts only when both
+are DONE and the connection may persist. A pair missing from a table is a
+misuse by our own caller (LocalProtocolError); a client fault moves the request
+side to ERROR, which has no way out.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from polycorn.server.http.errors import LocalProtocolError
+
+
+class _FastHashEnum(enum.Enum):
+    # Enum.__hash__ is Python code hashing the name; members are singletons, so the
+    # identity hash is equivalent and keeps the table lookups of every request cheap.
+    __hash__ = object.__hash__
+
+
+class RequestState(_FastHashEnum):
+    IDLE = "waiting for a request head"
+    BODY = "reading the request body"
+    DONE = "request complete; pipelined bytes wait"
+    CLOSED = "client closed between requests"
+    ERROR = "client broke the protocol; nothing more is parsed"
+
+
+class ResponseState(_FastHashEnum):
+    IDLE = "no response begun"
+    BODY = "head sent, body in progress"
+    DONE = "response complete"
+
+
+class Step(_FastHashEnum):
+    HEAD = "request head parsed / response head built"
+    END = "request body complete / response body complete"
+    EOF = "client closed between requests"
+    WHOLE = "a whole response (an error response) in one go"
+    NEXT_CYCLE = "start the next request cycle"
+
+
+REQUEST_TRANSITIONS: dict[tuple[RequestState, Step], RequestState] = {
+    (RequestState.IDLE, Step.HEAD): RequestState.BODY,
+    (RequestState.IDLE, Step.EOF): RequestState.CLOSED,
+    (RequestState.BODY, Step.END): RequestState.DONE,
+    (RequestState.DONE, Step.NEXT_CYCLE): RequestState.IDLE,
+}
+
+RESPONSE_TRANSITIONS: dict[tuple[ResponseState, Step], ResponseState] = {
+    (ResponseState.IDLE, Step.HEAD): ResponseState.BODY,
+    (ResponseState.IDLE, Step.WHOLE): ResponseState.DONE,
+    (ResponseState.BODY, Step.END): ResponseState.DONE,
+    (ResponseState.DONE, Step.NEXT_CYCLE): ResponseState.IDLE,
+}
+
+
+def advance_request(state: RequestState, step: Step) -> RequestState:
+    try:
+        return REQUEST_TRANSITIONS[state, step]
+    except KeyError:
+        raise LocalProtocolError(f"cannot {step.value} while {state.value}") from None
+
+
+def advance_response(state: ResponseState, step: Step) -> ResponseState:
+    try:
+        return RESPONSE_TRANSITIONS[state, step]
+    except KeyError:
+        raise LocalProtocolError(f"cannot {step.value} while {state.value}") from None
