@@ -81,6 +81,14 @@ class Election:
             return self._plan_as_leader(snap, now, eligible, why_not)
         return self._plan_as_non_leader(snap, now, eligible, why_not)
 
+    def expire(self, now: float) -> str | None:
+        """Local step-down when the deadline has passed: needs no store, so it also runs
+        while Redis is unreachable. Returns the sentence, or None when nothing changed."""
+        if self.role is Role.LEADER and self.deadline <= now:
+            return self._step_down(f"my deadline passed {now - self.deadline:.1f}s ago "
+                                   f"without a successful renewal").sentence
+        return None
+
     def _plan_as_leader(self, snap: ClusterSnapshot, now: float, eligible: bool,
                         why_not: str) -> Plan:
         assert self.lease is not None
@@ -107,8 +115,8 @@ class Election:
             # stepped down on its deadline, or the agent restarted): give it back so
             # the others need not wait for it to expire.
             self.role = Role.FOLLOWER
-            return Plan(Action.RESIGN, f"releasing lease epoch {lease.epoch} held in my name "
-                        f"that I do not lead with", lease)
+            return Plan(Action.RESIGN, f"releasing a stale lease: epoch {lease.epoch} is held "
+                        f"in my name but I do not lead with it", lease)
         if lease is not None:
             self.role = Role.FOLLOWER
             return Plan(Action.WAIT, f"following {lease.holder} (epoch {lease.epoch})")

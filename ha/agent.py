@@ -1,0 +1,302 @@
+"""The cluster agent: the sidecar process that represents one node in Redis.
+
+One thread, one loop: wait on the master's channel (and a signal wake-up pipe)
+until the next cycle is due; each cycle heartbeats the registry, reads one
+snapshot, runs the election and the leader's duties, and relays fenced commands
+to the master. Redis trouble never stops the loop: calls fail fast (bounded
+timeouts), the agent backs off, and a leader steps down on its local deadline.
+EOF on the channel means the master is gone: resign, mark the node gone, exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from polycorn.ha import events as ev
+from polycorn.ha.backoff import Backoff
+from polycorn.ha.campaign import Campaign
+from polycorn.ha.duties import LeaderDuties
+from polycorn.ha.election import Election
+from polycorn.ha.events import Event
+from polycorn.ha.fencing import Fence
+from polycorn.ha.inbox import Inbox
+from polycorn.ha.registry import LEADER_STATES, NodeInfo, NodeState
+from polycorn.ha.settings import ClusterConfig
+from polycorn.ha.store import ClusterStore, Heartbeat, StoreUnavailable
+from polycorn.server.sidecar import Channel, ChannelClosed
+
+log = logging.getLogger("polycorn.ha.agent")
+
+HELLO_WAIT = 1.0  # seconds to wait for the master's hello before registering anyway
+
+
+class Membership(Enum):
+    UNREGISTERED = "unregistered"
+    REGISTERED = "registered"
+    SUPERSEDED = "superseded"  # a newer incarnation owns the node id: act for nothing
+    LEFT = "left"  # deregistered on the way out
+
+
+class Agent:
+    def __init__(self, config: ClusterConfig, channel: Channel, store: ClusterStore,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.timing = config.timing
+        self.channel = channel
+        self.store = store
+        self.clock = clock
+        self.info = NodeInfo(node_id=config.node_id, host=socket.gethostname(),
+                             address=config.advertise or "", pid=os.getppid(),
+                             release=config.release, started=time.time())
+        self.membership = Membership.UNREGISTERED
+        self.incarnation = 0
+        self.election = Election(config.node_id, self.timing)
+        self.campaign = Campaign(store, self.election, clock)
+        self.duties = LeaderDuties(store, self.election, clock)
+        self.fence = Fence(config.node_id)
+        self.inbox = Inbox(store, self.fence, channel, config.node_id)
+        self.backoff = Backoff(cap=max(1.0, 2 * self.timing.heartbeat))
+        self.store_ok_since = clock()  # start of the current run of successful calls
+        self.store_retry_at = 0.0
+        self.heartbeat_at = 0.0  # next heartbeat due (0: now)
+        self.next_cycle = 0.0
+        self.exit_reason: str | None = None
+        self._last_sentence = ""
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        wake_r = self._install_signals()
+        try:
+            first = self.channel.recv(HELLO_WAIT)  # the master sends hello right after fork
+        except ChannelClosed:
+            first, self.exit_reason = None, "master exited before its hello"
+        if first is not None:
+            self.handle_message(first)
+        while self.exit_reason is None:
+            self._wait(wake_r, max(0.0, self.next_cycle - self.clock()))
+            if self.exit_reason is None and self.clock() >= self.next_cycle:
+                self.cycle()
+        self.leave(self.exit_reason)
+        return 0
+
+    def _install_signals(self) -> int:
+        """Reset what the master installed: its handlers would write to its own pipe."""
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN,
+                    signal.SIGTTOU, signal.SIGWINCH):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, self._on_stop_signal)
+        return wake_r
+
+    def _on_stop_signal(self, signum: int, _frame: Any) -> None:
+        # Only record it: the loop leaves (resign, deregister) outside the handler.
+        self.exit_reason = f"agent stopped by {signal.Signals(signum).name} (master shutting down)"
+
+    def _wait(self, wake_r: int, timeout: float) -> None:
+        try:
+            ready, _, _ = select.select([self.channel.fileno(), wake_r], [], [], timeout)
+        except InterruptedError:
+            return
+        if wake_r in ready:
+            os.read(wake_r, 512)
+        if self.channel.fileno() in ready:
+            try:
+                messages = self.channel.receive_ready()
+            except ChannelClosed:
+                self.exit_reason = "master exited (EOF on the sidecar channel)"
+                return
+            for message in messages:
+                self.handle_message(message)
+
+    # -- messages from the master --------------------------------------------------------
+
+    def handle_message(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "hello":
+            self._on_hello(msg)
+        elif kind == "state":
+            self._on_state(msg)
+        elif kind == "event":
+            self._on_event(msg)
+        elif kind == "result":
+            self._best_effort(lambda: self.inbox.result(msg))
+        else:
+            log.debug("ignoring message %r", msg)
+
+    def _on_hello(self, msg: dict[str, Any]) -> None:
+        node = msg.get("node") or {}
+        self.info = self.info.evolve(
+            pid=int(msg.get("pid") or self.info.pid),
+            address=self.config.advertise or _address(node.get("bind") or []),
+            workers_configured=int(node.get("workers") or 0),
+            max_workers=int(node.get("max_workers") or 0))
+
+    def _on_state(self, msg: dict[str, Any]) -> None:
+        try:
+            state = NodeState(msg.get("state"))
+        except ValueError:
+            log.warning("unknown node state %r from the master", msg.get("state"))
+            return
+        before = self.info
+        self.info = before.evolve(
+            state=state, pid=int(msg.get("pid") or before.pid),
+            workers=int(msg.get("workers", before.workers)),
+            workers_configured=int(msg.get("workers_configured", before.workers_configured)),
+            max_workers=int(msg.get("max_workers", before.max_workers)))
+        if state is not before.state:
+            # A state change is news for the cluster now, not at the next heartbeat;
+            # leaving the leader states also resigns in that same cycle.
+            self.heartbeat_at = self.next_cycle = 0.0
+
+    def _on_event(self, msg: dict[str, Any]) -> None:
+        name = str(msg.get("event") or "")
+        if not ev.EVENT_NAME.match(name):
+            log.warning("dropping master event with a bad name %r", name)
+            return
+        self._best_effort(lambda: self.store.emit(Event(
+            name, self.config.node_id, self.election.epoch, str(msg.get("reason") or ""),
+            {"incarnation": str(self.incarnation)})))
+
+    # -- one cycle ---------------------------------------------------------------------
+
+    def cycle(self) -> None:
+        now = self.clock()
+        expired = self.election.expire(now)
+        if expired:
+            self._say(expired)
+            self._best_effort(lambda: self.campaign.announce_step_down(0, expired))
+        if self.membership in (Membership.SUPERSEDED, Membership.LEFT):
+            self.next_cycle = now + 3600  # nothing to do until the master exits
+            return
+        if now >= self.store_retry_at:
+            self._talk_to_store(now)
+        # next_wakeup() includes a leader's deadline, so the local step-down is on time
+        # even while Redis is unreachable.
+        self.next_cycle = min(self.heartbeat_at, self.election.next_wakeup(self.clock()),
+                              max(self.store_retry_at, self.clock()))
+
+    def _talk_to_store(self, now: float) -> None:
+        try:
+            self._registry(now)
+            if self.membership is not Membership.REGISTERED:
+                return
+            snap = self.store.snapshot()
+            self.fence.observe(snap.epoch)
+            eligible, why_not = self._eligibility()
+            self._say(self.campaign.cycle(snap, eligible, why_not))
+            duty = self.duties.cycle(snap, self.clock() - self.store_ok_since)
+            if duty:
+                self._say(duty)
+            self.inbox.poll()
+        except StoreUnavailable as exc:
+            delay = self.backoff.next_delay()
+            self.store_retry_at = self.clock() + delay
+            self.store_ok_since = self.clock()  # stability restarts after this failure
+            self._say(self.election.call_failed(self.clock(), delay, str(exc)))
+            return
+        self.backoff.reset()
+        self.store_retry_at = 0.0
+
+    def _registry(self, now: float) -> None:
+        ttl_ms = int(self.timing.node_ttl * 1000)
+        if self.membership is Membership.UNREGISTERED:
+            self.incarnation = self.store.register(self.info, ttl_ms)
+            self.fence.incarnation = self.incarnation
+            self.membership = Membership.REGISTERED
+            self.heartbeat_at = now + self.timing.heartbeat
+            self._say(f"registered as {self.config.node_id} incarnation {self.incarnation}")
+            return
+        if now < self.heartbeat_at:
+            return
+        outcome = self.store.heartbeat(self.info, self.incarnation, ttl_ms)
+        self.heartbeat_at = now + self.timing.heartbeat
+        if outcome is Heartbeat.SUPERSEDED:
+            self._superseded()
+        elif outcome is Heartbeat.REJOINED:
+            self._say("heartbeat re-created my registration (it had lapsed)")
+
+    def _superseded(self) -> None:
+        self.membership = Membership.SUPERSEDED
+        reason = (f"a newer incarnation of {self.config.node_id} registered; incarnation "
+                  f"{self.incarnation} acts for nothing from now on")
+        resigned = self.campaign.resign_now("superseded by a newer incarnation")
+        if resigned:
+            self._say(resigned)
+        self.store.emit(Event(ev.NODE_SUPERSEDED, self.config.node_id, 0, reason,
+                              {"incarnation": str(self.incarnation)}))
+        self._say(reason)
+
+    def _eligibility(self) -> tuple[bool, str]:
+        if self.info.state not in LEADER_STATES:
+            return False, f"node is {self.info.state.value}"
+        return True, ""
+
+    # -- leaving -----------------------------------------------------------------------
+
+    def leave(self, reason: str) -> None:
+        """Master gone or stopping: give the lease back first (the others take over
+        sooner), then mark the node gone. Each step is best effort."""
+        self._say(f"leaving: {reason}")
+        if self.membership is not Membership.REGISTERED:
+            return
+        self._best_effort(lambda: self._say(self.campaign.resign_now(reason) or
+                                            "not the leader, nothing to resign"))
+        self._best_effort(lambda: self.store.deregister(
+            self.config.node_id, self.incarnation, ev.NODE_GONE, reason))
+        self.membership = Membership.LEFT
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _best_effort(self, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except StoreUnavailable as exc:
+            log.warning("cluster: %s", exc)
+
+    def _say(self, sentence: str) -> None:
+        """Log each decision; routine 'no action' sentences only when they change kind."""
+        routine = sentence.startswith(("no action", "following", "renewed"))
+        head = sentence.split(",")[0]
+        if routine and head == self._last_sentence:
+            log.debug("cluster: %s", sentence)
+        else:
+            log.info("cluster: %s", sentence)
+        self._last_sentence = head
+
+
+def _address(binds: list[str]) -> str:
+    """The first bound address, with a wildcard host replaced by this host's name."""
+    if not binds:
+        return ""
+    first = str(binds[0])
+    host, sep, port = first.rpartition(":")
+    if sep and host in ("0.0.0.0", "::", "[::]", ""):
+        return f"{socket.gethostname()}:{port}"
+    return first
+
+
+def run_agent(config: ClusterConfig, channel: Channel) -> None:
+    """The sidecar target: build the Redis client here, after the fork, and run."""
+    from polycorn.ha.redis_client import make_client
+    from polycorn.ha.redis_store import RedisStore
+
+    client = make_client(config.target, config.timing,
+                         client_name=f"polycorn-agent-{config.node_id}")
+    store = RedisStore(client, config.cluster)
+    try:
+        raise SystemExit(Agent(config, channel, store).run())
+    finally:
+        store.close()

@@ -1,0 +1,83 @@
+"""The I/O edge of the election: carry out the pure state machine's plan on the store.
+
+One call per agent cycle: ask Election.plan() what to do with this cycle's
+snapshot, do it (acquire, renew, resign), report the outcome back, and return
+the sentence that says what was decided and why. The send time of an acquire or
+renew (monotonic) is taken *before* the call: the lease in Redis started no
+earlier, so the local deadline stays inside it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from polycorn.ha import events as ev
+from polycorn.ha.election import Action, Election, Plan
+from polycorn.ha.events import Event
+from polycorn.ha.snapshot import ClusterSnapshot
+from polycorn.ha.store import ClusterStore, StoreUnavailable
+
+
+class Campaign:
+    def __init__(self, store: ClusterStore, election: Election,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.election = election
+        self.clock = clock
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.election.timing.lease * 1000)
+
+    def cycle(self, snap: ClusterSnapshot, eligible: bool, why_not: str = "") -> str:
+        """Decide and act once; StoreUnavailable propagates (the caller backs off)."""
+        plan = self.election.plan(snap, self.clock(), eligible, why_not)
+        handler = {Action.WAIT: self._wait, Action.ACQUIRE: self._acquire,
+                   Action.RENEW: self._renew, Action.RESIGN: self._resign,
+                   Action.STEP_DOWN: self._stepped_down}[plan.action]
+        return handler(plan)
+
+    def _wait(self, plan: Plan) -> str:
+        return plan.sentence
+
+    def _acquire(self, plan: Plan) -> str:
+        sent = self.clock()
+        epoch = self.store.acquire_lease(self.election.node_id, self.lease_ms, plan.sentence)
+        if epoch is None:
+            return self.election.acquire_lost("another node took the lease first")
+        return self.election.acquired(epoch, sent)
+
+    def _renew(self, plan: Plan) -> str:
+        assert plan.lease is not None
+        sent = self.clock()
+        if self.store.renew_lease(plan.lease, self.lease_ms):
+            return self.election.renewed(sent, self.clock())
+        sentence = self.election.renew_refused()
+        self.announce_step_down(plan.lease.epoch, sentence)
+        return sentence
+
+    def _resign(self, plan: Plan) -> str:
+        assert plan.lease is not None
+        why = plan.sentence.partition(": ")[2] or plan.sentence
+        self.store.resign_lease(plan.lease, why)
+        return self.election.resigned(why)
+
+    def _stepped_down(self, plan: Plan) -> str:
+        self.announce_step_down(plan.lease.epoch if plan.lease else 0, plan.sentence)
+        return plan.sentence
+
+    def resign_now(self, reason: str) -> str | None:
+        """Give the lease back at once (master gone, shutting down); None if not leader."""
+        lease = self.election.lease
+        if lease is None:
+            return None
+        self.store.resign_lease(lease, reason)
+        return self.election.resigned(reason)
+
+    def announce_step_down(self, epoch: int, sentence: str) -> None:
+        """Best effort: the step-down itself already happened locally."""
+        try:
+            self.store.emit(Event(ev.LEADER_STEPPED_DOWN, self.election.node_id, epoch, sentence))
+        except StoreUnavailable:
+            pass

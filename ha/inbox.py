@@ -1,0 +1,77 @@
+"""A node's inbox: take the leader's commands from Redis, fence them, relay them.
+
+Commands wait in a per-node Redis list (queued by the leader through a Lua check
+of its lease). The agent pops them each cycle, admits only those for this node,
+this incarnation and a current epoch (fencing.py), and relays each admitted verb
+to its master over the sidecar channel; the master's `result` is logged as an
+event. Rejections are logged as events too (command_rejected_stale, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from polycorn.ha import events as ev
+from polycorn.ha.commands import CommandError, NodeCommand
+from polycorn.ha.events import Event
+from polycorn.ha.fencing import Fence, Verdict
+from polycorn.ha.store import ClusterStore
+from polycorn.server.sidecar import Channel, ChannelClosed
+
+log = logging.getLogger("polycorn.ha.agent")
+
+MAX_PENDING = 256  # commands relayed and not yet answered; older ones are forgotten
+
+
+class Inbox:
+    def __init__(self, store: ClusterStore, fence: Fence, channel: Channel, node_id: str) -> None:
+        self.store = store
+        self.fence = fence
+        self.channel = channel
+        self.node_id = node_id
+        self.pending: dict[str, NodeCommand] = {}  # relayed, awaiting the master's result
+
+    def poll(self) -> None:
+        """Take, fence and relay the queued commands (StoreUnavailable propagates)."""
+        for wire in self.store.take_commands(self.node_id):
+            self._deliver(wire)
+
+    def _deliver(self, wire: str) -> None:
+        try:
+            command = NodeCommand.decode(wire)
+        except CommandError as exc:
+            self._emit(ev.COMMAND_REJECTED, 0, str(exc), {})
+            return
+        decision = self.fence.admit(command)
+        details = {"id": command.id, "cmd": command.cmd, "by": command.issued_by}
+        if decision.verdict is Verdict.STALE_EPOCH:
+            log.warning("cluster: rejected %s", decision.reason)
+            self._emit(ev.COMMAND_REJECTED_STALE, command.epoch, decision.reason,
+                       {**details, "highest_epoch": str(self.fence.highest_epoch)})
+            return
+        if not decision.admitted:
+            self._emit(ev.COMMAND_REJECTED, command.epoch, decision.reason, details)
+            return
+        try:
+            self.channel.send(command.to_master())
+        except ChannelClosed:
+            return  # the loop sees the EOF and leaves
+        log.info("cluster: relayed %s", decision.reason)
+        self.pending[command.id] = command
+        if len(self.pending) > MAX_PENDING:
+            self.pending.pop(next(iter(self.pending)))
+
+    def result(self, msg: dict[str, Any]) -> None:
+        """The master answered a relayed command: log the outcome as an event."""
+        command = self.pending.pop(str(msg.get("id")), None)
+        if command is None:
+            return
+        ok = bool(msg.get("ok"))
+        self._emit(ev.COMMAND_RESULT, command.epoch, str(msg.get("reason") or ""),
+                   {"id": command.id, "cmd": command.cmd, "ok": "1" if ok else "0",
+                    "by": command.issued_by})
+
+    def _emit(self, kind: str, epoch: int, reason: str, extra: dict[str, str]) -> None:
+        self.store.emit(Event(kind, self.node_id, epoch, reason,
+                              {**extra, "incarnation": str(self.fence.incarnation)}))

@@ -1,0 +1,205 @@
+"""Unit tests of the pure pieces: timer invariants, Redis URLs, fencing, commands,
+back-off, event encoding and the leader's dead-node rules."""
+
+from __future__ import annotations
+
+import pytest
+from polycorn.ha.backoff import Backoff
+from polycorn.ha.commands import CommandError, NodeCommand
+from polycorn.ha.duties import LeaderDuties
+from polycorn.ha.election import Election
+from polycorn.ha.events import Event
+from polycorn.ha.fencing import Fence, Verdict
+from polycorn.ha.memory_store import MemoryStore
+from polycorn.ha.redis_url import RedisKind, RedisUrlError, parse_redis_url
+from polycorn.ha.registry import NodeInfo, default_node_id, default_release
+from polycorn.ha.snapshot import Lease
+from polycorn.ha.timing import Timing, TimingError
+
+# -- timing ------------------------------------------------------------------------------
+
+
+def test_default_timing_is_sound():
+    t = Timing().check()
+    assert (t.heartbeat, t.node_ttl, t.lease, t.renew, t.step_down) == (1, 3, 6, 1, 4)
+    assert t.call_bound == 2.0
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"step_down": 6.0}, "must be shorter than the lease"),
+    ({"renew": 2.5}, "must be <= step-down deadline"),
+    ({"read_timeout": 2.0}, "must be <= step-down deadline"),
+    ({"retries": 3}, "must be <= step-down deadline"),
+    ({"node_ttl": 2.5}, "must be <= node TTL"),
+    ({"heartbeat": 0}, "heartbeat must be positive"),
+    ({"retries": -1}, "retries must be >= 0"),
+])
+def test_broken_timing_invariants_are_named(changes, message):
+    with pytest.raises(TimingError, match=message):
+        Timing(**changes).check()
+
+
+# -- Redis URLs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("redis://127.0.0.1:6380/2", dict(kind=RedisKind.TCP, host="127.0.0.1", port=6380, db=2)),
+    ("redis://localhost", dict(kind=RedisKind.TCP, host="localhost", port=6379, db=0)),
+    ("redis://:s%40cret@h:1/0", dict(host="h", port=1, password="s@cret", username=None)),
+    ("redis://app:pw@h:1/3", dict(username="app", password="pw", db=3)),
+    ("rediss://h:6390/1", dict(kind=RedisKind.TLS, host="h", port=6390, db=1)),
+    ("redis://[::1]:7000/0", dict(host="::1", port=7000)),
+    ("unix:///run/redis.sock?db=4", dict(kind=RedisKind.UNIX, path="/run/redis.sock", db=4)),
+    ("unix://:pw@/tmp/r.sock", dict(kind=RedisKind.UNIX, path="/tmp/r.sock", password="pw")),
+    ("sentinel://127.0.0.1:26379,127.0.0.1:26380,h3/mymaster/5",
+     dict(kind=RedisKind.SENTINEL, service="mymaster", db=5,
+          sentinels=(("127.0.0.1", 26379), ("127.0.0.1", 26380), ("h3", 26379)))),
+    ("sentinel://:pw@[::1]:5000/svc", dict(sentinels=(("::1", 5000),), service="svc",
+                                            password="pw", db=0)),
+])
+def test_redis_urls(url, expected):
+    target = parse_redis_url(url)
+    for name, value in expected.items():
+        assert getattr(target, name) == value, name
+    assert "pw" not in target.display() and "cret" not in target.display()
+
+
+@pytest.mark.parametrize("url, message", [
+    ("localhost:6379", "not a Redis URL"),
+    ("http://h/0", "unknown scheme"),
+    ("redis://h:99999/0", "bad port"),
+    ("redis://h:1/x", "bad database number"),
+    ("sentinel://h:1", "missing Sentinel service"),
+    ("sentinel:///svc", "no sentinel address"),
+    ("unix://", "missing socket path"),
+])
+def test_bad_redis_urls_say_why(url, message):
+    with pytest.raises(RedisUrlError, match=message):
+        parse_redis_url(url)
+
+
+# -- commands and fencing ----------------------------------------------------------------
+
+
+def test_command_round_trip_and_validation():
+    c = NodeCommand("n1", 3, 9, "set_workers", 4, issued_by="n2")
+    assert NodeCommand.decode(c.encode()) == c
+    assert c.to_master() == {"type": "command", "id": c.id, "cmd": "set_workers", "n": 4}
+    assert NodeCommand("n1", 1, 1, "drain", id="k").to_master() == {
+        "type": "command", "id": "k", "cmd": "drain"}
+    with pytest.raises(CommandError, match="unknown command"):
+        NodeCommand("n1", 1, 1, "rm -rf")
+    with pytest.raises(CommandError, match="needs a count"):
+        NodeCommand("n1", 1, 1, "ttin")
+    with pytest.raises(CommandError, match="unparsable"):
+        NodeCommand.decode("{not json")
+
+
+def test_fence_rejects_older_epochs_other_nodes_and_incarnations():
+    fence = Fence("n1", incarnation=2)
+    fence.observe(5)
+    assert fence.admit(NodeCommand("n1", 2, 4, "ttin", 1)).verdict is Verdict.STALE_EPOCH
+    assert fence.admit(NodeCommand("n1", 2, 5, "ttin", 1)).admitted
+    assert fence.admit(NodeCommand("n1", 1, 5, "ttin", 1)).verdict is Verdict.OTHER_INCARNATION
+    assert fence.admit(NodeCommand("n2", 2, 5, "ttin", 1)).verdict is Verdict.OTHER_NODE
+    assert fence.admit(NodeCommand("n1", 2, 7, "ttou", 1)).admitted
+    assert fence.highest_epoch == 7  # a command's epoch raises the fence too
+    stale = fence.admit(NodeCommand("n1", 2, 6, "ttou", 1, id="c6"))
+    assert stale.reason == "command c6 (ttou) carries epoch 6, older than epoch 7 already seen"
+    fence.observe(3)
+    assert fence.highest_epoch == 7  # never lowered
+
+
+# -- back-off, events, registry defaults --------------------------------------------------
+
+
+def test_backoff_is_capped_jittered_and_resets():
+    b = Backoff(base=0.1, cap=2.0, rng=lambda: 1.0)
+    assert [b.next_delay() for _ in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    low = Backoff(base=0.1, cap=2.0, rng=lambda: 0.0)
+    assert low.next_delay() == pytest.approx(0.05)  # never below half the ceiling
+    b.reset()
+    assert b.next_delay() == 0.1
+
+
+def test_event_stream_round_trip():
+    e = Event("node_dead", "n2", 4, "no heartbeat for 3.2s", {"by": "n1"})
+    back = Event.from_stream("1700000000123-0", e.fields())
+    assert (back.kind, back.node, back.epoch, back.reason, back.extra) == (
+        "node_dead", "n2", 4, "no heartbeat for 3.2s", {"by": "n1"})
+    assert back.time_ms == 1700000000123
+    assert back.describe().endswith("node_dead n2 epoch=4 by=n1: no heartbeat for 3.2s")
+
+
+def test_default_node_id_and_release(tmp_path):
+    a, b = default_node_id(), default_node_id()
+    assert a != b and a.rsplit("-", 1)[0] == b.rsplit("-", 1)[0]
+    release = tmp_path / "releases" / "20240501-abc"
+    release.mkdir(parents=True)
+    (tmp_path / "current").symlink_to(release)
+    assert default_release(str(tmp_path / "current")) == "20240501-abc"
+
+
+# -- the leader's dead-node rules -------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+
+def leader_world(nodes: list[str]):
+    clock = Clock()
+    store = MemoryStore(lambda: int(clock.t * 1000))
+    for n in nodes:
+        store.register(NodeInfo(n, "h", "a:1", 1, "r"), 3000)
+    election = Election("n1", Timing(), rng=lambda: 0.0)
+    election.acquired(store.acquire_lease("n1", 6000, "test"), clock.t)
+    return clock, store, election, LeaderDuties(store, election, clock=lambda: clock.t)
+
+
+def test_leader_declares_a_lapsed_node_dead_once():
+    clock, store, election, duties = leader_world(["n1", "n2", "n3"])
+    clock.t += 3.0
+    for n in ("n1", "n3"):  # they keep heartbeating
+        store.heartbeat(NodeInfo(n, "h", "a:1", 1, "r"), 1, 3000)
+    election.renewed(clock.t, clock.t)
+    assert duties.cycle(store.snapshot(), store_stable_for=10) == \
+        "declared dead at epoch 1: n2 (silent 3.0s)"
+    assert duties.cycle(store.snapshot(), store_stable_for=10) is None
+
+
+def test_leader_holds_off_while_its_own_store_was_failing():
+    clock, store, election, duties = leader_world(["n1", "n2", "n3"])
+    clock.t += 3.0
+    election.renewed(clock.t, clock.t)
+    store.heartbeat(NodeInfo("n1", "h", "a:1", 1, "r"), 1, 3000)
+    store.heartbeat(NodeInfo("n3", "h", "a:1", 1, "r"), 1, 3000)
+    assert duties.cycle(store.snapshot(), store_stable_for=1.0).startswith(
+        "not declaring n2 dead: my own Redis calls failed 1.0s ago")
+
+
+def test_leader_does_not_believe_a_mass_lapse_at_first():
+    clock, store, election, duties = leader_world(["n1", "n2", "n3"])
+    clock.t += 3.0
+    store.heartbeat(NodeInfo("n1", "h", "a:1", 1, "r"), 1, 3000)
+    assert store.renew_lease(Lease("n1", 1), 6000)
+    election.renewed(clock.t, clock.t)
+    assert duties.cycle(store.snapshot(), store_stable_for=10) == (
+        "not declaring 2 of 3 nodes dead at once yet: suspecting Redis or the network, "
+        "not the nodes")
+    for _ in range(2):  # silence far past the TTL, the leader alive throughout
+        clock.t += 3.0
+        store.heartbeat(NodeInfo("n1", "h", "a:1", 1, "r"), 1, 3000)
+        assert store.renew_lease(Lease("n1", 1), 6000)
+        election.renewed(clock.t, clock.t)
+    assert duties.cycle(store.snapshot(), store_stable_for=10).startswith(
+        "declared dead at epoch 1: n2 (silent 9.0s), n3 (silent 9.0s)")
+
+
+def test_no_duties_past_the_deadline():
+    clock, store, election, duties = leader_world(["n1", "n2"])
+    clock.t += 5.0  # no renewal: the deadline (4 s) passed
+    assert duties.cycle(store.snapshot(), store_stable_for=10) is None
+    assert store.snapshot().lease == Lease("n1", 1)
+    assert len(store.snapshot().members) == 2
