@@ -59,9 +59,10 @@ class Agent:
         self.membership = Membership.UNREGISTERED
         self.incarnation = 0
         self.election = Election(config.node_id, self.timing)
-        self.campaign = Campaign(store, self.election, clock)
-        self.duties = LeaderDuties(store, self.election, clock)
         self.fence = Fence(config.node_id)
+        self.campaign = Campaign(store, self.election, clock,
+                                 seen_epoch=lambda: self.fence.highest_epoch)
+        self.duties = LeaderDuties(store, self.election, clock)
         self.inbox = Inbox(store, self.fence, channel, config.node_id)
         self.backoff = Backoff(cap=max(1.0, 2 * self.timing.heartbeat))
         self.store_ok_since = clock()  # start of the current run of successful calls

@@ -21,10 +21,12 @@ from polycorn.ha.store import ClusterStore, StoreUnavailable
 
 class Campaign:
     def __init__(self, store: ClusterStore, election: Election,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 seen_epoch: Callable[[], int] = lambda: 0) -> None:
         self.store = store
         self.election = election
         self.clock = clock
+        self.seen_epoch = seen_epoch  # the node's fence: a new epoch must exceed it
 
     @property
     def lease_ms(self) -> int:
@@ -43,7 +45,8 @@ class Campaign:
 
     def _acquire(self, plan: Plan) -> str:
         sent = self.clock()
-        epoch = self.store.acquire_lease(self.election.node_id, self.lease_ms, plan.sentence)
+        epoch = self.store.acquire_lease(self.election.node_id, self.lease_ms, plan.sentence,
+                                         self.seen_epoch())
         if epoch is None:
             return self.election.acquire_lost("another node took the lease first")
         return self.election.acquired(epoch, sent)

@@ -18,9 +18,15 @@ local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 
 ACQUIRE_LEASE = """
 -- KEYS[1] lease, KEYS[2] epoch counter, KEYS[3] events stream
--- ARGV[1] node id, ARGV[2] lease ms, ARGV[3] events maxlen, ARGV[4] reason
+-- ARGV[1] node id, ARGV[2] lease ms, ARGV[3] events maxlen, ARGV[4] reason,
+-- ARGV[5] the highest epoch the caller has seen
 -- returns the new epoch, or nil when a lease exists (no epoch is spent then)
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+-- If Redis lost the counter, never hand out an epoch the cluster has already seen:
+-- the nodes' fences would reject the new leader's commands.
+if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[5]) then
+  redis.call('SET', KEYS[2], ARGV[5])
+end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], epoch .. ':' .. ARGV[1], 'PX', ARGV[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'event', 'leader_elected',
@@ -71,8 +77,12 @@ HEARTBEAT = _NOW_MS + """
 -- ARGV[5] state, ARGV[6..] field, value...
 -- returns 'superseded' (a newer incarnation registered: nothing written),
 -- 'rejoined' (the hash had lapsed and was re-created) or 'refreshed'
-if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') ~= tonumber(ARGV[2]) then
-  return 'superseded'
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if current > tonumber(ARGV[2]) then return 'superseded' end
+if current < tonumber(ARGV[2]) then
+  -- Redis lost the counter (restart without persistence, failover losing writes):
+  -- restore it rather than strand every node as "superseded".
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
 local old = redis.call('HGET', KEYS[2], 'state')
 redis.call('HSET', KEYS[2], 'incarnation', ARGV[2], 'heartbeat', now, 'state', ARGV[5],

@@ -82,11 +82,12 @@ class MemoryStore(ClusterStore):
 
     # -- lease ------------------------------------------------------------------------
 
-    def acquire_lease(self, node_id: str, lease_ms: int, reason: str) -> int | None:
+    def acquire_lease(self, node_id: str, lease_ms: int, reason: str,
+                      seen_epoch: int = 0) -> int | None:
         now = self._now()
         if self._current_lease(now) is not None:
             return None
-        self._epoch += 1
+        self._epoch = max(self._epoch, seen_epoch) + 1
         self._lease = (Lease(node_id, self._epoch), now + lease_ms)
         self._log(now, ev.LEADER_ELECTED, node_id, self._epoch, reason)
         return self._epoch
@@ -124,8 +125,9 @@ class MemoryStore(ClusterStore):
 
     def heartbeat(self, info: NodeInfo, incarnation: int, ttl_ms: int) -> Heartbeat:
         now = self._now()
-        if self._incarnations.get(info.node_id) != incarnation:
+        if self._incarnations.get(info.node_id, 0) > incarnation:
             return Heartbeat.SUPERSEDED
+        self._incarnations[info.node_id] = incarnation  # restores a lost counter
         old = self._node(info.node_id, now)
         self._write_node(info, incarnation, now, ttl_ms)
         if not old:
@@ -173,6 +175,17 @@ class MemoryStore(ClusterStore):
         queue = self._commands.get(node_id, [])
         taken, queue[:] = queue[:limit], queue[limit:]
         return taken
+
+    def latest_events(self, count: int) -> list[Event]:
+        self._now()
+        return self._events[-count:] if count > 0 else []
+
+    def forget_everything(self) -> None:
+        """Lose every key, as a Redis restarted without persistence does (tests)."""
+        self._lease, self._epoch = None, 0
+        for table in (self._members, self._incarnations, self._nodes, self._commands):
+            table.clear()
+        self._events.clear()
 
     def push_raw_command(self, node_id: str, wire: str) -> None:
         """Queue a command without the leader's check (tests: a deposed leader's send)."""

@@ -90,10 +90,11 @@ class RedisStore(ClusterStore):
     # -- lease ------------------------------------------------------------------------
 
     @_unavailable
-    def acquire_lease(self, node_id: str, lease_ms: int, reason: str) -> int | None:
+    def acquire_lease(self, node_id: str, lease_ms: int, reason: str,
+                      seen_epoch: int = 0) -> int | None:
         k = self.keys
         epoch = self._run("ACQUIRE_LEASE", [k.lease, k.epoch, k.events],
-                          [node_id, lease_ms, ev.STREAM_MAXLEN, reason])
+                          [node_id, lease_ms, ev.STREAM_MAXLEN, reason, seen_epoch])
         if epoch is None:
             return None
         if not self._replicated():
@@ -175,6 +176,11 @@ class RedisStore(ClusterStore):
     @_unavailable
     def take_commands(self, node_id: str, limit: int = 16) -> list[str]:
         return self.client.lpop(self.keys.commands(node_id), limit) or []
+
+    @_unavailable
+    def latest_events(self, count: int) -> list[Event]:
+        entries = self.client.xrevrange(self.keys.events, count=count)
+        return [Event.from_stream(eid, fields) for eid, fields in reversed(entries)]
 
     @_unavailable
     def emit(self, event: Event) -> None:

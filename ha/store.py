@@ -46,9 +46,11 @@ class ClusterStore(ABC):
     # -- compare-and-create: the lease ----------------------------------------------
 
     @abstractmethod
-    def acquire_lease(self, node_id: str, lease_ms: int, reason: str) -> int | None:
-        """If no lease exists: take a new epoch (INCR), set the lease with it and log
-        leader_elected, atomically; return the epoch. Otherwise None (no epoch spent)."""
+    def acquire_lease(self, node_id: str, lease_ms: int, reason: str,
+                      seen_epoch: int = 0) -> int | None:
+        """If no lease exists: take a new epoch (INCR, first raising the counter to
+        `seen_epoch` if Redis lost it), set the lease with it and log leader_elected,
+        atomically; return the epoch. Otherwise None (no epoch spent)."""
 
     # -- compare-and-set on the lease: timing-critical ------------------------------
 
@@ -69,8 +71,9 @@ class ClusterStore(ABC):
 
     @abstractmethod
     def heartbeat(self, info: NodeInfo, incarnation: int, ttl_ms: int) -> Heartbeat:
-        """Refresh the hash, its TTL and the members score, only while `incarnation` is
-        the node's newest; a state change logs node_<state>."""
+        """Refresh the hash, its TTL and the members score, unless a newer incarnation
+        registered (an older or missing counter means Redis lost it: it is restored);
+        a state change logs node_<state>."""
 
     @abstractmethod
     def deregister(self, node_id: str, incarnation: int, kind: str, reason: str) -> bool:
@@ -92,6 +95,10 @@ class ClusterStore(ABC):
     @abstractmethod
     def take_commands(self, node_id: str, limit: int = 16) -> list[str]:
         """Pop up to `limit` queued commands (their wire form), oldest first."""
+
+    @abstractmethod
+    def latest_events(self, count: int) -> list[Event]:
+        """The newest `count` events, oldest first."""
 
     @abstractmethod
     def emit(self, event: Event) -> None:

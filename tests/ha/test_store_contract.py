@@ -157,3 +157,28 @@ def test_events_read_after_an_id(store):
     later = store.read_events(after=first[-1].id)
     assert [(e.kind, e.extra) for e in later] == [("upgrade_promoted", {"gen": "2"})]
     assert later[0].time_ms > 0
+
+
+def lose_everything(store) -> None:
+    if isinstance(store, MemoryStore):
+        store.forget_everything()
+    else:
+        store.client.delete(*store.client.keys(f"{store.keys.prefix}:*"))
+
+
+def test_lost_counters_are_restored_not_fatal(store):
+    """Redis restarted without its data: agents rejoin and epochs never go backwards."""
+    inc = store.register(info("n1"), 5000)
+    store.register(info("n1"), 5000)
+    inc = store.register(info("n1"), 5000)
+    assert inc == 3
+    lose_everything(store)
+    assert store.heartbeat(info("n1"), inc, 5000) is Heartbeat.REJOINED
+    assert store.register(info("n1"), 5000) == inc + 1  # the restored counter continues
+    assert store.acquire_lease("n1", 5000, "after data loss", seen_epoch=7) == 8
+
+
+def test_latest_events(store):
+    for i in range(5):
+        store.emit(ev.Event("upgrade_started", f"n{i}", 0, ""))
+    assert [e.node for e in store.latest_events(2)] == ["n3", "n4"]
