@@ -41,10 +41,7 @@ def parse_spec(spec: str) -> tuple[str, list[str], tuple[list[Any], dict[str, An
     if not sep:
         expression = DEFAULT_NAME
     if not _MODULE_NAME.fullmatch(module):
-        hint = ""
-        if module.endswith(".py"):
-            hint = f" (did you mean '{module[:-3].replace(os.sep, '.')}:{expression}'?)"
-        raise AppImportError(f"{module!r} is not a module name{hint}")
+        raise AppImportError(f"{module!r} is not a module name{_file_hint(module, expression)}")
     try:
         node = ast.parse(expression.strip(), mode="eval").body
     except SyntaxError:
@@ -72,6 +69,13 @@ def parse_spec(spec: str) -> tuple[str, list[str], tuple[list[Any], dict[str, An
     return module, path, call
 
 
+def _file_hint(module: str, expression: str) -> str:
+    """A file path given where a module name belongs: suggest the module spelling."""
+    if not module.endswith(".py"):
+        return ""
+    return f" (did you mean '{module[:-3].replace(os.sep, '.')}:{expression}'?)"
+
+
 def _attribute_path(node: ast.expr) -> list[str] | None:
     names: list[str] = []
     while isinstance(node, ast.Attribute):
@@ -83,14 +87,15 @@ def _attribute_path(node: ast.expr) -> list[str] | None:
     return names[::-1]
 
 
-def _import(module: str) -> Any:
+def _import(module: str, expression: str) -> Any:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         # Not found only if the missing module is the one named (or a package above it);
         # a missing dependency imported by the app is an error inside the app.
         if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
-            raise _with_traceback(f"module {module!r} not found", exc) from None
+            hint = _file_hint(module, expression)
+            raise _with_traceback(f"module {module!r} not found{hint}", exc) from None
         raise _with_traceback(
             f"error while importing {module!r}: {type(exc).__name__}: {exc}", exc) from None
     except Exception as exc:
@@ -115,7 +120,7 @@ def _call_factory(factory: Callable, name: str, args: list[Any], kwargs: dict[st
 def load_app(spec: str) -> Callable:
     """Import the module and return the WSGI callable; raises AppImportError."""
     module_name, path, call = parse_spec(spec)
-    obj: Any = _import(module_name)
+    obj: Any = _import(module_name, spec.partition(":")[2].strip() or DEFAULT_NAME)
     for depth, attr in enumerate(path):
         try:
             obj = getattr(obj, attr)

@@ -41,6 +41,13 @@ def _default_workers(environ: Mapping[str, str]) -> Any:
     return environ.get("WEB_CONCURRENCY") or 1
 
 
+def _default_sendfile(environ: Mapping[str, str]) -> bool:
+    # Gunicorn: an unset sendfile setting defers to $SENDFILE, then defaults to on.
+    if "SENDFILE" in environ:
+        return environ["SENDFILE"].strip().lower() in ("y", "1", "yes", "true")
+    return True
+
+
 def logical_cwd(environ: Mapping[str, str]) -> str:
     """The current directory as the shell spelled it ($PWD) when it is the same directory.
 
@@ -178,7 +185,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     _s("reuse_port", ("--reuse-port",), False, v.as_bool,
        "Set SO_REUSEPORT on listening sockets.",
        action="store_true", section="server mechanics"),
-    _s("sendfile", ("--no-sendfile",), True, v.as_bool,
+    _s("sendfile", ("--no-sendfile",),
+       EnvironDefault("$SENDFILE (y/1/yes/true), else on", _default_sendfile), v.as_bool,
        "--no-sendfile: never use sendfile(2) for file responses.",
        action="store_false", section="server mechanics"),
     _s("initgroups", ("--initgroups",), False, v.as_bool,
