@@ -16,14 +16,17 @@ import logging
 import os
 import select
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from polycorn.server import pidfile, systemd
 from polycorn.server.liveness import SlotTable, WorkerState
-from polycorn.server.sidecar import SidecarProcess, SidecarSupervisor
+from polycorn.server.masters import MasterGroup
+from polycorn.server.sidecar import ChannelClosed, SidecarProcess, SidecarSupervisor
 from polycorn.server.sockets import Listener
+from polycorn.server.upgrade import Inherited, Outcome, Upgrade, status_path, write_status
 from polycorn.server.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR, Worker
 
 log = logging.getLogger("polycorn.error")
@@ -91,7 +94,9 @@ class Arbiter:
     """The master process of one node (Gunicorn's `server` in hooks)."""
 
     def __init__(self, cfg: Any, listeners: list[Listener], *, app: Any = None,
-                 sidecars: list | None = None, reload_config: Any = None) -> None:
+                 sidecars: list | None = None, reload_config: Any = None,
+                 group: MasterGroup | None = None, inherited: Inherited | None = None,
+                 argv: list[str] | None = None, cwd: str = "", index: int = 0) -> None:
         self.cfg = cfg
         self.listeners = listeners
         self.app = app  # loaded here only with --preload
@@ -109,6 +114,8 @@ class Arbiter:
         self.respawn_at = 0.0
         self.stop_deadline = 0.0
         self.exit_status = 0
+        self.halt_reason = ""  # why the master stopped itself, for the command's last line
+        self.deferred: list[Any] = []  # HUP/USR2 received while booting, run once ready
         self.ever_ready = False
         self.reload_config = reload_config  # callable returning a fresh Config (HUP)
         self.sig_queue: collections.deque[int] = collections.deque()
@@ -119,7 +126,15 @@ class Arbiter:
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
         self.sidecars = SidecarSupervisor(sidecars or [], self._close_master_fds)
-        self.pending_replies: list[tuple[SidecarProcess, dict]] = []
+        self.group = group
+        self.index = index
+        self.inherited = inherited  # set while we are a new generation awaiting promotion
+        self.argv = argv or list(sys.orig_argv)
+        self.cwd = cwd or os.getcwd()
+        self.upgrade: Upgrade | None = None
+        self.upgrade_attempt = 0
+        self.successor = 0  # pid of the master we handed over to
+        self.status_file = status_path(cfg.pidfile, index)
 
     # ---- start and stop -----------------------------------------------------
 
@@ -130,8 +145,11 @@ class Arbiter:
             while self.state is not MasterState.STOPPED:
                 self.loop_once()
         except HaltServer as exc:
-            log.error("shutting down: %s", exc.reason)
+            self.halt_reason = exc.reason
             self.exit_status = exc.exit_status
+            if self.inherited is not None:  # tell the old master why, so it can report it
+                with contextlib.suppress(ChannelClosed, OSError):
+                    self.inherited.channel.send({"type": "failed", "reason": exc.reason})
             self.kill_everything()
         finally:
             self.cleanup()
@@ -147,6 +165,8 @@ class Arbiter:
         self.sidecars.broadcast(self._hello())
         self.sidecars.start_due()
         self.broadcast_state("booting")
+        if self.inherited is None:
+            self.record_status("running")
 
     def install_signals(self) -> None:
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
@@ -160,13 +180,26 @@ class Arbiter:
             self.sig_queue.append(signum)
 
     def _close_master_fds(self) -> None:
-        """In a forked child: drop what belongs to the master alone."""
+        """In a forked child: drop what belongs to the master alone.
+
+        A worker that kept the hand-off lock or the master-index lock open would
+        keep them held after the master died, and no peer could take over.
+        """
         signal.set_wakeup_fd(-1)
-        for fd in (self.parent_w, self.wake_r, self.wake_w):
+        fds = [self.parent_w, self.wake_r, self.wake_w]
+        if self.group is not None:
+            fds += self.group.fds()
+        for channel in (self.inherited.channel if self.inherited else None,
+                        self.upgrade.channel if self.upgrade else None):
+            if channel is not None:
+                fds.append(channel.fileno())
+        for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
     def cleanup(self) -> None:
+        if self.group is not None:
+            self.group.close(successor=bool(self.successor))
         if self.cfg.pidfile:
             pidfile.remove_if_ours(self.cfg.pidfile, self.pid)
         with contextlib.suppress(Exception):
@@ -181,11 +214,19 @@ class Arbiter:
             self.dispatch(self.sig_queue.popleft())
         self.reap()
         self.sidecars.start_due()
-        if self.state in (MasterState.DRAINING, MasterState.STOPPING):
+        stopping = self.state in (MasterState.DRAINING, MasterState.STOPPING)
+        if self.group is not None:
+            self.group.tick(stopping)
+            if not stopping and self.group.stop_requested():
+                log.info("a peer master asked the group to stop")
+                self.begin_stop(graceful=True, announce=False)
+                stopping = True
+        if stopping:
             self.advance_stop()
             return
         self.enforce_timeouts()
         self.advance_reload()
+        self.advance_upgrade()
         self.manage_workers()
         self.notice_readiness()
 
@@ -196,6 +237,12 @@ class Arbiter:
 
     def wait(self, timeout: float) -> None:
         fds = [self.wake_r, *self.sidecars.channels()]
+        if self.group is not None:
+            fds += self.group.select_fds()
+        if self.inherited is not None:
+            fds.append(self.inherited.channel.fileno())
+        if self.upgrade is not None and self.upgrade.channel is not None:
+            fds.append(self.upgrade.fileno())
         try:
             ready, _, _ = select.select(fds, [], [], timeout)
         except InterruptedError:
@@ -205,6 +252,12 @@ class Arbiter:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self.wake_r, 4096):
                         pass
+            elif self.group is not None and self.group.readable(fd):
+                pass
+            elif self.inherited is not None and fd == self.inherited.channel.fileno():
+                self.read_old_master()
+            elif self.upgrade is not None and fd == self.upgrade.fileno():
+                self.advance_upgrade()
             else:
                 proc = self.sidecars.channels().get(fd)
                 if proc is not None:
@@ -247,7 +300,7 @@ class Arbiter:
         self.kill_workers(signal.SIGUSR1)
 
     def handle_usr2(self) -> None:
-        log.warning("USR2 upgrade is not available in this build; ignoring")
+        self.start_upgrade()
 
     def handle_winch(self) -> None:
         # Gunicorn's meaning: stop the workers, keep the master (only when daemonized,
@@ -357,8 +410,14 @@ class Arbiter:
                 self.other_child_exited(pid, status)
 
     def other_child_exited(self, pid: int, status: int) -> None:
-        """A child that is neither worker nor sidecar (the upgrade's new master)."""
-        log.info("child %s exited: %s", pid, describe_status(status))
+        """A child that is neither worker nor sidecar: an upgrade's new master or a peer."""
+        if self.upgrade is not None and pid == self.upgrade.new_pid:
+            self.upgrade.child_exited(describe_status(status))
+            self.advance_upgrade()
+        elif self.group is not None and pid in self.group.peer_pids:
+            self.group.peer_pids.discard(pid)
+        elif pid != self.successor:
+            log.info("child %s exited: %s", pid, describe_status(status))
 
     def worker_exited(self, rec: WorkerRecord, status: int) -> None:
         _, state, reason = self.slots.read(rec.slot)
@@ -411,8 +470,16 @@ class Arbiter:
                 self.ever_ready = True
                 log.info("ready: %s workers serving", len(serving))
                 self.cfg.when_ready(self)
-                systemd.notify(f"READY=1\nMAINPID={self.pid}")
+                if self.inherited is not None:
+                    try:  # the old master promotes us, or rolls us back
+                        self.inherited.channel.send({"type": "ready", "pid": self.pid})
+                    except ChannelClosed:
+                        self.promoted("the old master is gone")
+                else:
+                    systemd.notify(f"READY=1\nMAINPID={self.pid}")
                 self.broadcast_state("ready")
+                while self.deferred:
+                    self.deferred.pop(0)()
                 return
         if ready_any:
             self.broadcast_state()
@@ -440,6 +507,9 @@ class Arbiter:
     # ---- HUP: a new generation, health-gated --------------------------------
 
     def start_reload(self, why: str) -> None:
+        if self.state is MasterState.BOOTING:
+            self.deferred.append(self.handle_hup)  # done once the first workers are ready
+            return
         if self.state is not MasterState.READY:
             log.warning("reload (%s) ignored: master is %s", why, self.state.value)
             return
@@ -498,11 +568,94 @@ class Arbiter:
         log.error("reload failed: %s; the old workers keep serving", reason)
         self.broadcast_event("reload_failed", reason)
 
+    # ---- USR2: the next master, health-gated --------------------------------
+
+    def start_upgrade(self) -> None:
+        if self.state is MasterState.BOOTING:
+            self.deferred.append(self.handle_usr2)
+            return
+        if self.state is not MasterState.READY or self.inherited is not None:
+            log.warning("upgrade ignored: master is %s%s", self.state.value,
+                        " and not yet promoted" if self.inherited is not None else "")
+            return
+        self.upgrade_attempt += 1
+        timeout = float(getattr(self.cfg, "upgrade_timeout", 60) or 60)
+        extra = self.group.upgrade_fds() if self.group is not None else {}
+        self.state = MasterState.UPGRADING
+        self.upgrade = Upgrade(self.upgrade_attempt, self.listeners, extra, self.argv, self.cwd,
+                               timeout)
+        log.info("upgrade started: new master pid %s (%s)", self.upgrade.new_pid,
+                 " ".join(self.argv))
+        self.cfg.pre_exec(self)
+        self.record_status("upgrading")
+        self.broadcast_state("upgrading")
+        self.broadcast_event("upgrade_started", f"new master pid {self.upgrade.new_pid}")
+
+    def advance_upgrade(self) -> None:
+        if self.upgrade is None:
+            return
+        outcome = self.upgrade.poll()
+        if outcome is Outcome.UPGRADING:
+            return
+        upgrade, self.upgrade = self.upgrade, None
+        if outcome is Outcome.PROMOTED:
+            self.successor = upgrade.new_pid
+            log.info("upgrade promoted: new master pid %s; draining the old workers",
+                     upgrade.new_pid)
+            # The new master records itself in the status file; writing here would race it.
+            self.broadcast_event("upgrade_promoted", f"new master pid {upgrade.new_pid}")
+            self.state = MasterState.READY  # so that begin_stop drains from a clean state
+            self.begin_stop(graceful=True, announce=False)
+        else:
+            log.error("upgrade rolled back: %s", upgrade.reason)
+            self.state = MasterState.READY
+            self.record_status("rolled_back", reason=upgrade.reason, new_pid=upgrade.new_pid)
+            self.broadcast_state("ready")
+            self.broadcast_event("upgrade_rolled_back", upgrade.reason)
+
+    def read_old_master(self) -> None:
+        assert self.inherited is not None
+        try:
+            messages = self.inherited.channel.receive_ready()
+        except ChannelClosed:
+            if self.state is MasterState.READY:
+                self.promoted("the old master is gone")
+            else:
+                # Rolled back (we are about to be killed) or the old master died
+                # while we boot: keep booting, and take over when ready.
+                self.inherited.channel.close()
+                self.inherited = None
+            return
+        for msg in messages:
+            if msg.get("type") == "promote":
+                self.promoted("promoted by the old master")
+
+    def promoted(self, why: str) -> None:
+        assert self.inherited is not None
+        old = self.inherited.old_pid
+        self.inherited.channel.close()
+        self.inherited = None
+        log.info("this master (pid %s) now serves: %s (old master %s)", self.pid, why, old)
+        if self.cfg.pidfile and (self.group is None or self.group.owner is not None
+                                 or not self.cfg.handoff):
+            pidfile.write(self.cfg.pidfile, self.pid)
+        systemd.notify(f"MAINPID={self.pid}\nREADY=1")
+        self.record_status("running", upgraded_from=old)
+
+    def record_status(self, state: str, **extra: Any) -> None:
+        write_status(self.status_file, {"pid": self.pid, "index": self.index, "state": state,
+                                        "attempt": self.upgrade_attempt, "time": time.time(),
+                                        **extra})
+
     # ---- stopping -----------------------------------------------------------
 
-    def begin_stop(self, graceful: bool) -> None:
+    def begin_stop(self, graceful: bool, announce: bool = True) -> None:
         if self.state is MasterState.STOPPING or (graceful and self.state is MasterState.DRAINING):
             return
+        if self.upgrade is not None and self.upgrade.outcome is Outcome.UPGRADING:
+            self.upgrade.fail("the old master was asked to stop")
+        if announce and self.group is not None:
+            self.group.announce_stop()  # peers stop too, rather than restart us
         self.state = MasterState.DRAINING if graceful else MasterState.STOPPING
         self.broadcast_state("stopping")
         self.stop_deadline = time.monotonic() + float(self.cfg.graceful_timeout)

@@ -9,10 +9,24 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
+
+from polycorn.server import pidfile
+from polycorn.server.app import AppImportError, load_app
+from polycorn.server.arbiter import Arbiter
+from polycorn.server.config.errors import ConfigError
+from polycorn.server.config.loader import load_config
+from polycorn.server.config.settings import logical_cwd
+from polycorn.server.handoff import HandoffError, HandoffOwner, acquire_or_fetch
+from polycorn.server.logs import setup_logging
+from polycorn.server.masters import ENV_INDEX, AlreadyRunning, MasterGroup, worker_share
+from polycorn.server.plugins import discover
+from polycorn.server.sockets import BindError, close_all, create_listeners
+from polycorn.server.upgrade import inherit_from_parent
 
 log = logging.getLogger("polycorn.error")
 
@@ -55,10 +69,6 @@ def daemonize() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    from polycorn.server.config.errors import ConfigError
-    from polycorn.server.config.loader import load_config
-    from polycorn.server.plugins import discover
-
     args = list(sys.argv[1:] if argv is None else argv)
     plugins = discover()
     try:
@@ -69,13 +79,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
-    from polycorn.server import pidfile
-    from polycorn.server.app import AppImportError, load_app
-    from polycorn.server.arbiter import Arbiter
-    from polycorn.server.config.errors import ConfigError
-    from polycorn.server.config.loader import load_config
-    from polycorn.server.logs import setup_logging
-    from polycorn.server.sockets import BindError, close_all, create_listeners
 
     if cfg.upgrade:
         from polycorn.server.upgrade_ctl import upgrade_command
@@ -84,6 +87,7 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
         from polycorn.server.config.check import run_check
         return run_check(cfg)
     setup_logging(cfg)
+    startup_cwd = logical_cwd(os.environ)  # before --chdir: a re-exec starts from here
     apply_process_settings(cfg)
     if not cfg.app_spec:
         fail("no application module specified (MODULE:CALLABLE)", 2)
@@ -91,29 +95,58 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
         sidecars = [s for plugin in plugins for s in plugin.sidecars(cfg)]
     except ConfigError as exc:
         fail(str(exc), 2)
-    if cfg.pidfile:
+    inherited = inherit_from_parent(os.environ)
+    index = int(os.environ.get(ENV_INDEX, "0") or 0)
+    os.environ[ENV_INDEX] = str(index)  # a re-exec (USR2) keeps this master's index
+    if cfg.pidfile and inherited is None and index == 0:
         try:
             pidfile.check_free(cfg.pidfile)
         except pidfile.PidfileError as exc:
             fail(str(exc), 1)
+    group, listeners = None, []
     try:
-        listeners = create_listeners(cfg.bind, cfg.backlog, os.environ)
-    except BindError as exc:
+        if inherited is not None:
+            listeners = inherited.listeners
+            extra = inherited.extra_fds
+            owner = None
+            if "handoff_sock" in extra:
+                owner = HandoffOwner(cfg.handoff, extra["handoff_lock"], listeners,
+                                     socket.socket(fileno=extra["handoff_sock"]))
+            group = MasterGroup(cfg, listeners, owner, index, extra.get("index_lock"),
+                                list(sys.orig_argv), startup_cwd) if cfg.handoff else None
+        elif cfg.handoff:
+            index_lock = None
+            if int(cfg.masters) > 1:
+                if index == 0:
+                    MasterGroup.stop_marker_clear(cfg.handoff)
+                index_lock = MasterGroup.claim_index(cfg.handoff, index)
+            listeners, owner = acquire_or_fetch(
+                cfg.handoff, lambda: create_listeners(cfg.bind, cfg.backlog, os.environ))
+            group = MasterGroup(cfg, listeners, owner, index, index_lock, list(sys.orig_argv),
+                                startup_cwd)
+        else:
+            listeners = create_listeners(cfg.bind, cfg.backlog, os.environ)
+    except AlreadyRunning as exc:
+        log.info("%s; exiting", exc)
+        return 0
+    except (BindError, HandoffError) as exc:
         fail(str(exc), 1)
+    if int(cfg.masters) > 1:
+        cfg.workers = worker_share(int(cfg.workers), int(cfg.masters), index)
     app = None
     if cfg.preload_app:
         try:
             app = load_app(cfg.app_spec)
         except AppImportError as exc:
-            close_all(listeners, unlink=True)
+            close_all(listeners, unlink=group is None)
             fail(str(exc), 1, getattr(exc, "traceback", "") or "")
-    if cfg.daemon:
+    if cfg.daemon and inherited is None and index == 0:
         daemonize()
-    if cfg.pidfile:
+    if cfg.pidfile and inherited is None and (group is None or group.owner is not None):
         try:
             pidfile.write(cfg.pidfile, os.getpid())
         except pidfile.PidfileError as exc:
-            close_all(listeners, unlink=True)
+            close_all(listeners, unlink=group is None)
             fail(str(exc), 1)
 
     def reload_config() -> Any:
@@ -121,14 +154,19 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
         setup_logging(fresh)
         return fresh
 
-    arbiter = Arbiter(cfg, listeners, app=app, sidecars=sidecars, reload_config=reload_config)
+    arbiter = Arbiter(cfg, listeners, app=app, sidecars=sidecars, reload_config=reload_config,
+                      group=group, inherited=inherited, argv=list(sys.orig_argv), cwd=startup_cwd,
+                      index=index)
     try:
         status = arbiter.run()
     except Exception as exc:  # a bug in the master: say it in one line, detail at debug
         log.debug("%s", traceback.format_exc())
         fail(f"master failed: {exc!r}", 1)
     finally:
-        close_all(listeners, unlink=True)
+        # Unix socket files outlive us when a successor or a peer still serves them.
+        close_all(listeners, unlink=group is None and not arbiter.successor)
+    if arbiter.halt_reason:
+        fail(arbiter.halt_reason, status)
     return status
 
 

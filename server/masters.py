@@ -1,0 +1,171 @@
+"""Several masters for one service on one host: hand-off ownership and peer repair.
+
+Each master of a `--masters N` group holds an flock on `HANDOFF.m<i>.lock` for
+its index i. On every tick a master try-locks its peers' files: a lock it can
+take belongs to a dead peer, so it releases it and starts a replacement (if two
+survivors race, the loser's replacement finds the lock taken and exits). The
+same tick takes over the hand-off path when its owner died. A stop asked of any
+master is written to `HANDOFF.stopping` so that the peers stop too instead of
+restarting each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+from polycorn.server import pidfile
+from polycorn.server.handoff import HandoffOwner, try_lock
+from polycorn.server.sockets import Listener
+
+log = logging.getLogger("polycorn.error")
+
+ENV_INDEX = "POLYCORN_MASTER_INDEX"
+TICK = 0.25  # seconds between peer checks
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def worker_share(total: int, masters: int, index: int) -> int:
+    """This master's part of the total worker count (the first ones take the remainder)."""
+    return total // masters + (1 if index < total % masters else 0)
+
+
+class MasterGroup:
+    """Hand-off ownership and, with --masters N, the supervision of the other masters."""
+
+    def __init__(self, cfg: Any, listeners: list[Listener], owner: HandoffOwner | None,
+                 index: int, index_lock: int | None, argv: list[str], cwd: str) -> None:
+        self.cfg = cfg
+        self.path: str | None = cfg.handoff
+        self.count = int(getattr(cfg, "masters", 1) or 1)
+        self.index = index
+        self.index_lock = index_lock
+        self.listeners = listeners
+        self.owner = owner
+        self.argv = argv
+        self.cwd = cwd
+        self.next_tick = 0.0
+        self.peer_pids: set[int] = set()
+
+    # -- identity ---------------------------------------------------------------
+
+    @staticmethod
+    def claim_index(path: str, index: int) -> int:
+        fd = try_lock(f"{path}.m{index}.lock")
+        if fd is None:
+            raise AlreadyRunning(f"master {index} of hand-off path {path} is already running")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    def upgrade_fds(self) -> dict[str, int]:
+        """Descriptors a successor (USR2) must inherit to be this master without a gap."""
+        fds: dict[str, int] = {}
+        if self.owner is not None:
+            fds["handoff_lock"], fds["handoff_sock"] = self.owner.fds()
+        if self.index_lock is not None:
+            fds["index_lock"] = self.index_lock
+        return fds
+
+    def fds(self) -> list[int]:
+        """Descriptors a worker or sidecar must close after fork."""
+        out = [] if self.owner is None else self.owner.fds()
+        if self.index_lock is not None:
+            out.append(self.index_lock)
+        return out
+
+    def select_fds(self) -> list[int]:
+        return [] if self.owner is None else [self.owner.fileno()]
+
+    def readable(self, fd: int) -> bool:
+        if self.owner is not None and fd == self.owner.fileno():
+            self.owner.serve_ready()
+            return True
+        return False
+
+    # -- the periodic checks ------------------------------------------------------
+
+    def tick(self, stopping: bool) -> None:
+        now = time.monotonic()
+        if not self.path or now < self.next_tick:
+            return
+        self.next_tick = now + TICK
+        if self.owner is None:
+            self._try_take_over()
+        if self.count > 1 and not stopping:
+            self._repair_peers()
+
+    def _try_take_over(self) -> None:
+        assert self.path is not None
+        fd = try_lock(self.path + ".lock")
+        if fd is None:
+            return
+        self.owner = HandoffOwner(self.path, fd, self.listeners)
+        log.info("took over hand-off path %s (pid %s)", self.path, os.getpid())
+        if self.cfg.pidfile:
+            pidfile.write(self.cfg.pidfile, os.getpid())
+
+    def _repair_peers(self) -> None:
+        assert self.path is not None
+        if self.stop_requested():
+            return
+        for i in range(self.count):
+            if i == self.index:
+                continue
+            fd = try_lock(f"{self.path}.m{i}.lock")
+            if fd is None:
+                continue  # alive
+            os.close(fd)
+            self.spawn_peer(i)
+
+    def spawn_peer(self, i: int) -> None:
+        env = dict(os.environ)
+        env[ENV_INDEX] = str(i)
+        for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "POLYCORN_UPGRADE_FD"):
+            env.pop(key, None)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setsid()  # its own session and group: independent of ours
+                with contextlib.suppress(OSError):
+                    os.chdir(self.cwd)
+                os.execvpe(self.argv[0], self.argv, env)
+            finally:
+                os._exit(127)
+        self.peer_pids.add(pid)
+        log.info("started master %s (pid %s)", i, pid)
+
+    # -- stopping the whole group ------------------------------------------------
+
+    def _stop_marker(self) -> str | None:
+        return f"{self.path}.stopping" if self.path and self.count > 1 else None
+
+    def stop_requested(self) -> bool:
+        marker = self._stop_marker()
+        return bool(marker and os.path.exists(marker))
+
+    def announce_stop(self) -> None:
+        marker = self._stop_marker()
+        if marker:
+            with contextlib.suppress(OSError), open(marker, "w") as f:
+                f.write(f"{os.getpid()}\n")
+
+    @staticmethod
+    def stop_marker_clear(path: str) -> None:
+        """A fresh start of the group forgets an earlier stop."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}.stopping")
+
+    def close(self, successor: bool) -> None:
+        if self.owner is not None:
+            # With a successor or live peers the path lives on; otherwise remove it.
+            self.owner.close(unlink=not successor and self.count == 1)
+        if self.index_lock is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.index_lock)

@@ -1,0 +1,176 @@
+"""USR2: start the next generation of the master, health-gated, with automatic rollback.
+
+The old master re-executes the original command line (`sys.orig_argv`, in the
+working directory as the operator spelled it, so a switched `current` symlink
+brings the new release and its interpreter) in its own process group, and
+passes it, over a private socketpair, the listening sockets and every lock
+that makes this master who it is (hand-off path, master index). The new master
+boots its workers; when all are ready it says so, the old one answers
+"promote" and drains. If the new one fails, exits, or is not ready in time,
+the old one kills its whole process group and keeps serving: requests are
+never refused because the listeners were never closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from polycorn.server.handoff import receive_listeners, send_listeners
+from polycorn.server.sidecar import Channel, ChannelClosed
+from polycorn.server.sockets import Listener
+
+log = logging.getLogger("polycorn.error")
+
+ENV_FD = "POLYCORN_UPGRADE_FD"
+
+
+class Outcome(enum.Enum):
+    UPGRADING = "upgrading"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+
+
+@dataclass
+class Inherited:
+    """What a new master received from the master it replaces."""
+
+    channel: Channel
+    listeners: list[Listener]
+    extra_fds: dict[str, int] = field(default_factory=dict)  # "handoff_lock", "handoff_sock", "index_lock"
+    old_pid: int = 0
+
+
+def inherit_from_parent(environ: dict[str, str]) -> Inherited | None:
+    """In a new master: take the sockets the old master passed, if we are an upgrade."""
+    text = environ.pop(ENV_FD, None)
+    if not text:
+        return None
+    sock = socket.socket(fileno=int(text))
+    sock.settimeout(10)
+    listeners, info, extra = receive_listeners(sock)
+    sock.setblocking(False)
+    return Inherited(Channel(sock), listeners, extra, int(info.get("owner", 0)))
+
+
+class Upgrade:
+    """The old master's side of one upgrade attempt."""
+
+    def __init__(self, attempt: int, listeners: list[Listener], extra_fds: dict[str, int],
+                 argv: list[str], cwd: str, timeout: float) -> None:
+        self.attempt = attempt
+        self.outcome = Outcome.UPGRADING
+        self.reason = ""
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.timeout = timeout
+        self.new_pid = 0
+        self.channel: Channel | None = None
+        self._spawn(listeners, extra_fds, argv, cwd)
+
+    def _spawn(self, listeners: list[Listener], extra_fds: dict[str, int], argv: list[str],
+               cwd: str) -> None:
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env[ENV_FD] = str(theirs.fileno())
+        for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            env.pop(key, None)
+        pid = os.fork()
+        if pid == 0:  # the new master, before exec
+            try:
+                os.setpgid(0, 0)  # its own group: a rollback kills it and its workers at once
+                signal.set_wakeup_fd(-1)
+                for sig in range(1, signal.NSIG):
+                    with contextlib.suppress(OSError, ValueError, RuntimeError):
+                        if signal.getsignal(sig) not in (None, signal.SIG_IGN, signal.SIG_DFL):
+                            signal.signal(sig, signal.SIG_DFL)
+                os.set_inheritable(theirs.fileno(), True)
+                with contextlib.suppress(OSError):
+                    os.chdir(cwd)  # by name: a switched symlink resolves anew
+                os.execvpe(argv[0], argv, env)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(f"polycorn: error: cannot start the new master: {exc}\n")
+            os._exit(127)
+        theirs.close()
+        self.new_pid = pid
+        ours.settimeout(5)
+        try:
+            send_listeners(ours, listeners, {"owner": os.getpid(), "attempt": self.attempt},
+                           extra_fds)
+        except OSError as exc:
+            self.fail(f"could not pass the sockets: {exc}")
+        ours.setblocking(False)
+        self.channel = Channel(ours)
+
+    def fileno(self) -> int:
+        return self.channel.fileno() if self.channel else -1
+
+    def poll(self) -> Outcome:
+        """Read the new master's messages; roll back on failure or timeout."""
+        if self.outcome is not Outcome.UPGRADING:
+            return self.outcome
+        if self.channel is not None:
+            try:
+                for msg in self.channel.receive_ready():
+                    self._handle(msg)
+            except ChannelClosed:
+                self.fail("the new master closed its channel before it was ready")
+        if self.outcome is Outcome.UPGRADING and time.monotonic() > self.deadline:
+            self.fail(f"the new master was not ready within {self.timeout:g}s")
+        return self.outcome
+
+    def _handle(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "ready":
+            assert self.channel is not None
+            try:
+                self.channel.send({"type": "promote"})
+            except ChannelClosed:
+                self.fail("the new master vanished at promotion")
+                return
+            self.outcome = Outcome.PROMOTED
+        elif kind == "failed":
+            self.fail(str(msg.get("reason") or "the new master failed"))
+
+    def child_exited(self, status_text: str) -> None:
+        if self.outcome is Outcome.UPGRADING:
+            self.fail(f"the new master exited ({status_text})")
+
+    def fail(self, reason: str) -> None:
+        if self.outcome is not Outcome.UPGRADING:
+            return
+        self.outcome, self.reason = Outcome.ROLLED_BACK, reason
+        if self.new_pid:
+            # The whole group: the new master, its workers and its sidecars.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.new_pid, signal.SIGKILL)
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+
+def status_path(pidfile: str | None, index: int) -> str | None:
+    """Where a master records its upgrade outcomes, for `polycorn --upgrade PIDFILE`."""
+    return f"{pidfile}.m{index}" if pidfile else None
+
+
+def write_status(path: str | None, record: dict[str, Any]) -> None:
+    if not path:
+        return
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write upgrade status %s: %s", path, exc)

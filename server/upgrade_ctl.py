@@ -1,0 +1,95 @@
+"""`polycorn --upgrade PIDFILE`: upgrade every master of a host, one at a time, and wait.
+
+Each master records its upgrade attempts in `PIDFILE.m<index>` (JSON). For each
+master in index order this sends USR2, waits for the attempt's outcome and
+stops at the first rollback. Exit status: 0 when every master was promoted
+(prints the new pids), 1 with the reason when one rolled back or timed out,
+2 when there is nothing to upgrade.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import signal
+import sys
+import time
+from typing import Any
+
+from polycorn.server import pidfile
+
+POLL = 0.05
+
+
+def _read(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status_files(pid_path: str) -> list[str]:
+    pattern = re.compile(re.escape(pid_path) + r"\.m(\d+)$")
+    found = [(int(m.group(1)), p) for p in glob.glob(glob.escape(pid_path) + ".m*")
+             if (m := pattern.match(p))]
+    return [p for _, p in sorted(found)]
+
+
+def upgrade_one(path: str, timeout: float, out: Any) -> tuple[bool, str]:
+    """USR2 to the master recorded in `path`; (promoted, message)."""
+    before = _read(path)
+    if not before or not _alive(int(before.get("pid", 0))):
+        return False, f"{path}: no running master recorded there"
+    pid, attempt = int(before["pid"]), int(before.get("attempt", 0))
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _read(path) or {}
+        now_pid, state = int(now.get("pid", 0)), now.get("state")
+        if now_pid == pid and int(now.get("attempt", 0)) > attempt:
+            if state == "promoted":
+                return True, f"master {now.get('index')}: {pid} -> {now.get('new_pid')}"
+            if state == "rolled_back":
+                return False, (f"master {now.get('index')} (pid {pid}): upgrade rolled back: "
+                               f"{now.get('reason')}")
+        elif now_pid and now_pid != pid and state == "running":
+            return True, f"master {now.get('index')}: {pid} -> {now_pid}"
+        if not _alive(pid) and now_pid == pid:
+            return False, f"master {pid} died during the upgrade"
+        time.sleep(POLL)
+    return False, f"master {pid}: no outcome within {timeout:g}s"
+
+
+def upgrade_command(cfg: Any) -> int:
+    pid_path = cfg.upgrade
+    files = status_files(pid_path)
+    if not files:
+        try:
+            pid = pidfile.read(pid_path)
+        except pidfile.PidfileError as exc:
+            print(f"polycorn: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"polycorn: error: no upgrade status next to {pid_path} "
+              f"(pid {pid}); was the server started with --pid {pid_path}?", file=sys.stderr)
+        return 2
+    timeout = float(getattr(cfg, "upgrade_timeout", 60) or 60) + 30
+    for path in files:
+        ok, message = upgrade_one(path, timeout, sys.stdout)
+        if not ok:
+            print(f"polycorn: error: {message}", file=sys.stderr)
+            return 1
+        print(f"upgraded {message}")
+    return 0
