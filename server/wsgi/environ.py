@@ -1,0 +1,259 @@
+"""The PEP 3333 environ of one request, built from a parsed Request event.
+
+EnvironBuilder computes every entry that is the same for all requests on a
+listener once per worker; build() copies that dict and adds only the request's
+own entries, translating header names through a bounded cache (the hot path).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from polycorn.server.http.events import Request
+from polycorn.server.wsgi.forwarded import ProxyTrust, scheme_from_secure_header
+from polycorn.server.wsgi.response import FileWrapper
+
+from polycorn import __version__
+
+SERVER_SOFTWARE = f"polycorn/{__version__}"
+
+# Header names whose environ key is not simply HTTP_<NAME>, or that we read ourselves.
+_CONTENT_TYPE = "CONTENT_TYPE"
+_CONTENT_LENGTH = "CONTENT_LENGTH"
+_HOST = "HTTP_HOST"
+_FORWARDED_FOR = "HTTP_X_FORWARDED_FOR"
+# A header name the cache marks as dropped: names containing "_" (see _environ_key).
+_DROP = ""
+# Attacker-chosen header names must not grow the cache without bound.
+_MAX_CACHED_NAMES = 1024
+
+_COMMON_NAMES = (
+    b"host", b"user-agent", b"accept", b"accept-encoding", b"accept-language",
+    b"connection", b"content-type", b"content-length", b"cookie", b"referer",
+    b"origin", b"authorization", b"cache-control", b"if-none-match",
+    b"if-modified-since", b"x-forwarded-for", b"x-forwarded-proto", b"x-request-id",
+    b"upgrade-insecure-requests", b"pragma", b"dnt", b"transfer-encoding", b"expect",
+)
+
+
+def _environ_key(name: bytes) -> str:
+    """The environ key for a lower-cased header name, or _DROP.
+
+    A name containing "_" is dropped, as Gunicorn does: "X_Forwarded_For" and
+    "X-Forwarded-For" would both map to HTTP_X_FORWARDED_FOR, so a client could
+    smuggle a value past a proxy that sets only the dashed spelling.
+    """
+    if b"_" in name:
+        return _DROP
+    if name == b"content-type":
+        return _CONTENT_TYPE
+    if name == b"content-length":
+        return _CONTENT_LENGTH
+    return "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+
+
+def _split_host(host: str, default_port: str) -> tuple[str, str]:
+    """SERVER_NAME and SERVER_PORT from a Host value ("name", "name:port", "[v6]:port")."""
+    if host.startswith("["):
+        name, _, rest = host.partition("]")
+        name += "]"
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        name, _, port = host.partition(":")
+    return name, (port if port.isascii() and port.isdigit() else default_port)
+
+
+def _path_info(raw_path: bytes) -> str:
+    """PEP 3333: PATH_INFO is percent-decoded, then bytes carried as latin-1."""
+    if b"%" in raw_path:
+        raw_path = unquote_to_bytes(raw_path)
+    return raw_path.decode("latin-1")
+
+
+class ErrorStream:
+    """wsgi.errors: text written by the app goes to the "polycorn.error" log, a line per record.
+
+    Partial lines are held until their newline (or flush) so that print(..., file=)
+    does not log the text and its newline as two records.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = logger or logging.getLogger("polycorn.error")
+        self._partial = ""
+        self._lock = threading.Lock()  # the thread worker shares one stream
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            lines = (self._partial + text).split("\n")
+            self._partial = lines.pop()
+        for line in lines:
+            self._log.error("%s", line)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            line, self._partial = self._partial, ""
+        if line:
+            self._log.error("%s", line)
+
+
+class EnvironBuilder:
+    """Builds environs for one listener of one worker; build() is safe to call from threads."""
+
+    def __init__(self, cfg: Any, server_addr: Any, scheme: str = "http") -> None:
+        self._trust = ProxyTrust(cfg.forwarded_allow_ips)
+        # --secure-scheme-headers (Gunicorn's), e.g. {"X-FORWARDED-PROTO": "https"}, by environ key.
+        self._secure_headers = {
+            "HTTP_" + name.upper().replace("-", "_"): value
+            for name, value in cfg.secure_scheme_headers.items()
+        }
+        self._forwarding_keys = (_FORWARDED_FOR, *self._secure_headers)
+        # SCRIPT_NAME comes from the process environment (--env SCRIPT_NAME=/app), as in
+        # Gunicorn; CGI forbids a trailing "/" (the "/" belongs to PATH_INFO).
+        self._script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
+        self._server_name, self._server_port = self._listener_name(server_addr)
+        self._header_keys: dict[bytes, str] = {n: _environ_key(n) for n in _COMMON_NAMES}
+        self._base: dict[str, Any] = {
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scheme,
+            "wsgi.errors": ErrorStream(),
+            "wsgi.multithread": cfg.threads > 1,
+            "wsgi.multiprocess": cfg.workers > 1,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
+            "SCRIPT_NAME": self._script_name,
+            "SERVER_NAME": self._server_name,
+            "SERVER_PORT": self._server_port,
+        }
+
+    def _listener_name(self, server_addr: Any) -> tuple[str, str]:
+        if isinstance(server_addr, tuple):
+            host = str(server_addr[0])
+            return (f"[{host}]" if ":" in host else host), str(server_addr[1])
+        if isinstance(server_addr, bytes):
+            server_addr = server_addr.decode(sys.getfilesystemencoding(), "surrogateescape")
+        # A Unix socket has no host or port; Gunicorn reports its path and an empty port.
+        return str(server_addr), ""
+
+    def _key_for(self, name: bytes) -> str:
+        key = self._header_keys.get(name)
+        if key is None:
+            key = _environ_key(name)
+            if len(self._header_keys) < _MAX_CACHED_NAMES:
+                self._header_keys[name] = key
+        return key
+
+    def build(self, request: Request, client_addr: Any, wsgi_input: Any) -> dict[str, Any]:
+        environ = self._base.copy()
+        environ["wsgi.input"] = wsgi_input
+        environ["REQUEST_METHOD"] = request.method.decode("latin-1")
+        environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.http_version == b"1.1" else (
+            "HTTP/" + request.http_version.decode("latin-1"))
+        target = request.target
+        environ["RAW_URI"] = target.decode("latin-1")
+
+        host: str | None = None
+        if target[:1] != b"/" and target[:4].lower() == b"http":
+            target, host = self._split_absolute_form(target)
+        path, _, query = target.partition(b"?")
+        environ["QUERY_STRING"] = query.decode("latin-1")
+        path_info = _path_info(path)
+        script_name = self._script_name
+        if script_name and (path_info == script_name
+                            or path_info.startswith(script_name + "/")):
+            path_info = path_info[len(script_name):]
+        environ["PATH_INFO"] = path_info
+
+        self._add_headers(environ, request)
+        if request.content_length is not None:
+            environ["CONTENT_LENGTH"] = str(request.content_length)
+
+        if type(client_addr) is tuple:
+            environ["REMOTE_ADDR"] = client_addr[0]
+            environ["REMOTE_PORT"] = str(client_addr[1])
+            peer = client_addr[0]
+        else:
+            # A Unix-socket peer is usually unnamed: accept() gives "" (or b"").
+            if isinstance(client_addr, bytes):
+                client_addr = client_addr.decode("latin-1")
+            environ["REMOTE_ADDR"] = client_addr or ""
+            peer = None
+        for key in self._forwarding_keys:
+            if key in environ:
+                self._apply_forwarded(environ, peer)
+                break
+
+        # RFC 9112 section 3.2.2: an absolute-form target's authority replaces Host.
+        if host is not None:
+            environ[_HOST] = host
+        else:
+            host = environ.get(_HOST)
+        if host:
+            default_port = "443" if environ["wsgi.url_scheme"] == "https" else "80"
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(host, default_port)
+        return environ
+
+    def _add_headers(self, environ: dict[str, Any], request: Request) -> None:
+        key_for = self._key_for
+        repeated: dict[str, list[str]] | None = None
+        for name, value in request.headers:
+            key = key_for(name)
+            if not key or key == _CONTENT_LENGTH:
+                # CONTENT_LENGTH comes from the parser's framing decision instead: a
+                # Content-Length sent beside chunked coding is not the body's length.
+                continue
+            text = value.decode("latin-1")
+            if key in environ:
+                # Repeated fields are joined once at the end (RFC 9110 section 5.3):
+                # appending one by one would copy the growing value each time.
+                if repeated is None:
+                    repeated = {}
+                repeated.setdefault(key, [environ[key]]).append(text)
+            else:
+                environ[key] = text
+        if repeated:
+            for key, values in repeated.items():
+                environ[key] = ",".join(values)
+
+    @staticmethod
+    def _split_absolute_form(target: bytes) -> tuple[bytes, str | None]:
+        """(origin-form target, authority) from "http://host:port/path?query"."""
+        scheme, sep, rest = target.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            return target, None
+        cut = len(rest)
+        for stop in (b"/", b"?"):
+            index = rest.find(stop)
+            if index != -1 and index < cut:
+                cut = index
+        authority = rest[:cut].rpartition(b"@")[2]  # userinfo is not part of the host
+        origin = rest[cut:]
+        if not origin.startswith(b"/"):
+            origin = b"/" + origin  # RFC 9112 3.2.2: an empty path is "/"
+        return origin, authority.decode("latin-1")
+
+    def _apply_forwarded(self, environ: dict[str, Any], peer: str | None) -> None:
+        # A Unix-socket peer is a local proxy and trusted, as in Gunicorn.
+        if peer is not None and not self._trust.trusts(peer):
+            return
+        forwarded_for = environ.get(_FORWARDED_FOR)
+        if forwarded_for:
+            client = self._trust.client_from_forwarded_for(forwarded_for)
+            if client is not None:
+                environ["REMOTE_ADDR"] = client
+        schemes = {scheme_from_secure_header(environ[key], secure_value)
+                   for key, secure_value in self._secure_headers.items() if key in environ}
+        # Scheme headers that disagree are a misconfigured proxy: believe neither.
+        if len(schemes) == 1:
+            environ["wsgi.url_scheme"] = schemes.pop()

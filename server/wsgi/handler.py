@@ -1,0 +1,470 @@
+"""The blocking request cycle over a socket, used by the sync and thread workers.
+
+ClientConnection feeds a sans-IO ServerConnection from recv(), runs the app with
+run_app, and writes the framed response in as few sendall() calls as it can (head
+and first chunk together; a list body joined whole). Failures end the connection
+the way HTTP allows: an error response if nothing was sent, a cut connection if
+something was, and a half-close with a brief drain when the client may still be
+sending, so that its TCP stack does not discard our answer (RFC 9112 section 9.6).
+"""
+
+from __future__ import annotations
+
+import enum
+import http
+import logging
+import os
+import socket
+import ssl
+import stat
+import time
+from collections.abc import Callable
+from typing import Any
+
+from polycorn.server.http.connection import Limits, ServerConnection
+from polycorn.server.http.errors import RemoteProtocolError
+from polycorn.server.http.events import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request
+from polycorn.server.wsgi.body import IncompleteBodyError, WSGIInput
+from polycorn.server.wsgi.environ import EnvironBuilder
+from polycorn.server.wsgi.hooks import HookRequest, HookResponse, configured_hook
+from polycorn.server.wsgi.response import StartResponse
+from polycorn.server.wsgi.run import AppResponse, check_chunk, run_app
+
+log = logging.getLogger("polycorn.error")
+
+RECV_SIZE = 65536
+# Unread request body we read and discard to keep a connection alive: a small form
+# the app ignored is cheaper to skip than a reconnect; a large upload it refused is not.
+DRAIN_LIMIT = 64 * 1024
+# Lingering close bounds: enough for the client to read our response and close.
+LINGER_BYTES = 256 * 1024
+LINGER_SECONDS = 1.0
+# A list body is joined into one sendall() up to this size (one syscall, no Nagle gap).
+JOIN_LIMIT = 256 * 1024
+
+
+class _End(enum.Enum):
+    """Why a connection cannot carry another request, which says how to close it."""
+
+    PLAIN = "everything the client sent was read: close at once"
+    LINGER = "the client may still be sending: half-close, drain briefly, close"
+    ABORT = "the peer is gone or the response is broken: close at once"
+
+
+class WSGIHandler:
+    """One per worker process: the app, the settings and the per-listener environ builders."""
+
+    def __init__(self, app: Callable, cfg: Any, worker: Any, access_log: Any) -> None:
+        self.app = app
+        self.cfg = cfg
+        self.worker = worker
+        self.access_log = access_log
+        self.limits = Limits(
+            max_request_line=cfg.limit_request_line,
+            max_header_count=cfg.limit_request_fields,
+            max_header_size=cfg.limit_request_field_size,
+            permit_obsolete_folding=cfg.permit_obsolete_folding,
+        )
+        self.pre_request = configured_hook(cfg.pre_request)
+        self.post_request = configured_hook(cfg.post_request)
+        self.sendfile_enabled = bool(cfg.sendfile)
+        self._builders: dict[tuple[Any, str], EnvironBuilder] = {}
+
+    def environ_builder(self, server_addr: Any, scheme: str) -> EnvironBuilder:
+        key = (server_addr, scheme)
+        builder = self._builders.get(key)
+        if builder is None:
+            builder = self._builders[key] = EnvironBuilder(self.cfg, server_addr, scheme)
+        return builder
+
+    def health_check(self, path: str) -> int:
+        """GET path from the app in-process (Host: localhost); the status code, 500 if it raised."""
+        request = Request(method=b"GET", target=path.encode("utf-8"), http_version=b"1.1",
+                          headers=((b"host", b"localhost"),))
+        builder = self.environ_builder(("localhost", 80), "http")
+        environ = builder.build(request, ("127.0.0.1", 0), WSGIInput.from_bytes(b""))
+        try:
+            resp = run_app(self.app, environ)
+            try:
+                for chunk in resp.rest:
+                    check_chunk(chunk)
+            finally:
+                resp.close()
+        except Exception:
+            log.exception("health check GET %s: the application raised", path)
+            return 500
+        return resp.start.status_code
+
+
+class ClientConnection:
+    """One accepted socket; serve_one() runs one whole request cycle on it."""
+
+    def __init__(self, handler: WSGIHandler, sock: socket.socket, client_addr: Any,
+                 server_addr: Any, *, keep_alive: bool) -> None:
+        self.handler = handler
+        self.sock = sock
+        self.client_addr = client_addr
+        self.server_addr = server_addr
+        self._conn = ServerConnection(handler.limits, keep_alive_allowed=keep_alive)
+        self._keep_alive_allowed = keep_alive
+        tls = isinstance(sock, ssl.SSLSocket)
+        self._builder = handler.environ_builder(server_addr, "https" if tls else "http")
+        # os.sendfile writes kernel to kernel: only a plain socket (not TLS) can take it.
+        self._sendfile_ok = handler.sendfile_enabled and not tls
+        self._end: _End | None = None
+        self._closed = False
+        # per request
+        self._start: StartResponse | None = None
+        self._body_bytes = 0  # body bytes sent, unframed (the access log's %(B)s)
+        self._body_error: RemoteProtocolError | None = None
+        self._request_keep_alive = False
+        self._request_length: int | None = None
+        self._body = WSGIInput.from_bytes(b"")
+
+    @property
+    def has_buffered_data(self) -> bool:
+        """A pipelined request (or part of one) is already buffered: serve it without polling."""
+        return bool(self._conn.trailing_data[0])
+
+    def serve_one(self) -> bool:
+        """Read one request, run the app, write the response; True if the connection may be reused."""
+        if self._end is not None:
+            return False
+        keep = self._cycle()
+        if self._end is _End.LINGER:
+            # Here rather than in close(): the thread worker closes connections from
+            # its event loop, which must never wait on a client.
+            self._linger()
+        return keep
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _cycle(self) -> bool:
+        try:
+            request = self._receive_request()
+        except RemoteProtocolError as exc:
+            log.debug("bad request from %s: %s", self.client_addr, exc)
+            self._send_error(exc.status, str(exc))
+            return False
+        except OSError as exc:
+            # A timeout or reset while waiting for a request is a client leaving: no traceback.
+            log.debug("connection from %s ended while reading a request: %r", self.client_addr, exc)
+            self._end = _End.ABORT
+            return False
+        if request is None:
+            self._end = _End.PLAIN
+            return False
+        return self._serve(request)
+
+    # -- reading
+
+    def _receive_request(self) -> Request | None:
+        conn = self._conn
+        pending, eof = conn.trailing_data
+        if not pending and not eof:
+            # Nothing buffered: asking the parser first would only scan an empty buffer.
+            conn.receive_data(self.sock.recv(RECV_SIZE))
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                conn.receive_data(self.sock.recv(RECV_SIZE))
+            elif type(event) is Request:
+                return event
+            elif type(event) is ConnectionClosed:
+                return None
+            else:
+                raise RuntimeError(f"parser gave {event!r} while waiting for a request")
+
+    def _pull_body(self) -> bytes:
+        """The WSGIInput's source: the next piece of body, b"" at its end."""
+        conn = self._conn
+        try:
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    conn.receive_data(self.sock.recv(RECV_SIZE))
+                elif type(event) is Data:
+                    return event.data
+                elif type(event) is EndOfMessage:
+                    return b""
+                else:
+                    raise RuntimeError(f"parser gave {event!r} inside a request body")
+        except RemoteProtocolError as exc:
+            # Bad chunked framing or EOF before the end: the client's fault, answered
+            # with exc.status if the app lets the error through.
+            self._body_error = exc
+            raise IncompleteBodyError(f"invalid request body: {exc}") from exc
+        except OSError as exc:
+            self._end = _End.ABORT
+            raise IncompleteBodyError(f"request body not received: {exc!r}") from exc
+
+    def _send_continue(self) -> None:
+        interim = self._conn.continue_bytes()
+        if interim:
+            try:
+                self.sock.sendall(interim)
+            except OSError as exc:
+                self._end = _End.ABORT
+                raise IncompleteBodyError(f"client gone before 100 Continue: {exc!r}") from exc
+
+    # -- one request cycle
+
+    def _serve(self, request: Request) -> bool:
+        handler = self.handler
+        started = time.perf_counter() if handler.access_log.enabled else 0.0
+        self._body_bytes = 0
+        self._body_error = None
+        self._request_keep_alive = request.keep_alive
+        self._request_length = request.content_length
+        self._start = start = StartResponse(self._write_now)
+        self._body = body = WSGIInput(self._pull_body,
+                                      self._send_continue if request.expect_continue else None)
+        environ = self._builder.build(request, self.client_addr, body)
+        hook_req = None
+        if handler.pre_request is not None or handler.post_request is not None:
+            hook_req = HookRequest(request, environ, self.client_addr)
+        resp: AppResponse | None = None
+        try:
+            if handler.pre_request is not None:
+                handler.pre_request(handler.worker, hook_req)
+            resp = run_app(handler.app, environ, start)
+            self._send_response(resp, request)
+            answered: tuple[str | None, list] = (start.status, start.headers)
+        except Exception as exc:
+            answered = self._fail(exc, environ)
+        finally:
+            if resp is not None:
+                self._close_app(resp, environ)
+        self._after_response(environ, hook_req, answered, started)
+        return self._finish_cycle(body)
+
+    def _close_app(self, resp: AppResponse, environ: dict) -> None:
+        try:
+            resp.close()
+        except Exception:
+            # The response is on the wire already; a failing close() is still a bug to show.
+            log.exception("error closing the response iterable of %s", environ.get("RAW_URI"))
+            if self._end is None:
+                self._end = _End.PLAIN
+
+    def _after_response(self, environ: dict, hook_req: HookRequest | None,
+                        answered: tuple[str | None, list], started: float) -> None:
+        status, headers = answered
+        if status is None:
+            return  # nothing was answered (the client left): nothing to log
+        handler = self.handler
+        if handler.access_log.enabled:
+            handler.access_log.log(environ, status, headers, self._body_bytes,
+                                   time.perf_counter() - started)
+        if handler.post_request is not None:
+            try:
+                handler.post_request(handler.worker, hook_req, environ,
+                                     HookResponse(status, headers, self._body_bytes))
+            except Exception:
+                log.exception("post_request hook failed")
+
+    def _finish_cycle(self, body: WSGIInput) -> bool:
+        """Decide whether the connection carries another request; True after start_next_cycle."""
+        conn = self._conn
+        if self._end is not None:
+            return False
+        if not body.finished:
+            # ServerConnection.keep_alive stays False while the body is unread, so
+            # drain first (bounded) when the connection could otherwise persist.
+            drained = False
+            if self._keep_alive_allowed and self._request_keep_alive:
+                try:
+                    drained = body.drain(DRAIN_LIMIT)
+                except IncompleteBodyError:
+                    pass
+            if not drained:
+                if self._end is None:
+                    self._end = _End.LINGER
+                return False
+        if not conn.keep_alive:
+            # Pipelined requests we will not answer: closing on unread bytes would reset
+            # the connection and could destroy the response we just sent.
+            self._end = _End.LINGER if self.has_buffered_data else _End.PLAIN
+            return False
+        conn.start_next_cycle()
+        return True
+
+    # -- writing
+
+    def _frame(self, data: bytes) -> bytes:
+        """The wire bytes for a body chunk, preceded by the head if it was not sent yet."""
+        conn = self._conn
+        if conn.response_started:
+            head = b""
+        else:
+            if self._will_not_drain():
+                conn.refuse_keep_alive()  # say so in the head: Connection: close
+            start = self._start
+            head = conn.start_response(start.status_code, start.reason, start.wire_headers)
+        if not data:
+            return head
+        framed = conn.send_body(data)
+        if framed:
+            self._body_bytes += len(data)
+        return head + framed if head else framed
+
+    def _will_not_drain(self) -> bool:
+        """Is it already known that the unread request body will end the connection?"""
+        body = self._body
+        if body.finished:
+            return False
+        if body.continue_pending:
+            return True
+        length = self._request_length
+        return length is not None and length - body.bytes_read > DRAIN_LIMIT
+
+    def _sendall(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self._end = _End.ABORT
+            raise
+
+    def _write_now(self, data: bytes) -> None:
+        """The sink of PEP 3333's write(): the chunk goes out before write() returns."""
+        self._sendall(self._frame(data))
+
+    def _send_response(self, resp: AppResponse, request: Request) -> None:
+        if resp.file is not None and self._can_sendfile(resp, request):
+            self._send_file(resp)
+        elif resp.in_memory:
+            self._send_joined(resp)
+        else:
+            self._send_streamed(resp)
+
+    def _send_joined(self, resp: AppResponse) -> None:
+        """A list or tuple body: every chunk exists already, so send them together."""
+        parts = [self._frame(resp.first)]
+        size = len(parts[0])
+        for chunk in resp.rest:
+            if check_chunk(chunk):
+                framed = self._frame(chunk)
+                if size + len(framed) > JOIN_LIMIT:
+                    self._sendall(b"".join(parts))
+                    parts, size = [], 0
+                parts.append(framed)
+                size += len(framed)
+        parts.append(self._conn.end_response())
+        self._sendall(b"".join(parts))
+
+    def _send_streamed(self, resp: AppResponse) -> None:
+        """A generator (or file) body: each chunk goes out as soon as the app yields it."""
+        pending = self._frame(resp.first)
+        if resp.first:
+            self._sendall(pending)
+            pending = b""
+        for chunk in resp.rest:
+            if check_chunk(chunk):
+                # The head waits for the first chunk only when there was no first
+                # chunk to send it with (a file body iterated in blocks).
+                self._sendall(pending + self._frame(chunk))
+                pending = b""
+        tail = pending + self._conn.end_response()
+        if tail:
+            self._sendall(tail)
+
+    def _can_sendfile(self, resp: AppResponse, request: Request) -> bool:
+        """os.sendfile applies to a regular file with a declared length, not chunked, with a body."""
+        start = resp.start
+        if (not self._sendfile_ok or start.content_length is None
+                or request.method == b"HEAD" or start.status_code in (204, 304)):
+            return False
+        try:
+            fd = resp.file.filelike.fileno()
+            return stat.S_ISREG(os.fstat(fd).st_mode)
+        except (AttributeError, OSError, ValueError):
+            return False
+
+    def _send_file(self, resp: AppResponse) -> None:
+        """Head, then the file by sendfile(2); the connection closes after it.
+
+        ServerConnection frames every body byte it is told about, and the kernel's
+        bytes bypass it, so it cannot count them toward Content-Length: the head
+        says Connection: close and the close ends the cycle honestly.
+        """
+        filelike = resp.file.filelike
+        length = resp.start.content_length
+        offset = os.lseek(filelike.fileno(), 0, os.SEEK_CUR)  # the app may have seeked
+        self._conn.refuse_keep_alive()
+        self._sendall(self._frame(b""))
+        try:
+            sent = self.sock.sendfile(filelike, offset, length)
+        except OSError:
+            self._end = _End.ABORT
+            raise
+        self._body_bytes += sent
+        if sent < length:
+            # The file is shorter than its Content-Length: the client sees a truncated
+            # response (the connection is cut), never a padded one.
+            self._end = _End.ABORT
+            log.error("file response for %s is shorter than its Content-Length (%d < %d)",
+                      filelike, sent, length)
+
+    # -- failures
+
+    def _fail(self, exc: Exception, environ: dict) -> tuple[str | None, list]:
+        """Answer an exception from the app (or from its response); the status logged, if any."""
+        if self._end is _End.ABORT:
+            # The client went away (reset, timeout, closed): its consequence in the app
+            # is not an application error.
+            log.debug("client %s gone during %s: %r", self.client_addr,
+                      environ.get("RAW_URI"), exc)
+            return None, []
+        body_error = self._body_error
+        if body_error is not None and isinstance(exc, IncompleteBodyError):
+            log.info("bad request body from %s: %s", self.client_addr, body_error)
+            return self._send_error(body_error.status, str(body_error))
+        log.exception("Error handling request %s %s", environ.get("REQUEST_METHOD"),
+                      environ.get("RAW_URI"))
+        if self._conn.response_started:
+            # Headers (maybe some body) are out: closing without the final chunk or the
+            # missing bytes is the only honest way to say the response is incomplete.
+            self._end = _End.ABORT
+            return None, []
+        return self._send_error(500)
+
+    def _send_error(self, status: int, message: str = "") -> tuple[str | None, list]:
+        data = self._conn.error_response(status, message)
+        self._end = _End.LINGER
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self._end = _End.ABORT
+            return None, []
+        self._body_bytes = len(data) - data.find(b"\r\n\r\n") - 4
+        phrase = http.HTTPStatus(status).phrase if status in _KNOWN_STATUSES else ""
+        return f"{status} {phrase}".rstrip(), [("Connection", "close")]
+
+    def _linger(self) -> None:
+        """Half-close, then read and discard until the client closes (bounded)."""
+        sock = self.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            received = 0
+            while received < LINGER_BYTES:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                sock.settimeout(remaining)
+                data = sock.recv(RECV_SIZE)
+                if not data:
+                    break
+                received += len(data)
+        except OSError:
+            pass
+
+
+_KNOWN_STATUSES = frozenset(s.value for s in http.HTTPStatus)

@@ -1,0 +1,248 @@
+"""EnvironBuilder and ProxyTrust: pure functions of a Request event, no sockets."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from polycorn.server.http.events import Request
+from polycorn.server.wsgi.environ import EnvironBuilder, ErrorStream
+from polycorn.server.wsgi.forwarded import ProxyTrust, scheme_from_secure_header
+from polycorn.server.wsgi.response import FileWrapper
+from wsgi_support import make_cfg
+
+LISTENER = ("127.0.0.1", 8000)
+CLIENT = ("127.0.0.1", 50123)
+
+
+def request(target: bytes = b"/", headers=(), method: bytes = b"GET",
+            version: bytes = b"1.1", **kw) -> Request:
+    return Request(method=method, target=target, http_version=version,
+                   headers=tuple(headers), **kw)
+
+
+def build(target=b"/", headers=(), *, client=CLIENT, cfg=None, listener=LISTENER,
+          scheme="http", **kw) -> dict:
+    builder = EnvironBuilder(cfg or make_cfg(), listener, scheme)
+    return builder.build(request(target, headers, **kw), client, io.BytesIO())
+
+
+def test_constant_entries():
+    env = build(cfg=make_cfg(workers=4, threads=1))
+    assert env["wsgi.version"] == (1, 0)
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["wsgi.multiprocess"] is True
+    assert env["wsgi.multithread"] is False
+    assert env["wsgi.run_once"] is False
+    assert env["wsgi.input_terminated"] is True
+    assert env["wsgi.file_wrapper"] is FileWrapper
+    assert env["SERVER_SOFTWARE"].startswith("polycorn/")
+    assert env["SCRIPT_NAME"] == ""
+    env = build(cfg=make_cfg(workers=1, threads=8))
+    assert env["wsgi.multiprocess"] is False and env["wsgi.multithread"] is True
+
+
+def test_builds_are_independent_copies():
+    builder = EnvironBuilder(make_cfg(), LISTENER, "http")
+    first = builder.build(request(b"/a", [(b"x-one", b"1")]), CLIENT, io.BytesIO())
+    second = builder.build(request(b"/b"), CLIENT, io.BytesIO())
+    first["app.scratch"] = 1
+    assert "HTTP_X_ONE" not in second and "app.scratch" not in second
+    assert second["PATH_INFO"] == "/b"
+
+
+def test_request_line_entries():
+    env = build(b"/p/a?x=1&y=%20", method=b"POST", version=b"1.0")
+    assert env["REQUEST_METHOD"] == "POST"
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.0"
+    assert env["PATH_INFO"] == "/p/a"
+    assert env["QUERY_STRING"] == "x=1&y=%20"  # the query stays encoded
+    assert env["RAW_URI"] == "/p/a?x=1&y=%20"
+
+
+def test_path_is_percent_decoded_then_latin1():
+    env = build(b"/caf%C3%A9/%2F?q")
+    # PEP 3333: the bytes as latin-1 code points (the app re-encodes to get UTF-8 back)
+    assert env["PATH_INFO"] == "/caf\u00c3\u00a9//"
+    assert env["PATH_INFO"].encode("latin-1").decode("utf-8") == "/café//"
+    assert env["RAW_URI"] == "/caf%C3%A9/%2F?q"
+
+
+def test_server_name_from_host_else_listener():
+    env = build(headers=[(b"host", b"example.com:8080")])
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com", "8080")
+    assert env["HTTP_HOST"] == "example.com:8080"
+    env = build(headers=[(b"host", b"example.com")])
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com", "80")
+    env = build(headers=[(b"host", b"example.com")], scheme="https")
+    assert env["SERVER_PORT"] == "443"
+    env = build(headers=[(b"host", b"[::1]:9000")])
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("[::1]", "9000")
+    env = build(version=b"1.0")
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", "8000")
+    env = build(listener=("::", 8001, 0, 0))
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("[::]", "8001")
+
+
+def test_remote_addr_tcp_and_unix():
+    env = build(client=("10.1.2.3", 4444))
+    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("10.1.2.3", "4444")
+    env = build(client="", listener="/run/app.sock")
+    assert env["REMOTE_ADDR"] == "" and "REMOTE_PORT" not in env
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("/run/app.sock", "")
+    env = build(client=b"", listener=b"/run/app.sock", headers=[(b"host", b"site")])
+    assert env["REMOTE_ADDR"] == ""
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("site", "80")
+
+
+def test_http_headers_mapping_and_repeats():
+    env = build(headers=[
+        (b"user-agent", b"t/1"),
+        (b"x-custom-thing", b"a"),
+        (b"accept", b"text/html"),
+        (b"x-custom-thing", b"b"),
+        (b"x-custom-thing", b"c"),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"5"),
+    ], method=b"POST", content_length=5)
+    assert env["HTTP_USER_AGENT"] == "t/1"
+    assert env["HTTP_X_CUSTOM_THING"] == "a,b,c"
+    assert env["HTTP_ACCEPT"] == "text/html"
+    assert env["CONTENT_TYPE"] == "application/json"
+    assert env["CONTENT_LENGTH"] == "5"
+    assert "HTTP_CONTENT_TYPE" not in env and "HTTP_CONTENT_LENGTH" not in env
+
+
+def test_latin1_header_values_pass_through():
+    env = build(headers=[(b"x-name", "Jos\u00e9".encode("latin-1"))])
+    assert env["HTTP_X_NAME"] == "Jos\u00e9"
+
+
+def test_underscore_headers_are_dropped():
+    env = build(headers=[
+        (b"x-forwarded-for", b"10.0.0.9"),
+        (b"x_forwarded_for", b"6.6.6.6"),
+        (b"script_name", b"/evil"),
+        (b"content_length", b"999"),
+    ])
+    assert env["HTTP_X_FORWARDED_FOR"] == "10.0.0.9"
+    assert env["SCRIPT_NAME"] == ""
+    assert "CONTENT_LENGTH" not in env
+    assert not any("_" in k[5:] and "6.6.6.6" in str(v) for k, v in env.items())
+
+
+def test_content_length_comes_from_framing_not_header():
+    # A chunked request may carry a stray Content-Length: the parser's framing wins.
+    env = build(headers=[(b"transfer-encoding", b"chunked"), (b"content-length", b"3")],
+                method=b"POST", chunked=True)
+    assert "CONTENT_LENGTH" not in env
+    assert env["HTTP_TRANSFER_ENCODING"] == "chunked"
+
+
+def test_many_distinct_header_names_do_not_grow_the_cache_without_bound():
+    builder = EnvironBuilder(make_cfg(), LISTENER, "http")
+    for i in range(3000):
+        env = builder.build(request(headers=[(b"x-h%d" % i, b"v")]), CLIENT, io.BytesIO())
+        assert env[f"HTTP_X_H{i}"] == "v"
+    assert len(builder._header_keys) <= 1024
+
+
+def test_script_name_from_environment(monkeypatch):
+    monkeypatch.setenv("SCRIPT_NAME", "/app/")
+    env = build(b"/app/users/1?x")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/users/1")
+    env = build(b"/app")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "")
+    # only a whole path segment is a prefix: /application is not under /app
+    env = build(b"/application")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/application")
+    env = build(b"/other")
+    assert env["PATH_INFO"] == "/other"
+
+
+def test_absolute_form_target():
+    env = build(b"http://api.example.com:81/v1/x?y=2", headers=[(b"host", b"ignored")])
+    assert env["PATH_INFO"] == "/v1/x"
+    assert env["QUERY_STRING"] == "y=2"
+    assert env["HTTP_HOST"] == "api.example.com:81"
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("api.example.com", "81")
+    assert env["RAW_URI"] == "http://api.example.com:81/v1/x?y=2"
+    env = build(b"HTTPS://user@h.example?q")
+    assert (env["PATH_INFO"], env["QUERY_STRING"], env["HTTP_HOST"]) == ("/", "q", "h.example")
+    assert env["wsgi.url_scheme"] == "http"  # the connection's scheme, not the client's claim
+
+
+def test_xff_ignored_from_untrusted_peer():
+    env = build(headers=[(b"x-forwarded-for", b"1.2.3.4"), (b"x-forwarded-proto", b"https")],
+                client=("203.0.113.7", 1000))
+    assert env["REMOTE_ADDR"] == "203.0.113.7"
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["HTTP_X_FORWARDED_FOR"] == "1.2.3.4"  # still visible to the app
+
+
+def test_xff_from_trusted_peer_takes_rightmost_untrusted():
+    cfg = make_cfg(forwarded_allow_ips=["127.0.0.1", "10.0.0.0/8"])
+    env = build(headers=[(b"x-forwarded-for", b"6.6.6.6, 198.51.100.9, 10.0.0.2"),
+                         (b"x-forwarded-proto", b"https")], cfg=cfg)
+    assert env["REMOTE_ADDR"] == "198.51.100.9"  # 6.6.6.6 may be the client's own lie
+    assert env["wsgi.url_scheme"] == "https"
+    env = build(headers=[(b"x-forwarded-for", b"10.0.0.5"),
+                         (b"x-forwarded-for", b"10.0.0.6")], cfg=cfg)
+    assert env["REMOTE_ADDR"] == "10.0.0.5"  # all trusted: the left-most
+
+
+def test_xff_trust_star_and_unix_peer():
+    env = build(headers=[(b"x-forwarded-for", b"1.1.1.1, 2.2.2.2")],
+                cfg=make_cfg(forwarded_allow_ips=["*"]), client=("203.0.113.7", 1))
+    assert env["REMOTE_ADDR"] == "1.1.1.1"
+    env = build(headers=[(b"x-forwarded-for", b"192.0.2.1"), (b"x-forwarded-proto", b"https"),
+                         (b"host", b"site")], client="", listener="/tmp/s.sock")
+    assert env["REMOTE_ADDR"] == "192.0.2.1"
+    assert (env["wsgi.url_scheme"], env["SERVER_PORT"]) == ("https", "443")
+
+
+def test_xff_garbage_keeps_peer_address():
+    env = build(headers=[(b"x-forwarded-for", b"unknown")])
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+
+
+def test_secure_scheme_headers_setting():
+    env = build(headers=[(b"x-forwarded-ssl", b"on")])
+    assert env["wsgi.url_scheme"] == "https"
+    env = build(headers=[(b"x-forwarded-proto", b"http")], scheme="https")
+    assert env["wsgi.url_scheme"] == "http"  # the proxy spoke plain HTTP to the client
+    # two trusted headers that disagree: neither is believed
+    env = build(headers=[(b"x-forwarded-proto", b"https"), (b"x-forwarded-ssl", b"off")])
+    assert env["wsgi.url_scheme"] == "http"
+    env = build(headers=[(b"x-forwarded-proto", b"https")],
+                cfg=make_cfg(secure_scheme_headers={}))
+    assert env["wsgi.url_scheme"] == "http"
+
+
+def test_proxy_trust_forms():
+    trust = ProxyTrust("127.0.0.1, 10.0.0.0/8 ,2001:db8::/32")
+    assert trust.trusts("127.0.0.1") and trust.trusts("10.200.0.1")
+    assert trust.trusts("2001:db8::5") and trust.trusts("::ffff:10.1.1.1")
+    assert not trust.trusts("11.0.0.1") and not trust.trusts("not-an-ip")
+    assert trust.client_from_forwarded_for("[2001:db8::1]:443, 192.0.2.4:5555") == "192.0.2.4"
+    assert ProxyTrust([]).client_from_forwarded_for(" , ") is None
+    assert scheme_from_secure_header("http, HTTPS", "https") == "https"
+    assert scheme_from_secure_header("https, http", "https") == "http"
+    assert scheme_from_secure_header("on", "on") == "https"
+
+
+def test_error_stream_logs_whole_lines(caplog):
+    stream = ErrorStream()
+    with caplog.at_level(logging.ERROR, logger="polycorn.error"):
+        stream.write("one ")
+        stream.write("line\ntwo")
+        stream.writelines(["\n", "three"])
+        stream.flush()
+    assert [r.getMessage() for r in caplog.records] == ["one line", "two", "three"]
+
+
+@pytest.mark.parametrize("target", [b"/", b"/x?", b"*", b"/%zz%"])
+def test_odd_targets_never_crash(target):
+    env = build(target)
+    assert env["RAW_URI"] == target.decode()
