@@ -36,6 +36,7 @@ from polycorn.server.sidecar import Channel, ChannelClosed
 log = logging.getLogger("polycorn.ha.agent")
 
 HELLO_WAIT = 1.0  # seconds to wait for the master's hello before registering anyway
+MIN_CYCLE = 0.02  # floor between cycles: a scheduling slip can never become a busy loop
 
 
 class Membership(Enum):
@@ -70,7 +71,7 @@ class Agent:
         self.heartbeat_at = 0.0  # next heartbeat due (0: now)
         self.next_cycle = 0.0
         self.exit_reason: str | None = None
-        self._last_sentence = ""
+        self._routine_logged: set[str] = set()  # routine sentences already logged at info
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -80,14 +81,23 @@ class Agent:
             first = self.channel.recv(HELLO_WAIT)  # the master sends hello right after fork
         except ChannelClosed:
             first, self.exit_reason = None, "master exited before its hello"
-        if first is not None:
+        while first is not None:  # hello, then whatever else the master already sent
             self.handle_message(first)
+            first = self._buffered()
         while self.exit_reason is None:
             self._wait(wake_r, max(0.0, self.next_cycle - self.clock()))
             if self.exit_reason is None and self.clock() >= self.next_cycle:
                 self.cycle()
         self.leave(self.exit_reason)
         return 0
+
+    def _buffered(self) -> dict[str, Any] | None:
+        """A message already read into the channel's buffer (select cannot see those)."""
+        try:
+            return self.channel.recv(0)
+        except ChannelClosed:
+            self.exit_reason = "master exited (EOF on the sidecar channel)"
+            return None
 
     def _install_signals(self) -> int:
         """Reset what the master installed: its handlers would write to its own pipe."""
@@ -182,12 +192,24 @@ class Agent:
         if self.membership in (Membership.SUPERSEDED, Membership.LEFT):
             self.next_cycle = now + 3600  # nothing to do until the master exits
             return
+        if self._call_could_outlive_leadership(now):
+            # A call now could block past the deadline and leave a deposed leader
+            # believing it leads until the call returns: wait for the deadline instead.
+            self.next_cycle = self.election.deadline
+            return
         if now >= self.store_retry_at:
             self._talk_to_store(now)
-        # next_wakeup() includes a leader's deadline, so the local step-down is on time
-        # even while Redis is unreachable.
-        self.next_cycle = min(self.heartbeat_at, self.election.next_wakeup(self.clock()),
-                              max(self.store_retry_at, self.clock()))
+        now = self.clock()
+        due = [self.heartbeat_at, self.election.next_wakeup(now)]
+        if self.store_retry_at > now:  # backing off: the store is not retried sooner
+            due = [max(t, self.store_retry_at) for t in due]
+            if self.election.is_leader(now):
+                due.append(self.election.deadline)  # the local step-down stays on time
+        self.next_cycle = max(min(due), now + MIN_CYCLE)
+
+    def _call_could_outlive_leadership(self, now: float) -> bool:
+        return (self.election.is_leader(now)
+                and self.election.deadline - now < self.timing.call_bound)
 
     def _talk_to_store(self, now: float) -> None:
         try:
@@ -268,14 +290,19 @@ class Agent:
             log.warning("cluster: %s", exc)
 
     def _say(self, sentence: str) -> None:
-        """Log each decision; routine 'no action' sentences only when they change kind."""
-        routine = sentence.startswith(("no action", "following", "renewed"))
+        """Log each decision; a routine one ('no action', 'renewed'...) only the first time
+        since the last real decision, so a steady leader does not fill the log."""
+        routine = sentence.startswith(("no action", "following", "renewed", "lease vacant"))
+        if not routine:
+            self._routine_logged.clear()
+            log.info("cluster: %s", sentence)
+            return
         head = sentence.split(",")[0]
-        if routine and head == self._last_sentence:
+        if head in self._routine_logged:
             log.debug("cluster: %s", sentence)
         else:
+            self._routine_logged.add(head)
             log.info("cluster: %s", sentence)
-        self._last_sentence = head
 
 
 def _address(binds: list[str]) -> str:

@@ -34,7 +34,7 @@ class Inbox:
 
     def poll(self) -> None:
         """Take, fence and relay the queued commands (StoreUnavailable propagates)."""
-        for wire in self.store.take_commands(self.node_id):
+        for wire in self.store.take_commands(self.node_id, self.fence.incarnation):
             self._deliver(wire)
 
     def _deliver(self, wire: str) -> None:

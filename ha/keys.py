@@ -50,5 +50,7 @@ class ClusterKeys:
     def node(self, node_id: str) -> str:  # hash of one node's registration, PX = node TTL
         return f"{self.prefix}:node:{node_id}"
 
-    def commands(self, node_id: str) -> str:  # list of fenced commands for one node
-        return f"{self.prefix}:commands:{node_id}"
+    def commands(self, node_id: str, incarnation: int) -> str:
+        # list of fenced commands for one incarnation of a node: an old master's agent
+        # never even sees the commands meant for the node's new incarnation
+        return f"{self.prefix}:commands:{node_id}:{incarnation}"

@@ -117,8 +117,7 @@ return 1
 """
 
 DECLARE_DEAD = _NOW_MS + """
--- KEYS[1] lease, KEYS[2] members zset, KEYS[3] the node's hash, KEYS[4] events,
--- KEYS[5] the node's command queue
+-- KEYS[1] lease, KEYS[2] members zset, KEYS[3] the node's hash, KEYS[4] events
 -- ARGV[1] caller's lease value, ARGV[2] node id, ARGV[3] node TTL ms, ARGV[4] epoch,
 -- ARGV[5] leader id, ARGV[6] reason, ARGV[7] maxlen
 -- returns 1 when the node was declared dead, 0 when the caller is not the leader or
@@ -129,18 +128,19 @@ if not score then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 if tonumber(now) - tonumber(score) < tonumber(ARGV[3]) then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('DEL', KEYS[5])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'event', 'node_dead',
            'node', ARGV[2], 'epoch', ARGV[4], 'reason', ARGV[6], 'by', ARGV[5])
 return 1
 """
 
 SEND_COMMAND = """
--- KEYS[1] lease, KEYS[2] the target node's command queue
--- ARGV[1] caller's lease value, ARGV[2] command wire form, ARGV[3] queue cap
+-- KEYS[1] lease, KEYS[2] the target incarnation's command queue
+-- ARGV[1] caller's lease value, ARGV[2] command wire form, ARGV[3] queue cap,
+-- ARGV[4] queue TTL ms (a queue nobody reads, e.g. of a dead node, goes away)
 -- returns 1 when queued, 0 when the caller's lease is not the lease
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 """

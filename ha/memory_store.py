@@ -32,7 +32,7 @@ class MemoryStore(ClusterStore):
         self._members: dict[str, int] = {}
         self._incarnations: dict[str, int] = {}
         self._nodes: dict[str, tuple[dict[str, str], int]] = {}  # hash, expiry ms
-        self._commands: dict[str, list[str]] = {}
+        self._commands: dict[tuple[str, int], list[str]] = {}
         self._events: list[Event] = []
         self._seq = itertools.count()
 
@@ -145,6 +145,7 @@ class MemoryStore(ClusterStore):
             return False
         self._nodes.pop(node_id, None)
         self._members.pop(node_id, None)
+        self._commands.pop((node_id, incarnation), None)
         self._log(now, kind, node_id, 0, reason, incarnation=str(incarnation))
         return True
 
@@ -165,14 +166,15 @@ class MemoryStore(ClusterStore):
         now = self._now()
         if self._current_lease(now) != lease or command.epoch != lease.epoch:
             return False
-        self._commands.setdefault(command.node_id, []).append(command.encode())
+        queue = self._commands.setdefault((command.node_id, command.incarnation), [])
+        queue.append(command.encode())
         return True
 
     # -- inbox and events -------------------------------------------------------------
 
-    def take_commands(self, node_id: str, limit: int = 16) -> list[str]:
+    def take_commands(self, node_id: str, incarnation: int, limit: int = 16) -> list[str]:
         self._now()
-        queue = self._commands.get(node_id, [])
+        queue = self._commands.get((node_id, incarnation), [])
         taken, queue[:] = queue[:limit], queue[limit:]
         return taken
 
@@ -187,9 +189,9 @@ class MemoryStore(ClusterStore):
             table.clear()
         self._events.clear()
 
-    def push_raw_command(self, node_id: str, wire: str) -> None:
+    def push_raw_command(self, node_id: str, incarnation: int, wire: str) -> None:
         """Queue a command without the leader's check (tests: a deposed leader's send)."""
-        self._commands.setdefault(node_id, []).append(wire)
+        self._commands.setdefault((node_id, incarnation), []).append(wire)
 
     def emit(self, event: Event) -> None:
         self._log(self._now(), event.kind, event.node, event.epoch, event.reason, **event.extra)

@@ -25,6 +25,7 @@ from polycorn.ha.store import ClusterStore, Heartbeat, StoreUnavailable
 from redis.exceptions import RedisError
 
 COMMAND_QUEUE_CAP = 1000  # a node unreachable for long keeps only the newest commands
+COMMAND_QUEUE_TTL_MS = 60_000  # an unread queue (dead node, old incarnation) expires
 REPLICA_ACK_MS = 500  # WAIT bound after acquiring: well inside the step-down margin
 
 T = TypeVar("T")
@@ -151,7 +152,8 @@ class RedisStore(ClusterStore):
 
     @_unavailable
     def deregister(self, node_id: str, incarnation: int, kind: str, reason: str) -> bool:
-        return self._run("DEREGISTER", [*self._node_keys(node_id), self.keys.commands(node_id)],
+        return self._run("DEREGISTER",
+                         [*self._node_keys(node_id), self.keys.commands(node_id, incarnation)],
                          [node_id, incarnation, kind, reason, ev.STREAM_MAXLEN]) == 1
 
     # -- fenced leader actions --------------------------------------------------------
@@ -159,8 +161,7 @@ class RedisStore(ClusterStore):
     @_unavailable
     def declare_dead(self, lease: Lease, node_id: str, ttl_ms: int, reason: str) -> bool:
         k = self.keys
-        return self._run("DECLARE_DEAD",
-                         [k.lease, k.members, k.node(node_id), k.events, k.commands(node_id)],
+        return self._run("DECLARE_DEAD", [k.lease, k.members, k.node(node_id), k.events],
                          [lease.encode(), node_id, ttl_ms, lease.epoch, lease.holder, reason,
                           ev.STREAM_MAXLEN]) == 1
 
@@ -168,14 +169,16 @@ class RedisStore(ClusterStore):
     def send_command(self, lease: Lease, command: NodeCommand) -> bool:
         if command.epoch != lease.epoch:
             return False
-        return self._run("SEND_COMMAND", [self.keys.lease, self.keys.commands(command.node_id)],
-                         [lease.encode(), command.encode(), COMMAND_QUEUE_CAP]) == 1
+        queue = self.keys.commands(command.node_id, command.incarnation)
+        return self._run("SEND_COMMAND", [self.keys.lease, queue],
+                         [lease.encode(), command.encode(), COMMAND_QUEUE_CAP,
+                          COMMAND_QUEUE_TTL_MS]) == 1
 
     # -- inbox and events -------------------------------------------------------------
 
     @_unavailable
-    def take_commands(self, node_id: str, limit: int = 16) -> list[str]:
-        return self.client.lpop(self.keys.commands(node_id), limit) or []
+    def take_commands(self, node_id: str, incarnation: int, limit: int = 16) -> list[str]:
+        return self.client.lpop(self.keys.commands(node_id, incarnation), limit) or []
 
     @_unavailable
     def latest_events(self, count: int) -> list[Event]:

@@ -88,13 +88,14 @@ class ClusterStore(ABC):
 
     @abstractmethod
     def send_command(self, lease: Lease, command: NodeCommand) -> bool:
-        """While `lease` is the lease (its epoch is the command's): queue the command."""
+        """While `lease` is the lease (its epoch is the command's): queue the command for
+        the node's incarnation it names."""
 
     # -- node inbox and events --------------------------------------------------------
 
     @abstractmethod
-    def take_commands(self, node_id: str, limit: int = 16) -> list[str]:
-        """Pop up to `limit` queued commands (their wire form), oldest first."""
+    def take_commands(self, node_id: str, incarnation: int, limit: int = 16) -> list[str]:
+        """Pop up to `limit` commands queued for this incarnation (wire form), oldest first."""
 
     @abstractmethod
     def latest_events(self, count: int) -> list[Event]:

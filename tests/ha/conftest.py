@@ -29,3 +29,20 @@ def shared_redis(tmp_path_factory):
 @pytest.fixture
 def cluster_name() -> str:
     return f"t{os.getpid()}-{next(_names)}"
+
+
+@pytest.fixture
+def fake_nodes(tmp_path):
+    """Start fake-master nodes (real agents); every process is killed by pid afterwards."""
+    from hasupport import FakeNode
+
+    started: list[FakeNode] = []
+
+    def start(redis_url: str, cluster: str, node_id: str, **kw) -> FakeNode:
+        node = FakeNode(tmp_path, redis_url, cluster, node_id, **kw)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()

@@ -42,7 +42,7 @@ def store(request, shared_redis, cluster_name):
         client = make_client(parse_redis_url(shared_redis.url), Timing())
         s = RedisStore(client, cluster_name)
         s.advance = lambda ms: time.sleep(ms / 1000 + 0.02)
-        s.push_raw = lambda node, wire: client.rpush(s.keys.commands(node), wire)
+        s.push_raw = lambda node, inc, wire: client.rpush(s.keys.commands(node, inc), wire)
     yield s
     s.close()
 
@@ -144,10 +144,13 @@ def test_send_command_only_with_the_current_lease(store):
     assert not store.send_command(Lease("n1", epoch + 1), good)  # not the lease
     stale = NodeCommand("n2", 1, epoch - 1, "ttou", 1, issued_by="n1")
     assert not store.send_command(lease, stale)  # epoch differs from the lease's
-    store.push_raw("n2", stale.encode())  # a deposed leader writing directly
-    taken = [NodeCommand.decode(w) for w in store.take_commands("n2")]
+    store.push_raw("n2", 1, stale.encode())  # a deposed leader writing directly
+    other = NodeCommand("n2", 2, epoch, "drain", issued_by="n1")
+    assert store.send_command(lease, other)  # for another incarnation: another queue
+    taken = [NodeCommand.decode(w) for w in store.take_commands("n2", 1)]
     assert [c.id for c in taken] == [good.id, stale.id]
-    assert store.take_commands("n2") == []
+    assert store.take_commands("n2", 1) == []
+    assert [NodeCommand.decode(w).id for w in store.take_commands("n2", 2)] == [other.id]
 
 
 def test_events_read_after_an_id(store):
