@@ -70,6 +70,11 @@ def send_listeners(conn: socket.socket, listeners: list[Listener], extra: dict |
 def receive_listeners(conn: socket.socket) -> tuple[list[Listener], dict, dict[str, int]]:
     """The other side of send_listeners: (listeners, header, named extra fds)."""
     data, fds, _flags, _addr = socket.recv_fds(conn, 65536, MAX_FDS)
+    # Received fds come without close-on-exec (CPython 3.11's recv_fds ignores
+    # its flags argument): without this a USR2 child would inherit a stray
+    # copy of every listener, one more per upgrade.
+    for fd in fds:
+        os.set_inheritable(fd, False)
     try:
         if not data:
             raise HandoffError("the peer closed the hand-off connection without sending sockets")

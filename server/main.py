@@ -86,6 +86,8 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
     if cfg.print_config or cfg.check_config:
         from polycorn.server.config.check import run_check
         return run_check(cfg)
+    if int(cfg.masters) > 1 and not cfg.handoff:
+        fail("--masters needs --handoff PATH: the masters pass the listeners through it", 2)
     setup_logging(cfg)
     startup_cwd = logical_cwd(os.environ)  # before --chdir: a re-exec starts from here
     apply_process_settings(cfg)
@@ -96,9 +98,11 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
     except ConfigError as exc:
         fail(str(exc), 2)
     inherited = inherit_from_parent(os.environ)
+    started_by_peer = inherited is None and ENV_INDEX in os.environ
     index = int(os.environ.get(ENV_INDEX, "0") or 0)
     os.environ[ENV_INDEX] = str(index)  # a re-exec (USR2) keeps this master's index
-    if cfg.pidfile and inherited is None and index == 0:
+    # A master joining a hand-off group shares the pid file with a live owner.
+    if cfg.pidfile and inherited is None and not cfg.handoff:
         try:
             pidfile.check_free(cfg.pidfile)
         except pidfile.PidfileError as exc:
@@ -117,7 +121,7 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
         elif cfg.handoff:
             index_lock = None
             if int(cfg.masters) > 1:
-                if index == 0:
+                if not started_by_peer:  # an operator's fresh start forgets an old stop
                     MasterGroup.stop_marker_clear(cfg.handoff)
                 index_lock = MasterGroup.claim_index(cfg.handoff, index)
             listeners, owner = acquire_or_fetch(
@@ -132,7 +136,7 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
     except (BindError, HandoffError) as exc:
         fail(str(exc), 1)
     if int(cfg.masters) > 1:
-        cfg.workers = worker_share(int(cfg.workers), int(cfg.masters), index)
+        cfg.set("workers", worker_share(int(cfg.workers), int(cfg.masters), index), "--masters")
     app = None
     if cfg.preload_app:
         try:
@@ -140,7 +144,7 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
         except AppImportError as exc:
             close_all(listeners, unlink=group is None)
             fail(str(exc), 1, getattr(exc, "traceback", "") or "")
-    if cfg.daemon and inherited is None and index == 0:
+    if cfg.daemon and inherited is None and not started_by_peer:
         daemonize()
     if cfg.pidfile and inherited is None and (group is None or group.owner is not None):
         try:

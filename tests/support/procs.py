@@ -58,6 +58,23 @@ def alive(pid: int) -> bool:
         return False
 
 
+def pids_with_arg(text: str) -> list[int]:
+    """Every live process whose command line contains `text` as one argument."""
+    found = []
+    needle = text.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in args and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
 def kill_all(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -129,6 +146,12 @@ class Polycorn:
 
     def stop(self) -> None:
         self.track()
+        # Masters started by other masters (peers, upgrades) live in their own
+        # sessions: find them by our unique command line too.
+        for arg in self.args:
+            if arg.startswith(("127.0.0.1:", "unix:")) or arg.endswith((".sock", ".pid")):
+                for pid in pids_with_arg(arg):
+                    self.seen.update([pid, *descendants(pid)])
         kill_all(self.seen, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)

@@ -1,0 +1,92 @@
+"""Several masters on one host share the listeners by hand-off; any of them may die."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from support.load import Load
+from support.procs import ROOT, alive, children, wait_until
+
+APPS = ROOT / "tests" / "apps"
+
+
+def masters(pid_path) -> dict[int, int]:
+    """index -> pid of each live master, from the status files."""
+    out = {}
+    for path in pid_path.parent.glob(pid_path.name + ".m*"):
+        try:
+            record = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if alive(record["pid"]):
+            out[record["index"]] = record["pid"]
+    return out
+
+
+def worker_count(pid_path) -> int:
+    group = set(masters(pid_path).values())
+    # A master restarted by its peer is that peer's child: count workers only.
+    return sum(1 for pid in group for c in children(pid) if alive(c) and c not in group)
+
+
+def test_kill_9_of_either_master_loses_no_request(polycorn, port, tmp_path):
+    pid_path = tmp_path / "p.pid"
+    handoff = tmp_path / "handoff.sock"
+    first = polycorn("-b", f"127.0.0.1:{port}", "-w", "4", "--masters", "2", "--handoff",
+                     str(handoff), "-p", str(pid_path), "testapp:application", wait_port=port,
+                     cwd=APPS)
+    wait_until(lambda: len(masters(pid_path)) == 2 and worker_count(pid_path) == 4, 15,
+               what="two masters with two workers each")
+    recovery = []
+    with Load(port, "/pid", threads=6) as load:
+        load.wait_requests(100)
+        for index in (0, 1, 0):  # the first master, then its peer, then the first again
+            victim = masters(pid_path)[index]
+            killed_at = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda v=victim, i=index: masters(pid_path).get(i, v) != v
+                       and worker_count(pid_path) == 4, 10,
+                       what=f"master {index} restarted with its workers")
+            recovery.append(time.monotonic() - killed_at)
+            load.wait_requests(100)
+    assert load.result.failed == 0, load.result.summary()
+    # Capacity back within 2 s of each kill (the issue's bound), measured here.
+    assert max(recovery) < 2.0, recovery
+    # The pid file names the master that owns the hand-off path.
+    owner = int(pid_path.read_text())
+    assert owner in masters(pid_path).values()
+    # The hand-off path answers with the very same listening socket.
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(handoff))
+        data, fds, _, _ = socket.recv_fds(s, 4096, 4)
+    assert json.loads(data)["listeners"] == [f"127.0.0.1:{port}"]
+    received = socket.socket(fileno=fds[0])
+    assert received.getsockname() == ("127.0.0.1", port)
+    received.close()
+    first.stop()
+
+
+def test_term_to_the_owner_stops_the_whole_group(polycorn, port, tmp_path):
+    pid_path = tmp_path / "p.pid"
+    polycorn("-b", f"127.0.0.1:{port}", "-w", "2", "--masters", "2", "--handoff",
+             str(tmp_path / "h.sock"), "-p", str(pid_path), "testapp:application",
+             wait_port=port, cwd=APPS)
+    wait_until(lambda: len(masters(pid_path)) == 2, 15, what="two masters")
+    group = list(masters(pid_path).values())
+    os.kill(int(pid_path.read_text()), signal.SIGTERM)
+    wait_until(lambda: not any(alive(p) for p in group), 15, what="every master to stop")
+    time.sleep(1)
+    assert not masters(pid_path)
+
+
+def test_masters_without_handoff_is_refused(polycorn, port, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "polycorn.server.main", "--masters", "2",
+                             "testapp:application"], cwd=APPS, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "--handoff" in result.stderr.strip().splitlines()[-1]

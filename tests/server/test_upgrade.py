@@ -1,0 +1,191 @@
+"""USR2 and HUP under steady load: zero failed requests, automatic rollback of bad releases."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.http import get
+from support.load import Load
+from support.procs import ROOT, alive, descendants, pids_with_arg, port_open, wait_until
+
+TESTAPP = (ROOT / "tests" / "apps" / "testapp.py").read_text()
+
+
+def make_release(base: Path, name: str, *, version: str, broken_import: bool = False,
+                 health: int = 200) -> Path:
+    rel = base / "releases" / name
+    rel.mkdir(parents=True)
+    code = TESTAPP.replace('int(os.environ.get("HEALTH_STATUS", "200"))', str(health))
+    if broken_import:
+        code += f"\nraise ImportError('release {name} is broken')\n"
+    (rel / "testapp.py").write_text(code)
+    (rel / "VERSION").write_text(version)
+    return rel
+
+
+def switch(base: Path, rel: Path) -> None:
+    """Capistrano's atomic switch: a new symlink renamed over `current`."""
+    tmp = base / "current.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(rel)
+    os.replace(tmp, base / "current")
+
+
+def ctl_upgrade(pid_path: Path, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "polycorn.server.main", "--upgrade", str(pid_path)],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def site(tmp_path, polycorn, port):
+    """A Capistrano-style site with release A live, served from `current`."""
+    base = tmp_path / "site"
+    switch_to = make_release(base, "A", version="A")
+    switch(base, switch_to)
+    pid_path = tmp_path / "polycorn.pid"
+
+    def start(*extra: str):
+        return polycorn("-b", f"127.0.0.1:{port}", "-w", "2", "-p", str(pid_path),
+                        "--health-check", "/health", "--chdir", str(base / "current"), *extra,
+                        "testapp:application", wait_port=port, cwd=base / "current",
+                        env={"PWD": str(base / "current")})
+    return base, pid_path, start
+
+
+def the_service(port: int) -> list[int]:
+    return pids_with_arg(f"127.0.0.1:{port}")
+
+
+def test_usr2_to_a_new_release_under_load(site, port):
+    base, pid_path, start = site
+    server = start()
+    with Load(port) as load:
+        load.wait_requests(50)
+        switch(base, make_release(base, "B", version="B"))
+        result = ctl_upgrade(pid_path, base)
+        assert result.returncode == 0, result.stderr
+        new_pid = int(pid_path.read_text())
+        assert new_pid != server.pid
+        wait_until(lambda: not alive(server.pid), 35, what="the old master to exit")
+        mark = len(load.result.timeline)
+        load.wait_requests(100)
+    res = load.result
+    assert res.failed == 0, res.summary()
+    assert {body for _, ok, body in res.timeline[mark:]} == {"B"}
+    assert set(the_service(port)) == {new_pid, *descendants(new_pid)}
+
+
+@pytest.mark.parametrize("bad", ["import", "health"])
+def test_usr2_to_a_broken_release_rolls_back(site, port, bad):
+    base, pid_path, start = site
+    server = start()
+    with Load(port) as load:
+        load.wait_requests(50)
+        rel = make_release(base, "C", version="C", broken_import=bad == "import",
+                           health=500 if bad == "health" else 200)
+        switch(base, rel)
+        result = ctl_upgrade(pid_path, base)
+        load.wait_requests(100)
+    assert result.returncode == 1
+    assert "rolled back" in result.stderr
+    assert ("broken" if bad == "import" else "answered 500") in result.stderr
+    assert load.result.failed == 0, load.result.summary()
+    assert set(load.result.bodies) == {"A"}
+    assert int(pid_path.read_text()) == server.pid
+    assert "upgrade rolled back" in server.log()
+    # The failed generation is gone entirely.
+    wait_until(lambda: set(the_service(port)) == {server.pid, *descendants(server.pid)}, 10,
+               what="the failed generation to be gone")
+
+
+def make_venv(path: Path) -> Path:
+    """A virtualenv of its own that sees this checkout's polycorn (through a .pth file)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    site_packages = next(path.glob("lib/python*/site-packages"))
+    parent = [p for p in sys.path if p.endswith("site-packages")]
+    # addsitedir (not a bare path line) so the parent's own .pth files, such as
+    # an editable install's finder, are processed too.
+    (site_packages / "parent.pth").write_text(
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in parent))
+    return path / "bin" / "python"
+
+
+def test_usr2_follows_the_current_symlink_to_a_new_virtualenv(tmp_path, polycorn, port):
+    base = tmp_path / "site"
+    for name in ("A", "B"):
+        rel = make_release(base, name, version=name)
+        make_venv(rel / "venv")
+        (rel / "testapp.py").write_text((rel / "testapp.py").read_text() + (
+            "\nimport sys as _sys\n_plain = application\n"
+            "def application(environ, start_response):\n"
+            "    if environ['PATH_INFO'] == '/prefix':\n"
+            "        return _reply(start_response, '200 OK', os.path.realpath(_sys.prefix).encode())\n"
+            "    return _plain(environ, start_response)\n"))
+    switch(base, base / "releases" / "A")
+    pid_path = tmp_path / "p.pid"
+    current = base / "current"
+    python = current / "venv" / "bin" / "python"
+    proc = subprocess.Popen(
+        [str(python), "-m", "polycorn.server.main", "-b", f"127.0.0.1:{port}", "-p", str(pid_path),
+         "--chdir", str(current), "testapp:application"],
+        cwd=current, env={**os.environ, "PWD": str(current)}, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: port_open(port), 15, what="release A")
+        assert get(port, "/prefix")[1].decode().endswith("releases/A/venv")
+        switch(base, base / "releases" / "B")
+        result = ctl_upgrade(pid_path, base)
+        assert result.returncode == 0, result.stderr
+        assert get(port, "/version")[1] == b"B"
+        assert get(port, "/prefix")[1].decode().endswith("releases/B/venv")
+    finally:
+        for pid in the_service(port):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def test_hup_under_load_and_hup_to_a_broken_app(site, port):
+    base, pid_path, start = site
+    server = start()
+    app = base / "current" / "testapp.py"
+    with Load(port) as load:
+        load.wait_requests(50)
+        first = set(server.workers())
+        server.signal(signal.SIGHUP)
+        wait_until(lambda: not (set(server.workers()) & first) and len(server.workers()) == 2, 20,
+                   what="new workers after HUP")
+        load.wait_requests(50)
+        serving = set(server.workers())
+        app.write_text(app.read_text() + "\nraise ImportError('broken on purpose')\n")
+        server.signal(signal.SIGHUP)
+        wait_until(lambda: "reload failed" in server.log(), 20, what="the failed reload")
+        load.wait_requests(50)
+    assert load.result.failed == 0, load.result.summary()
+    assert set(server.workers()) == serving
+    assert "broken on purpose" in server.log()
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_twenty_upgrades_in_a_row(site, port):
+    base, pid_path, start = site
+    server = start()
+    wait_until(lambda: len(server.workers()) == 2, 10, what="workers")
+    fds_at_start = open_fds(server.pid)
+    with Load(port) as load:
+        load.wait_requests(20)
+        for i in range(20):
+            result = ctl_upgrade(pid_path, base)
+            assert result.returncode == 0, f"upgrade {i}: {result.stderr}"
+    assert load.result.failed == 0, load.result.summary()
+    master = int(pid_path.read_text())
+    wait_until(lambda: len(the_service(port)) == 3, 35, what="only one generation left")
+    assert set(the_service(port)) == {master, *descendants(master)}
+    assert open_fds(master) <= fds_at_start
