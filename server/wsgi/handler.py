@@ -378,7 +378,8 @@ class ClientConnection:
     def _can_sendfile(self, resp: AppResponse, request: Request) -> bool:
         """os.sendfile applies to a regular file with a declared length, not chunked, with a body."""
         start = resp.start
-        if (not self._sendfile_ok or start.content_length is None
+        # An empty file has nothing to send (and socket.sendfile refuses a count of 0).
+        if (not self._sendfile_ok or not start.content_length
                 or request.method == b"HEAD" or start.status_code in (204, 304)):
             return False
         try:
@@ -424,16 +425,19 @@ class ClientConnection:
             return None, []
         body_error = self._body_error
         if body_error is not None and isinstance(exc, IncompleteBodyError):
+            # The client's fault (bad chunked framing, EOF inside the body): no traceback.
             log.info("bad request body from %s: %s", self.client_addr, body_error)
-            return self._send_error(body_error.status, str(body_error))
-        log.exception("Error handling request %s %s", environ.get("REQUEST_METHOD"),
-                      environ.get("RAW_URI"))
+            status, message = body_error.status, str(body_error)
+        else:
+            log.exception("Error handling request %s %s", environ.get("REQUEST_METHOD"),
+                          environ.get("RAW_URI"))
+            status, message = 500, ""  # the traceback is for the log, not the client
         if self._conn.response_started:
             # Headers (maybe some body) are out: closing without the final chunk or the
             # missing bytes is the only honest way to say the response is incomplete.
             self._end = _End.ABORT
             return None, []
-        return self._send_error(500)
+        return self._send_error(status, message)
 
     def _send_error(self, status: int, message: str = "") -> tuple[str | None, list]:
         data = self._conn.error_response(status, message)
@@ -444,8 +448,7 @@ class ClientConnection:
             self._end = _End.ABORT
             return None, []
         self._body_bytes = len(data) - data.find(b"\r\n\r\n") - 4
-        phrase = http.HTTPStatus(status).phrase if status in _KNOWN_STATUSES else ""
-        return f"{status} {phrase}".rstrip(), [("Connection", "close")]
+        return _status_line(status), [("Connection", "close")]
 
     def _linger(self) -> None:
         """Half-close, then read and discard until the client closes (bounded)."""
@@ -467,4 +470,8 @@ class ClientConnection:
             pass
 
 
-_KNOWN_STATUSES = frozenset(s.value for s in http.HTTPStatus)
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)

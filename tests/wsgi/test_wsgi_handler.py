@@ -194,6 +194,19 @@ def test_no_100_continue_when_app_ignores_body(serve):
         assert reader.at_eof()
 
 
+def test_ignored_expect_continue_body_closes_keep_alive_connection(serve):
+    # The client was never told to send its body: whether it will is unknowable, so
+    # the head says Connection: close rather than parse an upload as the next request.
+    server = serve(hello)
+    with server.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: 10\r\n\r\n")
+        reader = HTTPReader(sock)
+        resp = reader.read_response()
+        assert resp.body == HELLO and resp.headers["connection"] == "close"
+        assert reader.at_eof()
+
+
 def test_unread_small_body_is_drained_and_keeps_alive(serve):
     server = serve(hello)
     with server.connect() as sock:
@@ -384,6 +397,22 @@ def test_file_wrapper_uses_sendfile(serve, tmp_path):
     server.close()  # the access log is written after the response
     assert CountingReader.reads == 0
     assert server.access_log.records[0][3] == len(data) - 1000
+
+
+def test_empty_file_with_zero_length(serve, tmp_path):
+    path = tmp_path / "empty"
+    path.write_bytes(b"")
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "0")])
+        return environ["wsgi.file_wrapper"](open(path, "rb"))  # closed by the server
+
+    server = serve(app)
+    with server.connect() as sock:
+        sock.sendall(get() + get())
+        reader = HTTPReader(sock)
+        assert reader.read_response().body == b""
+        assert reader.read_response().complete
 
 
 def test_file_wrapper_without_fileno_is_iterated_and_keeps_alive(serve):
