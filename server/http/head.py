@@ -65,7 +65,8 @@ def check_incomplete_head(buf: ReceiveBuffer, limits: Limits) -> None:
     """Raise 414/431 as soon as the head received so far must exceed a limit.
 
     Gives the verdict _check_limits would give on the complete head, however the
-    bytes were split, and bounds the memory a slow or endless head can take.
+    bytes were split, and so bounds the memory a slow or endless head can take
+    (to about max_header_count * max_header_size when both are set).
     """
     max_line = limits.max_request_line
     first = buf.first_newline
@@ -80,12 +81,8 @@ def check_incomplete_head(buf: ReceiveBuffer, limits: Limits) -> None:
     max_size = limits.max_header_size
     if max_size:
         partial = len(buf) - buf.last_newline - 1 - buf.ends_with_cr()
-        if partial > max_size:
+        if buf.longest_field_line > max_size or partial > max_size:
             raise RemoteProtocolError("header field too large", 431)
-        if max_line and len(buf) > max_line + 4 + limits.header_count * (max_size + 2):
-            # A head whose every line is within its limit is at most this long (request
-            # line, fields, empty line, each with CRLF): the bound on a head's memory.
-            raise RemoteProtocolError("header fields too large", 431)
 
 
 def _check_target_form(method: bytes, target: bytes) -> None:

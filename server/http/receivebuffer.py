@@ -3,8 +3,8 @@
 Promises: a head or line search resumes where the previous one stopped, so a head
 fed one byte at a time costs linear time, not quadratic; extraction copies only
 what it returns. Size limits are the caller's: it reads the line statistics kept
-here (``newline_count``, ``first_newline``, ``last_newline``) to bound a head
-that is still incomplete.
+here (``newline_count``, ``first_newline``, ``last_newline``,
+``longest_field_line``) to judge a head that is still incomplete.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ _head_end_re = re.compile(rb"\n\r?\n")
 
 class ReceiveBuffer:
     __slots__ = ("_data", "_head_searched", "_line_searched",
-                 "newline_count", "first_newline", "last_newline")
+                 "newline_count", "first_newline", "last_newline", "longest_field_line")
 
     def __init__(self) -> None:
         self._data = bytearray()
@@ -32,6 +32,7 @@ class ReceiveBuffer:
         self.newline_count = 0
         self.first_newline = -1
         self.last_newline = -1
+        self.longest_field_line = 0  # without line ending; lines after the first
 
     def __len__(self) -> int:
         return len(self._data)
@@ -78,14 +79,19 @@ class ReceiveBuffer:
         match = _head_end_re.search(data, start - 2 if start > 2 else 0)
         if match is not None:
             return self.extract(match.end())
-        end = len(data)
-        if self.first_newline < 0:
-            self.first_newline = data.find(b"\n", start)
-        last = data.rfind(b"\n", start)
-        if last >= 0:
-            self.last_newline = last
-            self.newline_count += data.count(b"\n", start)
-        self._head_searched = end
+        # Line statistics of the newly searched bytes: one find per line, never per byte.
+        newline = data.find(b"\n", start)
+        while newline >= 0:
+            if self.first_newline < 0:
+                self.first_newline = newline
+            else:
+                length = newline - self.last_newline - 1 - (data[newline - 1] == 0x0D)
+                if length > self.longest_field_line:
+                    self.longest_field_line = length
+            self.last_newline = newline
+            self.newline_count += 1
+            newline = data.find(b"\n", newline + 1)
+        self._head_searched = len(data)
         return None
 
     def extract_line(self) -> bytes | None:
