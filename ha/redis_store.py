@@ -108,9 +108,14 @@ class RedisStore(ClusterStore):
         return int(epoch)
 
     def _replicated(self) -> bool:
-        """True when there is no replica to wait for, or one acknowledged in time."""
-        replicas = int(self.client.info("replication").get("connected_slaves", 0))
-        if replicas == 0:
+        """True when there is no replica to wait for, or one acknowledged in time.
+        Only replicas in state "online" count: one still in its initial sync cannot
+        acknowledge, and waiting on it would refuse every lease for seconds."""
+        info = self.client.info("replication")
+        online = sum(1 for key, value in info.items()
+                     if key.startswith("slave") and isinstance(value, dict)
+                     and value.get("state") == "online")
+        if online == 0:
             return True
         return int(self.client.execute_command("WAIT", 1, self.replica_ack_ms)) >= 1
 

@@ -103,10 +103,11 @@ class SentinelGroup:
 
     def __init__(self, farm: RedisFarm, service: str) -> None:
         self.service = service
-        self.master = farm.server()
-        self.replica = farm.server(extra=["--replicaof", "127.0.0.1", str(self.master.port)])
-        wait_until(lambda: self.master.client().info("replication")["connected_slaves"] >= 1,
-                   10, what="replica attached")
+        # no diskless-sync delay: the replica is online in milliseconds, not 5 s
+        self.master = farm.server(extra=["--repl-diskless-sync-delay", "0"])
+        self.replica = farm.server(extra=["--replicaof", "127.0.0.1", str(self.master.port),
+                                          "--repl-diskless-sync-delay", "0"])
+        wait_until(self._replica_online, 10, what="replica online")
         conf = (f"sentinel monitor {service} 127.0.0.1 {self.master.port} 2\n"
                 f"sentinel down-after-milliseconds {service} 2000\n"
                 f"sentinel failover-timeout {service} 10000\n"
@@ -114,11 +115,17 @@ class SentinelGroup:
         self.sentinels = [farm.server(sentinel_conf=conf) for _ in range(3)]
         wait_until(self._sentinels_agree, 15, what="sentinels see each other and the replica")
 
+    def _replica_online(self) -> bool:
+        with self.master.client() as c:
+            replica = c.info("replication").get("slave0")
+            return isinstance(replica, dict) and replica.get("state") == "online"
+
     def _sentinels_agree(self) -> bool:
         for s in self.sentinels:
             with s.client() as c:
-                info = c.execute_command("SENTINEL", "MASTER", self.service)
-                fields = dict(zip(info[::2], info[1::2], strict=True))
+                fields = c.execute_command("SENTINEL", "MASTER", self.service)
+                if isinstance(fields, list):  # RESP2 without redis-py's parser: flat pairs
+                    fields = dict(zip(fields[::2], fields[1::2], strict=True))
                 if int(fields["num-other-sentinels"]) < 2 or int(fields["num-slaves"]) < 1:
                     return False
         return True

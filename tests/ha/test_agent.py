@@ -8,6 +8,7 @@ Failover times are measured and printed (run with -s to see them).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -144,8 +145,7 @@ def test_paused_leader_is_replaced_and_fenced(redis_farm, fake_nodes, cluster_na
     """SIGSTOP of the leader's agent past its lease, then SIGCONT."""
     redis = redis_farm.server()
     nodes, store, leader, lease = start_cluster(fake_nodes, redis.url, cluster_name)
-    os_kill = __import__("os").kill
-    os_kill(leader.agent_pid, signal.SIGSTOP)
+    os.kill(leader.agent_pid, signal.SIGSTOP)
     try:
         def new_leader():
             snap = store.snapshot()
@@ -155,7 +155,7 @@ def test_paused_leader_is_replaced_and_fenced(redis_farm, fake_nodes, cluster_na
         resumed_after = len(store.read_events())
         time.sleep(0.5)
     finally:
-        os_kill(leader.agent_pid, signal.SIGCONT)
+        os.kill(leader.agent_pid, signal.SIGCONT)
     wait_until(lambda: f"stepping down from epoch {lease.epoch}: my deadline passed" in
                leader.log(), 5, what="the old leader to step down")
     time.sleep(1.5)  # give the old leader every chance to misbehave

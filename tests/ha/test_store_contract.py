@@ -6,6 +6,7 @@ this suite is what keeps it honest.
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -19,6 +20,7 @@ from polycorn.ha.registry import NodeInfo, NodeState
 from polycorn.ha.snapshot import Lease
 from polycorn.ha.store import Heartbeat
 from polycorn.ha.timing import Timing
+from support.procs import wait_until
 
 TTL = 300  # ms: short, so expiry tests stay fast against the real server
 
@@ -185,3 +187,28 @@ def test_latest_events(store):
     for i in range(5):
         store.emit(ev.Event("upgrade_started", f"n{i}", 0, ""))
     assert [e.node for e in store.latest_events(2)] == ["n3", "n4"]
+
+
+def test_lease_is_confirmed_by_an_online_replica(redis_farm, cluster_name):
+    """With a replica, acquisition waits for its acknowledgement (WAIT 1): a lease only
+    on the master could vanish in a failover."""
+    master = redis_farm.server(extra=["--repl-diskless-sync-delay", "0"])
+    replica = redis_farm.server(extra=["--replicaof", "127.0.0.1", str(master.port)])
+    store = RedisStore(make_client(parse_redis_url(master.url), Timing()), cluster_name)
+
+    def online():
+        slave = master.client().info("replication").get("slave0")
+        return isinstance(slave, dict) and slave.get("state") == "online"
+    wait_until(online, 10, what="replica online")
+    started = time.monotonic()
+    assert store.acquire_lease("n1", 5000, "test") == 1
+    assert time.monotonic() - started < 0.3  # acknowledged, not timed out
+    assert replica.client().get(store.keys.lease) == "1:n1"
+    # A replica that stops acknowledging (paused) makes the acquisition give the lease back.
+    store.resign_lease(Lease("n1", 1), "test")
+    replica.signal(signal.SIGSTOP)
+    try:
+        assert store.acquire_lease("n2", 5000, "unconfirmed") is None
+        assert store.snapshot().lease is None
+    finally:
+        replica.signal(signal.SIGCONT)
