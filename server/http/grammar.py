@@ -38,13 +38,15 @@ chunk_line_re = re.compile(
 )
 
 # RFC 9110 7.2: Host = uri-host [ ":" port ]; RFC 3986 3.2.2 host = IP-literal / IPv4 / reg-name.
-_REG_NAME = rb"(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*"
+_REG_NAME_CHAR = rb"(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})"
+_REG_NAME = _REG_NAME_CHAR + rb"*"
 _IP_LITERAL = rb"\[[-A-Za-z0-9._~!$&'()*+,;=:]+\]"
 HOST = rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb")"
 host_re = re.compile(HOST + rb"(?::[0-9]*)?")
 
-# RFC 9112 3.2.3: authority-form = uri-host ":" port (a port is required to be useful).
-authority_form_re = re.compile(HOST + rb":[0-9]+")
+# RFC 9112 3.2.3: authority-form = uri-host ":" port; a tunnel needs both a host and a
+# port, so neither may be empty here.
+authority_form_re = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME_CHAR + rb"+):[0-9]+")
 # RFC 9112 3.2.2: absolute-form = absolute-URI; only hierarchical "scheme://" URIs are
 # accepted, so "host:port" is never mistaken for a URI with scheme "host".
 absolute_form_re = re.compile(rb"[A-Za-z][-A-Za-z0-9+.]*://[^#]*")

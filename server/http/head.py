@@ -21,15 +21,14 @@ _VERSIONS = {b"HTTP/1.1": b"1.1", b"HTTP/1.0": b"1.0"}
 
 def parse_request_head(head: bytes, limits: Limits) -> Request:
     """Parse a head ending at its empty line (as ReceiveBuffer.extract_head returns it)."""
-    lines = head.split(b"\n")  # [request line, field lines..., empty line, b""]
-    _check_limits(lines, len(head), limits)
+    line_count = head.count(b"\n")  # request line, field lines, empty line
+    request_line_end = head.find(b"\n")
+    _check_limits(head, line_count, request_line_end, limits)
     # RFC 9112 2.2: a bare CR, or a bare LF as line terminator, is refused (400): a
     # lenient parser behind or in front of us could split lines differently.
-    line_count = len(lines) - 1
     if head.count(b"\r\n") != line_count or head.count(b"\r") != line_count:
         raise RemoteProtocolError("bare CR or LF in the request head (lines must end in CRLF)")
-    request_line = lines[0][:-1]
-    match = request_line_re.fullmatch(request_line)
+    match = request_line_re.fullmatch(head, 0, request_line_end - 1)
     if match is None:
         raise RemoteProtocolError("malformed request line")
     method, target, version = match.groups()
@@ -37,22 +36,24 @@ def parse_request_head(head: bytes, limits: Limits) -> Request:
     if http_version is None:
         raise RemoteProtocolError("unsupported HTTP version", 505)
     _check_target_form(method, target)
-    section = head[len(request_line) + 2 : -2]
+    section = head[request_line_end + 1 : -2]
     fields = parse_field_section(section, limits.permit_obsolete_folding)
     framing = decide_framing(http_version, fields)
     return Request(method, target, http_version, tuple(fields), *framing)
 
 
-def _check_limits(lines: list[bytes], head_size: int, limits: Limits) -> None:
+def _check_limits(head: bytes, line_count: int, request_line_end: int, limits: Limits) -> None:
     # A line is no longer than the whole head: the common small head skips the scans.
     max_line = limits.max_request_line
-    if max_line and head_size > max_line and _line_length(lines[0]) > max_line:
-        raise RemoteProtocolError("request line too long", 414)
-    if len(lines) - 3 > limits.header_count:
+    if max_line and len(head) > max_line:
+        if _line_length(head[:request_line_end]) > max_line:
+            raise RemoteProtocolError("request line too long", 414)
+    if line_count - 2 > limits.header_count:
         raise RemoteProtocolError("too many header fields", 431)
     max_size = limits.max_header_size
-    if max_size and head_size > max_size:
-        if any(_line_length(line) > max_size for line in lines[1:-2]):
+    if max_size and len(head) > max_size:
+        field_lines = head[request_line_end + 1 :].split(b"\n")[:-2]
+        if any(_line_length(line) > max_size for line in field_lines):
             raise RemoteProtocolError("header field too large", 431)
 
 

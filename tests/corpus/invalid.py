@@ -68,6 +68,8 @@ CASES = [
     Invalid("rfc9112-3.2.3-authority-form-for-get", line(b"GET example.com:80 HTTP/1.1"), 400),
     Invalid("rfc9112-3.2.3-connect-origin-form", line(b"CONNECT / HTTP/1.1"), 400),
     Invalid("rfc9112-3.2.3-connect-without-port", line(b"CONNECT example.com HTTP/1.1"), 400),
+    Invalid("rfc9112-3.2.3-connect-empty-host", line(b"CONNECT :443 HTTP/1.1"), 400),
+    Invalid("rfc9112-3.2.3-connect-empty-port", line(b"CONNECT example.com: HTTP/1.1"), 400),
     Invalid("rfc9112-3.2.3-connect-absolute-form", line(b"CONNECT http://a:80/ HTTP/1.1"), 400),
     Invalid("rfc9112-3.2.4-asterisk-for-get", line(b"GET * HTTP/1.1"), 400),
     Invalid("rfc9112-3-request-line-over-limit",
