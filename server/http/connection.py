@@ -139,7 +139,7 @@ class ServerConnection:
         event = self._reader.read(self._buffer)
         if event is None:
             if self._eof:
-                self._reader.read_eof()
+                raise RemoteProtocolError("connection closed before the request body was complete")
             return NEED_DATA
         if event.__class__ is EndOfMessage:
             self._request_state = advance_request(self._request_state, Step.END)

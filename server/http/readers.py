@@ -1,14 +1,14 @@
 """Request body readers, one small class per framing (none, Content-Length, chunked).
 
-A reader turns buffered bytes into Data and a final EndOfMessage, returns None
-when it needs more bytes, and refuses an early EOF: a body cut short is a
-protocol error (400), never passed off as a complete short body.
+A reader turns buffered bytes into Data and a final EndOfMessage and returns
+None when it needs more bytes; None at EOF means the body was cut short, which
+the connection refuses (400), never passing it off as a complete short body.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import NoReturn, Protocol
+from typing import Protocol
 
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import Data, EndOfMessage, Request
@@ -21,12 +21,8 @@ _END = EndOfMessage()
 
 
 class BodyReader(Protocol):
-    def read(self, buf: ReceiveBuffer) -> Data | EndOfMessage | None: ...
-    def read_eof(self) -> NoReturn: ...
-
-
-def _body_cut_short() -> NoReturn:
-    raise RemoteProtocolError("connection closed before the request body was complete")
+    def read(self, buf: ReceiveBuffer) -> Data | EndOfMessage | None:
+        """The next event from the buffered bytes, or None when more bytes are needed."""
 
 
 class NoBodyReader:
@@ -36,9 +32,6 @@ class NoBodyReader:
 
     def read(self, buf: ReceiveBuffer) -> EndOfMessage:
         return _END
-
-    def read_eof(self) -> NoReturn:  # read() never needs more bytes
-        _body_cut_short()
 
 
 class ContentLengthReader:
@@ -55,9 +48,6 @@ class ContentLengthReader:
         data = buf.extract(self._remaining)
         self._remaining -= len(data)
         return Data(data)
-
-    def read_eof(self) -> NoReturn:
-        _body_cut_short()
 
 
 class _ChunkedState(enum.Enum):
@@ -145,9 +135,6 @@ class ChunkedReader:
             return _END
         trailers = parse_field_section(b"".join(lines), limits.permit_obsolete_folding)
         return EndOfMessage(tuple(trailers))
-
-    def read_eof(self) -> NoReturn:
-        _body_cut_short()
 
 
 def body_reader(request: Request, limits: Limits) -> BodyReader:
