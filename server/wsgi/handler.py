@@ -304,8 +304,11 @@ class ClientConnection:
         if conn.response_started:
             head = b""
         else:
-            if self._will_not_drain():
-                conn.refuse_keep_alive()  # say so in the head: Connection: close
+            if self._will_not_drain() or not getattr(self.handler.worker, "alive", True):
+                # Say so in the head (Connection: close): an unread body will end the
+                # connection, or the worker is draining (upgrade, reload, stop) and
+                # a client that reused this connection would race our close.
+                conn.refuse_keep_alive()
             start = self._start
             head = conn.start_response(start.status_code, start.reason, start.wire_headers)
         if not data:
