@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return CLUSTER_COMMANDS[args.command](args, store, target)
         except StoreUnavailable as exc:
-            raise CtlError(f"cannot reach Redis at {target.display()}: {exc}", EXIT_REDIS) from None
+            raise CtlError(f"cannot use Redis at {target.display()}: {exc}", EXIT_REDIS) from None
         finally:
             store.close()
     except CtlError as exc:

@@ -187,6 +187,8 @@ class RedisStore(ClusterStore):
 
     @_unavailable
     def latest_events(self, count: int) -> list[Event]:
+        if count <= 0:
+            return []
         entries = self.client.xrevrange(self.keys.events, count=count)
         return [Event.from_stream(eid, fields) for eid, fields in reversed(entries)]
 

@@ -161,8 +161,9 @@ class FakeNode:
         import sys
 
         self.node_id = node_id
-        self.out_path = workdir / f"{node_id}.out"
-        self.log_path = workdir / f"{node_id}.log"
+        n = sum(1 for _ in workdir.glob(f"{node_id}-*.out"))  # one id may run twice (upgrade)
+        self.out_path = workdir / f"{node_id}-{n}.out"
+        self.log_path = workdir / f"{node_id}-{n}.log"
         out = open(self.out_path, "wb")  # noqa: SIM115 - the child holds it
         err = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(

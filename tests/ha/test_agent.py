@@ -237,3 +237,53 @@ def test_ten_agents_at_once_one_leader_at_most_two_epochs(redis_farm, fake_nodes
     assert len(elected) == final.epoch <= 2
     leaders = [n.node_id for n in nodes if "elected leader" in n.log()]
     assert len(leaders) == len(elected)
+
+
+def test_new_incarnation_supersedes_the_old_masters_agent(redis_farm, fake_nodes, cluster_name):
+    """A node re-started by an upgrade registers a higher incarnation; the old master's
+    agent resigns and can no longer act for the node."""
+    redis = redis_farm.server()
+    old = fake_nodes(redis.url, cluster_name, "n1")
+    store = observer(redis.url, cluster_name)
+    wait_until(lambda: store.snapshot().lease, 10, what="n1 to lead")
+    new = fake_nodes(redis.url, cluster_name, "n1")  # the upgraded generation, same node id
+    wait_until(lambda: "acts for nothing from now on" in old.log(), 5,
+               what="the old agent to see it is superseded")
+
+    def new_leads():
+        snap = store.snapshot()
+        return snap.lease if snap.lease and snap.epoch >= 2 else None
+    lease = wait_until(new_leads, 10, what="the new incarnation to lead")
+    record = store.nodes(TTL_MS)[1][0]
+    assert record.incarnation == 2 and record.info.pid == new.master_pid
+    kinds = [(e.kind, e.extra.get("incarnation")) for e in store.read_events()]
+    assert (ev.NODE_SUPERSEDED, "1") in kinds
+    # the old incarnation's lease (epoch 1) was given back, whichever agent saw it first
+    assert [e.epoch for e in store.read_events() if e.kind == ev.LEADER_RESIGNED] == [1]
+    time.sleep(1.5)  # the old agent has stopped heartbeating: the hash stays the new one's
+    assert store.nodes(TTL_MS)[1][0].info.pid == new.master_pid
+    for incarnation in (1, 2):
+        assert store.send_command(lease, NodeCommand("n1", incarnation, lease.epoch, "reload"))
+    wait_until(lambda: new.commands(), 5, what="the new master to get its command")
+    time.sleep(1.0)
+    assert old.commands() == []  # the old agent acts for nothing
+    assert [c["cmd"] for c in new.commands()] == ["reload"]
+
+
+def test_draining_leader_resigns_and_rejoins_as_follower(redis_farm, fake_nodes, cluster_name):
+    redis = redis_farm.server()
+    nodes, store, leader, lease = start_cluster(fake_nodes, redis.url, cluster_name)
+    start = time.monotonic()
+    leader.set_state("draining")
+
+    def new_leader():
+        snap = store.snapshot()
+        return snap.lease if snap.lease and snap.lease.holder != leader.node_id else None
+    wait_until(new_leader, 5, interval=0.02, what="a new leader after draining")
+    report("leader draining -> new leader", time.monotonic() - start)
+    events = [(e.kind, e.node, e.reason) for e in store.read_events()]
+    assert (ev.LEADER_RESIGNED, leader.node_id, "node is draining") in events
+    assert (ev.NODE_DRAINING, leader.node_id, "state changed") in events
+    leader.set_state("ready")
+    wait_until(lambda: f"following {store.snapshot().lease.holder}" in leader.log(), 5,
+               what="the drained node to follow")

@@ -1,0 +1,179 @@
+"""polycorn-ctl against real Redis (exit codes, events, redis-up/down) and the plug-in
+as the server sees it (settings merged, no sidecar without --redis, no redis-py in the
+master)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from polycorn.ha.events import Event
+from polycorn.ha.plugin import plugin
+from polycorn.ha.settings import NODE_ID_ENV
+from polycorn.server.config.errors import ConfigError
+from polycorn.server.config.loader import load_config
+from support.procs import alive, free_port, wait_until
+from test_agent import ctl, observer
+
+# -- polycorn-ctl -------------------------------------------------------------------------
+
+
+def test_unreachable_redis_is_one_line_exit_3():
+    done = ctl("status", "--redis", f"redis://127.0.0.1:{free_port()}/0", "--cluster", "x")
+    assert done.returncode == 3
+    assert done.stderr.startswith("polycorn-ctl: cannot use Redis at redis://127.0.0.1:")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_usage_errors_exit_2():
+    env = {k: v for k, v in os.environ.items() if k != "POLYCORN_REDIS"}
+    done = subprocess.run([sys.executable, "-m", "polycorn.ha.ctl", "status"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "pass --redis URL or set POLYCORN_REDIS" in done.stderr
+    assert ctl("nodes", "--redis", "http://x/").returncode == 2
+    assert ctl("bogus").returncode == 2
+
+
+def test_empty_cluster_and_no_leader_exit_1(shared_redis, cluster_name):
+    done = ctl("status", "--json", "--redis", shared_redis.url, "--cluster", cluster_name)
+    assert done.returncode == 1
+    assert json.loads(done.stdout) == {"cluster": cluster_name, "leader": None, "epoch": None,
+                                       "highest_epoch": 0, "nodes": []}
+    assert "has no live nodes" in done.stderr
+    done = ctl("leader", "--redis", shared_redis.url, "--cluster", cluster_name)
+    assert done.returncode == 1 and "has no leader" in done.stderr
+
+
+def test_environment_supplies_redis_and_cluster(shared_redis, cluster_name):
+    store = observer(shared_redis.url, cluster_name)
+    store.acquire_lease("n9", 5000, "test")
+    env = {**os.environ, "POLYCORN_REDIS": shared_redis.url, "POLYCORN_CLUSTER": cluster_name}
+    done = subprocess.run([sys.executable, "-m", "polycorn.ha.ctl", "leader", "--json"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["leader"] == "n9"
+
+
+def test_events_since_and_follow(shared_redis, cluster_name):
+    store = observer(shared_redis.url, cluster_name)
+    for i in range(3):
+        store.emit(Event("upgrade_started", f"n{i}", 0, f"step {i}"))
+    args = ["--redis", shared_redis.url, "--cluster", cluster_name]
+    latest = ctl("events", "--count", "2", "--json", *args)
+    lines = [json.loads(x) for x in latest.stdout.splitlines()]
+    assert [x["node"] for x in lines] == ["n1", "n2"] and latest.returncode == 0
+    since = ctl("events", "--since", lines[0]["id"], *args).stdout.splitlines()
+    assert len(since) == 1 and since[0].endswith("upgrade_started n2: step 2")
+    assert len(ctl("events", "--since", "1h", *args).stdout.splitlines()) == 3
+    assert ctl("events", "--since", "yesterday", *args).returncode == 2
+
+    follower = subprocess.Popen([sys.executable, "-m", "polycorn.ha.ctl", "events", "--follow",
+                                 "--count", "0", *args], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # let it reach its blocking read
+        store.emit(Event("upgrade_promoted", "n7", 0, "followed"))
+        got: list[str] = []
+        reader = threading.Thread(target=lambda: got.append(follower.stdout.readline()))
+        reader.start()
+        reader.join(10)
+        assert got and got[0].rstrip().endswith("upgrade_promoted n7: followed")
+    finally:
+        follower.kill()
+        follower.wait(5)
+
+
+def test_redis_up_and_down(tmp_path):
+    directory = tmp_path / "redis"
+    port = free_port()
+    up = ctl("redis-up", "--port", str(port), "--dir", str(directory))
+    pid = int((directory / "redis.pid").read_text()) if (directory / "redis.pid").exists() else 0
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.strip() == f"redis://127.0.0.1:{port}/0"
+        assert alive(pid)
+        again = ctl("redis-up", "--dir", str(directory))  # idempotent: same server
+        assert again.stdout.strip() == up.stdout.strip()
+        status = ctl("status", "--redis", up.stdout.strip(), "--cluster", "empty")
+        assert status.returncode == 1  # reachable, nothing registered
+        down = ctl("redis-down", "--dir", str(directory))
+        assert down.returncode == 0 and down.stdout.strip() == f"stopped redis-server (pid {pid})"
+        wait_until(lambda: not alive(pid), 5, what="redis-server to exit")
+        assert ctl("redis-down", "--dir", str(directory)).returncode == 4
+    finally:
+        if pid and alive(pid):
+            os.kill(pid, 9)
+
+
+def test_redis_up_without_redis_server_says_what_to_install(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path)}  # no redis-server anywhere on PATH
+    done = subprocess.run([sys.executable, "-m", "polycorn.ha.ctl", "redis-up", "--dir",
+                           str(tmp_path / "r")], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 4
+    assert "redis-server not found on PATH: install it (Debian/Ubuntu: apt-get install " \
+        "redis-server" in done.stderr
+
+
+# -- the plug-in as the server loads it --------------------------------------------------
+
+
+def load(*argv: str):
+    return load_config([*argv, "hello:application"], {}, plugins=[plugin])
+
+
+def test_settings_merge_into_the_command_line():
+    cfg = load("--redis", "sentinel://127.0.0.1:26379/mymaster", "--cluster", "prod",
+               "--node-id", "web-1", "--advertise", "10.0.0.5:8000", "--release", "v42",
+               "--node-ttl", "5", "--leader-lease", "8", "--leader-step-down", "5",
+               "--redis-retries", "1")
+    env: dict[str, str] = {}
+    from polycorn.ha.settings import cluster_config
+    config = cluster_config(cfg, env)
+    assert (config.cluster, config.node_id, config.release, config.advertise) == \
+        ("prod", "web-1", "v42", "10.0.0.5:8000")
+    assert config.target.service == "mymaster"
+    assert (config.timing.node_ttl, config.timing.lease, config.timing.step_down) == (5, 8, 5)
+    assert env[NODE_ID_ENV] == "web-1"
+
+
+def test_no_redis_no_sidecar():
+    assert plugin.sidecars(load()) == []
+
+
+def test_generated_node_id_survives_a_reexec(monkeypatch):
+    monkeypatch.delenv(NODE_ID_ENV, raising=False)
+    first = plugin.sidecars(load("--redis", "redis://127.0.0.1:1/0"))[0]
+    node_id = first.target.args[0].node_id
+    assert os.environ[NODE_ID_ENV] == node_id  # inherited by the USR2 re-exec
+    again = plugin.sidecars(load("--redis", "redis://127.0.0.1:1/0"))[0]
+    assert again.target.args[0].node_id == node_id
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--leader-step-down", "7"], "must be shorter than the lease"),
+    (["--redis-read-timeout", "2"], "must be <= step-down deadline"),
+])
+def test_bad_timer_combinations_are_config_errors(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        plugin.sidecars(load("--redis", "redis://127.0.0.1:1/0", *argv))
+
+
+@pytest.mark.parametrize("argv", [["--redis", "ftp://x"], ["--node-id", "a b"],
+                                  ["--advertise", "nohost"], ["--node-ttl", "-1"]])
+def test_bad_values_are_rejected_at_load(argv):
+    with pytest.raises(ConfigError):
+        load(*argv)
+
+
+def test_plugin_import_does_not_load_redis_py():
+    code = ("import sys, polycorn.ha.plugin as p; from polycorn.server.plugins import discover;"
+            "assert any(type(x).__name__ == 'ClusterPlugin' for x in discover());"
+            "print('redis' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    assert done.stdout.strip() == "False", done.stderr
