@@ -711,8 +711,7 @@ class Arbiter:
         }}
 
     def max_workers(self) -> int:
-        ceiling = int(getattr(self.cfg, "max_workers", 0) or 0)
-        return ceiling if ceiling > 0 else 2 * int(self.cfg.workers)
+        return int(self.cfg.max_workers_resolved)
 
     def broadcast_state(self, state: str | None = None, reason: str = "") -> None:
         if state is not None:

@@ -109,6 +109,9 @@ class Worker:
             if not 200 <= status < 300:
                 self._fail(APP_LOAD_ERROR, f"health check GET {path} answered {status}")
         self.cfg.post_worker_init(self)
+        if getattr(self.cfg, "reload", False):
+            from polycorn.server.reloader import Reloader
+            Reloader(lambda path: self.drain(f"{path} changed")).start()
         self.slots.set_state(self.slot, WorkerState.READY)
         log.debug("worker %s ready", self.pid)
 

@@ -160,3 +160,14 @@ def test_both_worker_classes_serve(start, port, worker):
     start("-k", worker, "--threads", "4")
     for _ in range(5):
         assert get(port, "/echo", method="POST", body=b"abc")[:2] == (200, b"abc")
+
+
+def test_reload_restarts_workers_when_the_code_changes(polycorn, port, tmp_path):
+    app = tmp_path / "live.py"
+    app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'one']\n")
+    polycorn("-b", f"127.0.0.1:{port}", "--reload", "live:application", wait_port=port,
+             cwd=tmp_path)
+    assert get(port, "/")[1] == b"one"
+    time.sleep(1.1)  # a new mtime, even on coarse file systems
+    app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'two']\n")
+    wait_until(lambda: get(port, "/")[1] == b"two", 15, what="the new code to be served")
