@@ -1,0 +1,63 @@
+"""The master's side of its sidecars (the cluster agent): facts out, commands in.
+
+A mixin of Arbiter. The node's facts (hello, state, events) are broadcast as
+small JSON messages; commands from a sidecar (ttin, ttou, set_workers, reload,
+upgrade) are executed by the loop and answered with a result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polycorn.server.sidecar import SidecarProcess
+
+
+class SidecarMixin:
+
+    def _hello(self) -> dict[str, Any]:
+        return {"type": "hello", "pid": self.pid, "node": {
+            "bind": [str(lst) for lst in self.listeners],
+            "workers": int(self.cfg.workers),
+            "max_workers": self.max_workers(),
+            "proc_name": getattr(self.cfg, "proc_name", None),
+            "release": getattr(self.cfg, "release", None),
+        }}
+
+    def max_workers(self) -> int:
+        return int(self.cfg.max_workers_resolved)
+
+    def broadcast_state(self, state: str | None = None, reason: str = "") -> None:
+        if state is not None:
+            self.public_state = state
+        ready = sum(1 for r in self.live() if r.ready_seen)
+        self.sidecars.broadcast({
+            "type": "state", "state": self.public_state,
+            "workers": ready, "workers_target": self.num_workers,
+            "workers_configured": int(self.cfg.workers), "max_workers": self.max_workers(),
+            "pid": self.pid, "reason": reason})
+
+    def broadcast_event(self, event: str, reason: str) -> None:
+        self.sidecars.broadcast({"type": "event", "event": event, "reason": reason})
+
+    def handle_sidecar_message(self, proc: SidecarProcess, msg: dict[str, Any]) -> None:
+        if msg.get("type") != "command":
+            return
+        cmd, cid = msg.get("cmd"), msg.get("id")
+        ok, reason = True, ""
+        if cmd == "ttin":
+            self.set_num_workers(min(self.max_workers(), self.num_workers + int(msg.get("n", 1))))
+        elif cmd == "ttou":
+            self.set_num_workers(self.num_workers - int(msg.get("n", 1)))
+        elif cmd == "set_workers":
+            n = int(msg.get("n", self.cfg.workers))
+            if not 0 <= n <= self.max_workers():
+                ok, reason = False, f"{n} workers is outside 0..{self.max_workers()}"
+            else:
+                self.set_num_workers(n)
+        elif cmd == "reload":
+            self.start_reload("sidecar")
+        elif cmd == "upgrade":
+            self.handle_usr2()
+        else:
+            ok, reason = False, f"unknown command {cmd!r}"
+        self.sidecars.reply(proc, {"type": "result", "id": cid, "ok": ok, "reason": reason})

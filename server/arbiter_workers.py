@@ -1,0 +1,227 @@
+"""The master's workers: spawn, retire, reap, heartbeat timeouts and readiness.
+
+A mixin of Arbiter (one concern per module). Workers of the serving generation
+are kept at `num_workers`; a worker that misses its heartbeat gets SIGABRT,
+then SIGKILL; a worker that fails to boot halts a master that never became
+ready (a typed one-line reason), and is retried with back-off otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from polycorn.server import systemd
+from polycorn.server.arbiter_state import (
+    HaltServer,
+    MasterState,
+    WorkerRecord,
+    describe_status,
+    worker_class,
+)
+from polycorn.server.liveness import WorkerState
+from polycorn.server.sidecar import ChannelClosed
+from polycorn.server.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR
+
+log = logging.getLogger("polycorn.error")
+
+BOOT_FAILURE_LIMIT = 5  # consecutive boot failures after which a running master halts
+KILL_AFTER_ABORT = 2.0  # seconds between SIGABRT and SIGKILL for a hung worker
+
+
+class WorkersMixin:
+
+    def set_num_workers(self, n: int) -> None:
+        n = max(0, n)
+        if n == self.num_workers:
+            return
+        old, self.num_workers = self.num_workers, n
+        log.info("workers: %s -> %s", old, n)
+        self.cfg.nworkers_changed(self, n, old)
+        self.broadcast_state()
+
+    def live(self, generation: int | None = None) -> list[WorkerRecord]:
+        gen = self.generation if generation is None else generation
+        return [r for r in self.workers.values() if r.generation == gen and not r.term_sent]
+
+    def manage_workers(self) -> None:
+        if self.state not in (MasterState.BOOTING, MasterState.READY, MasterState.RELOADING,
+                              MasterState.UPGRADING):
+            return
+        serving = self.live()
+        if len(serving) < self.num_workers and time.monotonic() >= self.respawn_at:
+            for _ in range(self.num_workers - len(serving)):
+                self.spawn_worker(self.generation)
+        elif len(serving) > self.num_workers:
+            # Retire the oldest first (they are nearest to max-requests anyway).
+            for rec in sorted(serving, key=lambda r: r.started)[: len(serving) - self.num_workers]:
+                self.retire(rec)
+
+    def spawn_worker(self, generation: int, cfg: Any = None) -> None:
+        cfg = cfg or self.cfg
+        self.worker_age += 1
+        slot = self.slots.claim()
+        worker = worker_class(cfg)(
+            age=self.worker_age, generation=generation, ppid=self.pid, cfg=cfg,
+            listeners=self.listeners, slots=self.slots, slot=slot, parent_fd=self.parent_r,
+            app=self.app, server=self)
+        cfg.pre_fork(self, worker)
+        pid = os.fork()
+        if pid == 0:
+            self._close_master_fds()
+            for proc in self.sidecars.procs:
+                if proc.channel is not None:
+                    with contextlib.suppress(OSError):
+                        proc.channel.close()
+            worker.pid = os.getpid()
+            self._drop_privileges(cfg)
+            try:
+                cfg.post_fork(self, worker)
+            except Exception:
+                log.exception("post_fork hook failed")
+                os._exit(WORKER_BOOT_ERROR)
+            worker.start()  # never returns
+        worker.pid = pid
+        self.workers[pid] = WorkerRecord(pid, worker, generation, slot, time.monotonic())
+        log.info("Booting worker with pid: %s", pid)
+
+    def _drop_privileges(self, cfg: Any) -> None:
+        gid, uid = cfg.group, cfg.user
+        try:
+            if gid is not None and gid != os.getgid():
+                os.setgroups([])
+                os.setgid(gid)
+            if uid is not None and uid != os.getuid():
+                os.setuid(uid)
+        except OSError as exc:
+            log.error("cannot switch to user %s / group %s: %s", uid, gid, exc)
+            os._exit(WORKER_BOOT_ERROR)
+
+    def retire(self, rec: WorkerRecord, sig: int = signal.SIGTERM) -> None:
+        """Ask one worker to finish what it holds and exit."""
+        rec.term_sent = time.monotonic()
+        self.slots.set_state(rec.slot, WorkerState.STOPPING)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rec.pid, sig)
+
+    def kill_workers(self, sig: int) -> None:
+        for pid in list(self.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            if self.sidecars.reaped(pid, describe_status(status)):
+                continue
+            rec = self.workers.pop(pid, None)
+            if rec is not None:
+                self.worker_exited(rec, status)
+            else:
+                self.other_child_exited(pid, status)
+
+    def other_child_exited(self, pid: int, status: int) -> None:
+        """A child that is neither worker nor sidecar: an upgrade's new master or a peer."""
+        if self.upgrade is not None and pid == self.upgrade.new_pid:
+            self.upgrade.child_exited(describe_status(status))
+            self.advance_upgrade()
+        elif self.group is not None and pid in self.group.peer_pids:
+            self.group.peer_pids.discard(pid)
+        elif pid != self.successor:
+            log.info("child %s exited: %s", pid, describe_status(status))
+
+    def worker_exited(self, rec: WorkerRecord, status: int) -> None:
+        _, state, reason = self.slots.read(rec.slot)
+        self.slots.release(rec.slot)
+        try:
+            self.cfg.child_exit(self, rec.worker)
+        except Exception:
+            log.exception("child_exit hook failed")
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+        boot_failed = code in (WORKER_BOOT_ERROR, APP_LOAD_ERROR) or state is WorkerState.BOOT_FAILED
+        if rec.term_sent:
+            log.info("Worker exiting (pid: %s)", rec.pid)
+            return
+        if boot_failed:
+            self.worker_boot_failed(rec, reason or describe_status(status))
+            return
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            log.error("Worker (pid:%s) was sent SIGKILL! Perhaps out of memory?", rec.pid)
+        elif code != 0:
+            log.error("Worker (pid:%s) exited: %s", rec.pid, describe_status(status))
+        else:
+            log.info("Worker (pid:%s) exited (max requests or orphaned)", rec.pid)
+        self.broadcast_state()
+
+    def worker_boot_failed(self, rec: WorkerRecord, reason: str) -> None:
+        if rec.generation == self.candidate:
+            self.abort_reload(f"new worker failed to boot: {reason}")
+            return
+        if not self.ever_ready and not getattr(self.cfg, "reload", False):
+            raise HaltServer(f"worker failed to boot: {reason}", exit_status=1)
+        self.boot_failures += 1
+        if self.boot_failures >= BOOT_FAILURE_LIMIT and not getattr(self.cfg, "reload", False):
+            raise HaltServer(f"workers failed to boot {self.boot_failures} times in a row: {reason}")
+        delay = min(10.0, 0.5 * 2 ** self.boot_failures)
+        self.respawn_at = time.monotonic() + delay
+        log.error("worker failed to boot (%s); retrying in %.1fs", reason, delay)
+
+    def notice_readiness(self) -> None:
+        ready_any = False
+        for rec in self.workers.values():
+            if not rec.ready_seen and self.slots.read(rec.slot)[1] is WorkerState.READY:
+                rec.ready_seen = True
+                ready_any = True
+                if rec.generation == self.generation:
+                    self.boot_failures = 0
+        if self.state is MasterState.BOOTING:
+            serving = self.live()
+            if serving and all(r.ready_seen for r in serving) and len(serving) >= self.num_workers:
+                self.state = MasterState.READY
+                self.ever_ready = True
+                log.info("ready: %s workers serving", len(serving))
+                self.cfg.when_ready(self)
+                if self.inherited is not None:
+                    try:  # the old master promotes us, or rolls us back
+                        self.inherited.channel.send({"type": "ready", "pid": self.pid})
+                    except ChannelClosed:
+                        self.promoted("the old master is gone")
+                else:
+                    systemd.notify(f"READY=1\nMAINPID={self.pid}")
+                self.broadcast_state("ready")
+                while self.deferred:
+                    self.deferred.pop(0)()
+                return
+        if ready_any:
+            self.broadcast_state()
+
+    def enforce_timeouts(self) -> None:
+        timeout = float(self.cfg.timeout or 0)
+        if timeout <= 0:
+            return
+        now = time.monotonic()
+        for rec in list(self.workers.values()):
+            beat = self.slots.read(rec.slot)[0]
+            if rec.abort_sent:
+                if now - rec.abort_sent > KILL_AFTER_ABORT:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(rec.pid, signal.SIGKILL)
+            elif now - beat > timeout:
+                log.critical("WORKER TIMEOUT (pid:%s)", rec.pid)
+                rec.abort_sent = now
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(rec.pid, signal.SIGABRT)
+            elif rec.term_sent and now - rec.term_sent > float(self.cfg.graceful_timeout) + 1:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(rec.pid, signal.SIGKILL)
