@@ -1,7 +1,7 @@
 """Every Redis key of one cluster, named in one place.
 
 All keys share the hash tag `{cluster}` so a Redis Cluster would keep them on one
-slot (Lua scripts touch several at once); the layout is documented in docs/ha.md.
+slot (Lua scripts touch several at once); the layout is documented in ha/README.md.
 """
 
 from __future__ import annotations
