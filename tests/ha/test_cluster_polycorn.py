@@ -10,6 +10,7 @@ import time
 
 import pytest
 from polycorn.ha import events as ev
+from polycorn.ha.store import StoreUnavailable
 from support.load import Load
 from support.procs import free_port, kill_all, wait_until
 from test_agent import TTL_MS, ctl, observer, report
@@ -137,3 +138,31 @@ def test_redis_stopped_10s_http_keeps_serving(redis_farm, polycorn, cluster_name
     assert during > 100  # requests really flowed while Redis was stopped
     assert [e for e in store.read_events() if e.kind == ev.NODE_DEAD] == []
     assert all(n.proc.poll() is None for n in nodes)
+
+
+def test_sentinel_master_killed_under_load(redis_farm, polycorn, cluster_name):
+    """kill -9 of the Redis master behind Sentinel: no HTTP error, no false node_dead,
+    at most one leader change."""
+    group = redis_farm.sentinel_group()
+    nodes, ports, store, leader, lease = start_nodes(polycorn, group.url, cluster_name)
+    with Load(ports, path="/", threads=3) as load:
+        load.wait_requests(50)
+        start = time.monotonic()
+        group.master.signal(signal.SIGKILL)
+
+        def recovered():
+            try:
+                snap, records = store.nodes(TTL_MS)
+            except StoreUnavailable:  # the observer's own client is failing over too
+                return False
+            ready = [r for r in records if r.alive and r.info.state.value == "ready"]
+            return snap.lease is not None and len(ready) == 3 and snap.lease
+        final = wait_until(recovered, 30, interval=0.1, what="the cluster on the new master")
+        report("real nodes, Redis master killed -> whole again", time.monotonic() - start)
+        time.sleep(TTL_MS / 1000 + 1.5)
+    result = load.result
+    print(f"\nLOAD during Sentinel failover: {result.summary()}")
+    assert result.failed == 0, result.summary()
+    events = store.read_events(count=1000)
+    assert [e for e in events if e.kind == ev.NODE_DEAD] == []
+    assert final.epoch <= lease.epoch + 1  # at most one leader change
