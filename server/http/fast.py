@@ -1,0 +1,392 @@
+"""FastConnection: ServerConnection's interface, with llhttp (httptools) splitting request heads.
+
+Strategy: the fast path only ever accepts. It hands llhttp a head that is
+complete, within every limit and made of CRLF lines only; llhttp splits it into
+method, target, version and fields (its byte classes for names, values and
+targets are exactly RFC 9110's, as ours), and the HTTP layer's own rules
+(framing.decide_framing) judge the fields. Anything it does not accept as plain
+(an llhttp error, a limit reached, a leading empty line, a target that is not
+origin-form, a chunked body, an Upgrade) hands the unparsed bytes to a pure
+ServerConnection, which gives that request its verdict and serves the rest of
+the connection. Every refusal is therefore the pure parser's, and strictness
+never depends on whether httptools is installed.
+"""
+
+from __future__ import annotations
+
+import httptools
+from polycorn.server.http.connection import ServerConnection
+from polycorn.server.http.errors import LocalProtocolError, RemoteProtocolError
+from polycorn.server.http.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Request,
+)
+from polycorn.server.http.framing import decide_framing
+from polycorn.server.http.httpdate import SHARED_DATE_CACHE, DateCache
+from polycorn.server.http.limits import Limits
+from polycorn.server.http.response import build_error_response, frame_response
+from polycorn.server.http.state import (
+    RequestState,
+    ResponseState,
+    Step,
+    advance_request,
+    advance_response,
+)
+from polycorn.server.http.writers import NO_BODY, BodyWriter
+
+__all__ = ["FastConnection", "LLHTTP_ERRORS"]
+
+CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
+DEFAULT_LIMITS = Limits()
+# httptools raises these for what llhttp refuses; HttpParserUpgrade (CONNECT, or
+# "Connection: upgrade") is not an HttpParserError subclass.
+LLHTTP_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
+_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
+_END = EndOfMessage()
+_OWS = b" \t"
+# With both size limits off, an unfinished head is still not held past this in the
+# fast path: the pure parser then holds it, under its own rules.
+UNLIMITED_HEAD_HOLD = 64 * 1024
+
+
+class _HeadTokens:
+    """The llhttp callbacks: what one head was split into (names lower-cased, values stripped)."""
+
+    __slots__ = ("url", "fields")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.fields: list[tuple[bytes, bytes]] = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp drops the leading OWS, not the trailing (RFC 9112 5: both are not part of the value).
+        self.fields.append((name.lower(), value.rstrip(_OWS)))
+
+
+class FastConnection:
+    """A drop-in ServerConnection (same methods, same events, same errors) for the event worker."""
+
+    __slots__ = ("limits", "fallback_reason", "_pure", "_eof_pending", "_date_cache", "_buffer",
+                 "_eof", "_tokens", "_parser", "_request_state", "_response_state", "_error",
+                 "_persistent", "_request", "_body_remaining", "_writer", "_continue_owed",
+                 "_small_head", "_header_count")
+
+    def __init__(
+        self,
+        limits: Limits = DEFAULT_LIMITS,
+        *,
+        keep_alive_allowed: bool = True,
+        date_cache: DateCache = SHARED_DATE_CACHE,
+    ) -> None:
+        self.limits = limits
+        self.fallback_reason: str | None = None  # why the pure parser took over, if it did
+        self._pure: ServerConnection | None = None
+        self._eof_pending = False  # EOF the pure parser has yet to be told (see _pure_event)
+        self._date_cache = date_cache
+        self._buffer = b""
+        self._eof = False
+        self._tokens = _HeadTokens()
+        self._parser: httptools.HttpRequestParser | None = None
+        self._request_state = RequestState.IDLE
+        self._response_state = ResponseState.IDLE
+        self._error: RemoteProtocolError | None = None
+        self._persistent = keep_alive_allowed
+        self._request: Request | None = None
+        self._body_remaining = 0
+        self._writer: BodyWriter = NO_BODY
+        self._continue_owed = False
+        positive = [n for n in (limits.max_request_line, limits.max_header_size) if n > 0]
+        # A head no longer than the smallest size limit cannot break either, so needs no
+        # line scan; an unfinished head longer than it might already break one, and the
+        # pure parser's incremental check (check_incomplete_head) must judge it now.
+        self._small_head = min(positive) if positive else UNLIMITED_HEAD_HOLD
+        self._header_count = limits.header_count
+
+    # -- receiving ---------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the client; b"" means the client closed its side."""
+        if self._pure is not None:
+            self._pure.receive_data(data)
+            return
+        if self._request_state is RequestState.ERROR:
+            return
+        if self._eof:
+            if data:
+                raise LocalProtocolError("data received after EOF")
+            return
+        if data:
+            self._buffer = self._buffer + data if self._buffer else data
+        else:
+            self._eof = True
+
+    def next_event(self) -> Request | Data | EndOfMessage | ConnectionClosed | object:
+        """The next event, NEED_DATA or PAUSED; raises RemoteProtocolError(status)."""
+        if self._pure is not None:
+            return self._pure_event()
+        state = self._request_state
+        if state is RequestState.IDLE:
+            return self._next_head()
+        if state is RequestState.BODY:
+            return self._next_body_event()
+        if state is RequestState.DONE:
+            return PAUSED
+        if state is RequestState.CLOSED:
+            return ConnectionClosed()
+        assert self._error is not None
+        raise RemoteProtocolError(str(self._error), self._error.status)
+
+    def _next_head(self) -> object:
+        buf = self._buffer
+        end = buf.find(b"\r\n\r\n") + 4
+        if end == 3:
+            return self._unfinished_head(buf)
+        head = buf[:end] if end != len(buf) else buf
+        lines = head.count(b"\r\n")
+        # RFC 9112 2.2: bare CR or LF, and empty lines before the request line, are the
+        # pure parser's to judge (it may also see a different end of head).
+        if head.count(b"\n") != lines or head.count(b"\r") != lines or head[0] == 0x0D:
+            return self._fall_back("bare CR/LF or a leading empty line")
+        if lines - 2 > self._header_count:
+            return self._fall_back("header count limit")
+        if end > self._small_head and self._breaks_size_limit(head):
+            return self._fall_back("size limit")
+        request = self._split_head(head)
+        if request is None:
+            return self._pure_event()
+        self._buffer = buf[end:]
+        self._request = request
+        self._request_state = RequestState.BODY
+        self._continue_owed = request.expect_continue
+        if not request.keep_alive:
+            self._persistent = False
+        length = request.content_length
+        self._body_remaining = length or 0
+        if length:
+            self._parser = None  # llhttp now expects the body we read ourselves: start afresh
+        return request
+
+    def _unfinished_head(self, buf: bytes) -> object:
+        if self._eof:
+            if not buf:
+                self._request_state = advance_request(self._request_state, Step.EOF)
+                self._persistent = False
+                return ConnectionClosed()
+            return self._fall_back("EOF inside a head")
+        if len(buf) > self._small_head or buf.count(b"\n") - 1 > self._header_count:
+            return self._fall_back("unfinished head near a limit")
+        if b"\n\n" in buf or b"\n\r\n" in buf:
+            return self._fall_back("a head ended by a bare LF")
+        return NEED_DATA
+
+    def _breaks_size_limit(self, head: bytes) -> bool:
+        limits = self.limits
+        lines = head.split(b"\r\n")
+        if limits.max_request_line and len(lines[0]) > limits.max_request_line:
+            return True
+        max_size = limits.max_header_size
+        return bool(max_size) and max(map(len, lines[1:])) > max_size
+
+    def _split_head(self, head: bytes) -> Request | None:
+        """The Request for a plain head, or None after handing the connection to the pure parser."""
+        tokens = self._tokens
+        tokens.url = b""
+        tokens.fields = fields = []
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(tokens)
+        try:
+            parser.feed_data(head)
+        except LLHTTP_ERRORS:
+            self._parser = None  # llhttp stays in its error state
+            self._fall_back("llhttp refused or upgrade", event=False)
+            return None
+        version = _VERSIONS.get(parser.get_http_version())
+        method = parser.get_method()
+        target = tokens.url
+        if version is None:
+            self._fall_back("HTTP version", event=False)
+            return None
+        # RFC 9112 3: exactly one SP between the parts (llhttp skips extra spaces).
+        if not head.startswith(b"%s %s HTTP/%s\r\n" % (method, target, version)):
+            self._fall_back("request-line spacing", event=False)
+            return None
+        # RFC 9112 3.2: only origin-form without a fragment is plain.
+        if target[:1] != b"/" or b"#" in target:
+            self._fall_back("request-target form", event=False)
+            return None
+        try:
+            framing = decide_framing(version, fields)
+        except RemoteProtocolError:
+            self._fall_back("framing refused", event=False)
+            return None
+        if framing.chunked:
+            self._parser = None
+            self._fall_back("chunked body", event=False)
+            return None
+        return Request(method, target, version, tuple(fields), *framing)
+
+    def _next_body_event(self) -> object:
+        remaining = self._body_remaining
+        if not remaining:
+            self._request_state = advance_request(self._request_state, Step.END)
+            return _END
+        buf = self._buffer
+        if not buf:
+            if self._eof:
+                self._fail(RemoteProtocolError(
+                    "connection closed before the request body was complete"))
+            return NEED_DATA
+        if len(buf) <= remaining:
+            data, self._buffer = buf, b""
+        else:
+            data, self._buffer = buf[:remaining], buf[remaining:]
+        self._body_remaining = remaining - len(data)
+        return Data(data)
+
+    def _fail(self, exc: RemoteProtocolError) -> None:
+        self._request_state = RequestState.ERROR
+        self._error = exc
+        self._persistent = False
+        raise exc
+
+    # -- the pure parser's turn ----------------------------------------------------
+
+    def _fall_back(self, reason: str, *, event: bool = True) -> object:
+        """Give the unparsed bytes (from the start of this request) to a pure ServerConnection."""
+        pure = ServerConnection(self.limits, keep_alive_allowed=self._persistent,
+                                date_cache=self._date_cache)
+        if self._buffer:
+            pure.receive_data(self._buffer)
+        self._buffer = b""
+        self._pure = pure
+        self.fallback_reason = reason
+        # Told later: with the bytes and EOF given at once, the pure parser would judge an
+        # unfinished head by its EOF (400) before its size limits (414/431).
+        self._eof_pending = self._eof
+        return self._pure_event() if event else None
+
+    def _pure_event(self) -> object:
+        pure = self._pure
+        assert pure is not None
+        event = pure.next_event()
+        if event is NEED_DATA and self._eof_pending:
+            self._eof_pending = False
+            pure.receive_data(b"")
+            event = pure.next_event()
+        return event
+
+    # -- sending -------------------------------------------------------------------
+
+    def continue_bytes(self) -> bytes:
+        """The 100 Continue interim response, once, if expected and no response began."""
+        if self._pure is not None:
+            return self._pure.continue_bytes()
+        if self._continue_owed and self._response_state is ResponseState.IDLE:
+            self._continue_owed = False
+            return CONTINUE_RESPONSE
+        return b""
+
+    def start_response(self, status: int, reason: bytes,
+                       headers: list[tuple[bytes, bytes]]) -> bytes:
+        """The response head (with Date, Server and framing fields) as bytes."""
+        if self._pure is not None:
+            return self._pure.start_response(status, reason, headers)
+        if self._request is None:
+            raise LocalProtocolError("no request to respond to")
+        next_state = advance_response(self._response_state, Step.HEAD)
+        head, self._writer, self._persistent = frame_response(
+            self._request, status, reason, headers,
+            persistent=self._persistent, date=self._date_cache.current(),
+        )
+        self._response_state = next_state
+        self._continue_owed = False
+        return head
+
+    def send_body(self, data: bytes) -> bytes:
+        """One piece of body, framed (b"" when the response carries no body)."""
+        if self._pure is not None:
+            return self._pure.send_body(data)
+        if self._response_state is not ResponseState.BODY:
+            raise LocalProtocolError(f"cannot send body while {self._response_state.value}")
+        try:
+            return self._writer.send(data)
+        except LocalProtocolError:
+            self._persistent = False
+            raise
+
+    def end_response(self) -> bytes:
+        """The end of the body (the last chunk); LocalProtocolError if short of Content-Length."""
+        if self._pure is not None:
+            return self._pure.end_response()
+        self._response_state = advance_response(self._response_state, Step.END)
+        try:
+            return self._writer.finish()
+        except LocalProtocolError:
+            self._persistent = False
+            raise
+
+    def error_response(self, status: int, message: str = "") -> bytes:
+        """A whole plain-text response with Connection: close; only before any response began."""
+        if self._pure is not None:
+            return self._pure.error_response(status, message)
+        next_state = advance_response(self._response_state, Step.WHOLE)
+        request = self._request
+        data = build_error_response(
+            status, message, date=self._date_cache.current(),
+            head_only=request is not None and request.method == b"HEAD",
+        )
+        self._response_state = next_state
+        self._persistent = False
+        return data
+
+    def refuse_keep_alive(self) -> None:
+        """Close after the current response; a response not yet started says Connection: close."""
+        if self._pure is not None:
+            self._pure.refuse_keep_alive()
+        else:
+            self._persistent = False
+
+    # -- the cycle -------------------------------------------------------------------
+
+    @property
+    def keep_alive(self) -> bool:
+        """May the connection carry another request after this response? (See ServerConnection.)"""
+        if self._pure is not None:
+            return self._pure.keep_alive
+        return self._persistent and self._request_state is not RequestState.BODY
+
+    @property
+    def response_started(self) -> bool:
+        if self._pure is not None:
+            return self._pure.response_started
+        return self._response_state is not ResponseState.IDLE
+
+    @property
+    def trailing_data(self) -> tuple[bytes, bool]:
+        """The bytes received and not parsed, and whether EOF was seen."""
+        if self._pure is not None:
+            data, eof = self._pure.trailing_data
+            return data, eof or self._eof_pending
+        return self._buffer, self._eof
+
+    def start_next_cycle(self) -> None:
+        """Begin the next request after end_response, when keep_alive is True."""
+        if self._pure is not None:
+            self._pure.start_next_cycle()
+            return
+        if not self.keep_alive:
+            raise LocalProtocolError("this connection cannot carry another request")
+        request_state = advance_request(self._request_state, Step.NEXT_CYCLE)
+        self._response_state = advance_response(self._response_state, Step.NEXT_CYCLE)
+        self._request_state = request_state
+        self._request = None
+        self._writer = NO_BODY
+        self._continue_owed = False
