@@ -53,6 +53,7 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
         self.pid = os.getpid()
         self.state = MasterState.BOOTING
         self.public_state = "booting"  # what sidecars and the cluster are told
+        self.drained = False  # polycorn-ctl drain: health path answers 503
         self.num_workers = int(cfg.workers)
         self.workers: dict[int, WorkerRecord] = {}
         self.generation = 0  # the serving generation

@@ -27,6 +27,8 @@ class SidecarMixin:
         return int(self.cfg.max_workers_resolved)
 
     def broadcast_state(self, state: str | None = None, reason: str = "") -> None:
+        if state == "ready" and self.drained:
+            state = "draining"  # a drained node stays out of rotation until undrained
         if state is not None:
             self.public_state = state
         ready = sum(1 for r in self.live() if r.ready_seen)
@@ -54,6 +56,8 @@ class SidecarMixin:
                 ok, reason = False, f"{n} workers is outside 0..{self.max_workers()}"
             else:
                 self.set_num_workers(n)
+        elif cmd in ("drain", "undrain"):
+            self.set_drained(cmd == "drain")
         elif cmd == "reload":
             self.start_reload("sidecar")
         elif cmd == "upgrade":
@@ -61,3 +65,9 @@ class SidecarMixin:
         else:
             ok, reason = False, f"unknown command {cmd!r}"
         self.sidecars.reply(proc, {"type": "result", "id": cid, "ok": ok, "reason": reason})
+
+    def set_drained(self, drained: bool) -> None:
+        """polycorn-ctl drain/undrain: keep serving, but answer the health path with 503."""
+        self.slots.set_draining(drained)
+        self.drained = drained
+        self.broadcast_state("draining" if drained else "ready")

@@ -17,6 +17,8 @@ import time
 
 SLOT = struct.Struct("=dii240s")  # heartbeat, state, reason length, reason
 SLOT_SIZE = SLOT.size  # 256 bytes
+HEADER = struct.Struct("=i")  # node-wide flags the master sets for every worker: draining
+HEADER_SIZE = 64
 
 
 class WorkerState(enum.IntEnum):
@@ -32,7 +34,7 @@ class SlotTable:
 
     def __init__(self, size: int = 1024) -> None:
         self.size = size
-        self._mem = mmap.mmap(-1, size * SLOT_SIZE)  # MAP_SHARED | MAP_ANONYMOUS
+        self._mem = mmap.mmap(-1, HEADER_SIZE + size * SLOT_SIZE)  # MAP_SHARED | MAP_ANONYMOUS
         self._free = list(range(size - 1, -1, -1))
 
     def claim(self) -> int:
@@ -40,25 +42,32 @@ class SlotTable:
         if not self._free:
             raise RuntimeError(f"more than {self.size} workers at once")
         slot = self._free.pop()
-        SLOT.pack_into(self._mem, slot * SLOT_SIZE, time.monotonic(), WorkerState.BOOTING, 0, b"")
+        SLOT.pack_into(self._mem, HEADER_SIZE + slot * SLOT_SIZE, time.monotonic(), WorkerState.BOOTING, 0, b"")
         return slot
 
     def release(self, slot: int) -> None:
         """Give a reaped worker's slot back (master side)."""
-        SLOT.pack_into(self._mem, slot * SLOT_SIZE, 0.0, WorkerState.FREE, 0, b"")
+        SLOT.pack_into(self._mem, HEADER_SIZE + slot * SLOT_SIZE, 0.0, WorkerState.FREE, 0, b"")
         self._free.append(slot)
 
     def heartbeat(self, slot: int) -> None:
-        struct.pack_into("=d", self._mem, slot * SLOT_SIZE, time.monotonic())
+        struct.pack_into("=d", self._mem, HEADER_SIZE + slot * SLOT_SIZE, time.monotonic())
 
     def set_state(self, slot: int, state: WorkerState, reason: str = "") -> None:
         data = reason.encode("utf-8", "replace")[:240]
-        SLOT.pack_into(self._mem, slot * SLOT_SIZE, time.monotonic(), state, len(data), data)
+        SLOT.pack_into(self._mem, HEADER_SIZE + slot * SLOT_SIZE, time.monotonic(), state, len(data), data)
 
     def read(self, slot: int) -> tuple[float, WorkerState, str]:
         """(last heartbeat, state, reason) of one slot."""
-        beat, state, length, reason = SLOT.unpack_from(self._mem, slot * SLOT_SIZE)
+        beat, state, length, reason = SLOT.unpack_from(self._mem, HEADER_SIZE + slot * SLOT_SIZE)
         return beat, WorkerState(state), reason[:length].decode("utf-8", "replace")
+
+    def set_draining(self, draining: bool) -> None:
+        """Master side: the node is drained (polycorn-ctl drain); health checks answer 503."""
+        HEADER.pack_into(self._mem, 0, 1 if draining else 0)
+
+    def draining(self) -> bool:
+        return HEADER.unpack_from(self._mem, 0)[0] == 1
 
     def close(self) -> None:
         self._mem.close()

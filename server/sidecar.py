@@ -123,6 +123,7 @@ class SidecarSupervisor:
     def __init__(self, specs: list[Sidecar], close_in_child: Callable[[], None]) -> None:
         self.procs = [SidecarProcess(spec) for spec in specs]
         self._close_in_child = close_in_child  # closes the master's own fds after fork
+        self.stopping = False  # the master is stopping: a sidecar that exits stays down
         self.last_hello: dict[str, Any] | None = None
         self.last_state: dict[str, Any] | None = None
 
@@ -133,6 +134,8 @@ class SidecarSupervisor:
         return {p.pid for p in self.procs if p.pid}
 
     def start_due(self) -> None:
+        if self.stopping:
+            return
         now = time.monotonic()
         for proc in self.procs:
             if proc.pid == 0 and now >= proc.restart_at:
@@ -177,8 +180,11 @@ class SidecarSupervisor:
                 proc.failures = 0 if ran > STABLE_AFTER else proc.failures + 1
                 delay = min(BACKOFF_MAX, 0.5 * (2 ** proc.failures)) if proc.failures else 0.1
                 proc.pid, proc.channel, proc.restart_at = 0, None, time.monotonic() + delay
-                log.warning("sidecar %s (pid %s) exited: %s; restarting in %.1fs",
-                            proc.spec.name, pid, status, delay)
+                if self.stopping:
+                    log.info("sidecar %s (pid %s) exited: %s", proc.spec.name, pid, status)
+                else:
+                    log.warning("sidecar %s (pid %s) exited: %s; restarting in %.1fs",
+                                proc.spec.name, pid, status, delay)
                 return True
         return False
 
@@ -211,6 +217,7 @@ class SidecarSupervisor:
             return []
 
     def stop(self, sig: int) -> None:
+        self.stopping = True
         for proc in self.procs:
             if proc.pid:
                 with contextlib.suppress(ProcessLookupError):

@@ -69,6 +69,11 @@ class WSGIHandler:
         self.post_request = configured_hook(cfg.post_request)
         self.sendfile_enabled = bool(cfg.sendfile)
         self._builders: dict[tuple[Any, str], EnvironBuilder] = {}
+        health = getattr(cfg, "health_check", None)
+        # None never equals a request target: no cost when no health path is set.
+        self._health_target = health.encode("latin-1") if health else None
+        slots = getattr(worker, "slots", None)
+        self._node_draining = slots.draining if slots is not None else lambda: False
 
     def environ_builder(self, server_addr: Any, scheme: str) -> EnvironBuilder:
         key = (server_addr, scheme)
@@ -76,6 +81,16 @@ class WSGIHandler:
         if builder is None:
             builder = self._builders[key] = EnvironBuilder(self.cfg, server_addr, scheme)
         return builder
+
+    def app_for(self, target: bytes) -> Callable:
+        """The app, or a 503 responder for the health path while the node is drained.
+
+        Load balancers that probe the health path take a drained node out of
+        rotation, while the requests it still receives are served normally.
+        """
+        if target == self._health_target and self._node_draining():
+            return _drained_health
+        return self.app
 
     def health_check(self, path: str) -> int:
         """GET path from the app in-process (Host: localhost); the status code, 500 if it raised."""
@@ -94,6 +109,14 @@ class WSGIHandler:
             log.exception("health check GET %s: the application raised", path)
             return 500
         return resp.start.status_code
+
+
+def _drained_health(environ: dict, start_response: Callable) -> list[bytes]:
+    body = b"draining\n"
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain"),
+                                               ("Content-Length", str(len(body))),
+                                               ("Retry-After", "5")])
+    return [body]
 
 
 class ClientConnection:
@@ -234,7 +257,7 @@ class ClientConnection:
         try:
             if handler.pre_request is not None:
                 handler.pre_request(handler.worker, hook_req)
-            resp = run_app(handler.app, environ, start)
+            resp = run_app(handler.app_for(request.target), environ, start)
             self._send_response(resp, request)
             answered: tuple[str | None, list] = (start.status, start.headers)
         except Exception as exc:
