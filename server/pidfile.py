@@ -26,7 +26,8 @@ def read(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Is pid a live process (ours or another user's)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -39,7 +40,7 @@ def _alive(pid: int) -> bool:
 def check_free(path: str, allowed: set[int] = frozenset()) -> None:
     """Refuse to start over a pid file that names another live process."""
     pid = read(path)
-    if pid and pid not in allowed and pid != os.getpid() and _alive(pid):
+    if pid and pid not in allowed and pid != os.getpid() and alive(pid):
         raise PidfileError(f"pid file {path} names a running process ({pid}): already running?")
 
 

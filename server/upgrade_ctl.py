@@ -31,16 +31,6 @@ def _read(path: str) -> dict[str, Any] | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def status_files(pid_path: str) -> list[str]:
     pattern = re.compile(re.escape(pid_path) + r"\.m(\d+)$")
     found = [(int(m.group(1)), p) for p in glob.glob(glob.escape(pid_path) + ".m*")
@@ -51,7 +41,7 @@ def status_files(pid_path: str) -> list[str]:
 def upgrade_one(path: str, timeout: float, out: Any) -> tuple[bool, str]:
     """USR2 to the master recorded in `path`; (promoted, message)."""
     before = _read(path)
-    if not before or not _alive(int(before.get("pid", 0))):
+    if not before or not pidfile.alive(int(before.get("pid", 0))):
         return False, f"{path}: no running master recorded there"
     pid, attempt = int(before["pid"]), int(before.get("attempt", 0))
     os.kill(pid, signal.SIGUSR2)
@@ -67,7 +57,7 @@ def upgrade_one(path: str, timeout: float, out: Any) -> tuple[bool, str]:
                                f"{now.get('reason')}")
         elif now_pid and now_pid != pid and state == "running":
             return True, f"master {now.get('index')}: {pid} -> {now_pid}"
-        if not _alive(pid) and now_pid == pid:
+        if not pidfile.alive(pid) and now_pid == pid:
             return False, f"master {pid} died during the upgrade"
         time.sleep(POLL)
     return False, f"master {pid}: no outcome within {timeout:g}s"
