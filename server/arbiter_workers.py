@@ -149,7 +149,10 @@ class WorkersMixin:
         except Exception:
             log.exception("child_exit hook failed")
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
-        boot_failed = code in (WORKER_BOOT_ERROR, APP_LOAD_ERROR) or state is WorkerState.BOOT_FAILED
+        # Dying before ready, whatever the cause, counts as a failed boot: respawning
+        # such a worker at once would spin.
+        boot_failed = (code in (WORKER_BOOT_ERROR, APP_LOAD_ERROR)
+                       or state in (WorkerState.BOOT_FAILED, WorkerState.BOOTING))
         if rec.term_sent:
             log.info("Worker exiting (pid: %s)", rec.pid)
             return

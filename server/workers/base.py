@@ -19,8 +19,15 @@ import sys
 import traceback
 from typing import Any
 
+# Imported here, in the master, not lazily in each worker: one import for all
+# forks, and a worker that has dropped privileges may no longer be able to read
+# the interpreter's library (e.g. a Python installed under /root).
+from polycorn.server.app import AppImportError, load_app
 from polycorn.server.liveness import SlotTable, WorkerState
+from polycorn.server.logs import AccessLogger, reopen
+from polycorn.server.reloader import Reloader
 from polycorn.server.sockets import Listener
+from polycorn.server.wsgi.handler import WSGIHandler
 
 log = logging.getLogger("polycorn.error")
 
@@ -80,7 +87,12 @@ class Worker:
         try:
             self.pid = os.getpid()
             self._install_signals()
-            self._boot()
+            try:
+                self._boot()
+            except SystemExit:
+                raise
+            except BaseException as exc:  # any failure before ready is a boot failure
+                self._fail(WORKER_BOOT_ERROR, f"boot failed: {exc!r}", traceback.format_exc())
             self.run()
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 0
@@ -100,8 +112,6 @@ class Worker:
         self.slots.heartbeat(self.slot)
         if self.app is None:
             self.app = self._load_app()
-        from polycorn.server.logs import AccessLogger
-        from polycorn.server.wsgi.handler import WSGIHandler
         self.handler = WSGIHandler(self.app, self.cfg, self, AccessLogger(self.cfg))
         path = getattr(self.cfg, "health_check", None)
         if path:
@@ -110,13 +120,11 @@ class Worker:
                 self._fail(APP_LOAD_ERROR, f"health check GET {path} answered {status}")
         self.cfg.post_worker_init(self)
         if getattr(self.cfg, "reload", False):
-            from polycorn.server.reloader import Reloader
             Reloader(lambda path: self.drain(f"{path} changed")).start()
         self.slots.set_state(self.slot, WorkerState.READY)
         log.debug("worker %s ready", self.pid)
 
     def _load_app(self) -> Any:
-        from polycorn.server.app import AppImportError, load_app
         try:
             return load_app(self.cfg.app_spec)
         except AppImportError as exc:
@@ -163,7 +171,6 @@ class Worker:
         sys.exit(1)
 
     def _on_usr1(self, signum: int, frame: Any) -> None:
-        from polycorn.server.logs import reopen
         reopen()
 
     def drain(self, reason: str) -> None:

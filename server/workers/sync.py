@@ -12,6 +12,7 @@ import select
 import socket
 
 from polycorn.server.workers.base import RunState, Worker
+from polycorn.server.wsgi.handler import ClientConnection
 
 
 class SyncWorker(Worker):
@@ -37,8 +38,6 @@ class SyncWorker(Worker):
                     self.serve(accepted[0], accepted[1], listener.server_name())
 
     def serve(self, sock: socket.socket, addr: object, server_addr: tuple[str, int]) -> None:
-        from polycorn.server.wsgi.handler import ClientConnection
-
         sock.settimeout(float(getattr(self.cfg, "timeout", 30) or 30))
         conn = ClientConnection(self.handler, sock, addr, server_addr, keep_alive=False)
         try:

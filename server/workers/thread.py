@@ -18,13 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from polycorn.server.workers.base import RunState, Worker, log
+from polycorn.server.wsgi.handler import ClientConnection
 
 
 class ThreadWorker(Worker):
     def run(self) -> None:
-        from polycorn.server.wsgi.handler import ClientConnection
-
-        self._connection_cls = ClientConnection
         threads = max(1, int(getattr(self.cfg, "threads", 1) or 1))
         self.keepalive = float(getattr(self.cfg, "keepalive", 2) or 0)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="polycorn")
@@ -94,7 +92,7 @@ class ThreadWorker(Worker):
             return
         sock, addr = accepted
         sock.settimeout(float(getattr(self.cfg, "timeout", 30) or 30))
-        conn = self._connection_cls(self.handler, sock, addr, listener.server_name(), keep_alive=True)
+        conn = ClientConnection(self.handler, sock, addr, listener.server_name(), keep_alive=True)
         self._submit(conn)
 
     def _submit(self, conn: Any) -> None:

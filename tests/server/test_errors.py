@@ -76,3 +76,11 @@ def test_import_error_inside_the_app_stops_the_master(tmp_path):
     (tmp_path / "broken.py").write_text("import not_a_real_dependency\napplication = None\n")
     result = run("-b", f"127.0.0.1:{free_port()}", "broken:application", cwd=tmp_path)
     assert_one_line_error(result, {1}, "not_a_real_dependency")
+
+
+def test_a_worker_crashing_at_boot_stops_the_master_instead_of_spinning(tmp_path):
+    conf = tmp_path / "crash.conf.py"
+    conf.write_text("def post_worker_init(worker):\n    raise RuntimeError('no database')\n")
+    result = run("-c", str(conf), "-b", f"127.0.0.1:{free_port()}", "testapp:application")
+    assert_one_line_error(result, {1}, "no database")
+    assert result.stderr.count("Booting worker") == 1

@@ -1,0 +1,154 @@
+"""What every connection of one event worker shares: the app, the settings, the connection set.
+
+Built once per worker after the app is loaded, so a request reads plain
+attributes (a hook left at its default is None and costs one test). It also
+owns accept flow control: past --worker-connections the listeners are closed in
+this worker (the kernel queue, shared with the other workers, keeps the
+clients waiting) and reopened from duplicates when connections end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from polycorn.server.http.connection import ServerConnection
+from polycorn.server.workers.base import RunState
+from polycorn.server.wsgi.hooks import configured_hook
+
+# Accepting resumes when connections fall this fraction below --worker-connections,
+# so that a worker at its limit does not close and reopen its listeners on every request.
+RESUME_FRACTION = 0.9
+
+
+def choose_parser() -> type:
+    """FastConnection (llhttp) when httptools is installed, unless POLYCORN_PARSER=python."""
+    if os.environ.get("POLYCORN_PARSER", "").lower() != "python":
+        try:
+            from polycorn.server.http.fast import FastConnection
+        except ImportError:
+            pass
+        else:
+            return FastConnection
+    return ServerConnection
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (the `fast` extra), unless POLYCORN_LOOP=asyncio."""
+    if os.environ.get("POLYCORN_LOOP", "").lower() != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+class ServingContext:
+    def __init__(self, worker: Any, loop: asyncio.AbstractEventLoop,
+                 on_last_connection: Callable[[], None]) -> None:
+        cfg = worker.cfg
+        handler = worker.handler  # the WSGIHandler the base built: limits, hooks, access log
+        self.worker = worker
+        self.loop = loop
+        self.app = worker.app
+        self.access_log = handler.access_log
+        self.access_log_enabled = bool(handler.access_log.enabled)
+        self.pre_request = configured_hook(cfg.pre_request)
+        self.post_request = configured_hook(cfg.post_request)
+        self.limits = handler.limits
+        self.keepalive = float(cfg.keepalive or 0)
+        timeout = float(cfg.timeout or 0)
+        # --timeout 0 means no limit in Gunicorn; a day is as good and keeps the sweep simple.
+        self.request_timeout = timeout if timeout > 0 else 86400.0
+        # os.sendfile through asyncio's own loop; uvloop has no sendfile (its responses
+        # iterate the file wrapper instead, with the same backpressure as any body).
+        self.sendfile_native = handler.sendfile_enabled and isinstance(loop, asyncio.BaseEventLoop)
+        self.parser = choose_parser()
+        self.max_connections = int(getattr(cfg, "worker_connections", 1000) or 1000)
+        self.connections: set[Any] = set()
+        self.draining = False
+        self._on_last_connection = on_last_connection
+        self._servers: list[Any] = []  # asyncio Servers, while accepting
+        self._factories: list[tuple[Any, Callable[[], Any]]] = []  # (listener, protocol factory)
+        self._accepting = False
+
+    def new_connection(self) -> Any:
+        return self.parser(self.limits, keep_alive_allowed=self.keepalive > 0)
+
+    # -- connections ---------------------------------------------------------------
+
+    def connection_opened(self, protocol: Any) -> None:
+        self.connections.add(protocol)
+        if self.draining:
+            protocol.drain()
+        elif len(self.connections) >= self.max_connections and self._accepting:
+            self.pause_accepting()
+
+    def connection_closed(self, protocol: Any) -> None:
+        self.connections.discard(protocol)
+        if self.draining:
+            if not self.connections:
+                self._on_last_connection()
+        elif (not self._accepting
+              and len(self.connections) <= self.max_connections * RESUME_FRACTION):
+            self.resume_accepting()
+
+    def count_request(self) -> None:
+        worker = self.worker
+        worker.count_request()
+        if worker.state is not RunState.RUNNING and not self.draining:
+            self.begin_drain()
+
+    def sweep(self, now: float) -> None:
+        """End connections past their deadline (keep-alive, request and write timeouts)."""
+        for protocol in list(self.connections):
+            protocol.expire(now)
+
+    # -- accepting -----------------------------------------------------------------
+
+    def add_listener(self, listener: Any, factory: Callable[[], Any]) -> None:
+        self._factories.append((listener, factory))
+
+    async def start_accepting(self) -> None:
+        self._accepting = True
+        # listen() runs again inside create_server: give it the configured backlog.
+        backlog = int(getattr(self.worker.cfg, "backlog", 2048) or 2048)
+        for listener, factory in self._factories:
+            # A duplicate, because closing a Server closes its socket: the listener itself
+            # stays open, to be served again after a pause.
+            sock = socket.socket(fileno=os.dup(listener.fileno()))
+            sock.setblocking(False)
+            if sock.family == socket.AF_UNIX:
+                server = await self.loop.create_unix_server(factory, sock=sock, backlog=backlog)
+            else:
+                server = await self.loop.create_server(factory, sock=sock, backlog=backlog)
+            if not self._accepting:  # paused (or draining) while create_server yielded
+                server.close()
+                return
+            self._servers.append(server)
+
+    def pause_accepting(self) -> None:
+        self._accepting = False
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+
+    def resume_accepting(self) -> None:
+        self._accepting = True  # set now: connection_closed must not schedule it twice
+        self.loop.create_task(self.start_accepting())
+
+    def begin_drain(self) -> None:
+        """Stop accepting; close idle keep-alive connections; the rest answer with close."""
+        if self.draining:
+            return
+        self.draining = True
+        self.pause_accepting()
+        for protocol in list(self.connections):
+            protocol.drain()
+        if not self.connections:
+            self._on_last_connection()

@@ -1,0 +1,469 @@
+"""One client connection of the event worker: an asyncio Protocol around a sans-IO connection.
+
+data_received feeds the parser; each complete request (the body buffered whole,
+spooled to a file past SPOOL_LIMIT) is answered inline by the WSGI app, and the
+response goes out in as few transport writes as possible. Backpressure both
+ways: while a response waits on a full write buffer the app's iterable is
+suspended and reading is paused, so pipelined requests and uploads wait in the
+kernel, not in our memory. Deadlines are plain numbers swept by the worker's tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import stat
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any
+
+from polycorn.server.http.errors import RemoteProtocolError
+from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
+from polycorn.server.wsgi.body import WSGIInput
+from polycorn.server.wsgi.hooks import HookRequest, HookResponse
+from polycorn.server.wsgi.response import StartResponse
+from polycorn.server.wsgi.run import AppResponse, check_chunk, run_app
+
+if TYPE_CHECKING:
+    from polycorn.server.workers.event_context import ServingContext
+
+log = logging.getLogger("polycorn.error")
+
+# A request body is kept in memory up to this size, then in an anonymous temp file:
+# the app is called with the whole body, and a large upload must not cost its size in RAM.
+SPOOL_LIMIT = 1024 * 1024
+# Parts of a ready (list) body are joined into one write up to this size.
+JOIN_LIMIT = 256 * 1024
+# Lingering close bounds (RFC 9112 9.6): time and bytes to let the client read our answer.
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 256 * 1024
+_monotonic = time.monotonic
+
+
+class Phase(enum.Enum):
+    IDLE = "between requests: waiting for the first byte of the next one"
+    READING = "part of a request received"
+    WRITING = "a response waits on the write buffer (reading paused)"
+    SENDFILE = "a file response is being sent by os.sendfile"
+    LINGERING = "half-closed after a refusal; discarding input until the client closes"
+    CLOSED = "closed"
+
+
+class HTTPProtocol(asyncio.Protocol):
+    __slots__ = ("ctx", "builder", "conn", "transport", "client_addr", "phase", "deadline",
+                 "served", "write_paused", "request", "body", "body_size", "spool", "resp",
+                 "cycle", "lingered")
+
+    def __init__(self, ctx: ServingContext, builder: Any) -> None:
+        self.ctx = ctx
+        self.builder = builder  # the listener's EnvironBuilder
+        self.conn = ctx.new_connection()
+        self.transport: Any = None
+        self.client_addr: Any = None
+        self.phase = Phase.IDLE
+        self.deadline = 0.0
+        self.served = 0  # responses completed on this connection
+        self.write_paused = False
+        self.request: Request | None = None
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.spool: Any = None  # the temp file of a large body
+        self.resp: AppResponse | None = None  # a response being streamed
+        self.cycle: _Cycle | None = None
+        self.lingered = 0
+
+    # -- asyncio callbacks ---------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.client_addr = transport.get_extra_info("peername")
+        ctx = self.ctx
+        ctx.connection_opened(self)
+        # A first request gets --timeout, as in the sync worker; --keep-alive is for later ones.
+        self.deadline = _monotonic() + ctx.request_timeout
+
+    def data_received(self, data: bytes) -> None:
+        phase = self.phase
+        if phase is Phase.LINGERING:
+            self.lingered += len(data)
+            if self.lingered > LINGER_BYTES:
+                self._close()
+            return
+        if phase is Phase.CLOSED:
+            return
+        self.conn.receive_data(data)
+        if phase is Phase.READING or phase is Phase.IDLE:
+            self._process()
+
+    def eof_received(self) -> bool | None:
+        if self.phase is Phase.LINGERING:
+            self._close()
+            return None
+        self.conn.receive_data(b"")
+        if self.phase is Phase.READING or self.phase is Phase.IDLE:
+            self._process()
+        # Keep our side open: a response may still be on its way (RFC 9112 9.6 half-close).
+        return True
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.phase is Phase.WRITING and self.resp is not None:
+            self._pump()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        previous = self.phase
+        self.phase = Phase.CLOSED
+        if (previous is Phase.WRITING or previous is Phase.SENDFILE) and self.cycle is not None:
+            # The client left mid-response: close the app's iterable all the same.
+            self._finish_cycle(complete=False)
+        self._drop_spool()
+        self.ctx.connection_closed(self)
+
+    # -- the request cycle -----------------------------------------------------------
+
+    def _process(self) -> None:
+        """Turn buffered bytes into requests and answer them until more bytes are needed."""
+        next_event = self.conn.next_event
+        while True:
+            try:
+                event = next_event()
+            except RemoteProtocolError as exc:
+                self._refuse(exc)
+                return
+            kind = event.__class__
+            if kind is Request:
+                self._begin(event)
+            elif kind is Data:
+                self._add_body(event.data)
+            elif kind is EndOfMessage:
+                if not self._respond():
+                    return
+            elif event is NEED_DATA:
+                self._await_bytes()
+                return
+            else:  # ConnectionClosed: the client closed between requests
+                self._close()
+                return
+
+    def _await_bytes(self) -> None:
+        ctx = self.ctx
+        if self.request is None and self.served and not self.conn.trailing_data[0]:
+            self.phase = Phase.IDLE
+            self.deadline = _monotonic() + ctx.keepalive
+        else:
+            self.phase = Phase.READING
+            self.deadline = _monotonic() + ctx.request_timeout
+
+    def _begin(self, request: Request) -> None:
+        self.phase = Phase.READING
+        self.request = request
+        self.body = []
+        self.body_size = 0
+        if request.expect_continue:
+            # The whole body is read before the app runs, so ask for it at once
+            # (RFC 9110 10.1.1: a server may send 100 as soon as it decides to read).
+            self.transport.write(self.conn.continue_bytes())
+
+    def _add_body(self, data: bytes) -> None:
+        self.body_size += len(data)
+        if self.spool is not None:
+            self.spool.write(data)
+            return
+        self.body.append(data)
+        if self.body_size > SPOOL_LIMIT:
+            self.spool = tempfile.TemporaryFile()
+            self.spool.writelines(self.body)
+            self.body = []
+
+    def _wsgi_input(self) -> WSGIInput:
+        spool = self.spool
+        if spool is None:
+            body = self.body
+            return WSGIInput.from_bytes(body[0] if len(body) == 1 else b"".join(body))
+        spool.seek(0)
+        return WSGIInput(lambda: spool.read(65536))
+
+    def _respond(self) -> bool:
+        """Call the app for the request just completed; True when the next cycle has begun."""
+        ctx = self.ctx
+        request = self.request
+        assert request is not None
+        environ = self.builder.build(request, self.client_addr, self._wsgi_input())
+        self.cycle = cycle = _Cycle(environ, request, ctx, self.client_addr)
+        start = StartResponse()
+        try:
+            if ctx.pre_request is not None:
+                ctx.pre_request(ctx.worker, cycle.hook_request)
+            resp = run_app(ctx.app, environ, start)
+        except Exception as exc:
+            return self._app_failed(exc)
+        self.resp = resp
+        conn = self.conn
+        try:
+            head = conn.start_response(start.status_code, start.reason, start.wire_headers)
+            if resp.file is not None and self._can_sendfile(resp, request):
+                return self._start_sendfile(resp, head)
+            first = resp.first
+            cycle.body_bytes = len(first)
+            if not resp.in_memory:
+                self.transport.write(head + conn.send_body(first) if first else head)
+                return self._pump()
+            parts = [head, conn.send_body(first)]
+            size = len(first)
+            write = self.transport.write
+            for chunk in resp.rest:
+                if check_chunk(chunk):
+                    parts.append(conn.send_body(chunk))
+                    size += len(chunk)
+                    if size > JOIN_LIMIT:
+                        write(b"".join(parts))
+                        parts = []
+                        size = 0
+                    cycle.body_bytes += len(chunk)
+            parts.append(conn.end_response())
+            write(b"".join(parts))
+        except Exception as exc:
+            return self._app_failed(exc)
+        return self._finish_cycle(complete=True)
+
+    def _pump(self) -> bool:
+        """Stream the rest of the app's iterable until done or the write buffer is full."""
+        resp = self.resp
+        cycle = self.cycle
+        assert resp is not None and cycle is not None
+        conn = self.conn
+        transport = self.transport
+        write = transport.write
+        try:
+            for chunk in resp.rest:
+                if check_chunk(chunk):
+                    write(conn.send_body(chunk))
+                    cycle.body_bytes += len(chunk)
+                    if self.write_paused:
+                        self._suspend()
+                        return False
+                    if transport.is_closing():
+                        # The client is gone (the transport drops what we write): stop
+                        # iterating; connection_lost closes the iterable.
+                        self._suspend()
+                        return False
+            tail = conn.end_response()
+            if tail:
+                write(tail)
+        except Exception as exc:
+            return self._app_failed(exc)
+        if self.phase is Phase.WRITING:
+            # Resumed from resume_writing: carry on with pipelined requests, if any.
+            if self._finish_cycle(complete=True):
+                self.transport.resume_reading()
+                self._process()
+            return False
+        return self._finish_cycle(complete=True)
+
+    def _suspend(self) -> None:
+        self.phase = Phase.WRITING
+        self.deadline = _monotonic() + self.ctx.request_timeout  # a client that never reads
+        self.transport.pause_reading()
+
+    # -- sendfile -------------------------------------------------------------------------
+
+    def _can_sendfile(self, resp: AppResponse, request: Request) -> bool:
+        start = resp.start
+        if (not self.ctx.sendfile_native or not start.content_length
+                or request.method == b"HEAD" or start.status_code in (204, 304)):
+            return False
+        try:
+            return stat.S_ISREG(os.fstat(resp.file.filelike.fileno()).st_mode)
+        except (AttributeError, OSError, ValueError):
+            return False
+
+    def _start_sendfile(self, resp: AppResponse, head: bytes) -> bool:
+        """The head, then the file by os.sendfile (asyncio's native path); then close.
+
+        As in the blocking handler, the kernel's bytes bypass the framing count, so
+        the connection closes after the file rather than claim an exact length.
+        """
+        self.transport.write(head)
+        self.phase = Phase.SENDFILE
+        self.ctx.loop.create_task(self._sendfile(resp))
+        return False
+
+    async def _sendfile(self, resp: AppResponse) -> None:
+        filelike = resp.file.filelike
+        length = resp.start.content_length
+        cycle = self.cycle
+        try:
+            offset = os.lseek(filelike.fileno(), 0, os.SEEK_CUR)  # the app may have seeked
+            sent = await self.ctx.loop.sendfile(self.transport, filelike, offset, length)
+        except (OSError, RuntimeError) as exc:
+            log.debug("sendfile to %s failed: %r", self.client_addr, exc)
+            sent = 0
+        if cycle is not None:
+            cycle.body_bytes = sent
+        if self.phase is not Phase.CLOSED:
+            self.conn.refuse_keep_alive()
+            self._finish_cycle(complete=sent == length)
+
+    # -- ends of a cycle ----------------------------------------------------------------
+
+    def _finish_cycle(self, *, complete: bool) -> bool:
+        """Close the app's iterable, log, count; True if the next request cycle has begun."""
+        cycle, resp = self.cycle, self.resp
+        self.cycle = self.resp = None
+        self.request = None
+        self._drop_spool()
+        ctx = self.ctx
+        if resp is not None:
+            try:
+                resp.close()
+            except Exception:
+                log.exception("error closing the response iterable of %s",
+                              cycle.environ.get("RAW_URI") if cycle else None)
+                complete = False
+        if cycle is not None and resp is not None:
+            cycle.log(resp.start.status, resp.start.headers)
+        ctx.count_request()
+        self.served += 1
+        if self.phase is Phase.CLOSED:
+            return False
+        conn = self.conn
+        if not complete or not conn.keep_alive:
+            self._close_after_response()
+            return False
+        conn.start_next_cycle()
+        self.phase = Phase.READING
+        return True
+
+    def _app_failed(self, exc: Exception) -> bool:
+        """Answer an exception from the app or its response: 500 if nothing was sent yet."""
+        cycle = self.cycle
+        environ = cycle.environ if cycle else {}
+        if self.phase is Phase.CLOSED:
+            log.debug("client %s gone during %s: %r", self.client_addr, environ.get("RAW_URI"), exc)
+        else:
+            log.error("Error handling request %s %s", environ.get("REQUEST_METHOD"),
+                      environ.get("RAW_URI"), exc_info=exc)
+        resp = self.resp
+        self.resp = None
+        if resp is not None:
+            try:
+                resp.close()
+            except Exception:
+                log.exception("error closing the response iterable")
+        conn = self.conn
+        answered = None
+        if self.phase is not Phase.CLOSED and not conn.response_started:
+            self.transport.write(conn.error_response(500))
+            answered = "500 Internal Server Error"
+        if cycle is not None and answered is not None:
+            cycle.log(answered, [("Connection", "close")])
+        self.cycle = None
+        self.request = None
+        self._drop_spool()
+        self.ctx.count_request()
+        if self.phase is not Phase.CLOSED:
+            # Headers (maybe body) went out: the close is how the client learns the
+            # response is incomplete. Otherwise, the 500 says Connection: close.
+            self._close_after_response()
+        return False
+
+    def _refuse(self, exc: RemoteProtocolError) -> None:
+        """The client broke HTTP/1.1: answer exc.status, then linger."""
+        log.debug("bad request from %s: %s", self.client_addr, exc)
+        self.request = None
+        self._drop_spool()
+        if not self.conn.response_started:
+            self.transport.write(self.conn.error_response(exc.status, str(exc)))
+        self._linger()
+
+    def _close_after_response(self) -> None:
+        if self.conn.trailing_data[0]:
+            # Pipelined requests we will not answer: a close on unread bytes would reset the
+            # connection and could destroy the response just written (RFC 9112 9.6).
+            self._linger()
+        else:
+            self._close()
+
+    def _linger(self) -> None:
+        transport = self.transport
+        self.phase = Phase.LINGERING
+        self.deadline = _monotonic() + LINGER_SECONDS
+        if self.conn.trailing_data[1]:
+            self._close()  # the client closed its side already: nothing to wait for
+        elif transport.can_write_eof():
+            transport.write_eof()
+            transport.resume_reading()
+        else:
+            self._close()
+
+    def _close(self) -> None:
+        if self.phase is not Phase.CLOSED:
+            self.phase = Phase.CLOSED
+            self.transport.close()
+
+    def _drop_spool(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+    # -- called by the worker ---------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """The worker's sweep: end a connection past its deadline."""
+        phase = self.phase
+        if now < self.deadline or phase is Phase.CLOSED:
+            return
+        if phase is Phase.WRITING or phase is Phase.SENDFILE:
+            log.debug("client %s stopped reading its response; closing", self.client_addr)
+            self.transport.abort()
+            return
+        if phase is Phase.READING:
+            # A request that stopped arriving: a client leaving, as in the sync worker.
+            log.debug("request from %s timed out", self.client_addr)
+        self._close()
+
+    def drain(self) -> None:
+        """Graceful stop: close if idle between requests, else answer the current one with close."""
+        self.conn.refuse_keep_alive()
+        if self.phase is Phase.IDLE and self.served:
+            self._close()
+
+    @property
+    def is_idle(self) -> bool:
+        return self.phase is Phase.IDLE
+
+
+class _Cycle:
+    """What one request's logging and hooks need, built only when they are configured."""
+
+    __slots__ = ("environ", "ctx", "started", "hook_request", "body_bytes")
+
+    def __init__(self, environ: dict, request: Request, ctx: ServingContext,
+                 client_addr: Any) -> None:
+        self.environ = environ
+        self.ctx = ctx
+        self.body_bytes = 0
+        self.started = time.perf_counter() if ctx.access_log_enabled else 0.0
+        self.hook_request = (HookRequest(request, environ, None)
+                             if ctx.pre_request is not None or ctx.post_request is not None
+                             else None)
+
+    def log(self, status: str | None, headers: list) -> None:
+        ctx = self.ctx
+        if status is None:
+            return
+        if ctx.access_log_enabled:
+            ctx.access_log.log(self.environ, status, headers, self.body_bytes,
+                               time.perf_counter() - self.started)
+        if ctx.post_request is not None:
+            try:
+                ctx.post_request(ctx.worker, self.hook_request, self.environ,
+                                 HookResponse(status, headers, self.body_bytes))
+            except Exception:
+                log.exception("post_request hook failed")
+

@@ -1,0 +1,76 @@
+"""Process options with real processes: daemon, user/group, env, pythonpath, error log, WINCH."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+import sys
+
+import pytest
+from support.http import get
+from support.procs import ROOT, alive, children, descendants, kill_all, port_open, wait_until
+
+APPS = ROOT / "tests" / "apps"
+
+
+def test_daemon_detaches_and_winch_stops_its_workers(port, tmp_path):
+    pid_path = tmp_path / "d.pid"
+    result = subprocess.run([sys.executable, "-m", "polycorn.server.main", "-D", "-w", "2",
+                             "-b", f"127.0.0.1:{port}", "-p", str(pid_path),
+                             "--error-logfile", str(tmp_path / "error.log"),
+                             "testapp:application"], cwd=APPS, timeout=20)
+    assert result.returncode == 0  # the foreground process returns at once
+    master = wait_until(lambda: pid_path.exists() and int(pid_path.read_text() or 0), 10,
+                        what="the pid file")
+    try:
+        wait_until(lambda: port_open(port), 10, what="the daemon to serve")
+        assert os.getsid(master) != os.getsid(0)  # a session of its own: detached from ours
+        wait_until(lambda: len(children(master)) == 2, 10, what="two workers")
+        os.kill(master, signal.SIGWINCH)
+        wait_until(lambda: not children(master), 10, what="WINCH to stop the workers")
+        assert alive(master)
+        assert "Handling signal: winch" in (tmp_path / "error.log").read_text()
+    finally:
+        kill_all([master, *descendants(master)])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs root")
+def test_workers_run_as_the_given_user_and_group(polycorn, port, tmp_path):
+    nobody = pwd.getpwnam("nobody")
+    server = polycorn("-b", f"127.0.0.1:{port}", "-u", "nobody", "-g", str(nobody.pw_gid),
+                      "testapp:application", wait_port=port, cwd=APPS)
+    worker = int(get(port, "/pid")[1])
+    status = open(f"/proc/{worker}/status").read()
+    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+    gid_line = next(line for line in status.splitlines() if line.startswith("Gid:"))
+    assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+    assert gid_line.split()[1] == str(nobody.pw_gid)
+    assert os.stat(f"/proc/{server.pid}").st_uid == 0  # the master keeps its user
+
+
+def test_env_and_pythonpath(polycorn, port, tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "envapp.py").write_text(
+        "import os\n"
+        "def application(environ, start_response):\n"
+        "    body = os.environ.get('GREETING', '-').encode()\n"
+        "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+        "    return [body]\n")
+    polycorn("-b", f"127.0.0.1:{port}", "-e", "GREETING=bonjour", "--pythonpath", str(lib),
+             "envapp:application", wait_port=port, cwd=tmp_path)
+    assert get(port, "/")[1] == b"bonjour"
+
+
+def test_error_and_access_logs_go_to_their_files(polycorn, port, tmp_path):
+    error_log, access_log = tmp_path / "error.log", tmp_path / "access.log"
+    polycorn("-b", f"127.0.0.1:{port}", "--error-logfile", str(error_log), "--access-logfile",
+             str(access_log), "--access-logformat", '%(m)s %(U)s %(s)s %({x-test}i)s',
+             "testapp:application", wait_port=port, cwd=APPS)
+    get(port, "/version", headers={"X-Test": "seen"})
+    wait_until(lambda: access_log.exists() and access_log.read_text().strip(), 5,
+               what="the access line")
+    assert access_log.read_text().strip() == "GET /version 200 seen"
+    assert f"Listening at: http://127.0.0.1:{port}" in error_log.read_text()
