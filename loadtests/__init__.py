@@ -1,0 +1,7 @@
+"""Load tests for Polycorn: Locust users (locustfile.py) and the chaos runner (chaos.py).
+
+Two halves that never share a process: the locust-side modules (locustfile,
+timeline, retry_policy, thresholds, targets) run inside Locust, which
+monkey-patches with gevent; the runner-side modules (chaos, scenario, cluster,
+faults, locust_run, report, plot, procs) drive Locust as a subprocess.
+"""

@@ -1,0 +1,260 @@
+"""The cluster under test: started here (private Redis + N local nodes) or attached to.
+
+A local node is one `polycorn` command on its own loopback port, with
+`--masters M --handoff` when M > 1, a pid file whose `.m<i>` status files name
+each master, and its own log, whose "Booting worker with pid" lines tell its
+workers apart from its cluster agent. An attached cluster is known only through
+its registry (`polycorn-ctl status --json`): one registered master pid per node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from loadtests.procs import ProcessTracker, alive, descendants, parent, pids_mentioning
+from loadtests.redis_proc import RedisSetup
+from loadtests.scenario import ClusterShape
+from loadtests.targets import TargetError, normalize_url, read_status
+
+ROOT = Path(__file__).resolve().parents[1]
+READY_TIMEOUT = 45.0
+_WORKER_LINE = re.compile(rb"Booting worker with pid: (\d+)")
+
+
+class Unavailable(Exception):
+    """This cluster cannot perform that fault; the message says why."""
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be started or read."""
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (held together while picking, so never twice the same)."""
+    holders = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            holders.append(s)
+        return [s.getsockname()[1] for s in holders]
+    finally:
+        for s in holders:
+            s.close()
+
+
+class LocalNode:
+    def __init__(self, node_id: str, port: int, run_dir: Path, shape: ClusterShape,
+                 redis_url: str | None, cluster_name: str, tracker: ProcessTracker) -> None:
+        self.node_id = node_id
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.shape = shape
+        self.pidfile = run_dir / f"{node_id}.pid"
+        self.handoff = run_dir / f"{node_id}.sock"
+        self.log_path = run_dir / f"{node_id}.log"
+        self.redis_url = redis_url
+        self.cluster_name = cluster_name
+        self.tracker = tracker
+        self.run_dir = run_dir
+
+    def argv(self) -> list[str]:
+        s = self.shape
+        argv = [sys.executable, "-m", "polycorn.server.main", "-b", f"127.0.0.1:{self.port}",
+                "-w", str(s.workers), "-k", s.worker_class, "-p", str(self.pidfile),
+                "--health-check", "/", "--graceful-timeout", "5"]
+        if s.worker_class == "thread":
+            argv += ["--threads", str(s.threads)]
+        if s.masters > 1:
+            argv += ["--masters", str(s.masters), "--handoff", str(self.handoff)]
+        if self.redis_url:
+            argv += ["--redis", self.redis_url, "--cluster", self.cluster_name,
+                     "--node-id", self.node_id]
+        return [*argv, s.app]
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        for key in ("POLYCORN_CMD_ARGS", "GUNICORN_CMD_ARGS", "POLYCORN_MASTER_INDEX",
+                    "POLYCORN_NODE_ID"):
+            env.pop(key, None)
+        app_dir = Path(self.shape.app_dir)
+        self.tracker.spawn(self.argv(), log_path=self.log_path,
+                           cwd=app_dir if app_dir.is_absolute() else ROOT / app_dir, env=env)
+
+    def masters(self) -> dict[int, int]:
+        """index -> pid of each live master, from the pid file's `.m<i>` status files."""
+        out = {}
+        for i in range(self.shape.masters):
+            try:
+                record = json.loads(Path(f"{self.pidfile}.m{i}").read_text())
+            except (OSError, ValueError):
+                continue
+            for key in ("pid", "new_pid"):  # mid-upgrade the old one still serves
+                pid = int(record.get(key) or 0)
+                if pid and alive(pid):
+                    out[i] = pid
+                    break
+        return out
+
+    def workers(self) -> list[int]:
+        """Live workers: pids the masters' log announced, still children of a master."""
+        masters = set(self.masters().values())
+        try:
+            text = self.log_path.read_bytes()
+        except OSError:
+            return []
+        pids = {int(m) for m in _WORKER_LINE.findall(text)}
+        return sorted(p for p in pids if alive(p) and parent(p) in masters)
+
+    def pids(self) -> list[int]:
+        """Every live process of the node: its masters (found by the pid-file argument,
+        which peers and successors share) and all their descendants."""
+        roots = [p for p in pids_mentioning(str(self.pidfile)) if alive(p)]
+        return sorted({*roots, *descendants(*roots)})
+
+    def ready(self) -> bool:
+        return (port_open(self.port) and len(self.masters()) == self.shape.masters
+                and len(self.workers()) == self.shape.workers)
+
+    def upgrade_argv(self) -> list[str]:
+        """`polycorn --upgrade PIDFILE`: every master in turn, health-gated; exit 0 promoted."""
+        return [sys.executable, "-m", "polycorn.server.main", "--upgrade", str(self.pidfile)]
+
+    def describe(self) -> str:
+        return f"{self.node_id} {self.url} masters {sorted(self.masters().values())}"
+
+
+class LocalCluster:
+    """A private Redis and N nodes of one app, all on 127.0.0.1, all torn down by pid."""
+
+    local = True
+
+    def __init__(self, shape: ClusterShape, run_dir: Path, tracker: ProcessTracker, *,
+                 redis_mode: str = "single", name: str = "chaos") -> None:
+        self.shape = shape
+        self.run_dir = run_dir
+        self.tracker = tracker
+        self.name = name
+        self.redis = RedisSetup(tracker, run_dir, redis_mode) if redis_mode != "none" else None
+        self.nodes: dict[str, LocalNode] = {}
+
+    @property
+    def redis_url(self) -> str | None:
+        return self.redis.url if self.redis else None
+
+    def start(self, say=print) -> None:
+        if self.redis:
+            self.redis.start()
+            say(f"redis: {self.redis.url} ({self.redis.mode})")
+        ports = free_ports(self.shape.nodes)
+        for node_id, port in zip(self.shape.node_ids(), ports, strict=True):
+            node = LocalNode(node_id, port, self.run_dir, self.shape, self.redis_url, self.name,
+                             self.tracker)
+            self.nodes[node_id] = node
+            node.start()
+        self.wait_ready()
+        for node in self.nodes.values():
+            say(f"node {node.describe()} workers {node.workers()}")
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = [n.node_id for n in self.nodes.values() if not n.ready()]
+            if not waiting and self.redis:
+                status = self.status_or_none()
+                live = {n["node_id"] for n in (status or {}).get("nodes", []) if n.get("alive")}
+                if not status or not status.get("leader") or live != set(self.nodes):
+                    waiting = ["registry (every node alive and a leader)"]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                logs = ", ".join(str(n.log_path) for n in self.nodes.values())
+                raise ClusterError(f"not ready after {timeout:g}s: {', '.join(waiting)}; "
+                                   f"see {logs}")
+            time.sleep(0.2)
+
+    def status(self) -> dict[str, Any]:
+        if not self.redis:
+            raise Unavailable("the cluster runs without Redis (--redis-mode none)")
+        return read_status(self.name, self.redis.url)
+
+    def status_or_none(self) -> dict[str, Any] | None:
+        try:
+            return self.status()
+        except (TargetError, ValueError):
+            return None
+
+
+class AttachedNode:
+    """A node of someone else's cluster, seen through the registry only."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.node_id = str(record["node_id"])
+        self.url = normalize_url(record["address"])
+        self.host = str(record.get("host") or "")
+        self.record = record
+
+    def masters(self) -> dict[int, int]:
+        return {0: int(self.record["pid"])}
+
+    def workers(self) -> list[int]:
+        raise Unavailable("attach mode: a worker cannot be told from the cluster agent "
+                          "without the node's own log; start the cluster with the runner")
+
+    def pids(self) -> list[int]:
+        pid = int(self.record["pid"])
+        return [pid, *descendants(pid)] if alive(pid) else []
+
+    def upgrade_argv(self) -> list[str]:
+        raise Unavailable("attach mode: the node's pid file is unknown; use `polycorn "
+                          "--upgrade PIDFILE` on the node, or start the cluster with the runner")
+
+
+class AttachedCluster:
+    """A running cluster, from its registry; Redis belongs to someone else."""
+
+    local = False
+    redis = None
+
+    def __init__(self, name: str, redis_url: str) -> None:
+        self.name = name
+        self.redis_url = redis_url
+        self.nodes: dict[str, AttachedNode] = {}
+
+    def start(self, say=print) -> None:
+        status = self.status()
+        for record in status.get("nodes", []):
+            if record.get("alive") and record.get("address"):
+                self.nodes[str(record["node_id"])] = AttachedNode(record)
+        if not self.nodes:
+            raise ClusterError(f"cluster {self.name!r} has no live node at {self.redis_url}")
+        for node in self.nodes.values():
+            say(f"node {node.node_id} {node.url} (registered master pid {node.record['pid']})")
+
+    def refresh(self) -> None:
+        """Registered pids change (restarts, upgrades): read them again before a fault."""
+        for record in self.status().get("nodes", []):
+            node = self.nodes.get(str(record.get("node_id")))
+            if node is not None and record.get("alive"):
+                node.record = record
+
+    def status(self) -> dict[str, Any]:
+        return read_status(self.name, self.redis_url)
+
+    def same_host(self, node: AttachedNode) -> bool:
+        return node.host in ("", socket.gethostname())

@@ -1,0 +1,254 @@
+"""The fault actions, each a generator the timeline resumes: it yields the seconds to
+wait before its next step (SIGCONT after a pause, polling an upgrade) and records
+what it did, on which pids, and when it ended, in a FaultRecord.
+
+A fault the cluster cannot perform is marked unavailable before the run, with the
+reason, and never faked. What a fault may cost (`allowed_failures`) is stated
+here, once: zero for what Polycorn claims to survive, the in-flight requests for
+a killed worker, no bound for a killed or paused node.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtests.procs import ProcessTracker, signal_pids
+from loadtests.scenario import NODE_ALIASES, ClusterShape, Fault
+
+Steps = Generator[float, None, None]
+UPGRADE_POLL = 0.2
+
+
+@dataclass
+class FaultRecord:
+    fault: Fault
+    outcome: str = "pending"  # pending, running, done, failed, unavailable
+    node: str | None = None  # the node it acted on, after resolving leader/follower
+    started: float | None = None  # Unix time of the action
+    ended: float | None = None  # when a lasting fault ended (resumed, restarted, promoted)
+    pids: list[int] = field(default_factory=list)
+    detail: str = ""
+    allowed_failures: int | None = None  # None: any loss is expected
+
+    def as_json(self, t0: float) -> dict[str, Any]:
+        def rel(t: float | None) -> float | None:
+            return None if t is None else round(t - t0, 3)
+
+        return {"at": self.fault.at, "action": self.fault.action, "label": self.fault.label,
+                "target": self.fault.node, "node": self.node, "outcome": self.outcome,
+                "started_s": rel(self.started), "ended_s": rel(self.ended), "pids": self.pids,
+                "detail": self.detail, "allowed_failures": self.allowed_failures}
+
+
+def allowed_failures(fault: Fault, shape: ClusterShape | None) -> int | None:
+    """How many failed requests this fault may cost and still count as survived."""
+    masters = shape.masters if shape else 1
+    if fault.action == "kill-worker":
+        return shape.worker_concurrency() if shape else None
+    if fault.action in ("kill-master", "kill-leader"):
+        # A peer master keeps accepting on the same listening socket; alone, it is a node.
+        return 0 if masters > 1 else None
+    if fault.action in ("kill-node", "pause-node"):
+        return None
+    return 0  # usr2, hup, stop-redis, sentinel-failover, rolling-upgrade
+
+
+def ctl_has_command(name: str) -> bool:
+    done = subprocess.run([sys.executable, "-m", "polycorn.ha.ctl", name, "--help"],
+                          capture_output=True, timeout=20)
+    return done.returncode == 0
+
+
+def unavailable_reason(fault: Fault, cluster: Any) -> str | None:
+    """Why this cluster cannot perform the fault, or None when it can."""
+    action = fault.action
+    redis = cluster.redis
+    if action in ("kill-leader", "rolling-upgrade") and not cluster.redis_url:
+        return f"{action} needs a cluster in Redis (this one runs without)"
+    if action == "stop-redis" and redis is None:
+        return "stop-redis: the runner does not own this Redis (attach mode)"
+    if action == "sentinel-failover" and (redis is None or redis.mode != "sentinel"):
+        return ("sentinel-failover needs the runner's own Sentinel group: "
+                "run with --redis-mode sentinel")
+    if action == "rolling-upgrade" and not ctl_has_command("upgrade"):
+        return ("rolling-upgrade needs the cluster rolling upgrade (`polycorn-ctl upgrade`), "
+                "which this build of polycorn.ha does not have yet")
+    if not cluster.local:
+        if action == "kill-worker":
+            return "kill-worker: attach mode cannot tell a worker from the cluster agent"
+        if action == "usr2":
+            return "usr2: attach mode does not know the node's pid file"
+        if action == "kill-node" and fault.duration:
+            return "kill-node with a duration: attach mode cannot start the node again"
+        if fault.node and fault.node not in NODE_ALIASES and fault.node not in cluster.nodes:
+            return f"no live node {fault.node!r} in the registry"
+        foreign = [n.node_id for n in cluster.nodes.values() if not cluster.same_host(n)]
+        if foreign and action not in ("rolling-upgrade",):
+            return f"nodes {', '.join(foreign)} run on another host: signals cannot reach them"
+    return None
+
+
+class FaultContext:
+    """What the actions act on: the cluster, the process tracker, the run directory."""
+
+    def __init__(self, cluster: Any, tracker: ProcessTracker, run_dir: Path,
+                 rng: random.Random) -> None:
+        self.cluster = cluster
+        self.tracker = tracker
+        self.run_dir = run_dir
+        self.rng = rng
+
+    def leader(self) -> str:
+        leader = self.cluster.status().get("leader")
+        if not leader:
+            raise RuntimeError("the registry names no leader right now")
+        return str(leader)
+
+    def resolve(self, target: str) -> Any:
+        if not self.cluster.local:
+            self.cluster.refresh()
+        if target == "leader":
+            return self.cluster.nodes[self.leader()]
+        if target == "follower":
+            leader = self.leader()
+            followers = sorted(n for n in self.cluster.nodes if n != leader)
+            if not followers:
+                raise RuntimeError("no follower: the leader is the only node")
+            return self.cluster.nodes[followers[0]]
+        return self.cluster.nodes[target]
+
+
+def _kill(rec: FaultRecord, pids: list[int], what: str) -> None:
+    if not pids:
+        raise RuntimeError(f"no live {what} to kill")
+    rec.pids = signal_pids(pids, signal.SIGKILL)
+    rec.detail = f"SIGKILL {what} {', '.join(map(str, rec.pids))}"
+
+
+def kill_worker(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
+    workers = node.workers()
+    _kill(rec, [ctx.rng.choice(workers)] if workers else [], "worker")
+    yield from ()
+
+
+def kill_master(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
+    masters = node.masters()
+    index = rec.fault.master if rec.fault.master is not None else min(masters, default=0)
+    _kill(rec, [masters[index]] if index in masters else [], f"master {index}")
+    yield from ()
+
+
+def kill_node(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
+    _kill(rec, node.pids(), "node processes")
+    if rec.fault.duration:
+        yield rec.fault.duration
+        node.start()
+        rec.ended = time.time()
+        rec.detail += f"; started again after {rec.fault.duration:g}s"
+
+
+def kill_leader(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
+    status = ctx.cluster.status()
+    leader = status.get("leader")
+    record = next((n for n in status.get("nodes", []) if n.get("node_id") == leader), None)
+    if record is None:
+        raise RuntimeError("the registry names no leader right now")
+    rec.node = str(leader)
+    _kill(rec, [int(record["pid"])], f"leader {leader}'s registered master")
+    yield from ()
+
+
+def pause_node(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
+    pids = node.pids()
+    rec.pids = signal_pids(pids, signal.SIGSTOP)
+    rec.detail = f"SIGSTOP {len(rec.pids)} processes"
+    try:
+        yield rec.fault.duration or 0.0
+    finally:  # also when the run is cut short: a stopped node must not stay stopped
+        signal_pids(rec.pids, signal.SIGCONT)
+        rec.ended = time.time()
+    rec.detail += f"; SIGCONT after {rec.fault.duration:g}s"
+
+
+def signal_masters(sig: signal.Signals):
+    def action(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
+        rec.pids = signal_pids(sorted(node.masters().values()), sig)
+        if not rec.pids:
+            raise RuntimeError("no live master")
+        rec.detail = f"{sig.name} to master(s) {', '.join(map(str, rec.pids))}"
+        yield from ()
+    return action
+
+
+def usr2(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
+    """`polycorn --upgrade PIDFILE`: each master re-executes, health-gated, in turn."""
+    log_path = ctx.run_dir / f"upgrade-{node.node_id}-{int(time.time())}.log"
+    proc = ctx.tracker.spawn(node.upgrade_argv(), log_path=log_path, cwd=ctx.run_dir)
+    rec.pids = [proc.pid]
+    rec.detail = f"polycorn --upgrade {node.pidfile.name} (pid {proc.pid})"
+    while proc.poll() is None:
+        yield UPGRADE_POLL
+    rec.ended = time.time()
+    output = log_path.read_text(errors="replace").strip().splitlines()
+    rec.detail = f"polycorn --upgrade exit {proc.returncode}: {' | '.join(output[-3:])}"
+    if proc.returncode != 0:
+        raise RuntimeError(rec.detail)
+
+
+def stop_redis(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
+    server = ctx.cluster.redis.current_primary()
+    server.crash()
+    rec.pids = [server.pid]
+    rec.detail = f"SIGKILL redis-server port {server.port}"
+    yield rec.fault.duration or 0.0
+    server.start()
+    rec.ended = time.time()
+    rec.detail += f"; started again after {rec.fault.duration:g}s"
+
+
+def sentinel_failover(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
+    rec.detail = ctx.cluster.redis.failover()
+    yield from ()
+
+
+def rolling_upgrade(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
+    argv = [sys.executable, "-m", "polycorn.ha.ctl", "upgrade", "--cluster", ctx.cluster.name,
+            "--redis", ctx.cluster.redis_url]
+    log_path = ctx.run_dir / f"rolling-upgrade-{int(time.time())}.log"
+    proc = ctx.tracker.spawn(argv, log_path=log_path, cwd=ctx.run_dir)
+    rec.pids = [proc.pid]
+    rec.detail = f"polycorn-ctl upgrade (pid {proc.pid})"
+    while proc.poll() is None:
+        yield UPGRADE_POLL
+    rec.ended = time.time()
+    rec.detail = f"polycorn-ctl upgrade exit {proc.returncode}"
+    if proc.returncode != 0:
+        raise RuntimeError(rec.detail)
+
+
+ACTIONS = {
+    "kill-worker": kill_worker, "kill-master": kill_master, "kill-node": kill_node,
+    "kill-leader": kill_leader, "pause-node": pause_node, "usr2": usr2,
+    "hup": signal_masters(signal.SIGHUP), "stop-redis": stop_redis,
+    "sentinel-failover": sentinel_failover, "rolling-upgrade": rolling_upgrade,
+}
+
+
+def begin(ctx: FaultContext, rec: FaultRecord) -> Steps:
+    """Resolve the target node and start the action (the first step runs at once)."""
+    node = None
+    if rec.fault.node:
+        node = ctx.resolve(rec.fault.node)
+        rec.node = node.node_id
+    rec.started = time.time()
+    rec.outcome = "running"
+    return ACTIONS[rec.fault.action](ctx, rec, node)
+

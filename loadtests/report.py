@@ -1,0 +1,202 @@
+"""From Locust's per-second timeline and the fault records to a verdict, JSON and text.
+
+The faults cut the run into windows: a fault's window runs from the second it
+happened in to the second the next fault happened in (or the end of the load),
+so every failed request belongs to exactly one fault, or to "before any fault".
+Recovery is the time from the fault until the window's seconds are healthy for
+good: no failure and at least RECOVERED_SHARE of the throughput before it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+RECOVERED_SHARE = 0.8  # of the baseline requests/s
+BASELINE_SECONDS = 5  # full seconds before a fault that set its baseline
+
+
+@dataclass(frozen=True)
+class Impact:
+    first_s: int  # window, as Unix seconds [first_s, end_s)
+    end_s: int
+    requests: int
+    failed: int
+    retried: int
+    errors: dict[str, int]
+    baseline_rps: float | None
+    min_rps: int | None
+    p95_max_ms: float | None
+    recovery_s: float | None  # None: still impaired when the window ended
+
+
+def windows(starts: list[float], load_end: int) -> list[tuple[int, int]]:
+    """Consecutive [first, end) second ranges, one per fault start (sorted)."""
+    firsts = [math.floor(t) for t in starts]
+    ends = [*firsts[1:], load_end][:len(firsts)]
+    return [(a, max(a, b)) for a, b in zip(firsts, ends, strict=True)]
+
+
+def full_seconds(seconds: list[dict[str, Any]]) -> set[int]:
+    """Seconds the load fully covered (not the partial first and last ones)."""
+    ts = [s["t"] for s in seconds if s["requests"]]
+    return set(range(ts[0] + 1, ts[-1])) if ts else set()
+
+
+def baseline(by_t: dict[int, dict[str, Any]], full: set[int], before: int) -> float | None:
+    """Median requests/s of the last healthy full seconds before `before`."""
+    rates = [by_t[t]["requests"] for t in range(before - BASELINE_SECONDS, before)
+             if t in full and t in by_t and not by_t[t]["failures"]]
+    return float(statistics.median(rates)) if rates else None
+
+
+def impact(seconds: list[dict[str, Any]], window: tuple[int, int], fault_time: float) -> Impact:
+    by_t = {s["t"]: s for s in seconds}
+    full = full_seconds(seconds)
+    first, end = window
+    inside = [by_t[t] for t in range(first, end) if t in by_t]
+    base = baseline(by_t, full, first)
+    errors: dict[str, int] = {}
+    for s in inside:
+        for kind, n in s["errors"].items():
+            errors[kind] = errors.get(kind, 0) + n
+
+    def impaired(t: int) -> bool:
+        s = by_t.get(t)
+        if s is None:
+            return t in full  # a full second with no request completing at all
+        low = (base is not None and t in full and s["requests"] < RECOVERED_SHARE * base)
+        return bool(s["failures"]) or low
+
+    bad = [t for t in range(first, end) if impaired(t)]
+    last_full = max((t for t in range(first, end) if t in full), default=first)
+    if not bad:
+        recovery: float | None = 0.0
+    elif bad[-1] >= last_full:
+        recovery = None
+    else:
+        recovery = round(max(0.0, bad[-1] + 1 - fault_time), 2)
+    rates = [by_t[t]["requests"] if t in by_t else 0 for t in range(first, end) if t in full]
+    p95s = [s["p95"] for s in inside if s["p95"] is not None]
+    return Impact(first, end, sum(s["requests"] for s in inside),
+                  sum(s["failures"] for s in inside), sum(s["retried"] for s in inside),
+                  errors, base, min(rates) if rates else None, max(p95s) if p95s else None,
+                  recovery)
+
+
+def build(scenario: Any, records: list[Any], output: Any, cluster_info: dict[str, Any],
+          files: dict[str, str]) -> dict[str, Any]:
+    """The JSON report: scenario, totals, one entry per fault, the timeline, the verdict."""
+    seconds = output.seconds
+    # One origin for every time in the report: the start of the second the load began in.
+    t0 = math.floor(float(output.header.get("started") or (seconds[0]["t"] if seconds else 0)))
+    load_end = seconds[-1]["t"] + 1 if seconds else t0
+    done = [r for r in records if r.started is not None]
+    wins = windows([r.started for r in done], load_end)
+    faults = []
+    for rec in records:
+        entry = rec.as_json(t0)
+        if rec.started is not None:
+            imp = impact(seconds, wins[done.index(rec)], rec.started)
+            entry.update(window_s=[imp.first_s - t0, imp.end_s - t0], requests=imp.requests,
+                         failed=imp.failed, retried=imp.retried, errors=imp.errors,
+                         baseline_rps=imp.baseline_rps, min_rps=imp.min_rps,
+                         p95_max_ms=imp.p95_max_ms, recovery_s=imp.recovery_s)
+            allowed = rec.allowed_failures
+            entry["survived"] = allowed is None or imp.failed <= allowed
+        faults.append(entry)
+    requests = sum(s["requests"] for s in seconds)
+    failed = sum(s["failures"] for s in seconds)
+    before_first = sum(s["failures"] for s in seconds if not wins or s["t"] < wins[0][0])
+    p95s = sorted(s["p95"] for s in seconds if s["p95"] is not None)
+    report = {
+        "scenario": {"name": scenario.name, "duration": scenario.duration,
+                     "users": scenario.users, "rate_per_user": scenario.rate,
+                     "paths": list(scenario.paths), "cluster": vars(scenario.cluster)},
+        "cluster": cluster_info,
+        "load": {k: output.header.get(k) for k in ("nodes", "retry_policy", "users",
+                                                   "connect_timeout", "network_timeout")},
+        "origin": t0,  # Unix second that every *_s field and timeline t counts from
+        "totals": {"requests": requests, "failed": failed,
+                   "retried": sum(s["retried"] for s in seconds),
+                   "failed_before_any_fault": before_first,
+                   "p95_median_ms": p95s[len(p95s) // 2] if p95s else None,
+                   "locust_json": output.totals, "locust_exit_code": output.exit_code},
+        "faults": faults,
+        "timeline": [{**s, "t": s["t"] - t0} for s in seconds],
+        "files": files,
+    }
+    report["verdict"] = verdict(report)
+    return report
+
+
+def verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """ok, and one sentence per problem: a fault that lost more than it may, a fault that
+    could not be run, failures before any fault, totals that disagree with Locust's."""
+    problems = []
+    totals = report["totals"]
+    for f in report["faults"]:
+        if f["outcome"] == "failed":
+            problems.append(f"{f['label']} at {f['at']:g}s could not be carried out: "
+                            f"{f['detail']}")
+        if f.get("survived") is False:
+            problems.append(f"{f['label']} at {f['at']:g}s lost {f['failed']} requests "
+                            f"(allowed {f['allowed_failures']})")
+    if totals["failed_before_any_fault"]:
+        problems.append(f"{totals['failed_before_any_fault']} requests failed before any fault")
+    theirs = totals["locust_json"]
+    if theirs and (theirs.get("requests"), theirs.get("failures")) != (
+            totals["requests"], totals["failed"]):
+        problems.append(f"the timeline counts {totals['requests']} requests / "
+                        f"{totals['failed']} failed but Locust's JSON {theirs.get('requests')} / "
+                        f"{theirs.get('failures')}")
+    if not totals["requests"]:
+        problems.append("no request completed")
+    return {"ok": not problems, "problems": problems}
+
+
+def _fmt(value: Any, unit: str = "", none: str = "-") -> str:
+    if value is None:
+        return none
+    if isinstance(value, float):
+        return f"{value:.1f}{unit}"
+    return f"{value}{unit}"
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    sc, totals = report["scenario"], report["totals"]
+    shape = sc["cluster"]
+    ratio = totals["failed"] / totals["requests"] if totals["requests"] else 0.0
+    lines = [
+        f"Polycorn chaos run '{sc['name']}': {shape['nodes']} nodes x {shape['masters']} "
+        f"masters, {shape['workers']} {shape['worker_class']} workers each, "
+        f"{sc['users']} users at {sc['rate_per_user']:g} req/s each, {sc['duration']:g} s",
+        f"requests {totals['requests']}  failed {totals['failed']} ({ratio:.4%})  "
+        f"retried {totals['retried']} (idle keep-alive, RFC 9112 9.3.1)  "
+        f"median p95 {_fmt(totals['p95_median_ms'], ' ms')}",
+        "",
+        f"{'at':>6}  {'fault':<26} {'node':<5} {'failed':>6} {'allowed':>7} {'retried':>7} "
+        f"{'recovery':>9} {'min rps':>8} {'p95 max':>9}  result",
+    ]
+    for f in report["faults"]:
+        if f["outcome"] == "unavailable":
+            lines.append(f"{f['at']:>6g}  {f['label']:<26} {'':<5} unavailable: {f['detail']}")
+            continue
+        allowed = "any" if f["allowed_failures"] is None else str(f["allowed_failures"])
+        recovery = ("not yet" if f.get("recovery_s") is None and "failed" in f
+                    else _fmt(f.get("recovery_s"), " s"))
+        result = "FAILED TO RUN" if f["outcome"] == "failed" else (
+            "ok" if f.get("survived") else "LOST REQUESTS")
+        lines.append(
+            f"{f['at']:>6g}  {f['label']:<26} {f['node'] or '':<5} {f.get('failed', 0):>6} "
+            f"{allowed:>7} {f.get('retried', 0):>7} {recovery:>9} "
+            f"{_fmt(f.get('min_rps')):>8} {_fmt(f.get('p95_max_ms'), ' ms'):>9}  {result}")
+    v = report["verdict"]
+    lines.append("")
+    lines.append("verdict: " + ("every fault within its allowance" if v["ok"] else
+                                "; ".join(v["problems"])))
+    files = report["files"]
+    lines.append(f"plot: {files.get('plot', '-')}   report: {files.get('report', '-')}")
+    return "\n".join(lines)

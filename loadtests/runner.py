@@ -1,0 +1,272 @@
+"""The chaos runner: cluster up, Locust on, faults on their timeline, report out, all down.
+
+Everything it starts runs in sessions of its own and is tracked by pid; the
+`finally` that kills it all also runs on Ctrl-C and SIGTERM (turned into
+KeyboardInterrupt). Faults run on one thread from a heap of due steps, so a
+fault that lasts (a pause, Redis down, an upgrade) never delays the next one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import random
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from loadtests import faults
+from loadtests.cluster import AttachedCluster, ClusterError, LocalCluster
+from loadtests.faults import FaultContext, FaultRecord
+from loadtests.locust_run import LocustError, LocustOutput, LocustRun
+from loadtests.procs import ProcessTracker
+from loadtests.redis_proc import RedisError
+from loadtests.report import build, summary_text
+from loadtests.scenario import (
+    ACTIONS,
+    SCENARIOS,
+    Scenario,
+    ScenarioError,
+    check_fits,
+    load_scenario,
+    parse_cluster,
+    parse_fault_flag,
+)
+from loadtests.targets import TargetError
+
+EXIT_OK, EXIT_LOST, EXIT_USAGE, EXIT_ENVIRONMENT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+SWEEP_EVERY = 1.0  # seconds between two looks for new processes of the run
+MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m loadtests.chaos",
+        description="Run Locust against a Polycorn cluster while injecting faults on a "
+                    "timeline; report failed requests per fault, recovery, and a plot.",
+        epilog="exit codes: 0 every fault within its allowance, 1 requests lost beyond it "
+               "(or a fault could not be carried out), 2 usage, 3 environment "
+               "(cluster or Locust would not start), 130 interrupted")
+    p.add_argument("--scenario", type=Path, metavar="FILE",
+                   help=f"TOML, JSON or YAML scenario (e.g. {SCENARIOS / 'standard.toml'})")
+    p.add_argument("--fault", action="append", default=[], metavar="AT:ACTION[:NODE][:k=v]",
+                   help="add a fault, e.g. 20:kill-master:n2:master=1 or 30:pause-node:n3:"
+                        "duration=2; NODE is an id, leader or follower")
+    p.add_argument("--list-actions", action="store_true", help="list the fault actions")
+    load = p.add_argument_group("load (override the scenario)")
+    load.add_argument("--duration", type=float, help="seconds of load")
+    load.add_argument("--users", type=int, help="Locust users")
+    load.add_argument("--rate", type=float, help="requests/s per user (0: unpaced)")
+    shape = p.add_argument_group("local cluster (override the scenario's [cluster])")
+    shape.add_argument("--nodes", type=int)
+    shape.add_argument("--masters", type=int, help="masters per node (2+: hand-off)")
+    shape.add_argument("--workers", type=int, help="workers per node")
+    shape.add_argument("--worker-class", choices=["sync", "thread"])
+    shape.add_argument("--threads", type=int)
+    shape.add_argument("--app", help="WSGI app spec (default hello:application)")
+    shape.add_argument("--app-dir", help="directory the app is imported from")
+    shape.add_argument("--redis-mode", choices=["single", "sentinel", "none"], default="single",
+                       help="the runner's own Redis: one server, a Sentinel group, or none "
+                            "(stand-alone nodes)")
+    attach = p.add_argument_group("attach to a running cluster instead")
+    attach.add_argument("--attach", action="store_true",
+                        help="use the live nodes of --cluster in --redis; start nothing")
+    attach.add_argument("--cluster", default="default", help="cluster name (with --attach)")
+    attach.add_argument("--redis", help="Redis URL of the cluster (with --attach)")
+    p.add_argument("--out", type=Path, help="report directory (default reports/chaos-TIME)")
+    p.add_argument("--seed", type=int, default=None, help="seed for picking a worker to kill")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib)")
+    return p
+
+
+def scenario_from(args: argparse.Namespace) -> Scenario:
+    scenario = load_scenario(args.scenario) if args.scenario else Scenario()
+    overrides = {k: getattr(args, k) for k in ("duration", "users", "rate")
+                 if getattr(args, k) is not None}
+    shape = {k: getattr(args, k) for k in ("nodes", "masters", "workers", "worker_class",
+                                           "threads", "app", "app_dir")
+             if getattr(args, k) is not None}
+    if overrides or shape:
+        cluster = parse_cluster({**vars(scenario.cluster), **shape})
+        scenario = replace(scenario, cluster=cluster, **overrides)
+    scenario = scenario.with_faults([parse_fault_flag(f) for f in args.fault])
+    if not args.attach:
+        check_fits(scenario)
+    elif any(f.at >= scenario.duration for f in scenario.faults):
+        raise ScenarioError("every fault must happen within the load's duration")
+    return scenario
+
+
+class Timeline:
+    """Runs the faults' steps when they are due, while Locust runs."""
+
+    def __init__(self, ctx: FaultContext, tracker: ProcessTracker, say) -> None:
+        self.ctx = ctx
+        self.tracker = tracker
+        self.say = say
+        self.pending: list[tuple[float, int, FaultRecord, Any]] = []
+        self._seq = 0
+
+    def add(self, due: float, rec: FaultRecord, steps: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self.pending, (due, self._seq, rec, steps))
+
+    def run(self, t0: float, locust: LocustRun) -> None:
+        try:
+            while self.pending:
+                due, _, rec, steps = heapq.heappop(self.pending)
+                self._sleep_until(due, locust)
+                if not locust.running():
+                    self.say(f"Locust ended before {rec.fault.label} at {rec.fault.at:g}s "
+                             f"could {'finish' if steps else 'start'}")
+                    rec.outcome, rec.detail = "failed", "the load ended before it finished"
+                    if steps is not None:
+                        steps.close()
+                    continue
+                self._step(t0, rec, steps)
+        finally:
+            for *_, steps in self.pending:  # cut short: let each fault undo itself
+                if steps is not None:
+                    steps.close()
+
+    def _sleep_until(self, due: float, locust: LocustRun) -> None:
+        while locust.running():
+            left = due - time.time()
+            if left <= 0:
+                return
+            time.sleep(min(left, SWEEP_EVERY))
+            self.tracker.sweep()  # remember processes that the faults make orphans of
+
+    def _step(self, t0: float, rec: FaultRecord, steps: Any) -> None:
+        first = steps is None
+        try:
+            if first:
+                steps = faults.begin(self.ctx, rec)
+            delay = next(steps)
+        except StopIteration:
+            rec.outcome = "done"
+        except Exception as exc:  # a fault that cannot be carried out is reported, not fatal
+            rec.outcome, rec.detail = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            self.add(time.time() + delay, rec, steps)
+            if not first:
+                return
+        # One line when a fault starts, one more when a lasting one ends.
+        t = (rec.started if first and rec.started else time.time()) - t0
+        state = "started" if rec.outcome == "running" else rec.outcome
+        self.say(f"  t={t:6.1f}s  {rec.fault.label:<24} {rec.node or '':<4} {state}: "
+                 f"{rec.detail}")
+
+
+def run(args: argparse.Namespace, say=print) -> int:
+    try:
+        scenario = scenario_from(args)
+    except ScenarioError as exc:
+        say(f"chaos: error: {exc}")
+        return EXIT_USAGE
+    if args.attach and not args.redis:
+        say("chaos: error: --attach needs --redis URL (and --cluster NAME)")
+        return EXIT_USAGE
+    out = (args.out or Path("reports") / time.strftime("chaos-%Y%m%d-%H%M%S")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = out / "run"
+    if len(str(run_dir / "n00.sock")) > MAX_SOCKET_PATH:  # hand-off sockets live there
+        run_dir = Path(tempfile.mkdtemp(prefix="polycorn-chaos-"))
+    run_dir.mkdir(exist_ok=True)
+    tracker = ProcessTracker(run_dir)
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return _run(args, scenario, out, run_dir, tracker, say)
+    except KeyboardInterrupt:
+        say("chaos: interrupted; stopping everything this run started")
+        return EXIT_INTERRUPTED
+    finally:
+        tracker.kill_all()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
+         tracker: ProcessTracker, say) -> int:
+    shape = None if args.attach else scenario.cluster
+    if args.attach:
+        cluster: Any = AttachedCluster(args.cluster, args.redis)
+        say(f"attaching to cluster {args.cluster!r} at {args.redis}")
+    else:
+        cluster = LocalCluster(scenario.cluster, run_dir, tracker, redis_mode=args.redis_mode)
+        say(f"starting {scenario.cluster.nodes} nodes x {scenario.cluster.masters} masters of "
+            f"{scenario.cluster.app} in {run_dir}")
+    try:
+        cluster.start(say)
+    except (ClusterError, RedisError, TargetError, OSError) as exc:
+        say(f"chaos: error: the cluster did not start: {exc}")
+        return EXIT_ENVIRONMENT
+    records = [FaultRecord(f, allowed_failures=faults.allowed_failures(f, shape))
+               for f in scenario.faults]
+    for rec in records:
+        reason = faults.unavailable_reason(rec.fault, cluster)
+        if reason:
+            rec.outcome, rec.detail = "unavailable", reason
+            say(f"  unavailable: {rec.fault.label} at {rec.fault.at:g}s: {reason}")
+    urls = [n.url for n in cluster.nodes.values()]
+    say(f"load: {scenario.users} users x {scenario.rate:g} req/s for {scenario.duration:g}s "
+        f"over {', '.join(urls)}")
+    try:
+        locust = LocustRun(scenario, urls, out, tracker)
+        t0 = locust.wait_started()
+        ctx = FaultContext(cluster, tracker, run_dir, random.Random(args.seed))
+        timeline = Timeline(ctx, tracker, say)
+        for rec in records:
+            if rec.outcome == "pending":
+                timeline.add(t0 + rec.fault.at, rec)
+        timeline.run(t0, locust)
+        output = locust.wait()
+    except LocustError as exc:
+        say(f"chaos: error: {exc}")
+        return EXIT_ENVIRONMENT
+    return _report(args, scenario, cluster, records, output, out, run_dir, say)
+
+
+def _report(args: argparse.Namespace, scenario: Scenario, cluster: Any,
+            records: list[FaultRecord], output: LocustOutput, out: Path, run_dir: Path,
+            say) -> int:
+    files = {"report": str(out / "report.json"), "timeline": str(out / "timeline.jsonl"),
+             "locust_json": str(out / "locust.json"), "locust_log": str(out / "locust.log"),
+             "run_dir": str(run_dir)}
+    if not args.no_plot:
+        files["plot"] = str(out / "chaos.png")
+    info = {"mode": "attached" if args.attach else "local", "name": cluster.name,
+            "redis": cluster.redis_url, "nodes": {n.node_id: n.url for n in cluster.nodes.values()}}
+    report = build(scenario, records, output, info, files)
+    if not args.no_plot:
+        from loadtests.plot import plot
+
+        plot(report, Path(files["plot"]))
+    Path(files["report"]).write_text(json.dumps(report, indent=1))
+    text = summary_text(report)
+    (out / "summary.txt").write_text(text + "\n")
+    say("")
+    say(text)
+    return EXIT_OK if report["verdict"]["ok"] else EXIT_LOST
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_actions:
+        for name, spec in ACTIONS.items():
+            print(f"{name:<18} {spec.help}")
+        return EXIT_OK
+    return run(args, say=lambda text: print(text, flush=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
