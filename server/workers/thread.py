@@ -27,6 +27,7 @@ class ThreadWorker(Worker):
         self.keepalive = float(getattr(self.cfg, "keepalive", 2) or 0)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="polycorn")
         self.capacity = threads
+        self.max_idle = max(1, int(getattr(self.cfg, "worker_connections", 1000) or 1000) - threads)
         self.inflight = 0
         self.lock = threading.Lock()
         self.returned: collections.deque[tuple[Any, bool]] = collections.deque()
@@ -127,10 +128,18 @@ class ThreadWorker(Worker):
             conn, keep = self.returned.popleft()
             self.inflight -= 1
             if keep and self.keepalive > 0 and self.state is RunState.RUNNING:
+                if len(self.idle) >= self.max_idle:
+                    self._close_oldest_idle()  # --worker-connections bounds what we hold
                 self.idle[conn] = time.monotonic() + self.keepalive
                 self.sel.register(conn.sock, selectors.EVENT_READ, ("conn", conn))
             else:
                 conn.close()
+
+    def _close_oldest_idle(self) -> None:
+        conn = next(iter(self.idle))
+        del self.idle[conn]
+        self.sel.unregister(conn.sock)
+        conn.close()
 
     def _close_idle(self, all_of_them: bool = False) -> None:
         now = time.monotonic()
