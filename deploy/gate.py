@@ -1,0 +1,133 @@
+"""The health gate of one host: what the host sees, and the verdict on it.
+
+`python -m polycorn.deploy.gate` runs *on the host*, with the release's own
+interpreter, and prints one JSON object: this host's nodes as the cluster
+registry shows them (Redis is reached from where the service runs, not from the
+operator's machine) and the status of an HTTP GET of the health path on the
+service's own address. `judge()` runs on the operator's side and says why a host
+is not ready yet, or None when it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+PROBE_TIMEOUT = 3.0
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+def _connection(bind: str) -> http.client.HTTPConnection | None:
+    """A client connection to the service's first listener (None for fd:// binds)."""
+    if bind.startswith("unix:"):
+        return _UnixHTTPConnection(bind[len("unix:"):], PROBE_TIMEOUT)
+    if bind.startswith("fd://"):
+        return None
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    host = WILDCARDS.get(host, host)
+    return http.client.HTTPConnection(host, int(port), timeout=PROBE_TIMEOUT)
+
+
+def probe_http(bind: str, path: str) -> dict[str, Any]:
+    conn = _connection(bind)
+    if conn is None:
+        return {"status": None, "error": f"cannot probe {bind} (inherited socket)"}
+    try:
+        conn.request("GET", path, headers={"User-Agent": "polycorn-deploy-gate"})
+        resp = conn.getresponse()
+        resp.read()
+        return {"status": resp.status, "error": None}
+    except (OSError, http.client.HTTPException) as exc:
+        return {"status": None, "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        conn.close()
+
+
+def registry_view(redis_url: str, cluster: str, node_ttl: float) -> dict[str, Any]:
+    """This host's nodes in the registry (redis-py is imported only here)."""
+    from polycorn.ha.redis_client import make_client
+    from polycorn.ha.redis_store import RedisStore
+    from polycorn.ha.redis_url import RedisUrlError, parse_redis_url
+    from polycorn.ha.store import StoreUnavailable
+    from polycorn.ha.timing import Timing
+
+    try:
+        store = RedisStore(make_client(parse_redis_url(redis_url), Timing(),
+                                       client_name="polycorn-deploy-gate"), cluster)
+    except RedisUrlError as exc:
+        return {"error": str(exc), "nodes": [], "leader": None}
+    try:
+        snap, records = store.nodes(int(node_ttl * 1000))
+    except StoreUnavailable as exc:
+        return {"error": f"Redis unavailable: {exc}", "nodes": [], "leader": None}
+    finally:
+        store.close()
+    me = socket.gethostname()
+    return {"error": None, "leader": snap.lease.holder if snap.lease else None,
+            "nodes": [r.as_json(snap.now_ms) for r in records if r.info.host == me]}
+
+
+def observe(bind: str, health_path: str, redis_url: str | None, cluster: str | None,
+            node_ttl: float) -> dict[str, Any]:
+    seen: dict[str, Any] = {"hostname": socket.gethostname(),
+                            "http": probe_http(bind, health_path)}
+    if redis_url:
+        seen["registry"] = registry_view(redis_url, cluster or "default", node_ttl)
+    return seen
+
+
+def judge(seen: dict[str, Any], release: str, masters: int) -> str | None:
+    """None when the host is ready on `release`; otherwise why not, in a few words."""
+    http_seen = seen.get("http") or {}
+    status = http_seen.get("status")
+    if status is None or not 200 <= status < 300:
+        return f"health probe: {http_seen.get('error') or f'status {status}'}"
+    registry = seen.get("registry")
+    if registry is None:
+        return None  # a stand-alone service: the upgrade's own health gate and the probe
+    if registry.get("error"):
+        return f"registry: {registry['error']}"
+    live = [n for n in registry.get("nodes", []) if n.get("alive")]
+    if not live:
+        return f"registry: no live node of host {seen.get('hostname')!r}"
+    for node in live:
+        if node.get("release") != release or node.get("state") != "ready":
+            return (f"registry: node {node.get('node_id')} is {node.get('state')} on release "
+                    f"{node.get('release')!r}, want ready on {release!r}")
+    if len(live) < masters:
+        return f"registry: {len(live)} of {masters} nodes of this host are ready"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m polycorn.deploy.gate",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--bind", required=True, help="the service's first bind address")
+    parser.add_argument("--health-path", default="/", help="path to GET (default: /)")
+    parser.add_argument("--redis", default=None, help="the cluster's Redis URL")
+    parser.add_argument("--cluster", default=None, help="the cluster name")
+    parser.add_argument("--node-ttl", type=float, default=3.0, help="seconds (default: 3)")
+    args = parser.parse_args(argv)
+    print(json.dumps(observe(args.bind, args.health_path, args.redis, args.cluster,
+                             args.node_ttl)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

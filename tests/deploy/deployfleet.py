@@ -1,0 +1,252 @@
+"""Simulated hosts for the deploy tests: one real sshd per host on loopback, each in
+its own UTS and mount namespace (own hostname, own /srv bound from a temp folder),
+a private redis-server, and the wheels a release ships. Everything started here
+is killed by pid at the end, including the services the deploy started on the hosts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from support.procs import descendants, free_port, kill_all, pids_with_arg, port_open, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+SSHD = "/usr/sbin/sshd"
+REDIS_SERVER = "redis-server"
+# The interpreter the hosts create release virtualenvs from (the filesystem outside
+# /srv is shared with the hosts, so the test's own base Python is there too).
+HOST_PYTHON = getattr(sys, "_base_executable", sys.executable)
+
+
+@dataclass
+class Host:
+    name: str
+    ssh_port: int
+    app_port: int
+    srv: Path  # this host's /srv, as the test process sees it
+    config: Path
+    proc: subprocess.Popen | None = None
+
+    def path(self, remote: str) -> Path:
+        """A path on the host (under /srv) as the test process sees it."""
+        assert remote.startswith("/srv/"), remote
+        return self.srv / remote[len("/srv/"):]
+
+
+@dataclass
+class Fleet:
+    """N sshd 'hosts' sharing loopback; each host's service gets its own port."""
+
+    workdir: Path
+    hosts: list[Host] = field(default_factory=list)
+    client_key: Path | None = None
+    host_key: Path | None = None
+
+    def start(self, names: list[str]) -> Fleet:
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd refuses to start without it
+        keys = self.workdir / "keys"
+        keys.mkdir(parents=True, exist_ok=True)
+        self.host_key, self.client_key = keys / "host_ed25519", keys / "client_ed25519"
+        for key in (self.host_key, self.client_key):
+            if not key.exists():
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                               check=True)
+        authorized = keys / "authorized_keys"
+        authorized.write_text(self.client_key.with_suffix(".pub").read_text())
+        for name in names:
+            self.hosts.append(self._start_host(name, authorized))
+        for host in self.hosts:
+            wait_until(lambda h=host: self._sshd_up(h), 10, what=f"sshd of {host.name}")
+        return self
+
+    def _start_host(self, name: str, authorized: Path) -> Host:
+        home = self.workdir / name
+        srv = home / "srv"
+        srv.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        config = home / "sshd_config"
+        config.write_text(textwrap.dedent(f"""\
+            Port {port}
+            ListenAddress 127.0.0.1
+            HostKey {self.host_key}
+            PidFile {home / 'sshd.pid'}
+            AuthorizedKeysFile {authorized}
+            PermitRootLogin prohibit-password
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            UsePAM no
+            StrictModes no
+            Subsystem sftp internal-sftp
+            LogLevel ERROR
+            """))
+        script = (f"hostname {name} && mount --bind {srv} /srv && "
+                  f"exec {SSHD} -D -e -f {config}")
+        log = open(home / "sshd.log", "ab")  # noqa: SIM115 - the child holds it
+        proc = subprocess.Popen(["unshare", "--uts", "--mount", "--propagation", "private",
+                                 "sh", "-c", script], stdout=log, stderr=log,
+                                start_new_session=True)
+        log.close()
+        return Host(name, port, free_port(), srv, config, proc)
+
+    def _sshd_up(self, host: Host) -> bool:
+        if host.proc is not None and host.proc.poll() is not None:
+            log = (host.config.parent / "sshd.log").read_text(errors="replace")
+            raise AssertionError(f"sshd of {host.name} exited: {log}")
+        return port_open(host.ssh_port)
+
+    def stop(self, service_markers: list[str]) -> None:
+        """Kill every service process (found by its command line) and every sshd."""
+        kill_services(service_markers)
+        victims: set[int] = set()
+        for host in self.hosts:
+            if host.proc is not None:
+                victims.update([host.proc.pid, *descendants(host.proc.pid)])
+        kill_all(victims, signal.SIGKILL)
+        for host in self.hosts:
+            if host.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    host.proc.wait(5)
+
+
+def kill_services(markers: list[str]) -> None:
+    """Kill by pid every process whose command line holds one of `markers` (the service's
+    interpreter path: masters, their workers and agents, upgraded generations)."""
+    victims: set[int] = set()
+    for marker in markers:
+        for pid in pids_with_arg(marker):
+            victims.update([pid, *descendants(pid)])
+    kill_all(victims, signal.SIGKILL)
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, no persistence."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.dir = workdir / f"redis-{self.port}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.dir / "server.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        wait_until(lambda: port_open(self.port), 10, what="redis-server")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        kill_all([self.proc.pid], signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+
+
+# -- wheels -------------------------------------------------------------------------------
+
+APP_SOURCE = '''\
+"""A release of the deploy tests' app: /version names the release, /health answers {health}."""
+
+import os
+
+VERSION = {version!r}
+HEALTH = {health}
+
+
+def _reply(start_response, status, body):
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/version":
+        return _reply(start_response, "200 OK", VERSION.encode())
+    if path == "/health":
+        status = "200 OK" if HEALTH < 400 else f"{{HEALTH}} Unhealthy"
+        return _reply(start_response, status, b"health\\n")
+    if path == "/pid":
+        return _reply(start_response, "200 OK", str(os.getpid()).encode())
+    return _reply(start_response, "200 OK", b"hello\\n")
+'''
+
+APP_PYPROJECT = '''\
+[build-system]
+requires = ["setuptools>=64"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "deployapp"
+version = "{version}"
+
+[tool.setuptools]
+py-modules = ["deployapp"]
+'''
+
+
+def _pip_wheel(source: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                             "-w", str(out), str(source)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def build_wheels(shared: Path, apps: dict[str, tuple[str, int]]) -> dict[str, Path]:
+    """Build (once per test session, shared by xdist workers) the polycorn wheel, the
+    redis wheel the cluster agent needs, and one app wheel per release.
+
+    Returns {"polycorn": path, "redis": path, <release>: app wheel path}. `apps` maps a
+    release name to (package version, health status).
+    """
+    shared.mkdir(parents=True, exist_ok=True)
+    with open(shared / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one xdist worker builds, the others wait
+        done = shared / "built"
+        if not done.exists():
+            _build_all(shared, apps)
+            done.write_text("ok\n")
+    found = {"polycorn": next((shared / "polycorn").glob("polycorn-*.whl")),
+             "redis": next((shared / "redis").glob("redis-*.whl"))}
+    for release in apps:
+        found[release] = next((shared / f"app-{release}").glob("deployapp-*.whl"))
+    return found
+
+
+def _build_all(shared: Path, apps: dict[str, tuple[str, int]]) -> None:
+    jobs = {"polycorn": _pip_wheel(ROOT, shared / "polycorn")}
+    for release, (version, health) in apps.items():
+        source = shared / f"src-{release}"
+        source.mkdir(exist_ok=True)
+        (source / "deployapp.py").write_text(APP_SOURCE.format(version=release, health=health))
+        (source / "pyproject.toml").write_text(APP_PYPROJECT.format(version=version))
+        jobs[release] = _pip_wheel(source, shared / f"app-{release}")
+    # The agent imports redis-py: the release's wheelhouse carries it, so hosts
+    # install with --no-index (no network). pip serves it from its cache when it can.
+    from importlib.metadata import version
+    redis_job = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+         f"redis=={version('redis')}", "-d", str(shared / "redis")],
+        capture_output=True, text=True, timeout=120)
+    if redis_job.returncode != 0:
+        raise RuntimeError(f"pip download redis failed: {redis_job.stdout}{redis_job.stderr}")
+    deadline = time.monotonic() + 240
+    for name, job in jobs.items():
+        out, _ = job.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        if job.returncode != 0:
+            raise RuntimeError(f"pip wheel of {name} failed:\n{out.decode(errors='replace')}")
+
+
+def run_parallel(*calls):
+    """Run zero-argument callables at once; return their results in order."""
+    with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
+        return [f.result() for f in [pool.submit(c) for c in calls]]
