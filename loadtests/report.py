@@ -32,6 +32,17 @@ class Impact:
     recovery_s: float | None  # None: still impaired when the window ended
 
 
+def every_second(seconds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The timeline with a zero line for each second in which no request completed
+    (a stalled cluster), so that plots and sums see the gap."""
+    if not seconds:
+        return []
+    by_t = {s["t"]: s for s in seconds}
+    empty = {"requests": 0, "failures": 0, "retried": 0, "p50": None, "p95": None,
+             "p99": None, "max": None, "errors": {}, "nodes": {}}
+    return [by_t.get(t) or {"t": t, **empty} for t in range(seconds[0]["t"], seconds[-1]["t"] + 1)]
+
+
 def windows(starts: list[float], load_end: int) -> list[tuple[int, int]]:
     """Consecutive [first, end) second ranges, one per fault start (sorted)."""
     firsts = [math.floor(t) for t in starts]
@@ -64,9 +75,7 @@ def impact(seconds: list[dict[str, Any]], window: tuple[int, int], fault_time: f
             errors[kind] = errors.get(kind, 0) + n
 
     def impaired(t: int) -> bool:
-        s = by_t.get(t)
-        if s is None:
-            return t in full  # a full second with no request completing at all
+        s = by_t.get(t, {"requests": 0, "failures": 0})
         low = (base is not None and t in full and s["requests"] < RECOVERED_SHARE * base)
         return bool(s["failures"]) or low
 
@@ -89,7 +98,7 @@ def impact(seconds: list[dict[str, Any]], window: tuple[int, int], fault_time: f
 def build(scenario: Any, records: list[Any], output: Any, cluster_info: dict[str, Any],
           files: dict[str, str]) -> dict[str, Any]:
     """The JSON report: scenario, totals, one entry per fault, the timeline, the verdict."""
-    seconds = output.seconds
+    seconds = every_second(output.seconds)
     # One origin for every time in the report: the start of the second the load began in.
     t0 = math.floor(float(output.header.get("started") or (seconds[0]["t"] if seconds else 0)))
     load_end = seconds[-1]["t"] + 1 if seconds else t0

@@ -186,6 +186,8 @@ def run(args: argparse.Namespace, say=print) -> int:
         say("chaos: interrupted; stopping everything this run started")
         return EXIT_INTERRUPTED
     finally:
+        # A second Ctrl-C must not cut the cleanup short.
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
         tracker.kill_all()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from loadtests.faults import FaultRecord, allowed_failures
-from loadtests.report import build, impact, summary_text, windows
+from loadtests.report import build, every_second, impact, summary_text, windows
 from loadtests.scenario import ClusterShape, Fault, Scenario
 
 T0 = 1_700_000_000
@@ -66,9 +66,12 @@ def test_a_window_that_ends_impaired_has_not_recovered():
     assert impact(seconds, (T0 + 10, T0 + 20), T0 + 10.0).recovery_s is None
 
 
-def test_a_second_without_any_completed_request_is_impaired():
+def test_a_second_without_any_completed_request_is_impaired_and_shown():
     seconds = [second(t) for t in range(30) if t != 14]  # a hang: nothing completed
     assert impact(seconds, (T0 + 10, T0 + 20), T0 + 10.0).recovery_s == 5.0
+    filled = every_second(seconds)
+    assert [s["t"] - T0 for s in filled] == list(range(30))
+    assert (filled[14]["requests"], filled[14]["p95"]) == (0, None)
 
 
 def test_the_report_gives_each_failure_to_exactly_one_fault():

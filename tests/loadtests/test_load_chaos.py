@@ -1,0 +1,157 @@
+"""The chaos runner end to end: real Redis, real polycorn nodes, real Locust, real faults.
+
+Each test runs `python -m loadtests.chaos` as a subprocess and reads its JSON
+report. The standard scenario (shortened) must lose nothing but the in-flight
+request of a killed worker; a plain node kill must show its failures; Ctrl-C must
+leave no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from loadtests.procs import ProcessTracker, pids_mentioning
+from loadtests.scenario import SCENARIOS
+
+ROOT = Path(__file__).resolve().parents[2]
+ZERO_LOSS = ("kill-master", "usr2", "kill-leader", "stop-redis")
+
+
+def chaos(out: Path, *args: str, timeout: float = 150) -> tuple[int, dict, str]:
+    """Run the runner; (exit code, JSON report, its output). Leftovers are killed by pid."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "loadtests.chaos", "--out", str(out),
+                               *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout)
+    finally:
+        leftovers = ProcessTracker(out / "run")
+        left = leftovers.sweep()
+        leftovers.kill_all()
+    assert not left, f"the runner left processes behind: {left}"
+    report_path = out / "report.json"
+    assert report_path.exists(), done.stdout + done.stderr
+    return done.returncode, json.loads(report_path.read_text()), done.stdout
+
+
+def by_action(report: dict) -> dict[str, dict]:
+    return {f["action"]: f for f in report["faults"]}
+
+
+@pytest.mark.slow
+def test_standard_scenario_loses_only_a_killed_workers_in_flight_request(tmp_path):
+    code, report, output = chaos(tmp_path / "ci", "--scenario", str(SCENARIOS / "ci.toml"))
+    faults = by_action(report)
+    totals = report["totals"]
+    assert list(faults) == ["kill-worker", "kill-master", "usr2", "kill-leader", "stop-redis"]
+    for action, fault in faults.items():
+        assert fault["outcome"] == "done", (action, fault["detail"])
+    # The claims: nothing lost to a master kill, a USR2 upgrade, a leader kill, Redis down.
+    for action in ZERO_LOSS:
+        assert faults[action]["failed"] == 0, (action, faults[action])
+        assert faults[action]["allowed_failures"] == 0
+    # The only failures allowed: the request a killed sync worker was serving.
+    worker = faults["kill-worker"]
+    assert worker["allowed_failures"] == 1
+    assert totals["failed"] == worker["failed"] <= 1
+    assert set(worker["errors"]) <= {"ClosedBeforeResponse", "ConnectionResetError"}
+    assert totals["failed_before_any_fault"] == 0
+    # Honest counting: the per-second timeline and Locust's own JSON agree.
+    assert totals["locust_json"] == {"requests": totals["requests"],
+                                     "failures": totals["failed"]}
+    assert totals["requests"] >= 0.8 * 60 * 10 * 20  # 10 users x 20 req/s for 60 s
+    assert report["load"]["retry_policy"] == "rfc9112-9.3.1"
+    assert "exit 0" in faults["usr2"]["detail"] and "master 1" in faults["usr2"]["detail"]
+    assert faults["kill-leader"]["node"] in {"n1", "n2", "n3"}
+    assert faults["stop-redis"]["ended_s"] - faults["stop-redis"]["started_s"] >= 3
+    assert report["verdict"] == {"ok": True, "problems": []}
+    assert code == 0
+    png = Path(report["files"]["plot"]).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (tmp_path / "ci" / "summary.txt").read_text()
+    assert "verdict: every fault within its allowance" in summary
+    assert summary in output
+
+
+@pytest.mark.slow
+def test_a_plain_node_kill_is_counted_as_lost_requests(tmp_path):
+    code, report, _ = chaos(
+        tmp_path / "nk", "--duration", "14", "--nodes", "2", "--masters", "1", "--workers", "2",
+        "--users", "4", "--rate", "20", "--redis-mode", "none",
+        "--fault", "6:kill-node:n2", "--fault", "3:sentinel-failover",
+        "--fault", "4:rolling-upgrade")
+    faults = by_action(report)
+    kill = faults["kill-node"]
+    dead = report["cluster"]["nodes"]["n2"].removeprefix("http://")
+    alive = report["cluster"]["nodes"]["n1"].removeprefix("http://")
+    # A single master without hand-off: its port closes, every request to it fails.
+    assert kill["outcome"] == "done" and kill["allowed_failures"] is None
+    assert kill["failed"] >= 0.3 * kill["requests"] > 0
+    assert "ConnectionRefusedError" in kill["errors"]
+    assert kill["recovery_s"] is None  # the node stays dead: never recovered
+    failed_by_node: dict[str, int] = {}
+    for second in report["timeline"]:
+        for node, (_requests, failed) in second["nodes"].items():
+            failed_by_node[node] = failed_by_node.get(node, 0) + failed
+    assert failed_by_node[alive] == 0
+    assert failed_by_node[dead] == report["totals"]["failed"] == kill["failed"]
+    assert report["totals"]["locust_json"]["failures"] == kill["failed"]
+    # Faults this cluster cannot perform are reported as such, never faked.
+    assert faults["sentinel-failover"]["outcome"] == "unavailable"
+    assert "--redis-mode sentinel" in faults["sentinel-failover"]["detail"]
+    assert faults["rolling-upgrade"]["outcome"] == "unavailable"
+    assert code == 0  # a node kill may lose requests: within its allowance
+
+
+@pytest.mark.slow
+def test_sentinel_failover_hup_pause_and_node_restart(tmp_path):
+    code, report, _ = chaos(
+        tmp_path / "mix", "--duration", "28", "--nodes", "2", "--users", "6", "--rate", "20",
+        "--redis-mode", "sentinel", "--fault", "5:sentinel-failover", "--fault", "10:hup:n1",
+        "--fault", "15:pause-node:n2:duration=2", "--fault", "21:kill-node:n1:duration=2")
+    faults = by_action(report)
+    assert report["cluster"]["redis"].startswith("sentinel://")
+    for action in ("sentinel-failover", "hup"):
+        assert faults[action]["outcome"] == "done", faults[action]
+        assert faults[action]["failed"] == 0, faults[action]
+    pause = faults["pause-node"]
+    assert 1.9 <= pause["ended_s"] - pause["started_s"] < 3
+    assert pause["p95_max_ms"] > 500  # requests to the stopped node waited
+    restart = faults["kill-node"]
+    assert restart["failed"] > 0
+    assert restart["recovery_s"] is not None and restart["recovery_s"] < 8
+    assert code == 0
+
+
+def test_ctrl_c_stops_everything_the_runner_started(tmp_path):
+    out = tmp_path / "int"
+    proc = subprocess.Popen([sys.executable, "-m", "loadtests.chaos", "--out", str(out),
+                             "--duration", "120", "--nodes", "2", "--users", "2", "--rate", "5"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = str((out / "run").resolve()) + "/"
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("load:") or not line:
+                break
+        assert lines[-1].startswith("load:"), "".join(lines)
+        time.sleep(2)  # Locust and the nodes are up and busy
+        assert len(pids_mentioning(run_dir)) >= 5  # redis, 2 nodes x 2 masters, ...
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=30)[0]
+        assert proc.returncode == 130, rest
+        assert "interrupted" in rest
+        assert pids_mentioning(run_dir) == []
+    finally:
+        proc.kill()
+        proc.wait()
+        ProcessTracker(out / "run").kill_all()
