@@ -20,8 +20,11 @@ lint: $(VENV)/.installed
 test: deps $(VENV)/.installed lint
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider
 
+# Two minutes of load on a local three-node cluster while it is hurt (loadtests/
+# scenarios/standard.toml); prints the summary, leaves report.json and chaos.png in
+# reports/demo. Everything it started is stopped at the end, and on Ctrl-C.
 demo: deps $(VENV)/.installed
-	$(PY) -m polycorn.loadtests.demo
+	$(PY) -m loadtests.chaos --scenario loadtests/scenarios/standard.toml --out reports/demo
 
 bench: deps $(VENV)/.installed
 	$(PY) loadtests/bench.py
