@@ -76,7 +76,8 @@ def setup(settings: DeploySettings, names: Sequence[str], progress: Progress) ->
         if t.info.current and not t.info.live_masters(service):
             progress.step(t.name, "start", detail=f"release {t.info.current}")
             hostops.activate(t.shell, service, t.info, None, t.entry.upgrade_timeout + 60)
-            hostops.wait_ready(t.shell, settings, t.entry, t.info.current, settings.gate_timeout)
+            hostops.wait_ready(t.shell, settings, t.entry, service, t.info.current,
+                               settings.gate_timeout)
             return f"service started on {t.info.current}"
         if t.info.current:
             return f"service running on {t.info.current}"

@@ -3,8 +3,8 @@
 `python -m polycorn.deploy.gate` runs *on the host*, with the release's own
 interpreter, and prints one JSON object: this host's nodes as the cluster
 registry shows them (Redis is reached from where the service runs, not from the
-operator's machine) and the status of an HTTP GET of the health path on the
-service's own address. `judge()` runs on the operator's side and says why a host
+operator's machine), the status of an HTTP GET of the health path on the
+service's own address, and whether its masters' pid files name live processes. `judge()` runs on the operator's side and says why a host
 is not ready yet, or None when it is.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -83,13 +84,53 @@ def registry_view(redis_url: str, cluster: str, node_ttl: float) -> dict[str, An
             "nodes": [r.as_json(snap.now_ms) for r in records if r.info.host == me]}
 
 
+def _live_pid(pidfile: str) -> int:
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip() or 0)
+        if pid > 0:
+            os.kill(pid, 0)
+            return pid
+    except PermissionError:
+        return pid
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _log_tail(path: str | None, lines: int = 3) -> list[str]:
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
+            return f.read().decode(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
 def observe(bind: str, health_path: str, redis_url: str | None, cluster: str | None,
-            node_ttl: float) -> dict[str, Any]:
-    seen: dict[str, Any] = {"hostname": socket.gethostname(),
+            node_ttl: float, pidfiles: Sequence[str] = (), log: str | None = None
+            ) -> dict[str, Any]:
+    masters = {path: _live_pid(path) for path in pidfiles}
+    seen: dict[str, Any] = {"hostname": socket.gethostname(), "masters": masters,
                             "http": probe_http(bind, health_path)}
+    if not all(masters.values()):
+        seen["log_tail"] = _log_tail(log)  # why it is not running, as the master said it
     if redis_url:
         seen["registry"] = registry_view(redis_url, cluster or "default", node_ttl)
     return seen
+
+
+def service_down(seen: dict[str, Any]) -> str | None:
+    """Why the service is not running at all (a master's pid file names no live
+    process), with the end of its log; None while every master runs."""
+    masters = seen.get("masters") or {}
+    down = [path for path, pid in masters.items() if not pid]
+    if not down:
+        return None
+    last = " | ".join(seen.get("log_tail") or []) or "no log lines"
+    return f"no running master for {', '.join(down)} (log: {last})"
 
 
 def judge(seen: dict[str, Any], release: str, masters: int) -> str | None:
@@ -123,9 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis", default=None, help="the cluster's Redis URL")
     parser.add_argument("--cluster", default=None, help="the cluster name")
     parser.add_argument("--node-ttl", type=float, default=3.0, help="seconds (default: 3)")
+    parser.add_argument("--pidfile", action="append", default=[],
+                        help="a master's pid file (repeatable)")
+    parser.add_argument("--log", default=None, help="the service's error log")
     args = parser.parse_args(argv)
     print(json.dumps(observe(args.bind, args.health_path, args.redis, args.cluster,
-                             args.node_ttl)))
+                             args.node_ttl, args.pidfile, args.log)))
     return 0
 
 

@@ -21,6 +21,9 @@ from polycorn.deploy.service import UNIT_DIR, Service, ServiceMode, render_conf
 
 HOSTINFO_SOURCE = Path(hostinfo.__file__).read_text()
 GATE_POLL = 0.5  # seconds between two looks at a host that is not ready yet
+# A daemon writes its pid file a moment after the start command returns: only a
+# master missing for this long means the start failed.
+DOWN_GRACE = 3.0
 
 
 @dataclass(frozen=True)
@@ -181,25 +184,37 @@ def stop_service(shell: HostShell, service: Service) -> None:
     shell.run(service.stop_command(), "stop")
 
 
-def observe(shell: HostShell, settings: DeploySettings, entry: HostEntry) -> dict:
+def observe(shell: HostShell, settings: DeploySettings, entry: HostEntry,
+            service: Service) -> dict:
     layout = Layout(settings.base, settings.service)
     argv = [layout.current_python, "-m", "polycorn.deploy.gate", "--bind", entry.first_bind(),
             "--health-path", settings.health_path or "/",
-            "--node-ttl", str(entry.server.get("node_ttl", 3))]
+            "--node-ttl", str(entry.server.get("node_ttl", 3)),
+            "--log", str(entry.server.get("errorlog", layout.error_log))]
+    for pidfile in service.pidfiles():
+        argv += ["--pidfile", pidfile]
     if settings.redis:
         argv += ["--redis", settings.redis, "--cluster", settings.cluster or settings.service]
     return json.loads(shell.run(q(*argv), "gate", timeout=60))
 
 
-def wait_ready(shell: HostShell, settings: DeploySettings, entry: HostEntry, release: str,
-               timeout: float) -> None:
-    """Poll the host's gate until it is ready on `release`; RemoteError after `timeout`."""
-    deadline = time.monotonic() + timeout
+def wait_ready(shell: HostShell, settings: DeploySettings, entry: HostEntry,
+               service: Service, release: str, timeout: float) -> None:
+    """Poll the host's gate until it is ready on `release`. RemoteError after `timeout`,
+    or sooner when no master has run for DOWN_GRACE seconds (a start that failed)."""
+    now = time.monotonic()
+    deadline, down_since = now + timeout, None
     while True:
-        reason = gate.judge(observe(shell, settings, entry), release, settings.masters)
+        seen = observe(shell, settings, entry, service)
+        reason = gate.judge(seen, release, settings.masters)
         if reason is None:
             return
-        if time.monotonic() > deadline:
+        down = gate.service_down(seen)
+        now = time.monotonic()
+        down_since = (down_since or now) if down else None
+        if down and now - down_since > DOWN_GRACE:
+            raise RemoteError(shell.name, "gate", down)
+        if now > deadline:
             raise RemoteError(shell.name, "gate", f"not ready on {release} within "
-                              f"{timeout:g}s: {reason}")
+                              f"{timeout:g}s: {down or reason}")
         time.sleep(GATE_POLL)

@@ -123,7 +123,7 @@ class Rollout:
                              t.entry.upgrade_timeout + ACTIVATE_MARGIN)
             r.service_on = r.release
             self._step(r, "gate", label, f"registry and GET {self.settings.health_path or '/'}")
-            hostops.wait_ready(t.shell, self.settings, t.entry, r.release,
+            hostops.wait_ready(t.shell, self.settings, t.entry, service, r.release,
                                self.settings.gate_timeout)
             hostops.append_revision(t.shell, self.layout, self._revision_text(r))
             r.phase = Phase.LIVE
@@ -158,7 +158,7 @@ class Rollout:
                     hostops.activate(t.shell, service, info, r.release,
                                      t.entry.upgrade_timeout + ACTIVATE_MARGIN)
                 step = "gate"
-                hostops.wait_ready(t.shell, self.settings, t.entry, r.before,
+                hostops.wait_ready(t.shell, self.settings, t.entry, service, r.before,
                                    self.settings.gate_timeout)
                 r.service_on = r.before
             hostops.append_revision(t.shell, self.layout,
