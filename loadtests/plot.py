@@ -48,7 +48,9 @@ def plot(report: dict[str, Any], path: Path) -> Path:
                     label=key)
     ax_lat.set_ylabel("latency (ms)")
     ax_lat.set_yscale("log")
-    ax_lat.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax_lat.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
+    ax_lat.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}"))
+    ax_lat.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax_lat.legend(loc="upper right", fontsize=8)
     ax_lat.set_xlabel("seconds since the load started")
     for fault in report["faults"]:
@@ -60,8 +62,9 @@ def plot(report: dict[str, Any], path: Path) -> Path:
             ax.axvline(start, color=color, ls="--", lw=1)
             if fault.get("ended_s"):
                 ax.axvspan(start, fault["ended_s"], color=color, alpha=0.12)
-        lost = fault.get("failed", 0)
-        ax_rps.annotate(f"{fault['label']}\n{lost} failed", xy=(start, 1.0),
+        outcome = ("FAILED TO RUN" if fault["outcome"] == "failed"
+                   else f"{fault.get('failed', 0)} failed")
+        ax_rps.annotate(f"{fault['label']}\n{outcome}", xy=(start, 1.0),
                         xycoords=("data", "axes fraction"), xytext=(2, -2),
                         textcoords="offset points", va="top", fontsize=7, color=color,
                         rotation=0)
@@ -71,7 +74,19 @@ def plot(report: dict[str, Any], path: Path) -> Path:
                  f"{totals['failed']} failed, {totals['retried']} retried", fontsize=11)
     for ax in (ax_rps, ax_fail, ax_lat):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    skipped = [f"{f['label']} at {f['at']:g}s" for f in report["faults"]
+               if f["outcome"] == "unavailable"]
+    if skipped:
+        fig.text(0.01, 0.005, "unavailable, not run: " + "; ".join(skipped), fontsize=7,
+                 color="gray", va="bottom")
+    fig.tight_layout(rect=(0, 0.02 if skipped else 0, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+if __name__ == "__main__":  # redraw: python -m loadtests.plot REPORT.json OUT.png
+    import json
+    import sys
+
+    plot(json.loads(Path(sys.argv[1]).read_text()), Path(sys.argv[2]))

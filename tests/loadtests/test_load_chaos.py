@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from loadtests.cluster import LocalCluster
 from loadtests.procs import ProcessTracker, pids_mentioning
-from loadtests.scenario import SCENARIOS
+from loadtests.scenario import SCENARIOS, ClusterShape
 
 ROOT = Path(__file__).resolve().parents[2]
 ZERO_LOSS = ("kill-master", "usr2", "kill-leader", "stop-redis")
@@ -155,3 +156,34 @@ def test_ctrl_c_stops_everything_the_runner_started(tmp_path):
         proc.kill()
         proc.wait()
         ProcessTracker(out / "run").kill_all()
+
+
+@pytest.mark.slow
+def test_attach_mode_acts_through_the_registry_and_leaves_the_cluster_running(tmp_path):
+    tracker = ProcessTracker(tmp_path / "cluster")
+    (tmp_path / "cluster").mkdir()
+    try:
+        cluster = LocalCluster(ClusterShape(nodes=2, masters=2, workers=2), tmp_path / "cluster",
+                               tracker, name="att")
+        cluster.start(say=lambda _text: None)
+        code, report, output = chaos(
+            tmp_path / "att", "--attach", "--cluster", "att", "--redis", cluster.redis_url,
+            "--duration", "14", "--users", "4", "--rate", "20",
+            "--fault", "4:kill-master:n1", "--fault", "6:kill-worker:n1",
+            "--fault", "7:usr2:n2", "--fault", "9:kill-leader", "--fault", "11:stop-redis")
+        faults = by_action(report)
+        assert report["cluster"]["mode"] == "attached"
+        assert set(report["cluster"]["nodes"]) == {"n1", "n2"}
+        for action in ("kill-master", "kill-leader"):
+            assert faults[action]["outcome"] == "done", faults[action]
+            assert faults[action]["failed"] == 0
+            assert faults[action]["allowed_failures"] is None  # the shape is not known
+        for action, why in (("kill-worker", "cannot tell a worker"),
+                            ("usr2", "pid file"), ("stop-redis", "does not own")):
+            assert faults[action]["outcome"] == "unavailable"
+            assert why in faults[action]["detail"]
+        assert code == 0, output
+        # The runner started none of the cluster and stopped none of it.
+        cluster.wait_ready(timeout=15)
+    finally:
+        tracker.kill_all()
