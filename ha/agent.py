@@ -28,7 +28,7 @@ from polycorn.ha.election import Election
 from polycorn.ha.events import Event
 from polycorn.ha.fencing import Fence
 from polycorn.ha.inbox import Inbox
-from polycorn.ha.registry import LEADER_STATES, NodeInfo, NodeState
+from polycorn.ha.registry import LEADER_STATES, Departure, NodeInfo, NodeState
 from polycorn.ha.settings import ClusterConfig
 from polycorn.ha.store import ClusterStore, Heartbeat, StoreUnavailable
 from polycorn.server.sidecar import Channel, ChannelClosed
@@ -43,6 +43,9 @@ class Membership(Enum):
     UNREGISTERED = "unregistered"
     REGISTERED = "registered"
     SUPERSEDED = "superseded"  # a newer incarnation owns the node id: act for nothing
+    # The master rolled its upgrade back: the node id may have gone to the killed new
+    # generation's agent, so this agent takes it back with a new incarnation.
+    RECLAIMING = "reclaiming"
     LEFT = "left"  # deregistered on the way out
 
 
@@ -162,14 +165,20 @@ class Agent:
             log.warning("unknown node state %r from the master", msg.get("state"))
             return
         before = self.info
+        configured = int(msg.get("workers_configured", before.workers_configured))
         self.info = before.evolve(
             state=state, pid=int(msg.get("pid") or before.pid),
             workers=int(msg.get("workers", before.workers)),
-            workers_configured=int(msg.get("workers_configured", before.workers_configured)),
+            workers_configured=configured,
+            workers_target=int(msg["workers_target"] if "workers_target" in msg
+                               else before.workers_target or configured),
             max_workers=int(msg.get("max_workers", before.max_workers)))
-        if state is not before.state:
-            # A state change is news for the cluster now, not at the next heartbeat;
-            # leaving the leader states also resigns in that same cycle.
+        after = self.info
+        if (after.state, after.workers, after.workers_target) != (
+                before.state, before.workers, before.workers_target):
+            # A state or worker-count change is news for the cluster now (the leader
+            # waits on it to restore capacity), not at the next heartbeat; leaving the
+            # leader states also resigns in that same cycle.
             self.heartbeat_at = self.next_cycle = 0.0
 
     def _on_event(self, msg: dict[str, Any]) -> None:
@@ -180,6 +189,12 @@ class Agent:
         self._best_effort(lambda: self.store.emit(Event(
             name, self.config.node_id, self.election.epoch, str(msg.get("reason") or ""),
             {"incarnation": str(self.incarnation)})))
+        if name == ev.UPGRADE_ROLLED_BACK and self.membership in (Membership.REGISTERED,
+                                                                   Membership.SUPERSEDED):
+            # The new generation's agent may have registered (and superseded us) before
+            # it was killed: this master is the node again, under a new incarnation.
+            self.membership = Membership.RECLAIMING
+            self.heartbeat_at = self.next_cycle = 0.0
 
     # -- one cycle ---------------------------------------------------------------------
 
@@ -201,6 +216,8 @@ class Agent:
             self._talk_to_store(now)
         now = self.clock()
         due = [self.heartbeat_at, self.election.next_wakeup(now)]
+        if self.election.is_leader(now):
+            due.append(now + self.timing.duty_interval)
         if self.store_retry_at > now:  # backing off: the store is not retried sooner
             due = [max(t, self.store_retry_at) for t in due]
             if self.election.is_leader(now):
@@ -220,7 +237,7 @@ class Agent:
             self.fence.observe(snap.epoch)
             eligible, why_not = self._eligibility()
             self._say(self.campaign.cycle(snap, eligible, why_not))
-            duty = self.duties.cycle(snap, self.clock() - self.store_ok_since)
+            duty = self.duties.cycle(self.clock() - self.store_ok_since)
             if duty:
                 self._say(duty)
             self.inbox.poll()
@@ -235,12 +252,15 @@ class Agent:
 
     def _registry(self, now: float) -> None:
         ttl_ms = int(self.timing.node_ttl * 1000)
-        if self.membership is Membership.UNREGISTERED:
+        if self.membership in (Membership.UNREGISTERED, Membership.RECLAIMING):
+            why = ("after my master rolled its upgrade back"
+                   if self.membership is Membership.RECLAIMING else "")
             self.incarnation = self.store.register(self.info, ttl_ms)
             self.fence.incarnation = self.incarnation
             self.membership = Membership.REGISTERED
             self.heartbeat_at = now + self.timing.heartbeat
-            self._say(f"registered as {self.config.node_id} incarnation {self.incarnation}")
+            self._say(f"registered as {self.config.node_id} incarnation {self.incarnation} "
+                      f"{why}".rstrip())
             return
         if now < self.heartbeat_at:
             return
@@ -250,6 +270,13 @@ class Agent:
             self._superseded()
         elif outcome is Heartbeat.REJOINED:
             self._say("heartbeat re-created my registration (it had lapsed)")
+        elif outcome is Heartbeat.DECLARED_DEAD:
+            # Commands queued for the old incarnation belong to a node the cluster wrote
+            # off: come back as a new one (node_rejoined) rather than resume silently.
+            self.membership = Membership.UNREGISTERED
+            self.heartbeat_at = self.next_cycle = 0.0
+            self._say(f"the leader declared incarnation {self.incarnation} dead while I was "
+                      f"away: rejoining as a new incarnation")
 
     def _superseded(self) -> None:
         self.membership = Membership.SUPERSEDED
@@ -277,9 +304,19 @@ class Agent:
             return
         self._best_effort(lambda: self._say(self.campaign.resign_now(reason) or
                                             "not the leader, nothing to resign"))
+        departure = self._departure()
         self._best_effort(lambda: self.store.deregister(
-            self.config.node_id, self.incarnation, ev.NODE_GONE, reason))
+            self.config.node_id, self.incarnation, ev.NODE_GONE, reason, departure))
         self.membership = Membership.LEFT
+
+    def _departure(self) -> Departure:
+        """How this node leaves, from its master's last state: stopping on purpose,
+        dying while booting (e.g. a new generation rolled back), or lost while serving."""
+        if self.info.state is NodeState.STOPPING:
+            return Departure.LEFT
+        if self.info.state is NodeState.BOOTING:
+            return Departure.ABORTED
+        return Departure.LOST
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -292,7 +329,8 @@ class Agent:
     def _say(self, sentence: str) -> None:
         """Log each decision; a routine one ('no action', 'renewed'...) only the first time
         since the last real decision, so a steady leader does not fill the log."""
-        routine = sentence.startswith(("no action", "following", "renewed", "lease vacant"))
+        routine = sentence.startswith(("no action", "following", "renewed", "lease vacant",
+                                       "holding off"))
         if not routine:
             self._routine_logged.clear()
             log.info("cluster: %s", sentence)

@@ -1,23 +1,51 @@
-"""What the leader does each cycle: declare nodes dead whose heartbeat lapsed.
+"""What the leader does each cycle: declare the dead, restore capacity, carry out
+drain requests and rolling upgrades, in that order, from one view of the cluster.
 
-Every action is fenced twice: the local deadline is checked right before each
-store call, and the store's Lua refuses the call unless the caller's exact lease
-is the lease. Nothing drastic happens while Redis itself looks unhealthy (this
-agent's own calls failed within the last node TTL, e.g. during a Sentinel
-failover every heartbeat lapses at once) or when most nodes look dead at once.
+Every action is fenced twice: the local deadline is checked before each duty, and
+the store's Lua refuses any write unless the caller's exact lease is the lease.
+Before acting the leader asks whether Redis itself looks unhealthy: its own calls
+failed within the last node TTL, or Redis changed under it (a new run id: a
+Sentinel failover or a restart), or more than half of the nodes lapsed at once.
+Every heartbeat lapses together in those cases, so the leader pauses all duties
+(an event says why) rather than declare healthy nodes dead and move their work.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
 
+from polycorn.ha import events as ev
+from polycorn.ha.capacity import CapacityDuty
+from polycorn.ha.drain import DrainDuty
 from polycorn.ha.election import Election
+from polycorn.ha.events import Event
 from polycorn.ha.registry import lapsed_members
-from polycorn.ha.snapshot import ClusterSnapshot
+from polycorn.ha.rollout_duty import RolloutDuty
+from polycorn.ha.snapshot import Lease
 from polycorn.ha.store import ClusterStore
+from polycorn.ha.view import ClusterView
 
 MASS_LAPSE_PATIENCE = 3  # node TTLs of silence before a majority lapse is believed
+
+
+class Mode(Enum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+class HoldCause(Enum):
+    REDIS_CALLS = "redis_calls"  # this agent's own Redis calls failed recently
+    REDIS_CHANGED = "redis_changed"  # Redis' run id changed: failover or restart
+    MASS_LAPSE = "mass_lapse"  # more than half of the nodes lapsed at once
+
+
+@dataclass(frozen=True)
+class Hold:
+    cause: HoldCause
+    reason: str
 
 
 class LeaderDuties:
@@ -26,42 +54,123 @@ class LeaderDuties:
         self.store = store
         self.election = election
         self.clock = clock
+        self.mode = Mode.ACTIVE
+        self.hold: Hold | None = None  # why the duties are paused, while they are
+        self.paused_at = 0.0
+        self.server_id = ""  # Redis run id last seen; survives leadership changes
+        self.server_changed_at = float("-inf")
+        self.capacity = CapacityDuty(store)
+        self.drain = DrainDuty(store)
+        self.rollout = RolloutDuty(store)
 
-    def cycle(self, snap: ClusterSnapshot, store_stable_for: float) -> str | None:
-        """Run the duties once; a sentence when something was decided, else None."""
+    @property
+    def ttl(self) -> float:
+        return self.election.timing.node_ttl
+
+    def cycle(self, store_stable_for: float) -> str | None:
+        """Run the duties once; a sentence when something was decided, else None.
+        `store_stable_for`: seconds since this agent's last failed Redis call."""
         if not self.election.is_leader(self.clock()):
+            self._forget()
             return None
-        ttl = self.election.timing.node_ttl
-        lapsed = lapsed_members(snap, int(ttl * 1000), self.election.node_id)
-        if not lapsed:
-            return None
-        if store_stable_for < ttl:
-            return (f"not declaring {', '.join(lapsed)} dead: my own Redis calls failed "
-                    f"{store_stable_for:.1f}s ago, heartbeats may have lapsed for the same reason")
-        if len(lapsed) * 2 > len(snap.members):
-            # A mass lapse is more likely Redis or the network than the nodes; only
-            # silence that lasts MASS_LAPSE_PATIENCE TTLs is believed.
-            patience_ms = int(ttl * MASS_LAPSE_PATIENCE * 1000)
-            long_silent = [n for n in lapsed
-                           if snap.now_ms - snap.member(n).heartbeat_ms >= patience_ms]
-            if not long_silent:
-                return (f"not declaring {len(lapsed)} of {len(snap.members)} nodes dead at "
-                        f"once yet: suspecting Redis or the network, not the nodes")
-            lapsed = long_silent
-        return self._declare(snap, lapsed)
-
-    def _declare(self, snap: ClusterSnapshot, lapsed: list[str]) -> str:
-        declared = []
-        for node_id in lapsed:
+        lease = self.election.lease
+        assert lease is not None
+        view = self.store.view(int(self.ttl * 1000))
+        believed, hold = self._judge_health(view, store_stable_for)
+        if hold is not None:
+            return self._pause(hold, lease)
+        said = [self._resume(lease)] if self.mode is Mode.PAUSED else []
+        declared = self._declare(view, lease, believed)
+        if declared:
+            said.append(declared)
+            view = self.store.view(int(self.ttl * 1000))  # the survivors act on it now
+        for duty in (self.capacity, self.drain, self.rollout):
             if not self.election.is_leader(self.clock()):  # the deadline may pass mid-way
                 break
-            member = snap.member(node_id)
-            age = (snap.now_ms - member.heartbeat_ms) / 1000 if member else 0.0
-            lease = self.election.lease
-            assert lease is not None
-            if self.store.declare_dead(lease, node_id, int(self.election.timing.node_ttl * 1000),
-                                       f"no heartbeat for {age:.1f}s"):
-                declared.append(f"{node_id} (silent {age:.1f}s)")
+            sentence = duty.cycle(view, lease)
+            if sentence:
+                said.append(sentence)
+        return "; ".join(said) or None
+
+    # -- is Redis itself healthy? ------------------------------------------------------
+
+    def _judge_health(self, view: ClusterView, store_stable_for: float
+                      ) -> tuple[list[str], Hold | None]:
+        """The lapsed nodes to believe dead, or why no duty may run now."""
+        now = self.clock()
+        if view.server_id and view.server_id != self.server_id:
+            if self.server_id:
+                self.server_changed_at = now
+            self.server_id = view.server_id
+        if store_stable_for < self.ttl:
+            return [], Hold(HoldCause.REDIS_CALLS, f"my own Redis calls failed "
+                            f"{store_stable_for:.1f}s ago: heartbeats may have lapsed for "
+                            f"the same reason")
+        if now - self.server_changed_at < self.ttl:
+            return [], Hold(HoldCause.REDIS_CHANGED, f"Redis changed under me "
+                            f"{now - self.server_changed_at:.1f}s ago (a new run id: a "
+                            f"failover or a restart)")
+        ttl_ms = int(self.ttl * 1000)
+        lapsed = lapsed_members(view.snap, ttl_ms, self.election.node_id)
+        if len(lapsed) * 2 <= len(view.snap.members):
+            return lapsed, None
+        # A mass lapse is more likely Redis or the network than the nodes; only silence
+        # that lasts MASS_LAPSE_PATIENCE TTLs is believed.
+        patience_ms = ttl_ms * MASS_LAPSE_PATIENCE
+        long_silent = [n for n in lapsed
+                       if view.now_ms - view.snap.member(n).heartbeat_ms >= patience_ms]
+        if long_silent:
+            return long_silent, None
+        return [], Hold(HoldCause.MASS_LAPSE, f"{len(lapsed)} of {len(view.snap.members)} "
+                        f"nodes look dead at once: suspecting Redis or the network, not the "
+                        f"nodes")
+
+    def _pause(self, hold: Hold, lease: Lease) -> str:
+        if self.mode is Mode.PAUSED and self.hold is not None and self.hold.cause is hold.cause:
+            self.hold = hold
+            return f"holding off, {hold.reason}"  # routine: logged once by the agent
+        if self.mode is Mode.ACTIVE:
+            self.paused_at = self.clock()
+        self.mode, self.hold = Mode.PAUSED, hold
+        self.store.emit(Event(ev.DUTIES_PAUSED, lease.holder, lease.epoch, hold.reason,
+                              {"cause": hold.cause.value}))
+        return f"pausing my duties: {hold.reason}"
+
+    def _resume(self, lease: Lease) -> str:
+        paused_for = self.clock() - self.paused_at
+        cause = self.hold.cause.value if self.hold else ""
+        self.mode, self.hold = Mode.ACTIVE, None
+        reason = f"after {paused_for:.1f}s paused"
+        self.store.emit(Event(ev.DUTIES_RESUMED, lease.holder, lease.epoch, reason,
+                              {"cause": cause}))
+        return f"resuming my duties {reason}"
+
+    def _forget(self) -> None:
+        """Not (or no longer) the leader: the next leadership starts afresh."""
+        self.mode, self.hold = Mode.ACTIVE, None
+        self.capacity.forget()
+        self.drain.forget()
+
+    # -- declaring the dead ------------------------------------------------------------
+
+    def _declare(self, view: ClusterView, lease: Lease, lapsed: list[str]) -> str | None:
+        reasons = {}
+        for node_id in lapsed:
+            member = view.snap.member(node_id)
+            age = (view.now_ms - member.heartbeat_ms) / 1000 if member else 0.0
+            reasons[node_id] = (f"no heartbeat for {age:.1f}s", f"silent {age:.1f}s")
+        for node_id, why in sorted(view.lost.items()):
+            if view.record(node_id) is None:
+                reasons[node_id] = (f"its agent reported its master gone: {why}", "master gone")
+        declared = []
+        ttl_ms = int(self.ttl * 1000)
+        for node_id, (reason, short) in reasons.items():
+            if not self.election.is_leader(self.clock()):  # the deadline may pass mid-way
+                break
+            if self.store.declare_dead(lease, node_id, ttl_ms, reason):
+                declared.append(f"{node_id} ({short})")
+        if not reasons:
+            return None
         if not declared:
             return "no node declared dead: the store refused (lease or heartbeat changed)"
-        return f"declared dead at epoch {self.election.epoch}: {', '.join(declared)}"
+        return f"declared dead at epoch {lease.epoch}: {', '.join(declared)}"

@@ -19,7 +19,7 @@ NODE_DRAINING = "node_draining"
 NODE_UPGRADING = "node_upgrading"
 NODE_STOPPING = "node_stopping"
 NODE_GONE = "node_gone"  # its agent saw its master exit
-NODE_DEAD = "node_dead"  # the leader saw its heartbeat lapse
+NODE_DEAD = "node_dead"  # the leader saw its heartbeat lapse, or its master reported gone
 NODE_SUPERSEDED = "node_superseded"  # a newer incarnation of the node registered
 LEADER_ELECTED = "leader_elected"
 LEADER_RESIGNED = "leader_resigned"  # gave the lease back (shutdown, master gone, not ready)
@@ -27,6 +27,30 @@ LEADER_STEPPED_DOWN = "leader_stepped_down"  # lost the lease or its deadline pa
 COMMAND_REJECTED_STALE = "command_rejected_stale"
 COMMAND_REJECTED = "command_rejected"  # addressed to another incarnation, or malformed
 COMMAND_RESULT = "command_result"
+
+# The leader's duties (ha/duties.py and the modules it drives).
+NODE_REJOINED = "node_rejoined"  # a node declared dead registered again (new incarnation)
+NODE_FORGOTTEN = "node_forgotten"  # polycorn-ctl forget: its capacity is no longer owed
+DUTIES_PAUSED = "duties_paused"  # the leader holds off (Redis unstable, mass lapse)
+DUTIES_RESUMED = "duties_resumed"
+CAPACITY_GRANTED = "capacity_granted"  # a survivor runs extra workers for dead nodes
+CAPACITY_RETURNED = "capacity_returned"  # the extra workers are given back
+CAPACITY_SHORT = "capacity_short"  # the survivors' ceilings cannot cover the dead
+DRAIN_REQUESTED = "drain_requested"
+UNDRAIN_REQUESTED = "undrain_requested"
+ROLLOUT_STARTED = "rollout_started"
+ROLLOUT_NODE_STARTED = "rollout_node_started"
+ROLLOUT_NODE_REISSUED = "rollout_node_reissued"  # a new leader re-sent a stale upgrade
+ROLLOUT_NODE_DONE = "rollout_node_done"
+ROLLOUT_NODE_FAILED = "rollout_node_failed"
+ROLLOUT_DONE = "rollout_done"
+ROLLOUT_FAILED = "rollout_failed"  # halted at its first failed node
+ROLLOUT_ABORTED = "rollout_aborted"  # polycorn-ctl upgrade --abort
+
+# Relayed from the master (docs/internals.md); the rollout reads these.
+UPGRADE_STARTED = "upgrade_started"
+UPGRADE_PROMOTED = "upgrade_promoted"
+UPGRADE_ROLLED_BACK = "upgrade_rolled_back"
 
 # Events relayed from the master (upgrade_started, upgrade_promoted, ...) keep their name.
 EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

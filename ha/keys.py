@@ -54,3 +54,37 @@ class ClusterKeys:
         # list of fenced commands for one incarnation of a node: an old master's agent
         # never even sees the commands meant for the node's new incarnation
         return f"{self.prefix}:commands:{node_id}:{incarnation}"
+
+    # -- the leader's duties (ha/duties.py); layout in ha/README.md --------------------
+
+    @property
+    def roster(self) -> str:  # hash node_id -> workers_configured of every node that served
+        return f"{self.prefix}:roster"
+
+    @property
+    def dead(self) -> str:  # hash node_id -> JSON of its death sentence (until it rejoins)
+        return f"{self.prefix}:dead"
+
+    @property
+    def lost(self) -> str:  # hash node_id -> reason its agent reported its master gone
+        return f"{self.prefix}:lost"
+
+    @property
+    def grants(self) -> str:  # hash node_id -> JSON of the extra workers the leader granted
+        return f"{self.prefix}:grants"
+
+    @property
+    def drained(self) -> str:  # set of node ids the operator asked to drain
+        return f"{self.prefix}:drained"
+
+    @property
+    def rollout(self) -> str:  # hash: the current (or last) rolling upgrade
+        return f"{self.prefix}:rollout"
+
+    @property
+    def rollout_nodes(self) -> str:  # hash node_id -> JSON of that node's step in the rollout
+        return f"{self.prefix}:rollout:nodes"
+
+    @property
+    def rollout_slots(self) -> str:  # set of node ids upgrading now (at most max_unavailable)
+        return f"{self.prefix}:rollout:slots"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 # Server time in milliseconds, as an exact decimal string (a Lua number would be
 # formatted with %.14g and could lose digits).
-_NOW_MS = """
+NOW_MS = """
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 """
@@ -57,28 +57,40 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'event', 'leader_resign
 return 1
 """
 
-REGISTER = _NOW_MS + """
--- KEYS[1] incarnations hash, KEYS[2] node hash, KEYS[3] members zset, KEYS[4] events
+REGISTER = NOW_MS + """
+-- KEYS[1] incarnations hash, KEYS[2] node hash, KEYS[3] members zset, KEYS[4] events,
+-- KEYS[5] dead hash, KEYS[6] lost hash
 -- ARGV[1] node id, ARGV[2] node TTL ms, ARGV[3] events maxlen, ARGV[4..] field, value...
--- returns the node's new incarnation
+-- returns the node's new incarnation; a node declared dead is back (node_rejoined)
 local inc = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'incarnation', inc, 'heartbeat', now, unpack(ARGV, 4))
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'event', 'node_joined',
-           'node', ARGV[1], 'epoch', 0, 'reason', 'registered', 'incarnation', inc)
+redis.call('HDEL', KEYS[6], ARGV[1])
+if redis.call('HDEL', KEYS[5], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'event', 'node_rejoined',
+             'node', ARGV[1], 'epoch', 0, 'reason', 'back after being declared dead',
+             'incarnation', inc)
+else
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'event', 'node_joined',
+             'node', ARGV[1], 'epoch', 0, 'reason', 'registered', 'incarnation', inc)
+end
 return inc
 """
 
-HEARTBEAT = _NOW_MS + """
--- KEYS[1] incarnations hash, KEYS[2] node hash, KEYS[3] members zset, KEYS[4] events
+HEARTBEAT = NOW_MS + """
+-- KEYS[1] incarnations hash, KEYS[2] node hash, KEYS[3] members zset, KEYS[4] events,
+-- KEYS[5] dead hash, KEYS[6] roster hash
 -- ARGV[1] node id, ARGV[2] incarnation, ARGV[3] node TTL ms, ARGV[4] events maxlen,
--- ARGV[5] state, ARGV[6..] field, value...
+-- ARGV[5] state, ARGV[6] configured workers to put on the roster (0: none),
+-- ARGV[7..] field, value...
 -- returns 'superseded' (a newer incarnation registered: nothing written),
+-- 'declared_dead' (the leader declared this node dead: nothing written, register anew),
 -- 'rejoined' (the hash had lapsed and was re-created) or 'refreshed'
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if current > tonumber(ARGV[2]) then return 'superseded' end
+if redis.call('HEXISTS', KEYS[5], ARGV[1]) == 1 then return 'declared_dead' end
 if current < tonumber(ARGV[2]) then
   -- Redis lost the counter (restart without persistence, failover losing writes):
   -- restore it rather than strand every node as "superseded".
@@ -86,9 +98,13 @@ if current < tonumber(ARGV[2]) then
 end
 local old = redis.call('HGET', KEYS[2], 'state')
 redis.call('HSET', KEYS[2], 'incarnation', ARGV[2], 'heartbeat', now, 'state', ARGV[5],
-           unpack(ARGV, 6))
+           unpack(ARGV, 7))
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
+-- Only a node that served is owed its capacity if it dies.
+if ARGV[5] == 'ready' and tonumber(ARGV[6]) > 0 then
+  redis.call('HSET', KEYS[6], ARGV[1], ARGV[6])
+end
 if not old then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event', 'node_joined',
              'node', ARGV[1], 'epoch', 0, 'reason', 'heartbeat resumed', 'incarnation', ARGV[2])
@@ -103,31 +119,49 @@ return 'refreshed'
 
 DEREGISTER = """
 -- KEYS[1] incarnations hash, KEYS[2] node hash, KEYS[3] members zset, KEYS[4] events,
--- KEYS[5] the node's command queue
--- ARGV[1] node id, ARGV[2] incarnation, ARGV[3] event kind, ARGV[4] reason, ARGV[5] maxlen
+-- KEYS[5] the node's command queue, KEYS[6] roster, KEYS[7] lost hash, KEYS[8] grants
+-- ARGV[1] node id, ARGV[2] incarnation, ARGV[3] event kind, ARGV[4] reason, ARGV[5] maxlen,
+-- ARGV[6] departure: 'left' (stopped on purpose: no capacity owed any more), 'lost'
+-- (master vanished while serving: the leader will declare it dead) or 'aborted'
 -- returns 1 when removed, 0 when a newer incarnation owns the node id
 if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') ~= tonumber(ARGV[2]) then
   return 0
 end
 redis.call('DEL', KEYS[2], KEYS[5])
 redis.call('ZREM', KEYS[3], ARGV[1])
+if ARGV[6] == 'left' then
+  redis.call('HDEL', KEYS[6], ARGV[1])
+  redis.call('HDEL', KEYS[8], ARGV[1])
+elseif ARGV[6] == 'lost' then
+  redis.call('HSET', KEYS[7], ARGV[1], ARGV[4])
+end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'event', ARGV[3],
-           'node', ARGV[1], 'epoch', 0, 'reason', ARGV[4], 'incarnation', ARGV[2])
+           'node', ARGV[1], 'epoch', 0, 'reason', ARGV[4], 'incarnation', ARGV[2],
+           'departure', ARGV[6])
 return 1
 """
 
-DECLARE_DEAD = _NOW_MS + """
--- KEYS[1] lease, KEYS[2] members zset, KEYS[3] the node's hash, KEYS[4] events
+DECLARE_DEAD = NOW_MS + """
+-- KEYS[1] lease, KEYS[2] members zset, KEYS[3] the node's hash, KEYS[4] events,
+-- KEYS[5] dead hash, KEYS[6] lost hash, KEYS[7] grants
 -- ARGV[1] caller's lease value, ARGV[2] node id, ARGV[3] node TTL ms, ARGV[4] epoch,
 -- ARGV[5] leader id, ARGV[6] reason, ARGV[7] maxlen
 -- returns 1 when the node was declared dead, 0 when the caller is not the leader or
--- the node is not dead (heartbeat fresh, hash alive, or already removed)
+-- the node is not dead: its hash lives, or it is neither lost (its agent reported its
+-- master gone) nor a member whose heartbeat is older than the TTL
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
-if not score then return 0 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-if tonumber(now) - tonumber(score) < tonumber(ARGV[3]) then return 0 end
+if redis.call('HEXISTS', KEYS[6], ARGV[2]) == 0 then
+  local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
+  if not score then return 0 end
+  if tonumber(now) - tonumber(score) < tonumber(ARGV[3]) then return 0 end
+end
 redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[6], ARGV[2])
+redis.call('HDEL', KEYS[7], ARGV[2])
+-- every value a string: cjson would print a large number with too few digits
+redis.call('HSET', KEYS[5], ARGV[2], cjson.encode({since_ms = now, reason = ARGV[6],
+                                                   epoch = ARGV[4], by = ARGV[5]}))
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'event', 'node_dead',
            'node', ARGV[2], 'epoch', ARGV[4], 'reason', ARGV[6], 'by', ARGV[5])
 return 1

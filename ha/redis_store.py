@@ -15,13 +15,15 @@ from typing import TypeVar
 
 import redis
 from polycorn.ha import events as ev
-from polycorn.ha import lua
+from polycorn.ha import lua, lua_duties
 from polycorn.ha.commands import NodeCommand
 from polycorn.ha.events import Event
 from polycorn.ha.keys import ClusterKeys
-from polycorn.ha.registry import NodeInfo, NodeRecord, record_from_hash
+from polycorn.ha.registry import Departure, NodeInfo, NodeRecord, record_from_hash
+from polycorn.ha.rollout import NodeRollout, Rollout
 from polycorn.ha.snapshot import ClusterSnapshot, Lease, Member
-from polycorn.ha.store import ClusterStore, Heartbeat, StoreUnavailable
+from polycorn.ha.store import ClusterStore, FinishResult, Heartbeat, IssueResult, StoreUnavailable
+from polycorn.ha.view import ClusterView, DeadNode, Grant
 from redis.exceptions import RedisError
 
 COMMAND_QUEUE_CAP = 1000  # a node unreachable for long keeps only the newest commands
@@ -52,6 +54,9 @@ class RedisStore(ClusterStore):
         self._scripts = {name: client.register_script(getattr(lua, name)) for name in (
             "ACQUIRE_LEASE", "RENEW_LEASE", "RESIGN_LEASE", "REGISTER", "HEARTBEAT",
             "DEREGISTER", "DECLARE_DEAD", "SEND_COMMAND")}
+        self._scripts.update({name: client.register_script(getattr(lua_duties, name))
+                              for name in ("GRANT_WORKERS", "CREATE_ROLLOUT", "ISSUE_UPGRADE",
+                                           "FINISH_UPGRADE", "ABORT_ROLLOUT")})
 
     def _run(self, name: str, keys: list[str], args: list) -> object:
         return self._scripts[name](keys=keys, args=args)
@@ -76,6 +81,28 @@ class RedisStore(ClusterStore):
         hashes = pipe.execute() if snap.members else []
         return snap, [record_from_hash(m.node_id, h, m.heartbeat_ms, snap.now_ms, ttl_ms)
                       for m, h in zip(snap.members, hashes, strict=True)]
+
+    @_unavailable
+    def view(self, ttl_ms: int) -> ClusterView:
+        k = self.keys
+        snap = self.snapshot()
+        pipe = self.client.pipeline(transaction=False)
+        for m in snap.members:
+            pipe.hgetall(k.node(m.node_id))
+        pipe.hgetall(k.roster).hgetall(k.dead).hgetall(k.lost).hgetall(k.grants)
+        pipe.smembers(k.drained).hgetall(k.rollout).hgetall(k.rollout_nodes)
+        pipe.smembers(k.rollout_slots).info("server")
+        replies = pipe.execute()
+        hashes, rest = replies[:len(snap.members)], replies[len(snap.members):]
+        roster, dead, lost, grants, drained, head, entries, slots, server = rest
+        records = tuple(record_from_hash(m.node_id, h, m.heartbeat_ms, snap.now_ms, ttl_ms)
+                        for m, h in zip(snap.members, hashes, strict=True))
+        return ClusterView(
+            snap, records, {n: int(w) for n, w in roster.items()},
+            {n: DeadNode.decode(n, text) for n, text in dead.items()}, dict(lost),
+            {n: g for n, text in grants.items() if (g := Grant.decode(text)) is not None},
+            frozenset(drained), Rollout.from_hashes(head, entries, slots),
+            str(server.get("run_id", "")))
 
     @_unavailable
     def read_events(self, after: str = "0", count: int = 100,
@@ -137,6 +164,10 @@ class RedisStore(ClusterStore):
         return [k.incarnations, k.node(node_id), k.members, k.events]
 
     @staticmethod
+    def _roster_workers(info: NodeInfo) -> int:
+        return info.workers_configured if info.state.value == "ready" else 0
+
+    @staticmethod
     def _pairs(info: NodeInfo) -> list[str]:
         fields = info.to_hash()
         fields.pop("state")
@@ -144,29 +175,36 @@ class RedisStore(ClusterStore):
 
     @_unavailable
     def register(self, info: NodeInfo, ttl_ms: int) -> int:
-        return int(self._run("REGISTER", self._node_keys(info.node_id),
+        return int(self._run("REGISTER", [*self._node_keys(info.node_id), self.keys.dead,
+                                          self.keys.lost],
                              [info.node_id, ttl_ms, ev.STREAM_MAXLEN, "state", info.state.value,
                               *self._pairs(info)]))
 
     @_unavailable
     def heartbeat(self, info: NodeInfo, incarnation: int, ttl_ms: int) -> Heartbeat:
-        reply = self._run("HEARTBEAT", self._node_keys(info.node_id),
+        reply = self._run("HEARTBEAT", [*self._node_keys(info.node_id), self.keys.dead,
+                                        self.keys.roster],
                           [info.node_id, incarnation, ttl_ms, ev.STREAM_MAXLEN,
-                           info.state.value, *self._pairs(info)])
+                           info.state.value, self._roster_workers(info), *self._pairs(info)])
         return Heartbeat(reply)
 
     @_unavailable
-    def deregister(self, node_id: str, incarnation: int, kind: str, reason: str) -> bool:
+    def deregister(self, node_id: str, incarnation: int, kind: str, reason: str,
+                   departure: Departure = Departure.LEFT) -> bool:
+        k = self.keys
         return self._run("DEREGISTER",
-                         [*self._node_keys(node_id), self.keys.commands(node_id, incarnation)],
-                         [node_id, incarnation, kind, reason, ev.STREAM_MAXLEN]) == 1
+                         [*self._node_keys(node_id), k.commands(node_id, incarnation), k.roster,
+                          k.lost, k.grants],
+                         [node_id, incarnation, kind, reason, ev.STREAM_MAXLEN,
+                          departure.value]) == 1
 
     # -- fenced leader actions --------------------------------------------------------
 
     @_unavailable
     def declare_dead(self, lease: Lease, node_id: str, ttl_ms: int, reason: str) -> bool:
         k = self.keys
-        return self._run("DECLARE_DEAD", [k.lease, k.members, k.node(node_id), k.events],
+        return self._run("DECLARE_DEAD", [k.lease, k.members, k.node(node_id), k.events,
+                                          k.dead, k.lost, k.grants],
                          [lease.encode(), node_id, ttl_ms, lease.epoch, lease.holder, reason,
                           ev.STREAM_MAXLEN]) == 1
 
@@ -178,6 +216,82 @@ class RedisStore(ClusterStore):
         return self._run("SEND_COMMAND", [self.keys.lease, queue],
                          [lease.encode(), command.encode(), COMMAND_QUEUE_CAP,
                           COMMAND_QUEUE_TTL_MS]) == 1
+
+    @_unavailable
+    def grant_workers(self, lease: Lease, node_id: str, grant: Grant | None,
+                      command: NodeCommand | None, event_kind: str, reason: str) -> bool:
+        k = self.keys
+        incarnation = command.incarnation if command else 0
+        return self._run("GRANT_WORKERS", [k.lease, k.grants, k.commands(node_id, incarnation),
+                                           k.events],
+                         [lease.encode(), node_id, grant.encode() if grant else "",
+                          command.encode() if command else "", COMMAND_QUEUE_CAP,
+                          COMMAND_QUEUE_TTL_MS, event_kind, lease.epoch, lease.holder, reason,
+                          ev.STREAM_MAXLEN, command.n if command and command.n is not None
+                          else ""]) == 1
+
+    @_unavailable
+    def issue_upgrade(self, lease: Lease, rollout_id: str, entry: NodeRollout,
+                      command: NodeCommand, reason: str) -> IssueResult:
+        k = self.keys
+        reply = self._run("ISSUE_UPGRADE", [k.lease, k.rollout, k.rollout_nodes, k.rollout_slots,
+                                            k.commands(command.node_id, command.incarnation),
+                                            k.events],
+                          [lease.encode(), rollout_id, entry.node_id, entry.encode(),
+                           command.encode(), COMMAND_QUEUE_CAP, COMMAND_QUEUE_TTL_MS,
+                           lease.epoch, lease.holder, ev.STREAM_MAXLEN, reason])
+        return IssueResult(reply)
+
+    @_unavailable
+    def finish_upgrade(self, lease: Lease, rollout_id: str, entry: NodeRollout,
+                       reason: str) -> FinishResult:
+        k = self.keys
+        reply = self._run("FINISH_UPGRADE", [k.lease, k.rollout, k.rollout_nodes,
+                                             k.rollout_slots, k.events],
+                          [lease.encode(), rollout_id, entry.node_id, entry.encode(),
+                           entry.step.value, lease.epoch, lease.holder, reason,
+                           ev.STREAM_MAXLEN])
+        return FinishResult(reply)
+
+    # -- operator requests ------------------------------------------------------------
+
+    @_unavailable
+    def create_rollout(self, rollout: Rollout, reason: str) -> tuple[bool, str]:
+        k = self.keys
+        head = {f: v for f, v in rollout.to_hash().items() if f != "created_ms"}
+        head_args = [x for item in head.items() for x in item]
+        node_args = [x for e in rollout.entries() for x in (e.node_id, e.encode())]
+        created, rollout_id = self._run(
+            "CREATE_ROLLOUT", [k.rollout, k.rollout_nodes, k.rollout_slots, k.events],
+            [ev.STREAM_MAXLEN, rollout.id, reason, len(head_args), *head_args, *node_args])
+        return bool(created), str(rollout_id)
+
+    @_unavailable
+    def abort_rollout(self, reason: str) -> str | None:
+        k = self.keys
+        return self._run("ABORT_ROLLOUT", [k.rollout, k.rollout_slots, k.events],
+                         [reason, ev.STREAM_MAXLEN]) or None
+
+    @_unavailable
+    def set_drained(self, node_id: str, drained: bool, reason: str) -> bool:
+        k = self.keys
+        kind = ev.DRAIN_REQUESTED if drained else ev.UNDRAIN_REQUESTED
+        pipe = self.client.pipeline(transaction=True)
+        (pipe.sadd if drained else pipe.srem)(k.drained, node_id)
+        pipe.xadd(k.events, Event(kind, node_id, 0, reason).fields(),
+                  maxlen=ev.STREAM_MAXLEN, approximate=True)
+        changed, _ = pipe.execute()
+        return bool(changed)
+
+    @_unavailable
+    def forget_node(self, node_id: str, reason: str) -> bool:
+        k = self.keys
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(k.roster, node_id).hdel(k.dead, node_id).hdel(k.lost, node_id)
+        pipe.hdel(k.grants, node_id).srem(k.drained, node_id)
+        pipe.xadd(k.events, Event(ev.NODE_FORGOTTEN, node_id, 0, reason).fields(),
+                  maxlen=ev.STREAM_MAXLEN, approximate=True)
+        return any(pipe.execute()[:5])
 
     # -- inbox and events -------------------------------------------------------------
 

@@ -17,6 +17,14 @@ from enum import Enum
 from polycorn.ha.snapshot import ClusterSnapshot
 
 
+class Departure(Enum):
+    """How a node's agent left the registry, judged from its master's last state."""
+
+    LEFT = "left"  # the master was stopping: the operator removed the node on purpose
+    LOST = "lost"  # the master vanished while serving: the leader declares the node dead
+    ABORTED = "aborted"  # the master died while booting (e.g. an upgrade rolled back)
+
+
 class NodeState(Enum):
     BOOTING = "booting"
     READY = "ready"
@@ -43,6 +51,7 @@ class NodeInfo:
     workers: int = 0
     workers_configured: int = 0
     max_workers: int = 0
+    workers_target: int = 0  # what the master is asked to run (configured, or set_workers)
     started: float = 0.0  # Unix time the agent registered (for display only)
 
     def to_hash(self) -> dict[str, str]:
@@ -71,7 +80,8 @@ class NodeRecord:
         return {"node_id": i.node_id, "state": i.state.value if self.alive else "dead",
                 "release": i.release, "pid": i.pid, "host": i.host, "address": i.address,
                 "workers": i.workers, "workers_configured": i.workers_configured,
-                "max_workers": i.max_workers, "incarnation": self.incarnation,
+                "max_workers": i.max_workers, "workers_target": i.workers_target,
+                "incarnation": self.incarnation,
                 "started": i.started, "heartbeat_age": round(self.heartbeat_age(now_ms), 3),
                 "alive": self.alive}
 
@@ -94,7 +104,9 @@ def record_from_hash(node_id: str, data: dict[str, str], heartbeat_ms: int,
         node_id=node_id, host=data.get("host", ""), address=data.get("address", ""),
         pid=_int(data.get("pid")), release=data.get("release", ""), state=state,
         workers=_int(data.get("workers")), workers_configured=_int(data.get("workers_configured")),
-        max_workers=_int(data.get("max_workers")), started=float(data.get("started") or 0))
+        max_workers=_int(data.get("max_workers")),
+        workers_target=_int(data.get("workers_target") or data.get("workers_configured")),
+        started=float(data.get("started") or 0))
     alive = bool(data) and now_ms - heartbeat_ms < ttl_ms
     return NodeRecord(info, _int(data.get("incarnation")), heartbeat_ms, alive)
 

@@ -13,8 +13,10 @@ from enum import Enum
 
 from polycorn.ha.commands import NodeCommand
 from polycorn.ha.events import Event
-from polycorn.ha.registry import NodeInfo, NodeRecord
+from polycorn.ha.registry import Departure, NodeInfo, NodeRecord
+from polycorn.ha.rollout import NodeRollout, Rollout
 from polycorn.ha.snapshot import ClusterSnapshot, Lease
+from polycorn.ha.view import ClusterView, Grant
 
 
 class StoreUnavailable(Exception):
@@ -25,6 +27,29 @@ class Heartbeat(Enum):
     REFRESHED = "refreshed"
     REJOINED = "rejoined"  # the hash had expired or was removed: it was re-created
     SUPERSEDED = "superseded"  # a newer incarnation of this node id has registered
+    DECLARED_DEAD = "declared_dead"  # the leader declared this node dead: register anew
+
+
+class IssueResult(Enum):
+    """What ISSUE_UPGRADE did (lua_duties.py)."""
+
+    ISSUED = "issued"  # a pending node took an upgrade slot; its command is queued
+    REISSUED = "reissued"  # an upgrading node issued under an older epoch got it again
+    NOT_LEADER = "not_leader"
+    NOT_RUNNING = "not_running"  # no such rollout, or it is no longer running
+    NO_SLOT = "no_slot"  # max_unavailable nodes are upgrading already
+    NOT_PENDING = "not_pending"
+
+
+class FinishResult(Enum):
+    """The rollout's state after FINISH_UPGRADE, or why nothing was written."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    NOT_LEADER = "not_leader"
+    NOT_RUNNING = "not_running"
+    NOT_UPGRADING = "not_upgrading"
 
 
 class ClusterStore(ABC):
@@ -37,6 +62,11 @@ class ClusterStore(ABC):
     @abstractmethod
     def nodes(self, ttl_ms: int) -> tuple[ClusterSnapshot, list[NodeRecord]]:
         """The snapshot plus every member's registration (for polycorn-ctl)."""
+
+    @abstractmethod
+    def view(self, ttl_ms: int) -> ClusterView:
+        """The snapshot, every member's registration and the duties' records (roster,
+        dead, lost, grants, drain requests, rollout) and Redis' run id, for the leader."""
 
     @abstractmethod
     def read_events(self, after: str = "0", count: int = 100,
@@ -76,15 +106,61 @@ class ClusterStore(ABC):
         a state change logs node_<state>."""
 
     @abstractmethod
-    def deregister(self, node_id: str, incarnation: int, kind: str, reason: str) -> bool:
-        """Remove the node (if still this incarnation) and log `kind` (node_gone...)."""
+    def deregister(self, node_id: str, incarnation: int, kind: str, reason: str,
+                   departure: Departure = Departure.LEFT) -> bool:
+        """Remove the node (if still this incarnation) and log `kind` (node_gone...).
+        LEFT also takes it off the roster (no capacity owed); LOST records it for the
+        leader to declare dead; ABORTED does neither."""
 
     # -- fenced leader actions: compare on the lease's epoch ------------------------
 
     @abstractmethod
     def declare_dead(self, lease: Lease, node_id: str, ttl_ms: int, reason: str) -> bool:
-        """While `lease` is the lease and the node's heartbeat is older than ttl_ms:
-        remove it from the members and log node_dead."""
+        """While `lease` is the lease, the node's hash has expired and it is either lost
+        or a member whose heartbeat is older than ttl_ms: remove it from the members,
+        record its death sentence (until it registers again), drop its grant and log
+        node_dead."""
+
+    @abstractmethod
+    def grant_workers(self, lease: Lease, node_id: str, grant: Grant | None,
+                      command: NodeCommand | None, event_kind: str, reason: str) -> bool:
+        """While `lease` is the lease: record (or, with None, remove) the node's grant,
+        queue the set_workers command if any and log `event_kind` if not empty."""
+
+    @abstractmethod
+    def issue_upgrade(self, lease: Lease, rollout_id: str, entry: NodeRollout,
+                      command: NodeCommand, reason: str) -> IssueResult:
+        """While `lease` is the lease and the rollout runs: move a pending node to
+        upgrading if a slot is free (or re-issue an upgrading node's command from an
+        older epoch), write `entry` and queue `command`, atomically."""
+
+    @abstractmethod
+    def finish_upgrade(self, lease: Lease, rollout_id: str, entry: NodeRollout,
+                       reason: str) -> FinishResult:
+        """While `lease` is the lease and the rollout runs: record the node done or
+        failed (entry.step), free its slot; a failure halts the rollout, the last node
+        done completes it."""
+
+    # -- operator requests (polycorn-ctl): desired state the leader carries out --------
+
+    @abstractmethod
+    def create_rollout(self, rollout: Rollout, reason: str) -> tuple[bool, str]:
+        """Store a new rollout unless one is running: (True, its id) or (False, the id
+        of the running one)."""
+
+    @abstractmethod
+    def abort_rollout(self, reason: str) -> str | None:
+        """Mark the running rollout aborted (no further node starts); its id, or None."""
+
+    @abstractmethod
+    def set_drained(self, node_id: str, drained: bool, reason: str) -> bool:
+        """Add the node to (or remove it from) the drain requests and log the request;
+        False when nothing changed."""
+
+    @abstractmethod
+    def forget_node(self, node_id: str, reason: str) -> bool:
+        """Take a node off the roster and every duty record (it will not come back, so
+        the survivors' extra workers go back); False when nothing was known of it."""
 
     @abstractmethod
     def send_command(self, lease: Lease, command: NodeCommand) -> bool:

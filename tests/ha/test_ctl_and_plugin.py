@@ -75,12 +75,15 @@ def test_events_since_and_follow(shared_redis, cluster_name):
     follower = subprocess.Popen([sys.executable, "-m", "polycorn.ha.ctl", "events", "--follow",
                                  "--count", "0", *args], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # let it reach its blocking read
-        store.emit(Event("upgrade_promoted", "n7", 0, "followed"))
         got: list[str] = []
         reader = threading.Thread(target=lambda: got.append(follower.stdout.readline()))
         reader.start()
-        reader.join(10)
+        # An event emitted before the follower reached its first read is (rightly) not
+        # new to it: keep emitting until one arrives, however slow its start-up.
+        deadline = time.monotonic() + 15
+        while not got and time.monotonic() < deadline:
+            store.emit(Event("upgrade_promoted", "n7", 0, "followed"))
+            reader.join(0.3)
         assert got and got[0].rstrip().endswith("upgrade_promoted n7: followed")
     finally:
         follower.kill()

@@ -1,19 +1,15 @@
 """Unit tests of the pure pieces: timer invariants, Redis URLs, fencing, commands,
-back-off, event encoding and the leader's dead-node rules."""
+back-off and event encoding (the leader's duties: test_duties.py)."""
 
 from __future__ import annotations
 
 import pytest
 from polycorn.ha.backoff import Backoff
 from polycorn.ha.commands import CommandError, NodeCommand
-from polycorn.ha.duties import LeaderDuties
-from polycorn.ha.election import Election
 from polycorn.ha.events import Event
 from polycorn.ha.fencing import Fence, Verdict
-from polycorn.ha.memory_store import MemoryStore
 from polycorn.ha.redis_url import RedisKind, RedisUrlError, parse_redis_url
-from polycorn.ha.registry import NodeInfo, default_node_id, default_release
-from polycorn.ha.snapshot import Lease
+from polycorn.ha.registry import default_node_id, default_release
 from polycorn.ha.timing import Timing, TimingError
 
 # -- timing ------------------------------------------------------------------------------
@@ -138,68 +134,3 @@ def test_default_node_id_and_release(tmp_path):
     release.mkdir(parents=True)
     (tmp_path / "current").symlink_to(release)
     assert default_release(str(tmp_path / "current")) == "20240501-abc"
-
-
-# -- the leader's dead-node rules -------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-
-def leader_world(nodes: list[str]):
-    clock = Clock()
-    store = MemoryStore(lambda: int(clock.t * 1000))
-    for n in nodes:
-        store.register(NodeInfo(n, "h", "a:1", 1, "r"), 3000)
-    election = Election("n1", Timing(), rng=lambda: 0.0)
-    election.acquired(store.acquire_lease("n1", 6000, "test"), clock.t)
-    return clock, store, election, LeaderDuties(store, election, clock=lambda: clock.t)
-
-
-def test_leader_declares_a_lapsed_node_dead_once():
-    clock, store, election, duties = leader_world(["n1", "n2", "n3"])
-    clock.t += 3.0
-    for n in ("n1", "n3"):  # they keep heartbeating
-        store.heartbeat(NodeInfo(n, "h", "a:1", 1, "r"), 1, 3000)
-    election.renewed(clock.t, clock.t)
-    assert duties.cycle(store.snapshot(), store_stable_for=10) == \
-        "declared dead at epoch 1: n2 (silent 3.0s)"
-    assert duties.cycle(store.snapshot(), store_stable_for=10) is None
-
-
-def test_leader_holds_off_while_its_own_store_was_failing():
-    clock, store, election, duties = leader_world(["n1", "n2", "n3"])
-    clock.t += 3.0
-    election.renewed(clock.t, clock.t)
-    store.heartbeat(NodeInfo("n1", "h", "a:1", 1, "r"), 1, 3000)
-    store.heartbeat(NodeInfo("n3", "h", "a:1", 1, "r"), 1, 3000)
-    assert duties.cycle(store.snapshot(), store_stable_for=1.0).startswith(
-        "not declaring n2 dead: my own Redis calls failed 1.0s ago")
-
-
-def test_leader_does_not_believe_a_mass_lapse_at_first():
-    clock, store, election, duties = leader_world(["n1", "n2", "n3"])
-    clock.t += 3.0
-    store.heartbeat(NodeInfo("n1", "h", "a:1", 1, "r"), 1, 3000)
-    assert store.renew_lease(Lease("n1", 1), 6000)
-    election.renewed(clock.t, clock.t)
-    assert duties.cycle(store.snapshot(), store_stable_for=10) == (
-        "not declaring 2 of 3 nodes dead at once yet: suspecting Redis or the network, "
-        "not the nodes")
-    for _ in range(2):  # silence far past the TTL, the leader alive throughout
-        clock.t += 3.0
-        store.heartbeat(NodeInfo("n1", "h", "a:1", 1, "r"), 1, 3000)
-        assert store.renew_lease(Lease("n1", 1), 6000)
-        election.renewed(clock.t, clock.t)
-    assert duties.cycle(store.snapshot(), store_stable_for=10).startswith(
-        "declared dead at epoch 1: n2 (silent 9.0s), n3 (silent 9.0s)")
-
-
-def test_no_duties_past_the_deadline():
-    clock, store, election, duties = leader_world(["n1", "n2"])
-    clock.t += 5.0  # no renewal: the deadline (4 s) passed
-    assert duties.cycle(store.snapshot(), store_stable_for=10) is None
-    assert store.snapshot().lease == Lease("n1", 1)
-    assert len(store.snapshot().members) == 2
