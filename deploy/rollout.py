@@ -174,8 +174,10 @@ class Rollout:
     def _roll_back_live(self, why: str) -> None:
         live = [r for r in self.runs if r.phase is Phase.LIVE]
         for r in sorted(live, key=lambda r: -r.batch):
+            started = time.monotonic()
             r.reason = f"rolled back because {why}"
             self._switch_back(r, why, f"batch {r.batch} (rollback)")
+            r.seconds += time.monotonic() - started
 
     def _step(self, r: HostRun, step: str, label: str, detail: str = "") -> None:
         r.step = step

@@ -1,6 +1,7 @@
 """Rolling releases on three simulated hosts (real sshd, real polycorn, real Redis),
 through the real `fab -r deploy` command: setup and a first deploy, a deploy under
-load, a broken release rolled back by itself, a rollback under load, cleanup.
+load, a broken release rolled back by itself (failing in the first batch, then
+on one host of the second batch), a rollback under load, status, cleanup.
 The figure that matters is the number of failed requests under load: zero.
 """
 
@@ -38,6 +39,13 @@ def live_nodes(status: dict) -> list[dict]:
     return [n for n in status["nodes"] if n["alive"]]
 
 
+def summary_rows(stdout: str) -> dict[str, str]:
+    """The final table's row of each host (after the HOST header line)."""
+    lines = stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("HOST "))
+    return {line.split()[0]: line for line in lines[start + 1:] if line.split()[0] in HOSTS}
+
+
 def master_pid(project, host: str) -> int:
     return int(project.on(host, "shared", "run", f"{project.cluster}.pid").read_text())
 
@@ -71,7 +79,7 @@ class CurrentWatcher:
 
 
 def test_releases_roll_over_three_hosts_without_a_failed_request(
-        make_project, wheels, redis_server):
+        make_project, wheels, redis_server, tmp_path):
     project = make_project(extra='serial = "1"\nkeep_releases = 3')
     ports = [h.app_port for h in project.fleet.hosts]
     hosts_arg = ",".join(HOSTS)
@@ -133,8 +141,7 @@ def test_releases_roll_over_three_hosts_without_a_failed_request(
     assert result.failed == 0, result.summary()
     assert "C" not in result.bodies
     assert "halted: batch 1/3 failed" in done.stdout
-    rows = {line.split()[0]: line for line in done.stdout.splitlines()
-            if line.split() and line.split()[0] in HOSTS and "  " in line}
+    rows = summary_rows(done.stdout)
     assert "rolled back" in rows["node1"] and "pending" in rows["node2"] \
         and "pending" in rows["node3"], done.stdout
     assert watcher.seen == {"node2": {"B"}, "node3": {"B"}}  # never left B
@@ -145,6 +152,33 @@ def test_releases_roll_over_three_hosts_without_a_failed_request(
         assert not project.on(host, "releases", "C").exists()  # a failed release leaves nothing
     assert "release C rolled back to B (automatic: upgrade:" in \
         project.on("node1", "revisions.log").read_text()
+
+    # -- a release that fails on node2 only: node1, switched in batch 1, goes back too ----
+    broken_on_node2 = tmp_path / "broken-on-node2.toml"
+    broken_on_node2.write_text(project.settings.read_text().replace(
+        "[hosts.node2.server]\n", '[hosts.node2.server]\nraw_env = ["DEPLOYAPP_HEALTH=503"]\n'))
+    with Load(ports, "/version") as load:
+        load.wait_requests(50)
+        done = project.deploy_cmd("deploy", "--release", "D", "--wheels", wheel_arg(wheels, "B"),
+                                  "--config-file", str(broken_on_node2))
+        load.wait_requests(50)
+    result = load.result
+    print(f"\nDEPLOY D (broken on node2) under load: {result.summary()}")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert result.failed == 0, result.summary()
+    assert "halted: batch 2/3 failed" in done.stdout
+    rows = summary_rows(done.stdout)
+    assert "rolled back" in rows["node1"] and "rolled back" in rows["node2"] \
+        and "pending" in rows["node3"], done.stdout
+    assert "answered 503" in rows["node2"]
+    for host in HOSTS:
+        assert current_of(project, host) == "B"
+        assert not project.on(host, "releases", "D").exists()
+    assert "release D rolled back to B (automatic: batch 2/3 failed" in \
+        project.on("node1", "revisions.log").read_text()
+    wait_until(lambda: {(n["state"], n["release"]) for n in
+                        live_nodes(cluster_status(project, redis_server.url))}
+               == {("ready", "B")}, 20, what="the registry showing every node back on B")
 
     # -- rollback from B to A under load --------------------------------------------------
     with Load(ports, "/version") as load:
