@@ -25,7 +25,8 @@ from polycorn.server.http.events import (
     EndOfMessage,
     Request,
 )
-from polycorn.server.http.framing import decide_framing
+from polycorn.server.http.framing import RequestFraming, decide_framing
+from polycorn.server.http.grammar import host_re
 from polycorn.server.http.httpdate import SHARED_DATE_CACHE, DateCache
 from polycorn.server.http.limits import Limits
 from polycorn.server.http.response import build_error_response, frame_response
@@ -36,7 +37,7 @@ from polycorn.server.http.state import (
     advance_request,
     advance_response,
 )
-from polycorn.server.http.writers import NO_BODY, BodyWriter
+from polycorn.server.http.writers import NO_BODY, BodyWriter, ContentLengthWriter
 
 __all__ = ["FastConnection", "LLHTTP_ERRORS"]
 
@@ -46,6 +47,12 @@ DEFAULT_LIMITS = Limits()
 # "Connection: upgrade") is not an HttpParserError subclass.
 LLHTTP_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 _VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
+# The fields framing.decide_framing reads; a head whose only such field is one valid
+# Host on HTTP/1.1 gets PLAIN_HTTP11 without the call (what the call would return).
+FRAMING_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection",
+                            b"expect"))
+PLAIN_HTTP11 = RequestFraming(content_length=None, chunked=False, keep_alive=True,
+                              expect_continue=False)
 _END = EndOfMessage()
 _OWS = b" \t"
 # With both size limits off, an unfinished head is still not held past this in the
@@ -56,18 +63,29 @@ UNLIMITED_HEAD_HOLD = 64 * 1024
 class _HeadTokens:
     """The llhttp callbacks: what one head was split into (names lower-cased, values stripped)."""
 
-    __slots__ = ("url", "fields")
+    __slots__ = ("url", "fields", "framing_fields", "host")
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self.url = b""
         self.fields: list[tuple[bytes, bytes]] = []
+        self.framing_fields = 0  # fields that decide_framing reads
+        self.host: bytes | None = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
         # llhttp drops the leading OWS, not the trailing (RFC 9112 5: both are not part of the value).
-        self.fields.append((name.lower(), value.rstrip(_OWS)))
+        value = value.rstrip(_OWS)
+        self.fields.append((name, value))
+        if name in FRAMING_FIELDS:
+            self.framing_fields += 1
+            if name == b"host":
+                self.host = value
 
 
 class FastConnection:
@@ -145,6 +163,8 @@ class FastConnection:
 
     def _next_head(self) -> object:
         buf = self._buffer
+        if not buf and not self._eof:
+            return NEED_DATA
         end = buf.find(b"\r\n\r\n") + 4
         if end == 3:
             return self._unfinished_head(buf)
@@ -159,8 +179,8 @@ class FastConnection:
         if end > self._small_head and self._breaks_size_limit(head):
             return self._fall_back("size limit")
         request = self._split_head(head)
-        if request is None:
-            return self._pure_event()
+        if request.__class__ is str:
+            return self._fall_back(request)
         self._buffer = buf[end:]
         self._request = request
         self._request_state = RequestState.BODY
@@ -194,11 +214,10 @@ class FastConnection:
         max_size = limits.max_header_size
         return bool(max_size) and max(map(len, lines[1:])) > max_size
 
-    def _split_head(self, head: bytes) -> Request | None:
-        """The Request for a plain head, or None after handing the connection to the pure parser."""
+    def _split_head(self, head: bytes) -> Request | str:
+        """The Request for a plain head, or why the pure parser must judge it."""
         tokens = self._tokens
-        tokens.url = b""
-        tokens.fields = fields = []
+        tokens.reset()
         parser = self._parser
         if parser is None:
             parser = self._parser = httptools.HttpRequestParser(tokens)
@@ -206,32 +225,31 @@ class FastConnection:
             parser.feed_data(head)
         except LLHTTP_ERRORS:
             self._parser = None  # llhttp stays in its error state
-            self._fall_back("llhttp refused or upgrade", event=False)
-            return None
+            return "llhttp refused or upgrade"
         version = _VERSIONS.get(parser.get_http_version())
+        if version is None:
+            return "HTTP version"
         method = parser.get_method()
         target = tokens.url
-        if version is None:
-            self._fall_back("HTTP version", event=False)
-            return None
         # RFC 9112 3: exactly one SP between the parts (llhttp skips extra spaces).
         if not head.startswith(b"%s %s HTTP/%s\r\n" % (method, target, version)):
-            self._fall_back("request-line spacing", event=False)
-            return None
+            return "request-line spacing"
         # RFC 9112 3.2: only origin-form without a fragment is plain.
         if target[:1] != b"/" or b"#" in target:
-            self._fall_back("request-target form", event=False)
-            return None
-        try:
-            framing = decide_framing(version, fields)
-        except RemoteProtocolError:
-            self._fall_back("framing refused", event=False)
-            return None
-        if framing.chunked:
-            self._parser = None
-            self._fall_back("chunked body", event=False)
-            return None
-        return Request(method, target, version, tuple(fields), *framing)
+            return "request-target form"
+        host = tokens.host
+        if (tokens.framing_fields == 1 and host is not None and version == b"1.1"
+                and host_re.fullmatch(host)):
+            framing = PLAIN_HTTP11
+        else:
+            try:
+                framing = decide_framing(version, tokens.fields)
+            except RemoteProtocolError:
+                return "framing refused"
+            if framing.chunked:
+                self._parser = None
+                return "chunked body"
+        return Request(method, target, version, tuple(tokens.fields), *framing)
 
     def _next_body_event(self) -> object:
         remaining = self._body_remaining
@@ -259,7 +277,7 @@ class FastConnection:
 
     # -- the pure parser's turn ----------------------------------------------------
 
-    def _fall_back(self, reason: str, *, event: bool = True) -> object:
+    def _fall_back(self, reason: str) -> object:
         """Give the unparsed bytes (from the start of this request) to a pure ServerConnection."""
         pure = ServerConnection(self.limits, keep_alive_allowed=self._persistent,
                                 date_cache=self._date_cache)
@@ -271,7 +289,7 @@ class FastConnection:
         # Told later: with the bytes and EOF given at once, the pure parser would judge an
         # unfinished head by its EOF (400) before its size limits (414/431).
         self._eof_pending = self._eof
-        return self._pure_event() if event else None
+        return self._pure_event()
 
     def _pure_event(self) -> object:
         pure = self._pure
@@ -302,10 +320,8 @@ class FastConnection:
         if self._request is None:
             raise LocalProtocolError("no request to respond to")
         next_state = advance_response(self._response_state, Step.HEAD)
-        head, self._writer, self._persistent = frame_response(
-            self._request, status, reason, headers,
-            persistent=self._persistent, date=self._date_cache.current(),
-        )
+        head, self._writer, self._persistent = framed_head(
+            self._request, status, reason, headers, self._persistent, self._date_cache)
         self._response_state = next_state
         self._continue_owed = False
         return head
@@ -390,3 +406,39 @@ class FastConnection:
         self._request = None
         self._writer = NO_BODY
         self._continue_owed = False
+
+
+# -- response heads ---------------------------------------------------------------------
+
+# frame_response is a pure function of what it is given, and an app answers with few
+# distinct heads: each is framed once (with a placeholder for the Date, which changes
+# every second) and reused. Bounded, as the keys can hold request data.
+MAX_CACHED_HEADS = 512
+_DATE_MARK = b"\x00date\x00"  # NUL can never be in a field value: no app header can hold it
+_heads: dict[tuple, tuple[bytes, bytes | None, int | None, BodyWriter, bool]] = {}
+
+
+def framed_head(request: Request, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                persistent: bool, date_cache: DateCache) -> tuple[bytes, BodyWriter, bool]:
+    """frame_response's (head, writer, persistent) for these inputs, memoized."""
+    try:
+        key = (request.method, request.http_version, status, reason, tuple(headers), persistent)
+        cached = _heads.get(key)
+    except TypeError:  # something unhashable: frame_response names the mistake
+        return frame_response(request, status, reason, headers, persistent=persistent,
+                              date=date_cache.current())
+    if cached is None:
+        head, writer, persistent_after = frame_response(
+            request, status, reason, headers, persistent=persistent, date=_DATE_MARK)
+        before, mark, after = head.partition(_DATE_MARK)
+        length = writer.remaining if isinstance(writer, ContentLengthWriter) else None
+        # A stateless writer (no body, chunked, close-delimited) is shared; a length counts down.
+        cached = (before, after if mark else None, length, writer, persistent_after)
+        if len(_heads) >= MAX_CACHED_HEADS:
+            _heads.clear()
+        _heads[key] = cached
+    before, after, length, writer, persistent_after = cached
+    head = before if after is None else before + date_cache.current() + after
+    if length is not None:
+        writer = ContentLengthWriter(length)
+    return head, writer, persistent_after

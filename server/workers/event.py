@@ -12,6 +12,7 @@ connections close, in-flight requests are answered with Connection: close.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from typing import Any
@@ -24,28 +25,28 @@ from polycorn.server.workers.event_protocol import HTTPProtocol
 class EventWorker(Worker):
     def run(self) -> None:
         self.loop = loop = new_event_loop()
-        self.ctx = ServingContext(self, loop, on_last_connection=loop.stop)
+        self.ctx = ServingContext(self, loop, on_last_connection=self._on_last_connection)
+        self._shutting_down = False
+        loop.set_exception_handler(self._on_loop_exception)
         self._graceful_deadline: float | None = None
-        self._quit_requested = False
         for listener in self.listeners:
             builder = self.handler.environ_builder(listener.server_name(), "http")
             self.ctx.add_listener(listener, self._factory(builder))
-        # Signals through the loop: uvloop takes the wakeup fd while it runs, so the base's
-        # signal pipe would stay silent. ABRT keeps the base's handler: it must interrupt
-        # an app call that blocks the loop (that is why the master sent it).
-        loop.add_signal_handler(signal.SIGTERM, self._on_loop_term)
-        loop.add_signal_handler(signal.SIGINT, self._on_loop_quit)
-        loop.add_signal_handler(signal.SIGQUIT, self._on_loop_quit)
+        # uvloop takes the wakeup fd while it runs, so the base's signal pipe would stay
+        # silent: TERM schedules the drain on the loop itself. The other signals keep the
+        # base's handlers, which act at once, even inside an app call that blocks the loop.
+        self._drain_r, self._drain_w = os.pipe()
+        os.set_blocking(self._drain_w, False)
+        signal.signal(signal.SIGTERM, self._on_term_signal)
+        loop.add_reader(self._drain_r, self._on_drain_requested)
         loop.add_reader(self.parent_fd, self._on_parent_readable)
         try:
+            # Clients queued on the shared listeners may be served within this call.
             loop.run_until_complete(self.ctx.start_accepting())
             self._tick()
-            if self.state is RunState.RUNNING:
-                loop.run_forever()
+            loop.run_forever()  # until the drain ends (or QUIT/INT raise SystemExit)
         finally:
             self._shutdown()
-        if self._quit_requested:
-            raise SystemExit(0)
 
     def _factory(self, builder: Any) -> Any:
         ctx = self.ctx
@@ -70,21 +71,35 @@ class EventWorker(Worker):
                 return
         self.loop.call_later(self.select_timeout, self._tick)
 
-    def _on_loop_term(self) -> None:
-        self.drain("TERM")
-        self._begin_drain()
+    def _on_loop_exception(self, loop: Any, context: dict) -> None:
+        # asyncio's default handler logs to the "asyncio" logger, which --log-file and
+        # --error-logfile do not cover: a failing callback must show in our error log.
+        exc = context.get("exception")
+        log.error("worker %s: %s", self.pid, context.get("message", "error in the event loop"),
+                  exc_info=exc if isinstance(exc, BaseException) else None)
 
-    def _on_loop_quit(self) -> None:
-        # INT/QUIT: quick stop, as the base's handler does, but from the loop.
-        self.cfg.worker_int(self)
-        self._quit_requested = True
-        self.loop.stop()
+    def _on_term_signal(self, signum: int, frame: Any) -> None:
+        # The state changes at once, so a response being made now already says
+        # Connection: close; the loop stops accepting when it reads the pipe.
+        self.drain("TERM")
+        try:
+            os.write(self._drain_w, b"!")
+        except BlockingIOError:
+            pass  # a byte is already waiting
+
+    def _on_drain_requested(self) -> None:
+        self.loop.remove_reader(self._drain_r)
+        self._begin_drain()
 
     def _on_parent_readable(self) -> None:
         # EOF stays readable: stop watching, or the loop would spin on it.
         self.loop.remove_reader(self.parent_fd)
         self.check_wakeups({self.parent_fd})
         self._begin_drain()
+
+    def _on_last_connection(self) -> None:
+        if not self._shutting_down:  # _shutdown's own aborts must not stop its loop run
+            self.loop.stop()
 
     def _begin_drain(self) -> None:
         if self._graceful_deadline is None:
@@ -95,6 +110,7 @@ class EventWorker(Worker):
 
     def _shutdown(self) -> None:
         loop = self.loop
+        self._shutting_down = True
         self.ctx.pause_accepting()
         for protocol in list(self.ctx.connections):
             if protocol.transport is not None:

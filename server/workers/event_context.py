@@ -60,6 +60,8 @@ class ServingContext:
         self.access_log_enabled = bool(handler.access_log.enabled)
         self.pre_request = configured_hook(cfg.pre_request)
         self.post_request = configured_hook(cfg.post_request)
+        # Anything to record per request? If not, a request allocates nothing for it.
+        self.observed = bool(self.access_log_enabled or self.pre_request or self.post_request)
         self.limits = handler.limits
         self.keepalive = float(cfg.keepalive or 0)
         timeout = float(cfg.timeout or 0)

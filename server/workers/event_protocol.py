@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
+from polycorn.server.workers.base import RunState
 from polycorn.server.wsgi.body import WSGIInput
 from polycorn.server.wsgi.hooks import HookRequest, HookResponse
 from polycorn.server.wsgi.response import StartResponse
@@ -34,8 +35,10 @@ log = logging.getLogger("polycorn.error")
 # A request body is kept in memory up to this size, then in an anonymous temp file:
 # the app is called with the whole body, and a large upload must not cost its size in RAM.
 SPOOL_LIMIT = 1024 * 1024
-# Parts of a ready (list) body are joined into one write up to this size.
+# Parts of a ready (list) body are joined into one write up to this size, and copied
+# into one buffer (cheaper than a writev) up to WRITEV_SIZE.
 JOIN_LIMIT = 256 * 1024
+WRITEV_SIZE = 16 * 1024
 # Lingering close bounds (RFC 9112 9.6): time and bytes to let the client read our answer.
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 256 * 1024
@@ -54,7 +57,7 @@ class Phase(enum.Enum):
 class HTTPProtocol(asyncio.Protocol):
     __slots__ = ("ctx", "builder", "conn", "transport", "client_addr", "phase", "deadline",
                  "served", "write_paused", "request", "body", "body_size", "spool", "resp",
-                 "cycle", "lingered")
+                 "environ", "body_bytes", "trace", "lingered")
 
     def __init__(self, ctx: ServingContext, builder: Any) -> None:
         self.ctx = ctx
@@ -70,8 +73,10 @@ class HTTPProtocol(asyncio.Protocol):
         self.body: list[bytes] = []
         self.body_size = 0
         self.spool: Any = None  # the temp file of a large body
-        self.resp: AppResponse | None = None  # a response being streamed
-        self.cycle: _Cycle | None = None
+        self.resp: AppResponse | None = None  # the app's answer while it is being sent
+        self.environ: dict = {}  # of the current request (for error logs)
+        self.body_bytes = 0  # body bytes sent, unframed (the access log's %(B)s)
+        self.trace: _Trace | None = None  # only with an access log or request hooks
         self.lingered = 0
 
     # -- asyncio callbacks ---------------------------------------------------------
@@ -118,7 +123,7 @@ class HTTPProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         previous = self.phase
         self.phase = Phase.CLOSED
-        if (previous is Phase.WRITING or previous is Phase.SENDFILE) and self.cycle is not None:
+        if previous is Phase.WRITING or previous is Phase.SENDFILE:
             # The client left mid-response: close the app's iterable all the same.
             self._finish_cycle(complete=False)
         self._drop_spool()
@@ -193,49 +198,56 @@ class HTTPProtocol(asyncio.Protocol):
         ctx = self.ctx
         request = self.request
         assert request is not None
-        environ = self.builder.build(request, self.client_addr, self._wsgi_input())
-        self.cycle = cycle = _Cycle(environ, request, ctx, self.client_addr)
+        self.environ = environ = self.builder.build(request, self.client_addr, self._wsgi_input())
+        self.body_bytes = 0
+        if ctx.observed:
+            self.trace = _Trace(environ, request, self.client_addr, ctx)
         start = StartResponse()
         try:
             if ctx.pre_request is not None:
-                ctx.pre_request(ctx.worker, cycle.hook_request)
-            resp = run_app(ctx.app, environ, start)
-        except Exception as exc:
-            return self._app_failed(exc)
-        self.resp = resp
-        conn = self.conn
-        try:
-            head = conn.start_response(start.status_code, start.reason, start.wire_headers)
+                ctx.pre_request(ctx.worker, self.trace.hook_request)
+            self.resp = resp = run_app(ctx.app, environ, start)
+            conn = self.conn
+            if ctx.worker.state is not RunState.RUNNING:
+                conn.refuse_keep_alive()  # a drain began during the app call: say so now
             if resp.file is not None and self._can_sendfile(resp, request):
-                return self._start_sendfile(resp, head)
+                return self._start_sendfile(resp)
+            head = conn.start_response(start.status_code, start.reason, start.wire_headers)
             first = resp.first
-            cycle.body_bytes = len(first)
+            self.body_bytes = len(first)
             if not resp.in_memory:
                 self.transport.write(head + conn.send_body(first) if first else head)
                 return self._pump()
-            parts = [head, conn.send_body(first)]
-            size = len(first)
-            write = self.transport.write
-            for chunk in resp.rest:
-                if check_chunk(chunk):
-                    parts.append(conn.send_body(chunk))
-                    size += len(chunk)
-                    if size > JOIN_LIMIT:
-                        write(b"".join(parts))
-                        parts = []
-                        size = 0
-                    cycle.body_bytes += len(chunk)
-            parts.append(conn.end_response())
-            write(b"".join(parts))
+            self._write_ready_body(head, conn.send_body(first), resp)
         except Exception as exc:
             return self._app_failed(exc)
         return self._finish_cycle(complete=True)
 
+    def _write_ready_body(self, head: bytes, first: bytes, resp: AppResponse) -> None:
+        """A list or tuple body: every chunk exists, so they go out together (one send)."""
+        conn = self.conn
+        parts = [head, first]
+        size = len(first)
+        write = self.transport.write
+        for chunk in resp.rest:
+            if check_chunk(chunk):
+                framed = conn.send_body(chunk)
+                self.body_bytes += len(chunk)
+                if size + len(framed) > JOIN_LIMIT:
+                    write(b"".join(parts))
+                    parts, size = [], 0
+                parts.append(framed)
+                size += len(framed)
+        parts.append(conn.end_response())
+        if size > WRITEV_SIZE:
+            self.transport.writelines(parts)  # no copy of a large body (writev with uvloop)
+        else:
+            write(b"".join(parts))
+
     def _pump(self) -> bool:
         """Stream the rest of the app's iterable until done or the write buffer is full."""
         resp = self.resp
-        cycle = self.cycle
-        assert resp is not None and cycle is not None
+        assert resp is not None
         conn = self.conn
         transport = self.transport
         write = transport.write
@@ -243,13 +255,10 @@ class HTTPProtocol(asyncio.Protocol):
             for chunk in resp.rest:
                 if check_chunk(chunk):
                     write(conn.send_body(chunk))
-                    cycle.body_bytes += len(chunk)
-                    if self.write_paused:
-                        self._suspend()
-                        return False
-                    if transport.is_closing():
-                        # The client is gone (the transport drops what we write): stop
-                        # iterating; connection_lost closes the iterable.
+                    self.body_bytes += len(chunk)
+                    if self.write_paused or transport.is_closing():
+                        # A full buffer (or a client gone: the transport drops what we
+                        # write): stop iterating until resume_writing or connection_lost.
                         self._suspend()
                         return False
             tail = conn.end_response()
@@ -258,7 +267,7 @@ class HTTPProtocol(asyncio.Protocol):
         except Exception as exc:
             return self._app_failed(exc)
         if self.phase is Phase.WRITING:
-            # Resumed from resume_writing: carry on with pipelined requests, if any.
+            # Resumed by resume_writing: carry on with pipelined requests, if any.
             if self._finish_cycle(complete=True):
                 self.transport.resume_reading()
                 self._process()
@@ -282,13 +291,17 @@ class HTTPProtocol(asyncio.Protocol):
         except (AttributeError, OSError, ValueError):
             return False
 
-    def _start_sendfile(self, resp: AppResponse, head: bytes) -> bool:
+    def _start_sendfile(self, resp: AppResponse) -> bool:
         """The head, then the file by os.sendfile (asyncio's native path); then close.
 
         As in the blocking handler, the kernel's bytes bypass the framing count, so
-        the connection closes after the file rather than claim an exact length.
+        the head says Connection: close rather than claim an exact length.
         """
-        self.transport.write(head)
+        conn = self.conn
+        conn.refuse_keep_alive()
+        start = resp.start
+        self.transport.write(conn.start_response(start.status_code, start.reason,
+                                                 start.wire_headers))
         self.phase = Phase.SENDFILE
         self.ctx.loop.create_task(self._sendfile(resp))
         return False
@@ -296,39 +309,37 @@ class HTTPProtocol(asyncio.Protocol):
     async def _sendfile(self, resp: AppResponse) -> None:
         filelike = resp.file.filelike
         length = resp.start.content_length
-        cycle = self.cycle
         try:
             offset = os.lseek(filelike.fileno(), 0, os.SEEK_CUR)  # the app may have seeked
             sent = await self.ctx.loop.sendfile(self.transport, filelike, offset, length)
         except (OSError, RuntimeError) as exc:
             log.debug("sendfile to %s failed: %r", self.client_addr, exc)
             sent = 0
-        if cycle is not None:
-            cycle.body_bytes = sent
-        if self.phase is not Phase.CLOSED:
-            self.conn.refuse_keep_alive()
+        if self.phase is Phase.SENDFILE:  # else connection_lost has ended the cycle
+            self.body_bytes = sent
             self._finish_cycle(complete=sent == length)
 
     # -- ends of a cycle ----------------------------------------------------------------
 
     def _finish_cycle(self, *, complete: bool) -> bool:
         """Close the app's iterable, log, count; True if the next request cycle has begun."""
-        cycle, resp = self.cycle, self.resp
-        self.cycle = self.resp = None
+        resp = self.resp
+        self.resp = None
         self.request = None
-        self._drop_spool()
-        ctx = self.ctx
+        if self.spool is not None:
+            self._drop_spool()
         if resp is not None:
             try:
                 resp.close()
             except Exception:
                 log.exception("error closing the response iterable of %s",
-                              cycle.environ.get("RAW_URI") if cycle else None)
+                              self.environ.get("RAW_URI"))
                 complete = False
-        if cycle is not None and resp is not None:
-            cycle.log(resp.start.status, resp.start.headers)
-        ctx.count_request()
+            if self.trace is not None:
+                self.trace.log(resp.start.status, resp.start.headers, self.body_bytes)
+                self.trace = None
         self.served += 1
+        self.ctx.count_request()
         if self.phase is Phase.CLOSED:
             return False
         conn = self.conn
@@ -341,8 +352,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _app_failed(self, exc: Exception) -> bool:
         """Answer an exception from the app or its response: 500 if nothing was sent yet."""
-        cycle = self.cycle
-        environ = cycle.environ if cycle else {}
+        environ = self.environ
         if self.phase is Phase.CLOSED:
             log.debug("client %s gone during %s: %r", self.client_addr, environ.get("RAW_URI"), exc)
         else:
@@ -356,15 +366,14 @@ class HTTPProtocol(asyncio.Protocol):
             except Exception:
                 log.exception("error closing the response iterable")
         conn = self.conn
-        answered = None
         if self.phase is not Phase.CLOSED and not conn.response_started:
             self.transport.write(conn.error_response(500))
-            answered = "500 Internal Server Error"
-        if cycle is not None and answered is not None:
-            cycle.log(answered, [("Connection", "close")])
-        self.cycle = None
+            if self.trace is not None:
+                self.trace.log("500 Internal Server Error", [("Connection", "close")], 0)
+        self.trace = None
         self.request = None
         self._drop_spool()
+        self.served += 1
         self.ctx.count_request()
         if self.phase is not Phase.CLOSED:
             # Headers (maybe body) went out: the close is how the client learns the
@@ -438,32 +447,30 @@ class HTTPProtocol(asyncio.Protocol):
         return self.phase is Phase.IDLE
 
 
-class _Cycle:
-    """What one request's logging and hooks need, built only when they are configured."""
+class _Trace:
+    """What the access log and the request hooks need of one request; only when configured."""
 
-    __slots__ = ("environ", "ctx", "started", "hook_request", "body_bytes")
+    __slots__ = ("environ", "ctx", "started", "hook_request")
 
-    def __init__(self, environ: dict, request: Request, ctx: ServingContext,
-                 client_addr: Any) -> None:
+    def __init__(self, environ: dict, request: Request, client_addr: Any,
+                 ctx: ServingContext) -> None:
         self.environ = environ
         self.ctx = ctx
-        self.body_bytes = 0
-        self.started = time.perf_counter() if ctx.access_log_enabled else 0.0
-        self.hook_request = (HookRequest(request, environ, None)
+        self.started = time.perf_counter()
+        self.hook_request = (HookRequest(request, environ, client_addr)
                              if ctx.pre_request is not None or ctx.post_request is not None
                              else None)
 
-    def log(self, status: str | None, headers: list) -> None:
+    def log(self, status: str | None, headers: list, body_bytes: int) -> None:
         ctx = self.ctx
         if status is None:
             return
         if ctx.access_log_enabled:
-            ctx.access_log.log(self.environ, status, headers, self.body_bytes,
+            ctx.access_log.log(self.environ, status, headers, body_bytes,
                                time.perf_counter() - self.started)
         if ctx.post_request is not None:
             try:
                 ctx.post_request(ctx.worker, self.hook_request, self.environ,
-                                 HookResponse(status, headers, self.body_bytes))
+                                 HookResponse(status, headers, body_bytes))
             except Exception:
                 log.exception("post_request hook failed")
-
