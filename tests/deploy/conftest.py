@@ -12,12 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from deployfleet import HOST_PYTHON, ROOT, Fleet, RedisServer, build_wheels, kill_services
+from deployfleet import (
+    APPS,
+    HOST_PYTHON,
+    HOSTS,
+    ROOT,
+    Fleet,
+    RedisServer,
+    build_wheels,
+    kill_services,
+)
 
 FAB = str(Path(sys.executable).with_name("fab"))
-HOSTS = ["node1", "node2", "node3"]
-# release -> (package version, status of its /health): C is the broken release.
-APPS = {"A": ("1.0.0", 200), "B": ("2.0.0", 200), "C": ("3.0.0", 500)}
 
 
 def _shared_dir(tmp_path_factory) -> Path:
@@ -105,7 +111,3 @@ def make_project(fleet, redis_server, service_markers, tmp_path):
 
     yield make
     kill_services(markers)
-
-
-def wheel_arg(wheels: dict[str, Path], release: str) -> str:
-    return ",".join(str(wheels[k]) for k in ("polycorn", "redis", release))

@@ -6,7 +6,6 @@ is killed by pid at the end, including the services the deploy started on the ho
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import fcntl
 import os
@@ -26,6 +25,9 @@ REDIS_SERVER = "redis-server"
 # The interpreter the hosts create release virtualenvs from (the filesystem outside
 # /srv is shared with the hosts, so the test's own base Python is there too).
 HOST_PYTHON = getattr(sys, "_base_executable", sys.executable)
+HOSTS = ["node1", "node2", "node3"]
+# release -> (package version, status of its /health): C is the broken release.
+APPS = {"A": ("1.0.0", 200), "B": ("2.0.0", 200), "C": ("3.0.0", 500)}
 
 
 @dataclass
@@ -247,7 +249,6 @@ def _build_all(shared: Path, apps: dict[str, tuple[str, int]]) -> None:
             raise RuntimeError(f"pip wheel of {name} failed:\n{out.decode(errors='replace')}")
 
 
-def run_parallel(*calls):
-    """Run zero-argument callables at once; return their results in order."""
-    with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
-        return [f.result() for f in [pool.submit(c) for c in calls]]
+def wheel_arg(wheels: dict[str, Path], release: str) -> str:
+    """--wheels for a release: polycorn, redis-py and that release's app."""
+    return ",".join(str(wheels[k]) for k in ("polycorn", "redis", release))

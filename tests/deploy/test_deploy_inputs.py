@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import wheel_arg
-from deployfleet import Host
+from deployfleet import Host, wheel_arg
 from support.procs import free_port
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 from polycorn.deploy.batches import BatchError, batch_failed, batch_sizes, make_batches
 from polycorn.deploy.gate import judge, service_down
 from polycorn.deploy.hostops import HostInfo
-from polycorn.deploy.inventory import SettingsError, parse_settings
+from polycorn.deploy.inventory import SettingsError, load_settings, parse_settings
 from polycorn.deploy.layout import Layout, ReleaseIdError, check_release_id, new_release_id
 from polycorn.deploy.progress import table
 from polycorn.deploy.service import Service, ServiceMode, render_conf
@@ -240,3 +240,12 @@ def test_previous_release_goes_by_creation_time_not_by_name():
 def test_table_aligns_columns():
     assert table(("A", "LONG"), [["xyz", "1"], ["q", "free text"]]).splitlines() == [
         "A    LONG", "xyz  1", "q    free text"]
+
+
+def test_the_example_settings_file_is_valid():
+    example = Path(__file__).resolve().parents[2] / "deploy" / "deploy.example.toml"
+    s = load_settings(example)
+    assert (s.service, s.base, s.serial, s.keep_releases) == ("shop", "/srv/shop", "1", 5)
+    assert s.hosts["web2"].server == {"workers": 8, "bind": ["0.0.0.0:8000"],
+                                      "graceful_timeout": 30}
+    assert (s.redis, s.cluster) == ("redis://10.0.0.5:6379/0", "shop")

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from conftest import HOSTS, wheel_arg
+from deployfleet import HOSTS, wheel_arg
 from support.http import get
 from support.load import Load
 from support.procs import wait_until
