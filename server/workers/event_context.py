@@ -24,27 +24,30 @@ from polycorn.server.wsgi.hooks import configured_hook
 RESUME_FRACTION = 0.9
 
 
+# The `fast` extra, imported here, at module level: the master imports this module to
+# know the worker class, so every worker shares these pages copy-on-write instead of
+# importing (and paying for) them after the fork.
+try:
+    import uvloop
+except ImportError:
+    uvloop = None
+try:
+    from polycorn.server.http.fast import FastConnection
+except ImportError:
+    FastConnection = None
+
+
 def choose_parser() -> type:
     """FastConnection (llhttp) when httptools is installed, unless POLYCORN_PARSER=python."""
-    if os.environ.get("POLYCORN_PARSER", "").lower() != "python":
-        try:
-            from polycorn.server.http.fast import FastConnection
-        except ImportError:
-            pass
-        else:
-            return FastConnection
+    if FastConnection is not None and os.environ.get("POLYCORN_PARSER", "").lower() != "python":
+        return FastConnection
     return ServerConnection
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop when installed (the `fast` extra), unless POLYCORN_LOOP=asyncio."""
-    if os.environ.get("POLYCORN_LOOP", "").lower() != "asyncio":
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.new_event_loop()
+    if uvloop is not None and os.environ.get("POLYCORN_LOOP", "").lower() != "asyncio":
+        return uvloop.new_event_loop()
     return asyncio.new_event_loop()
 
 

@@ -1,0 +1,435 @@
+"""Polycorn's workers against the field: one worker on one core, wrk on the other, a markdown table.
+
+Usage: python loadtests/bench.py [--duration 5] [--repeat 4] [--only a,b] [--json OUT]
+
+Every server runs the same apps (loadtests/bench_apps.py: hello, a 64 KiB body,
+a 4 KiB POST echo) with one worker pinned to one CPU (taskset), while wrk runs
+pinned to another, with keep-alive and with `Connection: close`. Repetitions
+are interleaved (each one runs every server, in a rotated order) and each
+figure is the median over repetitions; the ratio is taken to gunicorn sync of
+the same repetition, so a noisy neighbour moves both. Servers that are not
+installed are skipped. Every server started is killed by pid, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+POST_BODY_SIZE = 4096
+MODES = ("keep-alive", "close")
+BASELINE = "gunicorn-sync"
+
+
+# -- the servers -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    command: Callable[[int, str, int], list[str]]  # (port, app, threads) -> argv
+    available: Callable[[], bool]
+    env: dict = field(default_factory=dict)
+    asgi: bool = False  # runs the asgi_* twins of the apps
+
+
+def _module(name: str) -> Callable[[], bool]:
+    return lambda: importlib.util.find_spec(name) is not None
+
+
+def _polycorn(worker: str) -> Callable[[int, str, int], list[str]]:
+    def argv(port: int, app: str, threads: int) -> list[str]:
+        extra = ["--threads", str(threads)] if worker == "thread" else []
+        return [PY, "-m", "polycorn.server.main", "-k", worker, "-w", "1", *extra,
+                "-b", f"127.0.0.1:{port}", f"bench_apps:{app}"]
+    return argv
+
+
+def _gunicorn(worker: str) -> Callable[[int, str, int], list[str]]:
+    def argv(port: int, app: str, threads: int) -> list[str]:
+        extra = ["--threads", str(threads)] if worker == "gthread" else []
+        if int(metadata.version("gunicorn").split(".")[0]) >= 27:
+            extra.append("--no-control-socket")  # else it opens one under ~/.gunicorn
+        return [PY, "-m", "gunicorn", "-k", worker, "-w", "1", *extra,
+                "-b", f"127.0.0.1:{port}", f"bench_apps:{app}"]
+    return argv
+
+
+def _granian(port: int, app: str, threads: int) -> list[str]:
+    return [PY, "-m", "granian", "--interface", "wsgi", "--workers", "1", "--no-ws",
+            "--host", "127.0.0.1", "--port", str(port), f"bench_apps:{app}"]
+
+
+def _uvicorn(port: int, app: str, threads: int) -> list[str]:
+    return [PY, "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port),
+            f"bench_apps:asgi_{app}"]
+
+
+def _bjoern(port: int, app: str, threads: int) -> list[str]:
+    return [PY, "-c", f"import bjoern, bench_apps; bjoern.run(bench_apps.{app}, '127.0.0.1', {port})"]
+
+
+SERVERS = {s.name: s for s in [
+    Server("gunicorn-sync", _gunicorn("sync"), _module("gunicorn")),
+    Server("gunicorn-gthread", _gunicorn("gthread"), _module("gunicorn")),
+    Server("polycorn-sync", _polycorn("sync"), _module("polycorn")),
+    Server("polycorn-thread", _polycorn("thread"), _module("polycorn")),
+    Server("polycorn-event", _polycorn("event"), _module("polycorn")),
+    # The event worker without the `fast` extra's parser: the cost of the pure parser.
+    Server("polycorn-event-pure", _polycorn("event"), _module("polycorn"),
+           env={"POLYCORN_PARSER": "python"}),
+    Server("granian", _granian, _module("granian")),
+    Server("uvicorn", _uvicorn, lambda: _module("uvicorn")() and _module("uvloop")()
+           and _module("httptools")(), asgi=True),
+    Server("bjoern", _bjoern, _module("bjoern")),
+]}
+
+
+# -- processes ---------------------------------------------------------------------------
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+    return sorted(found)
+
+
+def _tree(pid: int) -> list[int]:
+    pids, todo = [pid], [pid]
+    while todo:
+        for child in _children(todo.pop()):
+            pids.append(child)
+            todo.append(child)
+    return pids
+
+
+def _rss_kib(pid: int) -> int | None:
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    return None
+
+
+def _uss_kib(pid: int) -> int | None:
+    """Unique set size: the pages only this process holds, what one more worker costs."""
+    with contextlib.suppress(OSError):
+        total = 0
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1])
+        return total
+    return None
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime, in ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Running:
+    """A started server: its pid and every descendant seen, all killed by pid on stop()."""
+
+    def __init__(self, server: Server, app: str, threads: int, cpu: str, log: Path) -> None:
+        self.port = _free_port()
+        argv = server.command(self.port, app, threads)
+        env = {**os.environ, **server.env, "PYTHONPATH": str(HERE)}
+        env.pop("POLYCORN_CMD_ARGS", None)
+        env.pop("GUNICORN_CMD_ARGS", None)
+        self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(["taskset", "-c", cpu, *argv], cwd=HERE, env=env,
+                                     stdout=self._log, stderr=self._log, start_new_session=True)
+        self.seen = {self.proc.pid}
+
+    def pids(self) -> list[int]:
+        pids = _tree(self.proc.pid)
+        self.seen.update(pids)
+        return pids
+
+    def wait_ready(self, path: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode} (see the log)")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", path)
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    self.pids()
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("not ready in time")
+
+    def memory(self) -> tuple[int | None, int | None, int | None]:
+        """(idle worker RSS, its USS, master RSS) in KiB; a single process has no master."""
+        workers = _children(self.proc.pid)
+        if not workers:
+            return _rss_kib(self.proc.pid), _uss_kib(self.proc.pid), None
+        return _rss_kib(workers[0]), _uss_kib(workers[0]), _rss_kib(self.proc.pid)
+
+    def stop(self) -> None:
+        self.pids()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.seen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(2 if sig == signal.SIGTERM else 10)
+        self._log.close()
+
+
+# -- wrk -----------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    rep: int
+    server: str
+    app: str
+    mode: str
+    rps: float
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us_per_request: float
+    worker_rss_kib: int | None
+    worker_uss_kib: int | None
+    master_rss_kib: int | None
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * _UNITS_MS[unit]
+
+
+def parse_wrk(out: str) -> dict:
+    def grab(pattern: str, default: str = "0") -> str:
+        match = re.search(pattern, out)
+        return match.group(1) if match else default
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    errors += int(grab(r"Non-2xx or 3xx responses: (\d+)"))
+    return {"rps": float(grab(r"Requests/sec:\s+([\d.]+)")),
+            "requests": int(grab(r"(\d+) requests in")),
+            "p50_ms": _ms(grab(r"\s50%\s+([\d.]+\w+)", "0us")),
+            "p99_ms": _ms(grab(r"\s99%\s+([\d.]+\w+)", "0us")),
+            "errors": errors}
+
+
+def wrk(port: int, app: str, mode: str, seconds: float, args: argparse.Namespace,
+        post_script: Path) -> str:
+    argv = ["taskset", "-c", args.client_cpu, "wrk", "-t1", f"-c{args.connections}",
+            f"-d{max(1, round(seconds))}s", "--latency"]
+    if mode == "close":
+        argv += ["-H", "Connection: close"]
+    if app == "echo":
+        argv += ["-s", str(post_script)]
+    argv.append(f"http://127.0.0.1:{port}/")
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def measure(server: Server, app: str, rep: int, args: argparse.Namespace, post_script: Path,
+            log: Path) -> list[Run]:
+    running = Running(server, app, args.threads, args.server_cpu, log)
+    try:
+        running.wait_ready("/")
+        time.sleep(0.5)
+        worker_rss, worker_uss, master_rss = running.memory()  # idle: one request, no load
+        runs = []
+        for mode in args.modes:
+            wrk(running.port, app, mode, args.warmup, args, post_script)
+            pids = running.pids()
+            cpu_before = _cpu_seconds(pids)
+            stats = parse_wrk(wrk(running.port, app, mode, args.duration, args, post_script))
+            cpu = _cpu_seconds(running.pids()) - cpu_before
+            runs.append(Run(rep, server.name, app, mode, stats["rps"], stats["requests"],
+                            stats["p50_ms"], stats["p99_ms"], stats["errors"],
+                            1e6 * cpu / max(1, stats["requests"]), worker_rss, worker_uss,
+                            master_rss))
+        return runs
+    finally:
+        running.stop()
+
+
+# -- the report ----------------------------------------------------------------------------
+
+def summarize(runs: list[Run]) -> list[dict]:
+    baseline = {(r.rep, r.app, r.mode): r.rps for r in runs if r.server == BASELINE}
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.app, r.mode, r.server), []).append(r)
+    rows = []
+    for (app, mode, name), group in groups.items():
+        ratios = [r.rps / baseline[r.rep, app, mode] for r in group
+                  if baseline.get((r.rep, app, mode))]
+        rss = [r.worker_rss_kib for r in group if r.worker_rss_kib]
+        uss = [r.worker_uss_kib for r in group if r.worker_uss_kib]
+        masters = [r.master_rss_kib for r in group if r.master_rss_kib]
+        rows.append({
+            "app": app, "mode": mode, "server": name, "repetitions": len(group),
+            "rps": statistics.median(r.rps for r in group),
+            "ratio": statistics.median(ratios) if ratios else None,
+            "p50_ms": statistics.median(r.p50_ms for r in group),
+            "p99_ms": statistics.median(r.p99_ms for r in group),
+            "errors": sum(r.errors for r in group),
+            "cpu_us_per_request": statistics.median(r.cpu_us_per_request for r in group),
+            "worker_rss_mib": statistics.median(rss) / 1024 if rss else None,
+            "worker_uss_mib": statistics.median(uss) / 1024 if uss else None,
+            "master_rss_mib": statistics.median(masters) / 1024 if masters else None,
+        })
+    return rows
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(rows: list[dict], args: argparse.Namespace, skipped: dict[str, str]) -> str:
+    out = [f"Conditions: {_conditions(args)}", ""]
+    for app in args.apps:
+        for mode in args.modes:
+            table = sorted((r for r in rows if r["app"] == app and r["mode"] == mode),
+                           key=lambda r: -r["rps"])
+            if not table:
+                continue
+            out += [f"### {app}, {mode}", "",
+                    "| server | req/s | x gunicorn sync | p50 ms | p99 ms | errors "
+                    "| CPU us/req | worker RSS MiB | worker USS MiB | master RSS MiB |",
+                    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for r in table:
+                out.append(
+                    f"| {r['server']} | {r['rps']:,.0f} | {_fmt(r['ratio'], '.2f')} "
+                    f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} "
+                    f"| {r['cpu_us_per_request']:.1f} | {_fmt(r['worker_rss_mib'], '.1f')} "
+                    f"| {_fmt(r['worker_uss_mib'], '.1f')} | {_fmt(r['master_rss_mib'], '.1f')} |")
+            out.append("")
+    for name, why in skipped.items():
+        out.append(f"Skipped {name}: {why}.")
+    return "\n".join(out)
+
+
+def _conditions(args: argparse.Namespace) -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (f"{cpu}, {os.cpu_count()} CPUs; server on CPU {args.server_cpu}, wrk on CPU "
+            f"{args.client_cpu}; one worker; {args.connections} connections; "
+            f"{args.duration:g} s runs after {args.warmup:g} s warm-up; median of {args.repeat} "
+            f"interleaved repetitions; Python {platform.python_version()}; "
+            f"load average at the end {os.getloadavg()[0]:.2f}")
+
+
+# -- main ----------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of wrk before each run")
+    parser.add_argument("--repeat", type=int, default=4, help="interleaved repetitions")
+    parser.add_argument("--only", default="", help="comma-separated server names "
+                        f"(of {', '.join(SERVERS)}); {BASELINE} is the ratios' base")
+    parser.add_argument("--apps", default=",".join(("hello", "big", "echo")))
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=4, help="for the thread/gthread workers")
+    parser.add_argument("--server-cpu", default="1")
+    parser.add_argument("--client-cpu", default="0")
+    parser.add_argument("--json", metavar="OUT", help="write every run and the summary here")
+    args = parser.parse_args(argv)
+    args.apps = [a for a in args.apps.split(",") if a]
+    args.modes = [m for m in args.modes.split(",") if m]
+    args.servers = [s for s in args.only.split(",") if s] or list(SERVERS)
+    unknown = [s for s in args.servers if s not in SERVERS] + [
+        a for a in args.apps if a not in ("hello", "big", "echo")] + [
+        m for m in args.modes if m not in MODES]
+    if unknown:
+        parser.error(f"unknown: {', '.join(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not shutil.which("wrk") or not shutil.which("taskset"):
+        print("bench: needs wrk and taskset on PATH", file=sys.stderr)
+        return 2
+    skipped = {n: "not installed" for n in args.servers if not SERVERS[n].available()}
+    servers = [SERVERS[n] for n in args.servers if n not in skipped]
+    # SIGTERM cleans up like Ctrl-C: the finally blocks kill every server by pid.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    runs: list[Run] = []
+    workdir = Path(tempfile.mkdtemp(prefix="polycorn-bench-"))
+    post_script = workdir / "post.lua"
+    post_script.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("x", {POST_BODY_SIZE})\n'
+                           'wrk.headers["Content-Type"] = "application/octet-stream"\n')
+    try:
+        for rep in range(args.repeat):
+            order = servers[rep % len(servers):] + servers[:rep % len(servers)]
+            for app in args.apps:
+                for server in order:
+                    log = workdir / f"{server.name}.log"
+                    try:
+                        new = measure(server, app, rep, args, post_script, log)
+                    except (RuntimeError, subprocess.CalledProcessError) as exc:
+                        skipped[server.name] = f"failed ({exc}); log in {log}"
+                        continue
+                    runs += new
+                    for r in new:
+                        print(f"rep {rep + 1}/{args.repeat} {app:5} {r.mode:10} {server.name:20} "
+                              f"{r.rps:10,.0f} req/s  p99 {r.p99_ms:7.2f} ms  errors {r.errors}",
+                              file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print("bench: interrupted; reporting what was measured", file=sys.stderr)
+    rows = summarize(runs)
+    print(markdown(rows, args, skipped))
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"conditions": _conditions(args), "runs": [asdict(r) for r in runs],
+             "summary": rows, "skipped": skipped}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
