@@ -69,7 +69,7 @@ class Agent:
         self.duties = LeaderDuties(store, self.election, clock)
         self.inbox = Inbox(store, self.fence, channel, config.node_id)
         self.backoff = Backoff(cap=max(1.0, 2 * self.timing.heartbeat))
-        self.store_ok_since = clock()  # start of the current run of successful calls
+        self.store_failed_at: float | None = None  # monotonic time of the last failed call
         self.store_retry_at = 0.0
         self.heartbeat_at = 0.0  # next heartbeat due (0: now)
         self.next_cycle = 0.0
@@ -237,18 +237,24 @@ class Agent:
             self.fence.observe(snap.epoch)
             eligible, why_not = self._eligibility()
             self._say(self.campaign.cycle(snap, eligible, why_not))
-            duty = self.duties.cycle(self.clock() - self.store_ok_since)
+            duty = self.duties.cycle(self._store_stable_for())
             if duty:
                 self._say(duty)
             self.inbox.poll()
         except StoreUnavailable as exc:
             delay = self.backoff.next_delay()
             self.store_retry_at = self.clock() + delay
-            self.store_ok_since = self.clock()  # stability restarts after this failure
+            self.store_failed_at = self.clock()  # stability restarts after this failure
             self._say(self.election.call_failed(self.clock(), delay, str(exc)))
             return
         self.backoff.reset()
         self.store_retry_at = 0.0
+
+    def _store_stable_for(self) -> float:
+        """Seconds since this agent's last failed Redis call (forever if none failed)."""
+        if self.store_failed_at is None:
+            return float("inf")
+        return self.clock() - self.store_failed_at
 
     def _registry(self, now: float) -> None:
         ttl_ms = int(self.timing.node_ttl * 1000)

@@ -1,16 +1,22 @@
-"""polycorn-ctl: look at a cluster in Redis, and run a private Redis for local ones.
+"""polycorn-ctl: look at a cluster in Redis, ask its leader for work, run a private Redis.
 
-    polycorn-ctl status [--json]          leader, epoch and every node
+    polycorn-ctl status [--json]          leader, epoch, every node, the rollout running
     polycorn-ctl nodes [--json]           the nodes only
     polycorn-ctl leader [--json]          the leader and its epoch
     polycorn-ctl events [--since S] [--count N] [--follow] [--json]
+    polycorn-ctl drain NODE | undrain NODE [--timeout S] [--no-wait]
+    polycorn-ctl forget NODE              a dead node that will not return: owe it nothing
+    polycorn-ctl upgrade [--max-unavailable K] [--nodes N,..] [--timeout S] [--wait]
+    polycorn-ctl upgrade --abort
+    polycorn-ctl rollout [--json]         the current or last rolling upgrade
     polycorn-ctl redis-up [--port P] [--dir D]     prints the URL of a private redis-server
     polycorn-ctl redis-down [--dir D]
 
 The cluster subcommands take --redis (or $POLYCORN_REDIS) and --cluster (or
-$POLYCORN_CLUSTER, default "default"). Exit codes: 0 done; 1 nothing to show (no
-live node, no leader); 2 usage error or bad URL; 3 Redis unreachable or failing;
-4 redis-up/redis-down failed (e.g. no redis-server installed).
+$POLYCORN_CLUSTER, default "default"). Exit codes (ctl_common.py): 0 done; 1
+nothing to show or do; 2 usage error, bad URL or unknown node; 3 Redis unreachable
+or failing; 4 redis-up/redis-down failed; 5 a request did not complete (rollout
+failed or aborted, drain not seen in time); 6 a rollout is already running.
 """
 
 from __future__ import annotations
@@ -23,25 +29,27 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from polycorn.ha import ctl_actions
+from polycorn.ha.ctl_common import (
+    EXIT_EMPTY,
+    EXIT_OK,
+    EXIT_REDIS,
+    EXIT_REDIS_UP,
+    EXIT_USAGE,
+    CtlError,
+)
+from polycorn.ha.ctl_status import node_table, rollout_line, status_object
 from polycorn.ha.events import Event
 from polycorn.ha.redis_url import RedisTarget, RedisUrlError, parse_redis_url
-from polycorn.ha.registry import NodeRecord
+from polycorn.ha.rollout import DEFAULT_NODE_TIMEOUT, RolloutState
 from polycorn.ha.settings import DEFAULT_CLUSTER
-from polycorn.ha.snapshot import ClusterSnapshot
 from polycorn.ha.store import ClusterStore, StoreUnavailable
 from polycorn.ha.timing import Timing
 
-EXIT_OK, EXIT_EMPTY, EXIT_USAGE, EXIT_REDIS, EXIT_REDIS_UP = 0, 1, 2, 3, 4
 DEFAULT_REDIS_DIR = ".polycorn/redis"
 FOLLOW_BLOCK_MS = 500  # below the read timeout, so a blocking read never times out
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-
-
-class CtlError(Exception):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="polycorn-ctl", description=__doc__.split("\n")[0],
                                      epilog="exit codes: 0 done, 1 nothing to show, 2 usage, "
-                                     "3 Redis unreachable, 4 redis-up/down failed")
+                                     "3 Redis unreachable, 4 redis-up/down failed, 5 request "
+                                     "not completed, 6 a rollout is already running")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("status", parents=[common, as_json], help="leader, epoch and nodes")
     sub.add_parser("nodes", parents=[common, as_json], help="the nodes")
@@ -68,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a stream id (1700000000000-0) or an age (30s, 5m, 2h)")
     events.add_argument("--count", type=int, default=20, help="how many (default: %(default)s)")
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    _add_requests(sub, common, as_json)
     up = sub.add_parser("redis-up", help="start a private redis-server; print its URL")
     up.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     up.add_argument("--dir", default=DEFAULT_REDIS_DIR, help="data, pid and log directory "
@@ -76,6 +86,32 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--dir", default=DEFAULT_REDIS_DIR, help="its directory "
                       "(default: %(default)s)")
     return parser
+
+
+def _add_requests(sub, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
+    """The subcommands that ask the leader for work (ctl_actions.py)."""
+    for verb, text in (("drain", "take a node out of rotation: health path 503, keeps "
+                        "serving"), ("undrain", "put a drained node back")):
+        p = sub.add_parser(verb, parents=[common], help=text)
+        p.add_argument("node", metavar="NODE", help="node id")
+        p.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS",
+                       help="how long to wait for the node to report it (default: %(default)s)")
+        p.add_argument("--no-wait", action="store_true", help="only record the request")
+    forget = sub.add_parser("forget", parents=[common], help="a dead node that will not "
+                            "return: stop owing its capacity")
+    forget.add_argument("node", metavar="NODE", help="node id")
+    up = sub.add_parser("upgrade", parents=[common], help="rolling upgrade of the cluster "
+                        "(the health-gated USR2 of each node)")
+    up.add_argument("--max-unavailable", type=int, default=1, metavar="K",
+                    help="nodes upgrading at once, at most (default: %(default)s)")
+    up.add_argument("--nodes", action="append", metavar="N1,N2",
+                    help="only these nodes, in this order (default: every live node)")
+    up.add_argument("--timeout", type=float, default=DEFAULT_NODE_TIMEOUT, metavar="SECONDS",
+                    help="for one node to have a new master ready (default: %(default)s)")
+    up.add_argument("--wait", action="store_true", help="show progress until the end; exit 5 "
+                    "when it halts")
+    up.add_argument("--abort", action="store_true", help="stop the running rollout")
+    sub.add_parser("rollout", parents=[common, as_json], help="the current or last rollout")
 
 
 def open_store(args: argparse.Namespace) -> tuple[ClusterStore, RedisTarget]:
@@ -95,38 +131,23 @@ def open_store(args: argparse.Namespace) -> tuple[ClusterStore, RedisTarget]:
 # -- the cluster subcommands ---------------------------------------------------------------
 
 
-def status_object(args, snap: ClusterSnapshot, nodes: list[NodeRecord]) -> dict:
-    lease = snap.lease
-    return {"cluster": args.cluster, "leader": lease.holder if lease else None,
-            "epoch": lease.epoch if lease else None, "highest_epoch": snap.epoch,
-            "nodes": [n.as_json(snap.now_ms) for n in nodes]}
-
-
-def node_table(snap: ClusterSnapshot, nodes: list[NodeRecord]) -> list[str]:
-    rows = [("NODE", "STATE", "RELEASE", "WORKERS", "PID", "ADDRESS", "HEARTBEAT")]
-    for n in nodes:
-        j = n.as_json(snap.now_ms)
-        star = " *" if snap.lease and snap.lease.holder == j["node_id"] else ""
-        rows.append((j["node_id"] + star, j["state"], j["release"],
-                     f"{j['workers']}/{j['workers_configured']} (max {j['max_workers']})",
-                     str(j["pid"]), j["address"], f"{j['heartbeat_age']:.1f}s ago"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-
-
 def cmd_status(args, store: ClusterStore, target: RedisTarget) -> int:
-    snap, nodes = store.nodes(int(args.node_ttl * 1000))
-    live = [n for n in nodes if n.alive]
+    view = store.view(int(args.node_ttl * 1000))
+    status = status_object(args.cluster, view)
+    live = [n for n in status["nodes"] if n["alive"]]
     if args.json:
-        print(json.dumps(status_object(args, snap, nodes)))
+        print(json.dumps(status))
     else:
-        leader = (f"leader {snap.lease.holder} (epoch {snap.lease.epoch})" if snap.lease
-                  else "no leader")
+        lease = view.snap.lease
+        leader = f"leader {lease.holder} (epoch {lease.epoch})" if lease else "no leader"
         if args.command == "status":
             print(f"cluster {args.cluster} at {target.display()}: {leader}; {len(live)} of "
-                  f"{len(nodes)} nodes alive")
-        if nodes:
-            print("\n".join(node_table(snap, nodes)))
+                  f"{len(status['nodes'])} nodes alive")
+        if status["nodes"]:
+            print("\n".join(node_table(view, status["nodes"])))
+        if args.command == "status" and view.rollout is not None \
+                and view.rollout.state is RolloutState.RUNNING:
+            print(rollout_line(view.rollout, view.now_ms))
     if not live:
         raise CtlError(f"cluster {args.cluster!r} has no live nodes at {target.display()}",
                        EXIT_EMPTY)
@@ -208,7 +229,12 @@ def cmd_redis_down(args) -> int:
 
 
 CLUSTER_COMMANDS = {"status": cmd_status, "nodes": cmd_status, "leader": cmd_leader,
-                    "events": cmd_events}
+                    "events": cmd_events,
+                    "drain": lambda a, s, t: ctl_actions.cmd_drain(a, s),
+                    "undrain": lambda a, s, t: ctl_actions.cmd_drain(a, s),
+                    "forget": lambda a, s, t: ctl_actions.cmd_forget(a, s),
+                    "upgrade": lambda a, s, t: ctl_actions.cmd_upgrade(a, s),
+                    "rollout": lambda a, s, t: ctl_actions.cmd_rollout(a, s)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

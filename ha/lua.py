@@ -59,15 +59,17 @@ return 1
 
 REGISTER = NOW_MS + """
 -- KEYS[1] incarnations hash, KEYS[2] node hash, KEYS[3] members zset, KEYS[4] events,
--- KEYS[5] dead hash, KEYS[6] lost hash
--- ARGV[1] node id, ARGV[2] node TTL ms, ARGV[3] events maxlen, ARGV[4..] field, value...
+-- KEYS[5] dead hash, KEYS[6] lost hash, KEYS[7] roster
+-- ARGV[1] node id, ARGV[2] node TTL ms, ARGV[3] events maxlen, ARGV[4] configured workers
+-- to put on the roster (0: none, the node is not serving yet), ARGV[5..] field, value...
 -- returns the node's new incarnation; a node declared dead is back (node_rejoined)
 local inc = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], 'incarnation', inc, 'heartbeat', now, unpack(ARGV, 4))
+redis.call('HSET', KEYS[2], 'incarnation', inc, 'heartbeat', now, unpack(ARGV, 5))
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[1])
+if tonumber(ARGV[4]) > 0 then redis.call('HSET', KEYS[7], ARGV[1], ARGV[4]) end
 if redis.call('HDEL', KEYS[5], ARGV[1]) == 1 then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'event', 'node_rejoined',
              'node', ARGV[1], 'epoch', 0, 'reason', 'back after being declared dead',

@@ -143,6 +143,8 @@ class MemoryStore(ClusterStore):
         data = {**info.to_hash(), "incarnation": str(incarnation), "heartbeat": str(now)}
         self._nodes[info.node_id] = (data, now + ttl_ms)
         self._members[info.node_id] = now
+        if info.state is NodeState.READY and info.workers_configured > 0:
+            self._roster[info.node_id] = info.workers_configured  # it served: owed if it dies
 
     def heartbeat(self, info: NodeInfo, incarnation: int, ttl_ms: int) -> Heartbeat:
         now = self._now()
@@ -153,8 +155,6 @@ class MemoryStore(ClusterStore):
         self._incarnations[info.node_id] = incarnation  # restores a lost counter
         old = self._node(info.node_id, now)
         self._write_node(info, incarnation, now, ttl_ms)
-        if info.state is NodeState.READY and info.workers_configured > 0:
-            self._roster[info.node_id] = info.workers_configured
         if not old:
             self._log(now, ev.NODE_JOINED, info.node_id, 0, "heartbeat resumed",
                       incarnation=str(incarnation))

@@ -176,8 +176,9 @@ class RedisStore(ClusterStore):
     @_unavailable
     def register(self, info: NodeInfo, ttl_ms: int) -> int:
         return int(self._run("REGISTER", [*self._node_keys(info.node_id), self.keys.dead,
-                                          self.keys.lost],
-                             [info.node_id, ttl_ms, ev.STREAM_MAXLEN, "state", info.state.value,
+                                          self.keys.lost, self.keys.roster],
+                             [info.node_id, ttl_ms, ev.STREAM_MAXLEN, self._roster_workers(info),
+                              "state", info.state.value,
                               *self._pairs(info)]))
 
     @_unavailable

@@ -43,7 +43,8 @@ def test_empty_cluster_and_no_leader_exit_1(shared_redis, cluster_name):
     done = ctl("status", "--json", "--redis", shared_redis.url, "--cluster", cluster_name)
     assert done.returncode == 1
     assert json.loads(done.stdout) == {"cluster": cluster_name, "leader": None, "epoch": None,
-                                       "highest_epoch": 0, "nodes": []}
+                                       "highest_epoch": 0, "nodes": [], "drained": [],
+                                       "rollout": None}
     assert "has no live nodes" in done.stderr
     done = ctl("leader", "--redis", shared_redis.url, "--cluster", cluster_name)
     assert done.returncode == 1 and "has no leader" in done.stderr

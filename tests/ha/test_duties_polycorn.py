@@ -1,0 +1,167 @@
+"""The leader's duties on three real polycorn nodes over real Redis, under steady load
+counted per port: a node killed (-9) is declared dead and its workers are run by the
+survivors until it returns; Redis paused 8 s costs no false death; drain and undrain.
+The figures (detection, capacity restore, failed requests) are printed: run with -s."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from polycorn.ha import events as ev
+from polycorn.ha.registry import NodeState
+from polycorn.ha.store import StoreUnavailable
+from polysupport import Cluster, Site
+from support.http import get
+from support.load import Load
+from support.procs import wait_until
+from test_agent import ctl
+
+pytestmark = pytest.mark.slow
+
+TTL = 3.0  # the default node TTL the nodes run with
+
+
+def figure(what: str, value: float, unit: str = "s") -> None:
+    print(f"\nFIGURE {what}: {value:.2f}{unit}")
+
+
+@pytest.fixture
+def cluster(redis_farm, polycorn, cluster_name, tmp_path):
+    """p1, p2, p3 on release r1, ready with two workers each and a leader."""
+    site = Site(tmp_path / "site")
+    site.release("r1")
+    site.switch("r1")
+    c = Cluster(redis_farm.server().url, cluster_name, site, polycorn)
+    for node_id in ("p1", "p2", "p3"):
+        c.start(node_id)
+    c.ready()
+    return c
+
+
+def events(c: Cluster, *kinds: str):
+    return [e for e in c.store.read_events(count=10_000) if e.kind in kinds]
+
+
+def test_kill_9_of_a_node_survivors_cover_its_workers_then_give_them_back(cluster):
+    c = cluster
+    leader = c.store.snapshot().lease.holder
+    victim = next(n for n in ("p3", "p2", "p1") if n != leader)
+    survivors = [n for n in ("p1", "p2", "p3") if n != victim]
+    loads = {n: Load(c.ports[n], path="/version", threads=2) for n in c.ports}
+    for load in loads.values():
+        load.start()
+    try:
+        for load in loads.values():
+            load.wait_requests(30)
+        # The victim's clients stop starting requests as it dies (as a load balancer
+        # would once it fails a probe); what they had in flight at the kill is lost.
+        stopper = threading.Thread(target=loads[victim].stop)
+        stopper.start()
+        killed_at = c.kill_node(victim)
+        stopper.join(15)
+        lost = loads[victim].result
+
+        dead = wait_until(lambda: events(c, ev.NODE_DEAD), TTL + 3, interval=0.05,
+                          what="node_dead")[0]
+        detection = dead.time_ms / 1000 - killed_at
+
+        def covered():
+            records = c.records()
+            return all(records[n].info.workers == 3 for n in survivors) and time.time()
+        restored = wait_until(covered, 10, interval=0.05, what="survivors at 3 workers")
+        restore = restored - dead.time_ms / 1000
+        status = json.loads(ctl("status", "--json", "--redis", c.redis_url, "--cluster",
+                                c.name).stdout)
+        by_id = {n["node_id"]: n for n in status["nodes"]}
+
+        c.start(victim)  # the node comes back (same id, same port): a new incarnation
+        returned_at = time.time()
+
+        def given_back():
+            # The registry's target, and the processes themselves: the master reports its
+            # ready count only on its next state message after retiring a worker.
+            records = c.records()
+            return all(records[n].info.workers_target == 2
+                       and len(c.procs[n].workers()) == 2 + 1  # two workers and the agent
+                       for n in survivors) and time.time()
+        back = wait_until(given_back, 20, interval=0.05, what="survivors back at 2 workers")
+        time.sleep(1.0)  # the retired workers finish what they hold under load
+    finally:
+        for load in loads.values():
+            load.stop()
+    figure("node killed -> node_dead event", detection)
+    figure("node_dead -> survivors at 3 workers each", restore)
+    figure("node restarted -> survivors back at 2 workers", back - returned_at)
+    for n, load in loads.items():
+        print(f"LOAD {n}{' (killed)' if n == victim else ''}: {load.result.summary()}")
+    assert dead.node == victim and dead.extra["by"] == leader
+    assert detection < TTL + 1.0
+    assert restore < 3.0
+    for n in survivors:
+        assert loads[n].result.failed == 0, (n, loads[n].result.summary())
+        assert by_id[n]["extra_workers"] == 1 and by_id[n]["covering"] == [victim]
+    assert by_id[victim]["state"] == "dead" and by_id[victim]["dead_reason"].startswith(
+        "no heartbeat for")
+    assert lost.failed <= loads[victim].threads, lost.summary()  # its in-flight requests only
+    kinds = [(e.kind, e.node) for e in events(
+        c, ev.NODE_DEAD, ev.CAPACITY_GRANTED, ev.NODE_REJOINED, ev.CAPACITY_RETURNED)]
+    assert kinds == [(ev.NODE_DEAD, victim)] + sorted((ev.CAPACITY_GRANTED, n)
+                                                      for n in survivors) + \
+        [(ev.NODE_REJOINED, victim)] + sorted((ev.CAPACITY_RETURNED, n) for n in survivors)
+
+
+def test_redis_paused_8s_no_node_declared_dead(cluster, redis_farm):
+    c = cluster
+    with Load(list(c.ports.values()), path="/version", threads=3) as load:
+        load.wait_requests(50)
+        with c.store.client.pipeline() as pipe:  # one round trip: CLIENT PAUSE blocks us too
+            pipe.execute_command("CLIENT", "PAUSE", "8000", "ALL")
+            pipe.execute()
+        paused_at = time.monotonic()
+        time.sleep(8.0)
+        during = load.result.ok
+
+        def whole():
+            try:
+                snap, records = c.store.nodes(int(TTL * 1000))
+            except StoreUnavailable:
+                return False
+            ok = [r for r in records if r.alive and r.info.state is NodeState.READY]
+            return snap.lease is not None and len(ok) == 3
+        wait_until(whole, 20, interval=0.1, what="the cluster whole again")
+        figure("Redis paused 8 s -> cluster whole again", time.monotonic() - paused_at)
+        time.sleep(TTL + 1.0)  # a full node TTL under the new leader
+    print(f"\nLOAD during CLIENT PAUSE: {load.result.summary()}")
+    assert load.result.failed == 0, load.result.summary()
+    assert during > 100
+    assert events(c, ev.NODE_DEAD, ev.CAPACITY_GRANTED) == []
+    paused = events(c, ev.DUTIES_PAUSED)
+    print(f"duties paused: {[(e.node, e.reason) for e in paused]}")
+    assert paused and paused[0].extra["cause"] == "redis_calls"  # the valve, made visible
+    assert all(r.info.workers_target == 2 for r in c.records().values())
+
+
+def test_drain_and_undrain_through_the_leader(cluster):
+    c = cluster
+    node = "p2"
+    args = ["--redis", c.redis_url, "--cluster", c.name]
+    with Load(c.ports[node], path="/version", threads=2) as load:
+        load.wait_requests(20)
+        done = ctl("drain", node, *args)
+        assert done.returncode == 0, done.stderr
+        assert "p2 is draining" in done.stdout
+        assert get(c.ports[node], "/health")[0] == 503
+        load.wait_requests(50)  # still serving what it is sent
+        assert c.records()[node].info.state is NodeState.DRAINING
+        text = ctl("status", *args).stdout
+        assert "draining" in text
+        done = ctl("undrain", node, *args)
+        assert done.returncode == 0, done.stderr
+        assert get(c.ports[node], "/health")[0] == 200
+    assert load.result.failed == 0, load.result.summary()
+    assert [e.kind for e in events(c, ev.DRAIN_REQUESTED, ev.UNDRAIN_REQUESTED)] == [
+        ev.DRAIN_REQUESTED, ev.UNDRAIN_REQUESTED]
+    assert ctl("drain", "nope", *args).returncode == 2
