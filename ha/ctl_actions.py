@@ -145,10 +145,12 @@ def follow_rollout(args: argparse.Namespace, store: ClusterStore, rollout_id: st
             if rollout.id != rollout_id:
                 raise CtlError(f"rollout {rollout_id} was replaced by {rollout.id}",
                                   EXIT_UNFINISHED)
-            for entry in rollout.entries():
-                if shown.get(entry.node_id, Step.PENDING) is not entry.step:
-                    shown[entry.node_id] = entry.step
-                    print(progress_line(entry), flush=True)
+            changed = [e for e in rollout.entries()
+                       if shown.get(e.node_id, Step.PENDING) is not e.step]
+            # in the order they happened, when one poll sees several changes
+            for entry in sorted(changed, key=lambda e: e.finished_ms or e.started_ms):
+                shown[entry.node_id] = entry.step
+                print(progress_line(entry), flush=True)
             if rollout.state is not RolloutState.RUNNING:
                 return final_report(rollout)
         if time.monotonic() > deadline:

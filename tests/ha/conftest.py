@@ -46,3 +46,19 @@ def fake_nodes(tmp_path):
     yield start
     for node in started:
         node.stop()
+
+
+@pytest.fixture
+def cluster(redis_farm, polycorn, cluster_name, tmp_path):
+    """Real nodes p1, p2, p3 on release r1 of a Capistrano-style site, ready with two
+    workers each and a leader (polysupport.py); all killed by pid afterwards."""
+    from polysupport import Cluster, Site
+
+    site = Site(tmp_path / "site")
+    site.release("r1")
+    site.switch("r1")
+    c = Cluster(redis_farm.server().url, cluster_name, site, polycorn)
+    for node_id in ("p1", "p2", "p3"):
+        c.start(node_id)
+    c.ready()
+    return c

@@ -128,3 +128,11 @@ class Sampler:
             if view.rollout is not None:
                 self.max_slots = max(self.max_slots, len(view.rollout.slots))
             self.samples += 1
+
+
+def events(c: Cluster, *kinds: str) -> list:
+    return [e for e in c.store.read_events(count=10_000) if e.kind in kinds]
+
+
+def figure(what: str, value: float, unit: str = "s") -> None:
+    print(f"\nFIGURE {what}: {value:.2f}{unit}")

@@ -13,7 +13,7 @@ import pytest
 from polycorn.ha import events as ev
 from polycorn.ha.registry import NodeState
 from polycorn.ha.store import StoreUnavailable
-from polysupport import Cluster, Site
+from polysupport import events, figure
 from support.http import get
 from support.load import Load
 from support.procs import wait_until
@@ -22,27 +22,6 @@ from test_agent import ctl
 pytestmark = pytest.mark.slow
 
 TTL = 3.0  # the default node TTL the nodes run with
-
-
-def figure(what: str, value: float, unit: str = "s") -> None:
-    print(f"\nFIGURE {what}: {value:.2f}{unit}")
-
-
-@pytest.fixture
-def cluster(redis_farm, polycorn, cluster_name, tmp_path):
-    """p1, p2, p3 on release r1, ready with two workers each and a leader."""
-    site = Site(tmp_path / "site")
-    site.release("r1")
-    site.switch("r1")
-    c = Cluster(redis_farm.server().url, cluster_name, site, polycorn)
-    for node_id in ("p1", "p2", "p3"):
-        c.start(node_id)
-    c.ready()
-    return c
-
-
-def events(c: Cluster, *kinds: str):
-    return [e for e in c.store.read_events(count=10_000) if e.kind in kinds]
 
 
 def test_kill_9_of_a_node_survivors_cover_its_workers_then_give_them_back(cluster):
