@@ -184,6 +184,8 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
     def _next_timeout(self) -> float:
         if self.state is MasterState.BOOTING or self.candidate is not None:
             return 0.05  # readiness is polled from shared memory while booting
+        if self.group is not None:
+            return min(0.5, self.group.seconds_to_tick())
         return 0.5
 
     def wait(self, timeout: float) -> None:

@@ -24,7 +24,7 @@ from polycorn.server.sockets import Listener
 log = logging.getLogger("polycorn.error")
 
 ENV_INDEX = "POLYCORN_MASTER_INDEX"
-TICK = 0.25  # seconds between peer checks
+TICK = 0.1  # seconds between peer checks: a dead peer is restarted within this
 
 
 class AlreadyRunning(Exception):
@@ -90,6 +90,9 @@ class MasterGroup:
         return False
 
     # -- the periodic checks ------------------------------------------------------
+
+    def seconds_to_tick(self) -> float:
+        return max(0.0, self.next_tick - time.monotonic()) if self.path else 1.0
 
     def tick(self, stopping: bool) -> None:
         now = time.monotonic()

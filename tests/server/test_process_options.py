@@ -39,8 +39,9 @@ def test_daemon_detaches_and_winch_stops_its_workers(port, tmp_path):
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs root")
 def test_workers_run_as_the_given_user_and_group(polycorn, port, tmp_path):
     nobody = pwd.getpwnam("nobody")
+    # --preload: the checkout may sit in a directory that nobody cannot read.
     server = polycorn("-b", f"127.0.0.1:{port}", "-u", "nobody", "-g", str(nobody.pw_gid),
-                      "testapp:application", wait_port=port, cwd=APPS)
+                      "--preload", "testapp:application", wait_port=port, cwd=APPS)
     worker = int(get(port, "/pid")[1])
     status = open(f"/proc/{worker}/status").read()
     uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
