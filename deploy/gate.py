@@ -18,6 +18,8 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from polycorn.deploy.hostinfo import master_pid
+
 PROBE_TIMEOUT = 3.0
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
@@ -84,20 +86,6 @@ def registry_view(redis_url: str, cluster: str, node_ttl: float) -> dict[str, An
             "nodes": [r.as_json(snap.now_ms) for r in records if r.info.host == me]}
 
 
-def _live_pid(pidfile: str) -> int:
-    try:
-        with open(pidfile) as f:
-            pid = int(f.read().strip() or 0)
-        if pid > 0:
-            os.kill(pid, 0)
-            return pid
-    except PermissionError:
-        return pid
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 def _log_tail(path: str | None, lines: int = 3) -> list[str]:
     if not path:
         return []
@@ -112,7 +100,7 @@ def _log_tail(path: str | None, lines: int = 3) -> list[str]:
 def observe(bind: str, health_path: str, redis_url: str | None, cluster: str | None,
             node_ttl: float, pidfiles: Sequence[str] = (), log: str | None = None
             ) -> dict[str, Any]:
-    masters = {path: _live_pid(path) for path in pidfiles}
+    masters = {path: master_pid(path) for path in pidfiles}
     seen: dict[str, Any] = {"hostname": socket.gethostname(), "masters": masters,
                             "http": probe_http(bind, health_path)}
     if not all(masters.values()):

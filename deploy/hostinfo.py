@@ -3,7 +3,8 @@
 Standard library only: the deploy sends this file's source to the host's own
 Python (`python3 -c SOURCE BASE PIDFILE...`), before any polycorn is installed
 there. A release is "in use" when a live process runs in it (its working
-directory, read from /proc), so cleanup never removes code a master still runs.
+directory, read from /proc), so cleanup never removes code a master still runs;
+a master is live when its pid file names a running polycorn process.
 """
 
 from __future__ import annotations
@@ -14,23 +15,22 @@ import socket
 import sys
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def master_pid(pidfile: str) -> int:
+    """The pid a polycorn pid file names, when that process runs polycorn; else 0.
 
-
-def _pid(path: str) -> int:
+    Not just kill(pid, 0): an unreaped zombie answers it, and after a reboot the
+    pid may belong to an unrelated process, which must never get our USR2.
+    """
     try:
-        with open(path) as f:
+        with open(pidfile) as f:
             pid = int(f.read().strip() or 0)
-    except (OSError, ValueError):
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+    except (OSError, ValueError, IndexError):
         return 0
-    return pid if pid > 0 and _alive(pid) else 0
+    return pid if state != b"Z" and any(b"polycorn" in a for a in args) else 0
 
 
 def _release(releases: str, name: str) -> dict:
@@ -79,7 +79,7 @@ def inspect(base: str, pidfiles: list[str]) -> dict:
         "releases": [_release(releases, n) for n in names
                      if os.path.isdir(os.path.join(releases, n))],
         "in_use": _in_use(releases) if names else [],
-        "masters": {path: _pid(path) for path in pidfiles},
+        "masters": {path: master_pid(path) for path in pidfiles},
         "systemd": os.path.isdir("/run/systemd/system"),
     }
 

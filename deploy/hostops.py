@@ -172,7 +172,11 @@ def activate(shell: HostShell, service: Service, info: HostInfo, before: str | N
         if status != 0:
             kept = before if "upgrade rolled back" in output else None
             raise ActivationFailed(shell.name, "upgrade", output or f"exit {status}", kept)
-    if not all(info.masters.get(p) for p in service.pidfiles()):
+    stale = [p for p in service.pidfiles() if not info.masters.get(p)]
+    if stale:
+        # No polycorn runs under these pid files (checked by hostinfo): clear them, or
+        # polycorn would refuse to start over a pid that an unrelated process now has.
+        shell.run(f"rm -f {q(*stale)}", "start")
         status, out, err = shell.run_status(service.start_command(), timeout=120)
         output = tail(f"{out}\n{err}")
         if status != 0:

@@ -14,10 +14,10 @@ import threading
 import time
 
 import pytest
-from deployfleet import HOSTS, wheel_arg
+from deployfleet import HOSTS, kill_services, wheel_arg
 from support.http import get
 from support.load import Load
-from support.procs import wait_until
+from support.procs import port_open, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -218,3 +218,22 @@ def test_releases_roll_over_three_hosts_without_a_failed_request(
     for host in HOSTS:
         assert sorted(p.name for p in project.on(host, "releases").iterdir()) == ["A", "B"]
     assert [served_version(p) for p in ports] == ["A", "A", "A"]
+
+
+def test_setup_starts_a_stopped_service_on_its_current_release(make_project, wheels):
+    project = make_project()
+    port = next(h.app_port for h in project.fleet.hosts if h.name == "node2")
+    assert project.deploy_cmd("setup", "-H", "node2").returncode == 0
+    done = project.deploy_cmd("deploy", "-H", "node2", "--release", "A",
+                              "--wheels", wheel_arg(wheels, "A"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert served_version(port) == "A"
+    # the host reboots (no systemd here): every process of the service is gone
+    kill_services([f"{project.base}/current/venv/bin/python"])
+    wait_until(lambda: not port_open(port), 10, what="the service to be down")
+    done = project.deploy_cmd("setup", "-H", "node2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "service started on A" in done.stdout
+    assert served_version(port) == "A"
+    done = project.deploy_cmd("setup", "-H", "node2")  # idempotent
+    assert done.returncode == 0 and "service running on A" in done.stdout
