@@ -220,8 +220,9 @@ def sentinel_failover(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
 
 
 def rolling_upgrade(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
-    argv = [sys.executable, "-m", "polycorn.ha.ctl", "upgrade", "--cluster", ctx.cluster.name,
-            "--redis", ctx.cluster.redis_url]
+    # --wait: the command follows the rollout and exits 0 only when every node is done.
+    argv = [sys.executable, "-m", "polycorn.ha.ctl", "upgrade", "--wait", "--cluster",
+            ctx.cluster.name, "--redis", ctx.cluster.redis_url]
     log_path = ctx.run_dir / f"rolling-upgrade-{int(time.time())}.log"
     proc = ctx.tracker.spawn(argv, log_path=log_path, cwd=ctx.run_dir)
     rec.pids = [proc.pid]
@@ -229,7 +230,8 @@ def rolling_upgrade(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
     while proc.poll() is None:
         yield UPGRADE_POLL
     rec.ended = time.time()
-    rec.detail = f"polycorn-ctl upgrade exit {proc.returncode}"
+    output = log_path.read_text(errors="replace").strip().splitlines()
+    rec.detail = f"polycorn-ctl upgrade exit {proc.returncode}: {' | '.join(output[-2:])}"
     if proc.returncode != 0:
         raise RuntimeError(rec.detail)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from loadtests.cluster import LocalCluster
+from loadtests.faults import ctl_has_command
 from loadtests.procs import ProcessTracker, pids_mentioning
 from loadtests.scenario import SCENARIOS, ClusterShape
 
@@ -189,3 +190,17 @@ def test_attach_mode_acts_through_the_registry_and_leaves_the_cluster_running(tm
         cluster.wait_ready(timeout=15)
     finally:
         tracker.kill_all()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not ctl_has_command("upgrade"),
+                    reason="this build of polycorn.ha has no cluster rolling upgrade yet")
+def test_a_cluster_rolling_upgrade_loses_nothing(tmp_path):
+    code, report, output = chaos(
+        tmp_path / "roll", "--duration", "24", "--nodes", "2", "--users", "4", "--rate", "20",
+        "--fault", "5:rolling-upgrade")
+    (fault,) = report["faults"]
+    assert fault["outcome"] == "done", fault["detail"]
+    assert "exit 0" in fault["detail"]
+    assert fault["failed"] == 0 and fault["allowed_failures"] == 0
+    assert code == 0, output
