@@ -191,5 +191,17 @@ def next_candidates(rollout: Rollout, me: str) -> list[NodeRollout]:
     return sorted(pending, key=lambda e: e.node_id == me)
 
 
-def free_slots(rollout: Rollout) -> int:
-    return max(0, rollout.max_unavailable - len(rollout.slots))
+def free_slots(rollout: Rollout, records: Mapping[str, NodeRecord],
+               finished: frozenset[str] = frozenset()) -> int:
+    """How many more nodes may start now: max_unavailable, minus the slots held (but
+    not those `finished` this cycle), minus rollout nodes out of service for another
+    reason (a done node that died since, a pending one restarting): Kubernetes'
+    meaning of max-unavailable. The Lua script still enforces the slot bound alone."""
+    held = rollout.slots - finished
+    down = sum(1 for e in rollout.entries()
+               if e.node_id not in rollout.slots and not _serving(records.get(e.node_id)))
+    return max(0, rollout.max_unavailable - len(held) - down)
+
+
+def _serving(record: NodeRecord | None) -> bool:
+    return record is not None and record.alive and record.info.state in SERVING_STATES

@@ -37,7 +37,7 @@ class Progress:
     """What one cycle did to the rollout: its sentences, slots it freed, a halt."""
 
     said: list[str] = field(default_factory=list)
-    freed: int = 0
+    finished: set[str] = field(default_factory=set)  # nodes done this cycle: slots freed
     halted: bool = False
 
     def sentence(self, rollout: Rollout) -> str | None:
@@ -77,7 +77,7 @@ class RolloutDuty:
                                     finished_ms=view.now_ms, reason=verdict.reason)
                 if self.store.finish_upgrade(lease, rollout.id, done, verdict.reason) in (
                         FinishResult.RUNNING, FinishResult.DONE):
-                    progress.freed += 1
+                    progress.finished.add(entry.node_id)
                     progress.said.append(f"{entry.node_id} done in {done.took():.1f}s "
                                          f"({entry.old_release} -> {done.new_release})")
             elif verdict.verdict is Verdict.FAILED:
@@ -88,13 +88,16 @@ class RolloutDuty:
 
     def _start_next(self, view: ClusterView, lease: Lease, rollout: Rollout,
                     progress: Progress) -> None:
-        free = free_slots(rollout) + progress.freed
-        for entry in next_candidates(rollout, lease.holder):
-            if free <= 0:
-                return
+        for entry in rollout.in_step(Step.PENDING):
             if entry.node_id in view.dead or entry.node_id in view.lost:
+                # Waiting for it would stall the rollout for good: halt and say why.
                 self._fail(view, lease, rollout, entry, "the node is dead: it cannot be "
                            "upgraded", progress)
+                return
+        records = {r.info.node_id: r for r in view.records}
+        free = free_slots(rollout, records, frozenset(progress.finished))
+        for entry in next_candidates(rollout, lease.holder):
+            if free <= 0:
                 return
             issued = self._issue(view, lease, rollout, entry, progress, "its turn")
             if issued is IssueResult.ISSUED:

@@ -12,9 +12,13 @@ import threading
 import time
 
 import pytest
+from polycorn.ha import events as ev
 from polycorn.ha.events import Event
 from polycorn.ha.plugin import plugin
+from polycorn.ha.registry import Departure, NodeInfo, NodeState
 from polycorn.ha.settings import NODE_ID_ENV
+from polycorn.ha.snapshot import Lease
+from polycorn.ha.view import Grant
 from polycorn.server.config.errors import ConfigError
 from polycorn.server.config.loader import load_config
 from support.procs import alive, free_port, wait_until
@@ -181,3 +185,79 @@ def test_plugin_import_does_not_load_redis_py():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30)
     assert done.stdout.strip() == "False", done.stderr
+
+
+# -- requests to the leader, and what status shows of the duties ----------------------------
+
+
+def ready_node(store, node_id: str, **kw) -> int:
+    info = NodeInfo(node_id, "h", "127.0.0.1:1", 7, "r1", NodeState.READY, 2, 2, 4, 2, **kw)
+    inc = store.register(info, 60_000)
+    store.heartbeat(info, inc, 60_000)
+    return inc
+
+
+def test_status_shows_dead_nodes_grants_and_drain_requests(shared_redis, cluster_name):
+    store = observer(shared_redis.url, cluster_name)
+    inc = {n: ready_node(store, n) for n in ("n1", "n2")}
+    ready_node(store, "n3")
+    store.deregister("n3", 1, ev.NODE_GONE, "master exited", Departure.LOST)
+    lease = Lease("n1", store.acquire_lease("n1", 60_000, "test"))
+    assert store.declare_dead(lease, "n3", 3000, "its agent reported its master gone")
+    store.grant_workers(lease, "n2", Grant(inc["n2"], 3, 1, 0, ("n3",)), None, "", "")
+    store.set_drained("n1", True, "test")
+    args = ["--redis", shared_redis.url, "--cluster", cluster_name, "--node-ttl", "60"]
+    status = json.loads(ctl("status", "--json", *args).stdout)
+    by_id = {n["node_id"]: n for n in status["nodes"]}
+    assert (by_id["n2"]["extra_workers"], by_id["n2"]["covering"]) == (1, ["n3"])
+    assert by_id["n3"]["state"] == "dead" and by_id["n3"]["declared_by"] == "n1"
+    assert by_id["n3"]["workers_configured"] == 2 and by_id["n1"]["drain_requested"]
+    assert status["drained"] == ["n1"] and status["rollout"] is None
+    text = ctl("status", *args).stdout
+    assert "2 of 3 nodes alive" in text
+    assert "+1 for n3" in text and "drain requested" in text
+    assert "declared dead at epoch 1: its agent reported its master gone" in text
+    assert "2/2/4" in text  # ready now / configured / ceiling
+
+    assert ctl("forget", "n2", *args).returncode == 2  # alive: refused
+    done = ctl("forget", "n3", *args)
+    assert done.returncode == 0 and "no longer owed" in done.stdout
+    assert ctl("forget", "n3", *args).returncode == 1
+    assert "n3" not in [n["node_id"] for n in json.loads(
+        ctl("status", "--json", *args).stdout)["nodes"]]
+
+
+def test_upgrade_requests_one_rollout_at_a_time(shared_redis, cluster_name):
+    store = observer(shared_redis.url, cluster_name)
+    for n in ("n1", "n2", "n3"):
+        ready_node(store, n)
+    args = ["--redis", shared_redis.url, "--cluster", cluster_name, "--node-ttl", "60"]
+    assert ctl("rollout", *args).returncode == 1  # none yet
+    assert ctl("upgrade", "--nodes", "n1,nope", *args).returncode == 2
+    assert ctl("upgrade", "--max-unavailable", "0", *args).returncode == 2
+    done = ctl("upgrade", "--nodes", "n3,n1", "--max-unavailable", "2", *args)
+    assert done.returncode == 0, done.stderr
+    assert "upgrading 2 nodes (n3, n1), at most 2 at a time" in done.stdout
+    busy = ctl("upgrade", *args)
+    assert busy.returncode == 6 and "is already running" in busy.stderr
+    shown = json.loads(ctl("rollout", "--json", *args).stdout)
+    assert [n["node_id"] for n in shown["nodes"]] == ["n3", "n1"]
+    assert shown["state"] == "running" and shown["max_unavailable"] == 2
+    assert json.loads(ctl("status", "--json", *args).stdout)["rollout"]["id"] == shown["id"]
+    assert "rollout " + shown["id"] + " running: 0 of 2 nodes done" in \
+        ctl("status", *args).stdout
+    aborted = ctl("upgrade", "--abort", *args)
+    assert aborted.returncode == 0 and shown["id"] in aborted.stdout
+    assert ctl("upgrade", "--abort", *args).returncode == 1
+    assert json.loads(ctl("rollout", "--json", *args).stdout)["state"] == "aborted"
+
+
+def test_drain_of_a_node_nobody_carries_out_exits_5(shared_redis, cluster_name):
+    store = observer(shared_redis.url, cluster_name)
+    ready_node(store, "n1")  # registered, but no leader runs: the request is only recorded
+    args = ["--redis", shared_redis.url, "--cluster", cluster_name, "--node-ttl", "60"]
+    done = ctl("drain", "n1", "--timeout", "0.5", *args)
+    assert done.returncode == 5 and "still reports ready after 0.5s" in done.stderr
+    assert store.view(60_000).drained == {"n1"}
+    assert ctl("undrain", "n1", "--no-wait", *args).returncode == 0
+    assert store.view(60_000).drained == frozenset()

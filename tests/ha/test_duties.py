@@ -388,3 +388,12 @@ def test_a_dead_pending_node_halts_the_rollout():
     said = w.cycle()
     assert "n3 FAILED (the node is dead: it cannot be upgraded)" in said
     assert w.store.view(TTL_MS).rollout.state is RolloutState.FAILED
+
+
+def test_a_node_out_of_service_counts_against_max_unavailable():
+    w = World()
+    w.store.create_rollout(rollout(order=("n2", "n3", "n1"), k=1), "test")
+    w.set("n3", state=NodeState.BOOTING)  # restarting on its own
+    assert w.cycle() is None and upgrading(w) == set()
+    w.set("n3", state=NodeState.READY)
+    assert w.cycle() == "rollout ro1: issued upgrade of n2 (its turn)"
