@@ -15,7 +15,6 @@ import logging
 import os
 import select
 import signal
-import sys
 import time
 from typing import Any
 
@@ -29,7 +28,7 @@ from polycorn.server.liveness import SlotTable
 from polycorn.server.masters import MasterGroup
 from polycorn.server.sidecar import ChannelClosed, SidecarSupervisor
 from polycorn.server.sockets import Listener
-from polycorn.server.upgrade import Inherited, Outcome, Upgrade, status_path
+from polycorn.server.upgrade import Inherited, Outcome, Upgrade, reexec_argv, status_path
 
 log = logging.getLogger("polycorn.error")
 
@@ -76,11 +75,11 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
         self.wake_r, self.wake_w = os.pipe()
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
-        self.sidecars = SidecarSupervisor(sidecars or [], self._close_master_fds)
+        self.sidecars = SidecarSupervisor(sidecars or [], self._close_for_sidecar)
         self.group = group
         self.index = index
         self.inherited = inherited  # set while we are a new generation awaiting promotion
-        self.argv = argv or list(sys.orig_argv)
+        self.argv = argv or reexec_argv()
         self.cwd = cwd or os.getcwd()
         self.upgrade: Upgrade | None = None
         self.upgrade_attempt = 0
@@ -114,7 +113,8 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
             log.info("Listening at: http://%s (%s)", listener, self.pid)
         log.info("Using worker: %s", worker_class(self.cfg).__name__)
         self.sidecars.broadcast(self._hello())
-        self.sidecars.start_due()
+        if self.runs_sidecars():
+            self.sidecars.start_due()
         self.broadcast_state("booting")
         if self.inherited is None:
             self.record_status("running")
@@ -148,6 +148,25 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+    def _close_for_sidecar(self) -> None:
+        """In a sidecar after fork: the master's fds and the listeners too.
+
+        A sidecar never accepts; holding the listeners would keep a dead node's
+        port accepting connections nobody serves.
+        """
+        self._close_master_fds()
+        for listener in self.listeners:
+            with contextlib.suppress(OSError):
+                listener.sock.close()
+
+    def runs_sidecars(self) -> bool:
+        """One agent per node: in a --masters group, the master owning the hand-off path.
+
+        Several masters with one node id would supersede each other in the
+        registry; the owner is always exactly one, and a new owner takes over.
+        """
+        return self.group is None or self.group.owner is not None
+
     def cleanup(self) -> None:
         if self.group is not None:
             self.group.close(successor=bool(self.successor))
@@ -164,7 +183,8 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
         while self.sig_queue:
             self.dispatch(self.sig_queue.popleft())
         self.reap()
-        self.sidecars.start_due()
+        if self.runs_sidecars():
+            self.sidecars.start_due()
         stopping = self.state in (MasterState.DRAINING, MasterState.STOPPING)
         if self.group is not None:
             self.group.tick(stopping)

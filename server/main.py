@@ -26,7 +26,7 @@ from polycorn.server.logs import setup_logging
 from polycorn.server.masters import ENV_INDEX, AlreadyRunning, MasterGroup, worker_share
 from polycorn.server.plugins import discover
 from polycorn.server.sockets import BindError, close_all, create_listeners
-from polycorn.server.upgrade import inherit_from_parent
+from polycorn.server.upgrade import inherit_from_parent, reexec_argv
 
 log = logging.getLogger("polycorn.error")
 
@@ -117,7 +117,7 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
                 owner = HandoffOwner(cfg.handoff, extra["handoff_lock"], listeners,
                                      socket.socket(fileno=extra["handoff_sock"]))
             group = MasterGroup(cfg, listeners, owner, index, extra.get("index_lock"),
-                                list(sys.orig_argv), startup_cwd) if cfg.handoff else None
+                                reexec_argv(), startup_cwd) if cfg.handoff else None
         elif cfg.handoff:
             index_lock = None
             if int(cfg.masters) > 1:
@@ -126,7 +126,7 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
                 index_lock = MasterGroup.claim_index(cfg.handoff, index)
             listeners, owner = acquire_or_fetch(
                 cfg.handoff, lambda: create_listeners(cfg.bind, cfg.backlog, os.environ))
-            group = MasterGroup(cfg, listeners, owner, index, index_lock, list(sys.orig_argv),
+            group = MasterGroup(cfg, listeners, owner, index, index_lock, reexec_argv(),
                                 startup_cwd)
         else:
             listeners = create_listeners(cfg.bind, cfg.backlog, os.environ)
@@ -159,7 +159,7 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
         return fresh
 
     arbiter = Arbiter(cfg, listeners, app=app, sidecars=sidecars, reload_config=reload_config,
-                      group=group, inherited=inherited, argv=list(sys.orig_argv), cwd=startup_cwd,
+                      group=group, inherited=inherited, argv=reexec_argv(), cwd=startup_cwd,
                       index=index)
     try:
         status = arbiter.run()

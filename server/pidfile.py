@@ -27,7 +27,18 @@ def read(path: str) -> int | None:
 
 
 def alive(pid: int) -> bool:
-    """Is pid a live process (ours or another user's)?"""
+    """Is pid a live process (ours or another user's)? A zombie is not.
+
+    kill(pid, 0) succeeds on a zombie, and in containers whose init does not
+    reap, an exited master can stay one for good: read its state where /proc is.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -159,6 +159,25 @@ class Upgrade:
             self.channel = None
 
 
+def reexec_argv() -> list[str]:
+    """The command line that starts this master again, paths as the operator gave them.
+
+    A console script (`current/venv/bin/polycorn`) runs as [interpreter, script,
+    ...], where the interpreter is the one written into the shebang at install
+    time, i.e. the old release's. Exec the script itself instead, so the kernel
+    reads its shebang anew and a switched `current` brings its own interpreter.
+    """
+    argv = list(sys.orig_argv)
+    if len(argv) >= 2 and not argv[1].startswith("-") and os.access(argv[1], os.X_OK):
+        try:
+            with open(argv[1], "rb") as f:
+                if f.read(2) == b"#!":
+                    return argv[1:]
+        except OSError:
+            pass
+    return argv
+
+
 def status_path(pidfile: str | None, index: int) -> str | None:
     """Where a master records its upgrade outcomes, for `polycorn --upgrade PIDFILE`."""
     return f"{pidfile}.m{index}" if pidfile else None

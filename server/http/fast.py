@@ -46,7 +46,7 @@ DEFAULT_LIMITS = Limits()
 # httptools raises these for what llhttp refuses; HttpParserUpgrade (CONNECT, or
 # "Connection: upgrade") is not an HttpParserError subclass.
 LLHTTP_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
-_VERSIONS = {"1.1": b"1.1", "1.0": b"1.0"}
+_RAW_VERSIONS = {b"HTTP/1.1": b"1.1", b"HTTP/1.0": b"1.0"}
 # The fields framing.decide_framing reads; a head whose only such field is one valid
 # Host on HTTP/1.1 gets PLAIN_HTTP11 without the call (what the call would return).
 FRAMING_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection",
@@ -226,14 +226,19 @@ class FastConnection:
         except LLHTTP_ERRORS:
             self._parser = None  # llhttp stays in its error state
             return "llhttp refused or upgrade"
-        version = _VERSIONS.get(parser.get_http_version())
+        # The request line is taken from the raw bytes, checked against llhttp's target:
+        # "method SP target SP HTTP/1.x" with exactly one SP each (RFC 9112 3; llhttp
+        # skips extra spaces), so the Request holds what the pure parser would give.
+        line_end = head.find(b"\r\n")
+        version = _RAW_VERSIONS.get(head[line_end - 8:line_end])
         if version is None:
             return "HTTP version"
-        method = parser.get_method()
         target = tokens.url
-        # RFC 9112 3: exactly one SP between the parts (llhttp skips extra spaces).
-        if not head.startswith(b"%s %s HTTP/%s\r\n" % (method, target, version)):
+        method_end = line_end - len(target) - 10
+        if (method_end <= 0 or head.find(b" ") != method_end or head[line_end - 9] != 0x20
+                or head[method_end + 1:line_end - 9] != target):
             return "request-line spacing"
+        method = head[:method_end]
         # RFC 9112 3.2: only origin-form without a fragment is plain.
         if target[:1] != b"/" or b"#" in target:
             return "request-target form"
@@ -254,7 +259,7 @@ class FastConnection:
     def _next_body_event(self) -> object:
         remaining = self._body_remaining
         if not remaining:
-            self._request_state = advance_request(self._request_state, Step.END)
+            self._request_state = RequestState.DONE  # from BODY, the only state that reads one
             return _END
         buf = self._buffer
         if not buf:
@@ -319,10 +324,11 @@ class FastConnection:
             return self._pure.start_response(status, reason, headers)
         if self._request is None:
             raise LocalProtocolError("no request to respond to")
-        next_state = advance_response(self._response_state, Step.HEAD)
+        if self._response_state is not ResponseState.IDLE:
+            advance_response(self._response_state, Step.HEAD)  # raises: the table says why
         head, self._writer, self._persistent = framed_head(
             self._request, status, reason, headers, self._persistent, self._date_cache)
-        self._response_state = next_state
+        self._response_state = ResponseState.BODY
         self._continue_owed = False
         return head
 
@@ -342,7 +348,9 @@ class FastConnection:
         """The end of the body (the last chunk); LocalProtocolError if short of Content-Length."""
         if self._pure is not None:
             return self._pure.end_response()
-        self._response_state = advance_response(self._response_state, Step.END)
+        if self._response_state is not ResponseState.BODY:
+            advance_response(self._response_state, Step.END)  # raises: the table says why
+        self._response_state = ResponseState.DONE
         try:
             return self._writer.finish()
         except LocalProtocolError:
@@ -398,11 +406,14 @@ class FastConnection:
         if self._pure is not None:
             self._pure.start_next_cycle()
             return
-        if not self.keep_alive:
-            raise LocalProtocolError("this connection cannot carry another request")
-        request_state = advance_request(self._request_state, Step.NEXT_CYCLE)
-        self._response_state = advance_response(self._response_state, Step.NEXT_CYCLE)
-        self._request_state = request_state
+        if not self._persistent or self._request_state is not RequestState.DONE:
+            if not self.keep_alive:
+                raise LocalProtocolError("this connection cannot carry another request")
+            advance_request(self._request_state, Step.NEXT_CYCLE)  # raises: the table says why
+        if self._response_state is not ResponseState.DONE:
+            advance_response(self._response_state, Step.NEXT_CYCLE)  # raises
+        self._request_state = RequestState.IDLE
+        self._response_state = ResponseState.IDLE
         self._request = None
         self._writer = NO_BODY
         self._continue_owed = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import logging
 import os
 import stat
@@ -43,6 +44,10 @@ WRITEV_SIZE = 16 * 1024
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 256 * 1024
 _monotonic = time.monotonic
+_END_OF_BODY = object()
+# The wsgi.input of every request without a body: an empty WSGIInput never changes
+# (its reads return b"", its slots refuse new attributes), so one serves them all.
+NO_BODY = WSGIInput.from_bytes(b"")
 
 
 class Phase(enum.Enum):
@@ -188,6 +193,8 @@ class HTTPProtocol(asyncio.Protocol):
     def _wsgi_input(self) -> WSGIInput:
         spool = self.spool
         if spool is None:
+            if not self.body_size:
+                return NO_BODY
             body = self.body
             return WSGIInput.from_bytes(body[0] if len(body) == 1 else b"".join(body))
         spool.seek(0)
@@ -218,18 +225,27 @@ class HTTPProtocol(asyncio.Protocol):
             if not resp.in_memory:
                 self.transport.write(head + conn.send_body(first) if first else head)
                 return self._pump()
-            self._write_ready_body(head, conn.send_body(first), resp)
+            body = conn.send_body(first)
+            second = next(resp.rest, _END_OF_BODY)
+            if second is _END_OF_BODY:  # the common one-chunk body: one write
+                tail = conn.end_response()
+                if len(body) > WRITEV_SIZE:
+                    self.transport.writelines((head, body, tail))
+                else:
+                    self.transport.write(head + body + tail if tail else head + body)
+            else:
+                self._write_ready_body(head, body, second, resp)
         except Exception as exc:
             return self._app_failed(exc)
         return self._finish_cycle(complete=True)
 
-    def _write_ready_body(self, head: bytes, first: bytes, resp: AppResponse) -> None:
+    def _write_ready_body(self, head: bytes, first: bytes, second: Any, resp: AppResponse) -> None:
         """A list or tuple body: every chunk exists, so they go out together (one send)."""
         conn = self.conn
         parts = [head, first]
         size = len(first)
         write = self.transport.write
-        for chunk in resp.rest:
+        for chunk in itertools.chain((second,), resp.rest):
             if check_chunk(chunk):
                 framed = conn.send_body(chunk)
                 self.body_bytes += len(chunk)

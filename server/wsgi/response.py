@@ -38,6 +38,12 @@ _TEXT_TYPES = (str, bytes)
 _MAX_KNOWN_NAMES = 512
 _ORDINARY, _DROPPED, _CONTENT_LENGTH = 0, 1, 2
 _KNOWN_NAMES: dict[str, tuple[int, bytes]] = {}
+# An app answers with few distinct header lists: a list equal to one already
+# validated skips the validation (kept, wire form, Content-Length are reused). Only a
+# list of plain (str, str) tuples is looked up, so a subclass never passes for the
+# str or tuple it equals; bounded, as values can come from request data.
+_MAX_KNOWN_HEADER_LISTS = 256
+_KNOWN_HEADER_LISTS: dict[tuple, tuple[list, list, int | None]] = {}
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -109,6 +115,18 @@ class StartResponse:
         self.status = status
 
     def _set_headers(self, headers: list[tuple[str, str]]) -> None:
+        key = None
+        if type(headers) is list:
+            try:
+                key = tuple(headers)
+                known = _KNOWN_HEADER_LISTS.get(key)
+            except TypeError:  # a list as an item: validated below, never remembered
+                key = known = None
+            if known is not None and _plain_pairs(headers):
+                kept, wire, self.content_length = known
+                self.headers = kept.copy()
+                self.wire_headers = wire.copy()
+                return
         # PEP 3333 asks for a list of tuples; like Gunicorn we take any sequence of
         # pairs, so an app that runs there runs here.
         if type(headers) is not list and (
@@ -140,6 +158,8 @@ class StartResponse:
         self.headers = kept
         self.wire_headers = [(name, value.encode("latin-1")) for name, value in wire]
         self.content_length = content_length
+        if key is not None and len(_KNOWN_HEADER_LISTS) < _MAX_KNOWN_HEADER_LISTS:
+            _KNOWN_HEADER_LISTS[key] = (kept.copy(), self.wire_headers.copy(), content_length)
 
     def write(self, data: bytes) -> None:
         """PEP 3333's write(): the imperative API for old apps; sends at once."""
@@ -154,6 +174,13 @@ class StartResponse:
             self._sink(data)
         else:
             self.written.append(data)
+
+
+def _plain_pairs(headers: list) -> bool:
+    for item in headers:
+        if type(item) is not tuple or type(item[0]) is not str or type(item[1]) is not str:
+            return False
+    return True
 
 
 def _learn_status(status: str) -> tuple[int, bytes]:

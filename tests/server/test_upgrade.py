@@ -115,11 +115,16 @@ def make_venv(path: Path) -> Path:
     return path / "bin" / "python"
 
 
-def test_usr2_follows_the_current_symlink_to_a_new_virtualenv(tmp_path, polycorn, port):
+@pytest.mark.parametrize("launcher", ["python -m", "console script"])
+def test_usr2_follows_the_current_symlink_to_a_new_virtualenv(tmp_path, polycorn, port, launcher):
     base = tmp_path / "site"
     for name in ("A", "B"):
         rel = make_release(base, name, version=name)
-        make_venv(rel / "venv")
+        python = make_venv(rel / "venv")
+        # What pip writes: a script whose shebang names the release's own interpreter.
+        script = rel / "venv" / "bin" / "polycorn"
+        script.write_text(f"#!{python}\nfrom polycorn.server.main import main\nmain()\n")
+        script.chmod(0o755)
         (rel / "testapp.py").write_text((rel / "testapp.py").read_text() + (
             "\nimport sys as _sys\n_plain = application\n"
             "def application(environ, start_response):\n"
@@ -129,9 +134,11 @@ def test_usr2_follows_the_current_symlink_to_a_new_virtualenv(tmp_path, polycorn
     switch(base, base / "releases" / "A")
     pid_path = tmp_path / "p.pid"
     current = base / "current"
-    python = current / "venv" / "bin" / "python"
+    bin_dir = current / "venv" / "bin"
+    command = ([str(bin_dir / "python"), "-m", "polycorn.server.main"] if launcher == "python -m"
+               else [str(bin_dir / "polycorn")])
     proc = subprocess.Popen(
-        [str(python), "-m", "polycorn.server.main", "-b", f"127.0.0.1:{port}", "-p", str(pid_path),
+        [*command, "-b", f"127.0.0.1:{port}", "-p", str(pid_path),
          "--chdir", str(current), "testapp:application"],
         cwd=current, env={**os.environ, "PWD": str(current)}, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
