@@ -29,24 +29,21 @@ class EventWorker(Worker):
         self._shutting_down = False
         loop.set_exception_handler(self._on_loop_exception)
         self._graceful_deadline: float | None = None
+        self._exit_status: int | None = None  # set by QUIT/INT (0) or ABRT (1): stop now
         for listener in self.listeners:
             builder = self.handler.environ_builder(listener.server_name(), "http")
             self.ctx.add_listener(listener, self._factory(builder))
-        # uvloop takes the wakeup fd while it runs, so the base's signal pipe would stay
-        # silent: TERM schedules the drain on the loop itself. The other signals keep the
-        # base's handlers, which act at once, even inside an app call that blocks the loop.
-        self._drain_r, self._drain_w = os.pipe()
-        os.set_blocking(self._drain_w, False)
-        signal.signal(signal.SIGTERM, self._on_term_signal)
-        loop.add_reader(self._drain_r, self._on_drain_requested)
+        self._install_loop_signals()
         loop.add_reader(self.parent_fd, self._on_parent_readable)
         try:
             # Clients queued on the shared listeners may be served within this call.
             loop.run_until_complete(self.ctx.start_accepting())
             self._tick()
-            loop.run_forever()  # until the drain ends (or QUIT/INT raise SystemExit)
+            loop.run_forever()  # until the drain ends, or a quick stop
         finally:
             self._shutdown()
+        if self._exit_status is not None:
+            raise SystemExit(self._exit_status)
 
     def _factory(self, builder: Any) -> Any:
         ctx = self.ctx
@@ -75,21 +72,67 @@ class EventWorker(Worker):
         # asyncio's default handler logs to the "asyncio" logger, which --log-file and
         # --error-logfile do not cover: a failing callback must show in our error log.
         exc = context.get("exception")
+        if isinstance(exc, SystemExit) and self._exit_status is not None:
+            return  # our own quick stop, caught by uvloop inside a transport callback
         log.error("worker %s: %s", self.pid, context.get("message", "error in the event loop"),
                   exc_info=exc if isinstance(exc, BaseException) else None)
+
+    # -- signals ------------------------------------------------------------------------
+
+    def _install_loop_signals(self) -> None:
+        """Signal handlers that reach the loop through a pipe of our own.
+
+        uvloop takes the wakeup fd while it runs (so the base's signal pipe stays
+        silent), and it turns an exception raised inside a transport callback into
+        a transport error instead of a loop exit: so each handler acts on the state
+        at once and then writes the pipe, which the loop reads on its next turn.
+        """
+        self._signal_r, self._signal_w = os.pipe()
+        os.set_blocking(self._signal_w, False)
+        signal.signal(signal.SIGTERM, self._on_term_signal)
+        signal.signal(signal.SIGINT, self._on_quit_signal)
+        signal.signal(signal.SIGQUIT, self._on_quit_signal)
+        signal.signal(signal.SIGABRT, self._on_abort_signal)
+        self.loop.add_reader(self._signal_r, self._on_signal_pipe)
+
+    def _wake_loop(self) -> None:
+        try:
+            os.write(self._signal_w, b"!")
+        except BlockingIOError:
+            pass  # a byte is already waiting
 
     def _on_term_signal(self, signum: int, frame: Any) -> None:
         # The state changes at once, so a response being made now already says
         # Connection: close; the loop stops accepting when it reads the pipe.
         self.drain("TERM")
-        try:
-            os.write(self._drain_w, b"!")
-        except BlockingIOError:
-            pass  # a byte is already waiting
+        self._wake_loop()
 
-    def _on_drain_requested(self) -> None:
-        self.loop.remove_reader(self._drain_r)
-        self._begin_drain()
+    def _on_quit_signal(self, signum: int, frame: Any) -> None:
+        # INT/QUIT: quick stop (Gunicorn's meaning), without waiting for anything.
+        self.cfg.worker_int(self)
+        self._stop_now(0)
+
+    def _on_abort_signal(self, signum: int, frame: Any) -> None:
+        # ABRT: the master saw no heartbeat within --timeout (an app call blocks the loop).
+        self.cfg.worker_abort(self)
+        self._stop_now(1)
+
+    def _stop_now(self, status: int) -> None:
+        self._exit_status = status
+        self._wake_loop()
+        # Also unwinds an app call that blocks the loop; if uvloop swallows it as a
+        # transport error, the pipe still stops the loop.
+        raise SystemExit(status)
+
+    def _on_signal_pipe(self) -> None:
+        try:
+            os.read(self._signal_r, 512)
+        except BlockingIOError:
+            pass
+        if self._exit_status is not None:
+            self.loop.stop()
+        elif self.state is not RunState.RUNNING:
+            self._begin_drain()
 
     def _on_parent_readable(self) -> None:
         # EOF stays readable: stop watching, or the loop would spin on it.

@@ -169,3 +169,13 @@ def test_quit_stops_the_worker_at_once(start) -> None:
         assert Reader(sock).response().status == 200
         os.kill(worker, signal.SIGQUIT)  # quick stop: no graceful wait on the open connection
         wait_until(lambda: not alive(worker), 10, what="the worker to quit")
+
+
+def test_a_worker_blocked_past_the_timeout_is_replaced(start) -> None:
+    server = start("-w", "1", "-t", "2")
+    first = server.one_worker()
+    thread, result = in_background(lambda: exchange(server, request(target="/_/sleep?s=30")))
+    wait_until(lambda: (w := server.worker_pids()) and first not in w, 20,
+               what="the blocked worker to be replaced")
+    assert "WORKER TIMEOUT" in server.log()
+    assert exchange(server, request(target="/after")).status == 200

@@ -1,0 +1,103 @@
+"""The shortcuts the hot path takes give exactly what the long way gives (pure, no sockets).
+
+StartResponse remembers validated header lists; FastConnection remembers framed
+response heads. Each test compares a remembered answer with a fresh one, and
+checks that what the long way refuses is still refused after a similar success.
+"""
+
+from __future__ import annotations
+
+import pytest
+from polycorn.server.http.connection import ServerConnection
+from polycorn.server.http.fast import MAX_CACHED_HEADS, FastConnection, framed_head
+from polycorn.server.http.httpdate import DateCache
+from polycorn.server.wsgi.response import StartResponse
+
+HEADERS = [("Content-Type", "text/plain"), ("Content-Length", "5"), ("Keep-Alive", "5")]
+
+
+def declared(headers) -> tuple:
+    start = StartResponse()
+    start("200 OK", headers)
+    return start.headers, start.wire_headers, start.content_length
+
+
+def test_a_remembered_header_list_gives_the_same_declaration() -> None:
+    first = declared(list(HEADERS))
+    again = declared(list(HEADERS))
+    assert first == again
+    assert again[0] == [("Content-Type", "text/plain"), ("Content-Length", "5")]  # hop-by-hop gone
+    assert again[2] == 5
+
+
+def test_changing_a_remembered_declaration_does_not_change_the_next() -> None:
+    declared(list(HEADERS))
+    headers, wire, _ = declared(list(HEADERS))
+    headers.append(("X-Added", "by a hook"))
+    wire.clear()
+    assert declared(list(HEADERS))[:2] == (
+        [("Content-Type", "text/plain"), ("Content-Length", "5")],
+        [(b"Content-Type", b"text/plain"), (b"Content-Length", b"5")])
+
+
+class Text(str):
+    """A str subclass: refused by start_response even when equal to a remembered str."""
+
+
+class Pair(tuple):
+    """A tuple subclass: likewise refused."""
+
+
+@pytest.mark.parametrize("odd", [
+    [(Text("Content-Type"), "text/plain"), ("Content-Length", "5"), ("Keep-Alive", "5")],
+    [("Content-Type", Text("text/plain")), ("Content-Length", "5"), ("Keep-Alive", "5")],
+    [Pair(("Content-Type", "text/plain")), ("Content-Length", "5"), ("Keep-Alive", "5")],
+])
+def test_look_alikes_of_a_remembered_list_are_still_refused(odd) -> None:
+    declared(list(HEADERS))
+    assert odd == HEADERS
+    with pytest.raises(TypeError):
+        declared(odd)
+
+
+def test_invalid_lists_are_refused_every_time() -> None:
+    bad = [("Content-Type", "text/plain\r\nX-Injected: 1")]
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            declared(list(bad))
+
+
+def respond(conn_class, clock_value: float, headers) -> bytes:
+    conn = conn_class(date_cache=DateCache(clock=lambda: clock_value))
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    conn.next_event(), conn.next_event()
+    return conn.start_response(200, b"OK", headers) + conn.send_body(b"hello") + conn.end_response()
+
+
+def test_remembered_heads_carry_the_current_date() -> None:
+    headers = [(b"Content-Length", b"5")]
+    for second in (0.0, 86400.0, 86401.5):
+        assert respond(FastConnection, second, headers) == respond(ServerConnection, second,
+                                                                   headers)
+
+
+def test_a_remembered_head_with_a_length_counts_each_body_afresh() -> None:
+    headers = [(b"Content-Length", b"5")]
+    respond(FastConnection, 0.0, headers)
+    conn = FastConnection()
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    conn.next_event(), conn.next_event()
+    conn.start_response(200, b"OK", headers)
+    conn.send_body(b"hel")
+    with pytest.raises(Exception, match="short"):
+        conn.end_response()
+
+
+def test_the_head_memory_is_bounded() -> None:
+    from polycorn.server.http import fast
+    request_conn = FastConnection()
+    request_conn.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    request = request_conn.next_event()
+    for i in range(MAX_CACHED_HEADS + 10):
+        framed_head(request, 200, b"OK", [(b"X-N", b"%d" % i)], True, DateCache())
+    assert len(fast._heads) <= MAX_CACHED_HEADS
