@@ -74,6 +74,7 @@ class Agent:
         self.heartbeat_at = 0.0  # next heartbeat due (0: now)
         self.next_cycle = 0.0
         self.exit_reason: str | None = None
+        self.exit_departure: Departure | None = None  # set when the way out is known
         self._routine_logged: set[str] = set()  # routine sentences already logged at info
 
     # -- the loop ----------------------------------------------------------------------
@@ -116,8 +117,12 @@ class Agent:
         return wake_r
 
     def _on_stop_signal(self, signum: int, _frame: Any) -> None:
-        # Only record it: the loop leaves (resign, deregister) outside the handler.
+        # Only record it: the loop leaves (resign, deregister) outside the handler. The
+        # master stops its sidecars only when it stops on purpose (a graceful or quick
+        # stop, or handing over to an upgraded master), whatever state message is still
+        # unread on the channel.
         self.exit_reason = f"agent stopped by {signal.Signals(signum).name} (master shutting down)"
+        self.exit_departure = Departure.LEFT
 
     def _wait(self, wake_r: int, timeout: float) -> None:
         try:
@@ -235,6 +240,14 @@ class Agent:
                 return
             snap = self.store.snapshot()
             self.fence.observe(snap.epoch)
+            if snap.lease is None and self.heartbeat_at > now:
+                # About to campaign: heartbeat first, so an agent whose node id a newer
+                # incarnation took (an upgrade) learns it now, not after winning a lease
+                # that the newer agent would only have to release again.
+                self.heartbeat_at = now
+                self._registry(now)
+                if self.membership is not Membership.REGISTERED:
+                    return
             eligible, why_not = self._eligibility()
             self._say(self.campaign.cycle(snap, eligible, why_not))
             duty = self.duties.cycle(self._store_stable_for())
@@ -316,8 +329,11 @@ class Agent:
         self.membership = Membership.LEFT
 
     def _departure(self) -> Departure:
-        """How this node leaves, from its master's last state: stopping on purpose,
-        dying while booting (e.g. a new generation rolled back), or lost while serving."""
+        """How this node leaves: stopped on purpose by its master, or (its master gone)
+        judged from the master's last state: stopping, dying while booting (e.g. a new
+        generation rolled back), or lost while serving."""
+        if self.exit_departure is not None:
+            return self.exit_departure
         if self.info.state is NodeState.STOPPING:
             return Departure.LEFT
         if self.info.state is NodeState.BOOTING:

@@ -72,7 +72,8 @@ class CapacityDuty:
 
     def cycle(self, view: ClusterView, lease: Lease) -> str | None:
         plan = plan_capacity(view)
-        said = [s for r in view.alive() if (s := self._node(view, lease, plan, r))]
+        records = sorted(view.alive(), key=lambda r: r.info.node_id)  # a stable order
+        said = [s for r in records if (s := self._node(view, lease, plan, r))]
         if plan.short != self.short_reported:
             self.short_reported = plan.short
             if plan.short:

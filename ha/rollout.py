@@ -157,9 +157,11 @@ SERVING_STATES = frozenset({NodeState.READY, NodeState.DRAINING})
 
 
 def judge(entry: NodeRollout, record: NodeRecord | None, node_events: list[Event],
-          now_ms: int, timeout: float, my_epoch: int, declared_dead: bool) -> Judgement:
+          now_ms: int, timeout: float, my_epoch: int) -> Judgement:
     """Decide what an upgrading node's facts mean. `node_events` are this node's events
-    since its upgrade was issued, oldest first."""
+    since its upgrade was issued, oldest first. A node gone or declared dead meanwhile
+    is not failed at once: an old master that dies mid-upgrade leaves its new master
+    booting, which takes over when ready; only the timeout ends the wait."""
     rolled_back = [e for e in node_events if e.kind == ev.UPGRADE_ROLLED_BACK]
     if rolled_back:
         return Judgement(Verdict.FAILED, f"rolled back: {rolled_back[-1].reason or 'no reason'}")
@@ -169,8 +171,6 @@ def judge(entry: NodeRollout, record: NodeRecord | None, node_events: list[Event
             return Judgement(Verdict.FAILED, "rolled back: the old master is serving again")
         if record.info.state in SERVING_STATES and record.info.workers > 0:
             return Judgement(Verdict.DONE, f"new master pid {record.info.pid} ready", record)
-    if declared_dead:
-        return Judgement(Verdict.FAILED, "the node was declared dead during its upgrade")
     elapsed = (now_ms - entry.started_ms) / 1000
     if elapsed > timeout:
         return Judgement(Verdict.FAILED, f"no new master ready within {timeout:g}s")

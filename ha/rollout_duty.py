@@ -68,7 +68,7 @@ class RolloutDuty:
             node_events = [e for e in events
                            if e.node == entry.node_id and e.time_ms >= entry.started_ms]
             verdict = judge(entry, view.record(entry.node_id), node_events, view.now_ms,
-                            rollout.timeout, lease.epoch, entry.node_id in view.dead)
+                            rollout.timeout, lease.epoch)
             if verdict.verdict is Verdict.DONE:
                 new = verdict.record
                 assert new is not None
