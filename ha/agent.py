@@ -68,7 +68,7 @@ class Agent:
                                  seen_epoch=lambda: self.fence.highest_epoch)
         self.duties = LeaderDuties(store, self.election, clock)
         self.inbox = Inbox(store, self.fence, channel, config.node_id)
-        self.backoff = Backoff(cap=max(1.0, 2 * self.timing.heartbeat))
+        self.backoff = Backoff(cap=self.timing.backoff_cap)
         self.store_failed_at: float | None = None  # monotonic time of the last failed call
         self.store_retry_at = 0.0
         self.heartbeat_at = 0.0  # next heartbeat due (0: now)

@@ -4,8 +4,9 @@ drain requests and rolling upgrades, in that order, from one view of the cluster
 Every action is fenced twice: the local deadline is checked before each duty, and
 the store's Lua refuses any write unless the caller's exact lease is the lease.
 Before acting the leader asks whether Redis itself looks unhealthy: its own calls
-failed within the last node TTL, or Redis changed under it (a new run id: a
-Sentinel failover or a restart), or more than half of the nodes lapsed at once.
+failed, or Redis changed under it (a new run id: a Sentinel failover or a
+restart), within the recovery grace (a node TTL plus the back-off and the call a
+node may still be in when Redis returns), or more than half of the nodes lapsed.
 Every heartbeat lapses together in those cases, so the leader pauses all duties
 (an event says why) rather than declare healthy nodes dead and move their work.
 """
@@ -102,11 +103,12 @@ class LeaderDuties:
             if self.server_id:
                 self.server_changed_at = now
             self.server_id = view.server_id
-        if store_stable_for < self.ttl:
+        grace = self.election.timing.recovery_grace
+        if store_stable_for < grace:
             return [], Hold(HoldCause.REDIS_CALLS, f"my own Redis calls failed "
                             f"{store_stable_for:.1f}s ago: heartbeats may have lapsed for "
                             f"the same reason")
-        if now - self.server_changed_at < self.ttl:
+        if now - self.server_changed_at < grace:
             return [], Hold(HoldCause.REDIS_CHANGED, f"Redis changed under me "
                             f"{now - self.server_changed_at:.1f}s ago (a new run id: a "
                             f"failover or a restart)")

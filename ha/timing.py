@@ -44,6 +44,19 @@ class Timing:
         return min(0.2, self.renew / 5)
 
     @property
+    def backoff_cap(self) -> float:
+        """Longest wait between two attempts to reach an unreachable Redis."""
+        return max(1.0, 2 * self.heartbeat)
+
+    @property
+    def recovery_grace(self) -> float:
+        """How long after Redis trouble (the leader's own calls failing, a failover) a
+        silent node may still be on its way back: a node TTL, plus the longest back-off
+        it may be sleeping in when Redis returns, plus one call it may be stuck in.
+        Nodes reconnect at different moments; the leader may just be the first."""
+        return self.node_ttl + self.backoff_cap + self.call_bound
+
+    @property
     def duty_interval(self) -> float:
         """How often the leader runs its duties: a quarter heartbeat, so a lapsed node
         is declared dead within a fraction of a second of its registration expiring."""

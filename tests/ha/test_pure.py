@@ -19,6 +19,7 @@ def test_default_timing_is_sound():
     t = Timing().check()
     assert (t.heartbeat, t.node_ttl, t.lease, t.renew, t.step_down) == (1, 3, 6, 1, 4)
     assert t.call_bound == 2.0
+    assert (t.backoff_cap, t.recovery_grace, t.duty_interval) == (2.0, 7.0, 0.25)
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -202,6 +202,10 @@ def test_lease_is_confirmed_by_an_online_replica(redis_farm, cluster_name):
         slave = master.client().info("replication").get("slave0")
         return isinstance(slave, dict) and slave.get("state") == "online"
     wait_until(online, 10, what="replica online")
+    # The first write after the sync can be slow to reach a replica on a busy machine:
+    # make sure it streams before timing an acknowledged acquisition.
+    master.client().set("warm-up", "1")
+    assert int(master.client().execute_command("WAIT", 1, 5000)) == 1
     started = time.monotonic()
     assert store.acquire_lease("n1", 5000, "test") == 1
     assert time.monotonic() - started < 0.3  # acknowledged, not timed out
