@@ -66,9 +66,7 @@ class _HeadTokens:
     __slots__ = ("url", "fields", "framing_fields", "host")
 
     def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
+        # Reset by FastConnection._split_head for each head (inline: the hot path).
         self.url = b""
         self.fields: list[tuple[bytes, bytes]] = []
         self.framing_fields = 0  # fields that decide_framing reads
@@ -150,9 +148,15 @@ class FastConnection:
         if self._pure is not None:
             return self._pure_event()
         state = self._request_state
+        # The two commonest answers are given here, without a further call.
         if state is RequestState.IDLE:
+            if not self._buffer and not self._eof:
+                return NEED_DATA
             return self._next_head()
         if state is RequestState.BODY:
+            if not self._body_remaining:
+                self._request_state = RequestState.DONE
+                return _END
             return self._next_body_event()
         if state is RequestState.DONE:
             return PAUSED
@@ -163,8 +167,6 @@ class FastConnection:
 
     def _next_head(self) -> object:
         buf = self._buffer
-        if not buf and not self._eof:
-            return NEED_DATA
         end = buf.find(b"\r\n\r\n") + 4
         if end == 3:
             return self._unfinished_head(buf)
@@ -217,7 +219,10 @@ class FastConnection:
     def _split_head(self, head: bytes) -> Request | str:
         """The Request for a plain head, or why the pure parser must judge it."""
         tokens = self._tokens
-        tokens.reset()
+        tokens.url = b""
+        tokens.fields = []
+        tokens.framing_fields = 0
+        tokens.host = None
         parser = self._parser
         if parser is None:
             parser = self._parser = httptools.HttpRequestParser(tokens)
@@ -258,9 +263,6 @@ class FastConnection:
 
     def _next_body_event(self) -> object:
         remaining = self._body_remaining
-        if not remaining:
-            self._request_state = RequestState.DONE  # from BODY, the only state that reads one
-            return _END
         buf = self._buffer
         if not buf:
             if self._eof:

@@ -131,14 +131,15 @@ class HTTPProtocol(asyncio.Protocol):
         if previous is Phase.WRITING or previous is Phase.SENDFILE:
             # The client left mid-response: close the app's iterable all the same.
             self._finish_cycle(complete=False)
-        self._drop_spool()
+        self._release_body()
         self.ctx.connection_closed(self)
 
     # -- the request cycle -----------------------------------------------------------
 
     def _process(self) -> None:
         """Turn buffered bytes into requests and answer them until more bytes are needed."""
-        next_event = self.conn.next_event
+        conn = self.conn
+        next_event = conn.next_event
         while True:
             try:
                 event = next_event()
@@ -147,37 +148,28 @@ class HTTPProtocol(asyncio.Protocol):
                 return
             kind = event.__class__
             if kind is Request:
-                self._begin(event)
+                self.phase = Phase.READING
+                self.request = event
+                if event.expect_continue:
+                    # The whole body is read before the app runs, so ask for it at once
+                    # (RFC 9110 10.1.1: a server may send 100 as soon as it decides to read).
+                    self.transport.write(conn.continue_bytes())
             elif kind is Data:
                 self._add_body(event.data)
             elif kind is EndOfMessage:
                 if not self._respond():
                     return
             elif event is NEED_DATA:
-                self._await_bytes()
+                if self.request is None and self.served and not conn.trailing_data[0]:
+                    self.phase = Phase.IDLE
+                    self.deadline = _monotonic() + self.ctx.keepalive
+                else:
+                    self.phase = Phase.READING
+                    self.deadline = _monotonic() + self.ctx.request_timeout
                 return
             else:  # ConnectionClosed: the client closed between requests
                 self._close()
                 return
-
-    def _await_bytes(self) -> None:
-        ctx = self.ctx
-        if self.request is None and self.served and not self.conn.trailing_data[0]:
-            self.phase = Phase.IDLE
-            self.deadline = _monotonic() + ctx.keepalive
-        else:
-            self.phase = Phase.READING
-            self.deadline = _monotonic() + ctx.request_timeout
-
-    def _begin(self, request: Request) -> None:
-        self.phase = Phase.READING
-        self.request = request
-        self.body = []
-        self.body_size = 0
-        if request.expect_continue:
-            # The whole body is read before the app runs, so ask for it at once
-            # (RFC 9110 10.1.1: a server may send 100 as soon as it decides to read).
-            self.transport.write(self.conn.continue_bytes())
 
     def _add_body(self, data: bytes) -> None:
         self.body_size += len(data)
@@ -193,8 +185,6 @@ class HTTPProtocol(asyncio.Protocol):
     def _wsgi_input(self) -> WSGIInput:
         spool = self.spool
         if spool is None:
-            if not self.body_size:
-                return NO_BODY
             body = self.body
             return WSGIInput.from_bytes(body[0] if len(body) == 1 else b"".join(body))
         spool.seek(0)
@@ -205,7 +195,8 @@ class HTTPProtocol(asyncio.Protocol):
         ctx = self.ctx
         request = self.request
         assert request is not None
-        self.environ = environ = self.builder.build(request, self.client_addr, self._wsgi_input())
+        wsgi_input = NO_BODY if not self.body_size and self.spool is None else self._wsgi_input()
+        self.environ = environ = self.builder.build(request, self.client_addr, wsgi_input)
         self.body_bytes = 0
         if ctx.observed:
             self.trace = _Trace(environ, request, self.client_addr, ctx)
@@ -342,8 +333,8 @@ class HTTPProtocol(asyncio.Protocol):
         resp = self.resp
         self.resp = None
         self.request = None
-        if self.spool is not None:
-            self._drop_spool()
+        if self.body_size:
+            self._release_body()
         if resp is not None:
             try:
                 resp.close()
@@ -388,7 +379,7 @@ class HTTPProtocol(asyncio.Protocol):
                 self.trace.log("500 Internal Server Error", [("Connection", "close")], 0)
         self.trace = None
         self.request = None
-        self._drop_spool()
+        self._release_body()
         self.served += 1
         self.ctx.count_request()
         if self.phase is not Phase.CLOSED:
@@ -401,7 +392,7 @@ class HTTPProtocol(asyncio.Protocol):
         """The client broke HTTP/1.1: answer exc.status, then linger."""
         log.debug("bad request from %s: %s", self.client_addr, exc)
         self.request = None
-        self._drop_spool()
+        self._release_body()
         if not self.conn.response_started:
             self.transport.write(self.conn.error_response(exc.status, str(exc)))
         self._linger()
@@ -431,7 +422,11 @@ class HTTPProtocol(asyncio.Protocol):
             self.phase = Phase.CLOSED
             self.transport.close()
 
-    def _drop_spool(self) -> None:
+    def _release_body(self) -> None:
+        """Forget the request body (in memory or spooled): an idle connection holds none."""
+        if self.body_size:
+            self.body = []
+            self.body_size = 0
         if self.spool is not None:
             self.spool.close()
             self.spool = None

@@ -68,13 +68,6 @@ def _split_host(host: str, default_port: str) -> tuple[str, str]:
     return name, (port if port.isascii() and port.isdigit() else default_port)
 
 
-def _path_info(raw_path: bytes) -> str:
-    """PEP 3333: PATH_INFO is percent-decoded, then bytes carried as latin-1."""
-    if b"%" in raw_path:
-        raw_path = unquote_to_bytes(raw_path)
-    return raw_path.decode("latin-1")
-
-
 class ErrorStream:
     """wsgi.errors: text written by the app goes to the "polycorn.error" log, a line per record.
 
@@ -122,6 +115,7 @@ class EnvironBuilder:
         self._script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
         self._server_name, self._server_port = self._listener_name(server_addr)
         self._header_keys: dict[bytes, str] = {n: _environ_key(n) for n in _COMMON_NAMES}
+        self._last_host: tuple[str | None, str, tuple[str, str]] = (None, "", ("", ""))
         self._base: dict[str, Any] = {
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": scheme,
@@ -168,7 +162,8 @@ class EnvironBuilder:
             target, host = self._split_absolute_form(target)
         path, _, query = target.partition(b"?")
         environ["QUERY_STRING"] = query.decode("latin-1")
-        path_info = _path_info(path)
+        # PEP 3333: PATH_INFO is percent-decoded, then bytes carried as latin-1.
+        path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
         script_name = self._script_name
         if script_name and (path_info == script_name
                             or path_info.startswith(script_name + "/")):
@@ -201,14 +196,24 @@ class EnvironBuilder:
             host = environ.get(_HOST)
         if host:
             default_port = "443" if environ["wsgi.url_scheme"] == "https" else "80"
-            environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(host, default_port)
+            # Clients repeat their Host: the last split is kept (one tuple, so threads
+            # never see a host paired with another's split).
+            last = self._last_host
+            if last[0] == host and last[1] == default_port:
+                split = last[2]
+            else:
+                split = _split_host(host, default_port)
+                self._last_host = (host, default_port, split)
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = split
         return environ
 
     def _add_headers(self, environ: dict[str, Any], request: Request) -> None:
-        key_for = self._key_for
+        known = self._header_keys
         repeated: dict[str, list[str]] | None = None
         for name, value in request.headers:
-            key = key_for(name)
+            key = known.get(name)
+            if key is None:
+                key = self._key_for(name)
             if not key or key == _CONTENT_LENGTH:
                 # CONTENT_LENGTH comes from the parser's framing decision instead: a
                 # Content-Length sent beside chunked coding is not the body's length.
