@@ -104,7 +104,12 @@ class StartResponse:
                 exc_info = None  # break the frame <-> traceback cycle
         elif self.status is not None:
             raise AssertionError("start_response() called again without exc_info")
-        self._set_status(status)
+        known = _KNOWN_STATUSES.get(status) if type(status) is str else None
+        if known is None:
+            self._set_status(status)
+        else:  # the fast path of _set_status, inlined (this runs on every request)
+            self.status_code, self.reason = known
+            self.status = status
         self._set_headers(headers)
         return self.write
 

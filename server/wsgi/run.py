@@ -74,16 +74,22 @@ def run_app(app: WSGIApp, environ: dict[str, Any],
                                False, iterable)
         rest = iter(iterable)
         first = b""
+        # The checks are inlined for the common case (this runs on every request);
+        # the helpers raise for the uncommon one.
         for chunk in rest:
-            if check_chunk(chunk):
+            if type(chunk) is not bytes:
+                check_chunk(chunk)
+            if chunk:
                 first = chunk
                 break
         else:
             rest = _NOTHING
-        _require_status(start)
+        if start.status is None:
+            _require_status(start)
         start.headers_sent = True
-        return AppResponse(start, _flush_written(start, first), rest, None,
-                           type(iterable) in (list, tuple), iterable)
+        if start.written:
+            first = _flush_written(start, first)
+        return AppResponse(start, first, rest, None, type(iterable) in (list, tuple), iterable)
     except BaseException:
         close = getattr(iterable, "close", None)
         if close is not None:
