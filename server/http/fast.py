@@ -60,6 +60,13 @@ _OWS = b" \t"
 UNLIMITED_HEAD_HOLD = 64 * 1024
 
 
+# Enum members as module globals: on Python 3.11 a member read as a class attribute
+# goes through EnumType.__getattr__ (about 50 ns), and this path reads many per request.
+_REQ_IDLE, _REQ_BODY, _REQ_DONE, _REQ_CLOSED, _REQ_ERROR = (
+    RequestState.IDLE, RequestState.BODY, RequestState.DONE, RequestState.CLOSED,
+    RequestState.ERROR)
+_RESP_IDLE, _RESP_BODY, _RESP_DONE = ResponseState.IDLE, ResponseState.BODY, ResponseState.DONE
+
 class _HeadTokens:
     """The llhttp callbacks: what one head was split into (names lower-cased, values stripped)."""
 
@@ -110,8 +117,8 @@ class FastConnection:
         self._eof = False
         self._tokens = _HeadTokens()
         self._parser: httptools.HttpRequestParser | None = None
-        self._request_state = RequestState.IDLE
-        self._response_state = ResponseState.IDLE
+        self._request_state = _REQ_IDLE
+        self._response_state = _RESP_IDLE
         self._error: RemoteProtocolError | None = None
         self._persistent = keep_alive_allowed
         self._request: Request | None = None
@@ -132,7 +139,7 @@ class FastConnection:
         if self._pure is not None:
             self._pure.receive_data(data)
             return
-        if self._request_state is RequestState.ERROR:
+        if self._request_state is _REQ_ERROR:
             return
         if self._eof:
             if data:
@@ -149,18 +156,18 @@ class FastConnection:
             return self._pure_event()
         state = self._request_state
         # The two commonest answers are given here, without a further call.
-        if state is RequestState.IDLE:
+        if state is _REQ_IDLE:
             if not self._buffer and not self._eof:
                 return NEED_DATA
             return self._next_head()
-        if state is RequestState.BODY:
+        if state is _REQ_BODY:
             if not self._body_remaining:
-                self._request_state = RequestState.DONE
+                self._request_state = _REQ_DONE
                 return _END
             return self._next_body_event()
-        if state is RequestState.DONE:
+        if state is _REQ_DONE:
             return PAUSED
-        if state is RequestState.CLOSED:
+        if state is _REQ_CLOSED:
             return ConnectionClosed()
         assert self._error is not None
         raise RemoteProtocolError(str(self._error), self._error.status)
@@ -185,7 +192,7 @@ class FastConnection:
             return self._fall_back(request)
         self._buffer = buf[end:]
         self._request = request
-        self._request_state = RequestState.BODY
+        self._request_state = _REQ_BODY
         self._continue_owed = request.expect_continue
         if not request.keep_alive:
             self._persistent = False
@@ -277,7 +284,7 @@ class FastConnection:
         return Data(data)
 
     def _fail(self, exc: RemoteProtocolError) -> None:
-        self._request_state = RequestState.ERROR
+        self._request_state = _REQ_ERROR
         self._error = exc
         self._persistent = False
         raise exc
@@ -314,7 +321,7 @@ class FastConnection:
         """The 100 Continue interim response, once, if expected and no response began."""
         if self._pure is not None:
             return self._pure.continue_bytes()
-        if self._continue_owed and self._response_state is ResponseState.IDLE:
+        if self._continue_owed and self._response_state is _RESP_IDLE:
             self._continue_owed = False
             return CONTINUE_RESPONSE
         return b""
@@ -326,11 +333,11 @@ class FastConnection:
             return self._pure.start_response(status, reason, headers)
         if self._request is None:
             raise LocalProtocolError("no request to respond to")
-        if self._response_state is not ResponseState.IDLE:
+        if self._response_state is not _RESP_IDLE:
             advance_response(self._response_state, Step.HEAD)  # raises: the table says why
         head, self._writer, self._persistent = framed_head(
             self._request, status, reason, headers, self._persistent, self._date_cache)
-        self._response_state = ResponseState.BODY
+        self._response_state = _RESP_BODY
         self._continue_owed = False
         return head
 
@@ -338,7 +345,7 @@ class FastConnection:
         """One piece of body, framed (b"" when the response carries no body)."""
         if self._pure is not None:
             return self._pure.send_body(data)
-        if self._response_state is not ResponseState.BODY:
+        if self._response_state is not _RESP_BODY:
             raise LocalProtocolError(f"cannot send body while {self._response_state.value}")
         try:
             return self._writer.send(data)
@@ -350,9 +357,9 @@ class FastConnection:
         """The end of the body (the last chunk); LocalProtocolError if short of Content-Length."""
         if self._pure is not None:
             return self._pure.end_response()
-        if self._response_state is not ResponseState.BODY:
+        if self._response_state is not _RESP_BODY:
             advance_response(self._response_state, Step.END)  # raises: the table says why
-        self._response_state = ResponseState.DONE
+        self._response_state = _RESP_DONE
         try:
             return self._writer.finish()
         except LocalProtocolError:
@@ -387,13 +394,13 @@ class FastConnection:
         """May the connection carry another request after this response? (See ServerConnection.)"""
         if self._pure is not None:
             return self._pure.keep_alive
-        return self._persistent and self._request_state is not RequestState.BODY
+        return self._persistent and self._request_state is not _REQ_BODY
 
     @property
     def response_started(self) -> bool:
         if self._pure is not None:
             return self._pure.response_started
-        return self._response_state is not ResponseState.IDLE
+        return self._response_state is not _RESP_IDLE
 
     @property
     def trailing_data(self) -> tuple[bytes, bool]:
@@ -408,14 +415,14 @@ class FastConnection:
         if self._pure is not None:
             self._pure.start_next_cycle()
             return
-        if not self._persistent or self._request_state is not RequestState.DONE:
+        if not self._persistent or self._request_state is not _REQ_DONE:
             if not self.keep_alive:
                 raise LocalProtocolError("this connection cannot carry another request")
             advance_request(self._request_state, Step.NEXT_CYCLE)  # raises: the table says why
-        if self._response_state is not ResponseState.DONE:
+        if self._response_state is not _RESP_DONE:
             advance_response(self._response_state, Step.NEXT_CYCLE)  # raises
-        self._request_state = RequestState.IDLE
-        self._response_state = ResponseState.IDLE
+        self._request_state = _REQ_IDLE
+        self._response_state = _RESP_IDLE
         self._request = None
         self._writer = NO_BODY
         self._continue_owed = False
