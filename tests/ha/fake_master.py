@@ -4,7 +4,8 @@ It forks the agent exactly as the master's sidecar slot does (socketpair, then
 `run_agent(config, Channel)` in the child) and plays the master's side of the
 JSON protocol: it sends hello and a state, forwards every JSON line it reads on
 stdin to the agent, prints every message from the agent on stdout (first line:
-{"agent": PID}), and answers each relayed command with {"type": "result", ok}.
+{"agent": PID}), answers each relayed command with {"type": "result", ok} and,
+as a master would, reports the state a set_workers, drain or undrain leads to.
 Kill it with SIGKILL to make the agent see its master die (EOF).
 """
 
@@ -68,13 +69,14 @@ def main() -> None:
     channel.send({"type": "hello", "pid": os.getpid(), "node": {
         "bind": [f"127.0.0.1:{args.port}"], "workers": args.workers,
         "max_workers": 2 * args.workers, "proc_name": None, "release": args.release}})
-    channel.send({"type": "state", "state": args.state, "workers": args.workers,
-                  "workers_configured": args.workers, "max_workers": 2 * args.workers,
-                  "pid": os.getpid(), "reason": "fake master"})
-    serve(channel, pid)
+    state = {"type": "state", "state": args.state, "workers": args.workers,
+             "workers_target": args.workers, "workers_configured": args.workers,
+             "max_workers": 2 * args.workers, "pid": os.getpid(), "reason": "fake master"}
+    channel.send(state)
+    serve(channel, pid, state)
 
 
-def serve(channel: Channel, agent_pid: int) -> None:
+def serve(channel: Channel, agent_pid: int, state: dict) -> None:
     inputs = [channel.fileno(), sys.stdin.fileno()]
     while True:
         ready, _, _ = select.select(inputs, [], [])
@@ -83,7 +85,10 @@ def serve(channel: Channel, agent_pid: int) -> None:
             if not line:
                 inputs.remove(sys.stdin.fileno())  # the test closed stdin: keep serving
             elif line.strip():
-                channel.send(json.loads(line))
+                message = json.loads(line)
+                if message.get("type") == "state":
+                    state = message  # the test set it: commands build on it from now
+                channel.send(message)
         if channel.fileno() in ready:
             try:
                 messages = channel.receive_ready()
@@ -96,6 +101,18 @@ def serve(channel: Channel, agent_pid: int) -> None:
                 if msg.get("type") == "command":
                     channel.send({"type": "result", "id": msg.get("id"), "ok": True,
                                   "reason": f"fake master did {msg.get('cmd')}"})
+                    state = apply(msg, state)
+                    channel.send(state)
+
+
+def apply(command: dict, state: dict) -> dict:
+    """What a real master reports after a command: its new worker count or state."""
+    cmd, n = command.get("cmd"), command.get("n")
+    if cmd == "set_workers":
+        return {**state, "workers": n, "workers_target": n}
+    if cmd in ("drain", "undrain"):
+        return {**state, "state": "draining" if cmd == "drain" else "ready"}
+    return state
 
 
 if __name__ == "__main__":

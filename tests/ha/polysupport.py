@@ -67,14 +67,15 @@ class Cluster:
     def records(self) -> dict:
         return {r.info.node_id: r for r in self.store.nodes(TTL_MS)[1]}
 
-    def ready(self, n: int | None = None, workers: int = 2):
-        """The snapshot once n nodes are alive, ready with `workers` and a leader leads."""
+    def ready(self, n: int | None = None, workers: int | None = 2):
+        """The snapshot once n nodes are alive, ready (with `workers`, unless None) and a
+        leader leads."""
         n = n or len(self.ports)
 
         def settled():
             snap, records = self.store.nodes(TTL_MS)
             ok = [r for r in records if r.alive and r.info.state is NodeState.READY
-                  and r.info.workers == workers]
+                  and workers in (None, r.info.workers)]
             return snap.lease is not None and len(ok) == n and snap
         return wait_until(settled, 30, interval=0.05, what=f"{n} ready nodes and a leader")
 
