@@ -46,6 +46,21 @@ Event = Request | Data | EndOfMessage | ConnectionClosed | Sentinel
 DEFAULT_LIMITS = Limits()
 
 
+# Enum members as module globals: on Python 3.11 a member read as a class attribute
+# goes through EnumType.__getattr__ (about 50 ns), and every request reads many.
+_REQ_BODY = RequestState.BODY
+_REQ_CLOSED = RequestState.CLOSED
+_REQ_DONE = RequestState.DONE
+_REQ_ERROR = RequestState.ERROR
+_REQ_IDLE = RequestState.IDLE
+_RESP_BODY = ResponseState.BODY
+_RESP_IDLE = ResponseState.IDLE
+_STEP_END = Step.END
+_STEP_EOF = Step.EOF
+_STEP_HEAD = Step.HEAD
+_STEP_NEXT_CYCLE = Step.NEXT_CYCLE
+_STEP_WHOLE = Step.WHOLE
+
 class ServerConnection:
     def __init__(
         self,
@@ -58,8 +73,8 @@ class ServerConnection:
         self._date_cache = date_cache
         self._buffer = ReceiveBuffer()
         self._eof = False
-        self._request_state = RequestState.IDLE
-        self._response_state = ResponseState.IDLE
+        self._request_state = _REQ_IDLE
+        self._response_state = _RESP_IDLE
         self._error: RemoteProtocolError | None = None
         # False for good once anything says the connection must close: the client,
         # the app, the server's policy, an error or a close-delimited body.
@@ -77,7 +92,7 @@ class ServerConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the client; b"" means the client closed its side."""
-        if self._request_state is RequestState.ERROR:
+        if self._request_state is _REQ_ERROR:
             return  # a dead connection parses nothing more (and stores nothing)
         if self._eof:
             if data:
@@ -92,18 +107,18 @@ class ServerConnection:
         """The next event, NEED_DATA or PAUSED; raises RemoteProtocolError(status)."""
         state = self._request_state
         try:
-            if state is RequestState.IDLE:
+            if state is _REQ_IDLE:
                 return self._next_head()
-            if state is RequestState.BODY:
+            if state is _REQ_BODY:
                 return self._next_body_event()
         except RemoteProtocolError as exc:
-            self._request_state = RequestState.ERROR
+            self._request_state = _REQ_ERROR
             self._error = exc
             self._persistent = False
             raise
-        if state is RequestState.DONE:
+        if state is _REQ_DONE:
             return PAUSED
-        if state is RequestState.CLOSED:
+        if state is _REQ_CLOSED:
             return ConnectionClosed()
         assert self._error is not None
         raise RemoteProtocolError(str(self._error), self._error.status)
@@ -122,11 +137,11 @@ class ServerConnection:
                 return NEED_DATA
             if buf:
                 raise RemoteProtocolError("connection closed in the middle of a request head")
-            self._request_state = advance_request(self._request_state, Step.EOF)
+            self._request_state = advance_request(self._request_state, _STEP_EOF)
             self._persistent = False
             return ConnectionClosed()
         request = parse_request_head(head, self.limits)
-        self._request_state = advance_request(self._request_state, Step.HEAD)
+        self._request_state = advance_request(self._request_state, _STEP_HEAD)
         self._request = request
         self._reader = body_reader(request, self.limits)
         self._continue_owed = request.expect_continue
@@ -142,14 +157,14 @@ class ServerConnection:
                 raise RemoteProtocolError("connection closed before the request body was complete")
             return NEED_DATA
         if event.__class__ is EndOfMessage:
-            self._request_state = advance_request(self._request_state, Step.END)
+            self._request_state = advance_request(self._request_state, _STEP_END)
         return event
 
     # -- sending -------------------------------------------------------------------
 
     def continue_bytes(self) -> bytes:
         """The 100 Continue interim response, once, if expected and no response began."""
-        if self._continue_owed and self._response_state is ResponseState.IDLE:
+        if self._continue_owed and self._response_state is _RESP_IDLE:
             self._continue_owed = False
             return CONTINUE_RESPONSE
         return b""
@@ -159,7 +174,7 @@ class ServerConnection:
         """The response head (with Date, Server and framing fields) as bytes."""
         if self._request is None:
             raise LocalProtocolError("no request to respond to")
-        next_state = advance_response(self._response_state, Step.HEAD)
+        next_state = advance_response(self._response_state, _STEP_HEAD)
         head, self._writer, self._persistent = frame_response(
             self._request, status, reason, headers,
             persistent=self._persistent, date=self._date_cache.current(),
@@ -170,7 +185,7 @@ class ServerConnection:
 
     def send_body(self, data: bytes) -> bytes:
         """One piece of body, framed (b"" when the response carries no body)."""
-        if self._response_state is not ResponseState.BODY:
+        if self._response_state is not _RESP_BODY:
             raise LocalProtocolError(f"cannot send body while {self._response_state.value}")
         try:
             return self._writer.send(data)
@@ -180,7 +195,7 @@ class ServerConnection:
 
     def end_response(self) -> bytes:
         """The end of the body (the last chunk); LocalProtocolError if short of Content-Length."""
-        self._response_state = advance_response(self._response_state, Step.END)
+        self._response_state = advance_response(self._response_state, _STEP_END)
         try:
             return self._writer.finish()
         except LocalProtocolError:
@@ -189,7 +204,7 @@ class ServerConnection:
 
     def error_response(self, status: int, message: str = "") -> bytes:
         """A whole plain-text response with Connection: close; only before any response began."""
-        next_state = advance_response(self._response_state, Step.WHOLE)
+        next_state = advance_response(self._response_state, _STEP_WHOLE)
         request = self._request
         data = build_error_response(
             status, message, date=self._date_cache.current(),
@@ -216,11 +231,11 @@ class ServerConnection:
         for a close-delimited or broken response, and while the request body is
         unread (drain it with next_event to make this True again).
         """
-        return self._persistent and self._request_state is not RequestState.BODY
+        return self._persistent and self._request_state is not _REQ_BODY
 
     @property
     def response_started(self) -> bool:
-        return self._response_state is not ResponseState.IDLE
+        return self._response_state is not _RESP_IDLE
 
     @property
     def trailing_data(self) -> tuple[bytes, bool]:
@@ -231,7 +246,7 @@ class ServerConnection:
         """Begin the next request after end_response, when keep_alive is True."""
         if not self.keep_alive:
             raise LocalProtocolError("this connection cannot carry another request")
-        request_state = advance_request(self._request_state, Step.NEXT_CYCLE)
-        self._response_state = advance_response(self._response_state, Step.NEXT_CYCLE)
+        request_state = advance_request(self._request_state, _STEP_NEXT_CYCLE)
+        self._response_state = advance_response(self._response_state, _STEP_NEXT_CYCLE)
         self._request_state = request_state
         self._start_cycle()
