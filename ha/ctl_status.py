@@ -65,6 +65,8 @@ def node_table(view: ClusterView, nodes: list[dict]) -> list[str]:
         star = " *" if lease and lease.holder == j["node_id"] else ""
         workers = (f"{j['workers']}/{j['workers_configured']}/{j['max_workers']}"
                    if j["alive"] else "-")
+        if j["alive"] and j["workers_target"] != j["workers_configured"]:
+            workers += f" (target {j['workers_target']})"
         age = "-" if j["heartbeat_age"] is None else f"{j['heartbeat_age']:.1f}s ago"
         rows.append((j["node_id"] + star, j["state"], j["release"] or "-", workers,
                      str(j["pid"] or "-"), j["address"] or "-", age,

@@ -85,4 +85,5 @@ class Event:
         extras = "".join(f" {k}={v}" for k, v in sorted(self.extra.items()))
         epoch = f" epoch={self.epoch}" if self.epoch else ""
         reason = f": {self.reason}" if self.reason else ""
-        return f"{stamp}.{self.time_ms % 1000:03d} {self.kind} {self.node}{epoch}{extras}{reason}"
+        node = f" {self.node}" if self.node else ""  # cluster-wide events name no node
+        return f"{stamp}.{self.time_ms % 1000:03d} {self.kind}{node}{epoch}{extras}{reason}"
