@@ -101,3 +101,26 @@ def test_the_head_memory_is_bounded() -> None:
     for i in range(MAX_CACHED_HEADS + 10):
         framed_head(request, 200, b"OK", [(b"X-N", b"%d" % i)], True, DateCache())
     assert len(fast._heads) <= MAX_CACHED_HEADS
+
+
+def test_the_remembered_host_split_follows_each_request() -> None:
+    import types
+
+    from polycorn.server.http.events import Request
+    from polycorn.server.wsgi.body import WSGIInput
+    from polycorn.server.wsgi.environ import EnvironBuilder
+
+    cfg = types.SimpleNamespace(forwarded_allow_ips=["127.0.0.1"], secure_scheme_headers={},
+                                threads=1, workers=1)
+    plain = EnvironBuilder(cfg, ("127.0.0.1", 8000), "http")
+    secure = EnvironBuilder(cfg, ("127.0.0.1", 8443), "https")
+    expected = {"a.example:81": ("a.example", "81"), "b.example": ("b.example", "80"),
+                "[::1]:9": ("[::1]", "9")}
+    for _ in range(2):
+        for host, (name, port) in expected.items():
+            request = Request(b"GET", b"/", b"1.1", ((b"host", host.encode()),))
+            environ = plain.build(request, ("127.0.0.1", 1), WSGIInput.from_bytes(b""))
+            assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == (name, port)
+            secure_environ = secure.build(request, ("127.0.0.1", 1), WSGIInput.from_bytes(b""))
+            assert secure_environ["SERVER_PORT"] == (port if ":" in host.rsplit("]", 1)[-1]
+                                                     else "443")
