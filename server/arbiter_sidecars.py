@@ -61,7 +61,11 @@ class SidecarMixin:
         elif cmd == "reload":
             self.start_reload("sidecar")
         elif cmd == "upgrade":
-            self.handle_usr2()
+            reason = self.upgrade_refusal()
+            if reason:
+                ok = False  # say so at once: a rollout then fails fast, not at its timeout
+            else:
+                self.start_upgrade()
         else:
             ok, reason = False, f"unknown command {cmd!r}"
         self.sidecars.reply(proc, {"type": "result", "id": cid, "ok": ok, "reason": reason})

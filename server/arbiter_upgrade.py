@@ -21,6 +21,14 @@ log = logging.getLogger("polycorn.error")
 
 class UpgradeMixin:
 
+    def upgrade_refusal(self) -> str:
+        """Why an upgrade asked for now would be ignored ("" when it would start)."""
+        if self.inherited is not None:
+            return "this master is itself a new generation, not yet promoted"
+        if self.state is not MasterState.READY:
+            return f"master is {self.state.value}"
+        return ""
+
     def start_upgrade(self) -> None:
         if self.state is MasterState.BOOTING:
             self.deferred.append(self.handle_usr2)

@@ -155,6 +155,7 @@ class WorkersMixin:
                        or state in (WorkerState.BOOT_FAILED, WorkerState.BOOTING))
         if rec.term_sent:
             log.info("Worker exiting (pid: %s)", rec.pid)
+            self.broadcast_state()  # the registry's worker count follows TTOU at once
             return
         if boot_failed:
             self.worker_boot_failed(rec, reason or describe_status(status))
