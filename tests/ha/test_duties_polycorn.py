@@ -82,8 +82,10 @@ def test_kill_9_of_a_node_survivors_cover_its_workers_then_give_them_back(cluste
     for n in survivors:
         assert loads[n].result.failed == 0, (n, loads[n].result.summary())
         assert by_id[n]["extra_workers"] == 1 and by_id[n]["covering"] == [victim]
+    # A whole-node kill is seen either way: the heartbeat lapses, or (when the agent
+    # outlives its master by a moment, as kill order allows) the agent reports it.
     assert by_id[victim]["state"] == "dead" and by_id[victim]["dead_reason"].startswith(
-        "no heartbeat for")
+        ("no heartbeat for", "its agent reported its master gone"))
     assert lost.failed <= loads[victim].threads, lost.summary()  # its in-flight requests only
     kinds = [(e.kind, e.node) for e in events(
         c, ev.NODE_DEAD, ev.CAPACITY_GRANTED, ev.NODE_REJOINED, ev.CAPACITY_RETURNED)]
