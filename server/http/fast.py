@@ -54,6 +54,41 @@ FRAMING_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"
 PLAIN_HTTP11 = RequestFraming(content_length=None, chunked=False, keep_alive=True,
                               expect_continue=False)
 _END = EndOfMessage()
+
+
+def _request_constructor() -> object:
+    """Request(...) without the frozen dataclass's __init__ (one object.__setattr__ per field).
+
+    Sets the slots through their descriptors, about half the cost, and makes the
+    same frozen, equal Request. Used only while Request is a slots dataclass with
+    these fields; otherwise the class itself builds it.
+    """
+    names = ("method", "target", "http_version", "headers", "content_length", "chunked",
+             "keep_alive", "expect_continue")
+    descriptors = [Request.__dict__.get(name) for name in names]
+    if (tuple(getattr(Request, "__slots__", ())) != names
+            or any(type(d).__name__ != "member_descriptor" for d in descriptors)):
+        return Request
+    new = object.__new__
+    s0, s1, s2, s3, s4, s5, s6, s7 = (d.__set__ for d in descriptors)
+
+    def build(method: bytes, target: bytes, http_version: bytes, headers: tuple,
+              content_length: int | None, chunked: bool, keep_alive: bool,
+              expect_continue: bool) -> Request:
+        request = new(Request)
+        s0(request, method)
+        s1(request, target)
+        s2(request, http_version)
+        s3(request, headers)
+        s4(request, content_length)
+        s5(request, chunked)
+        s6(request, keep_alive)
+        s7(request, expect_continue)
+        return request
+    return build
+
+
+_new_request = _request_constructor()
 _OWS = b" \t"
 # With both size limits off, an unfinished head is still not held past this in the
 # fast path: the pure parser then holds it, under its own rules.
@@ -266,7 +301,7 @@ class FastConnection:
             if framing.chunked:
                 self._parser = None
                 return "chunked body"
-        return Request(method, target, version, tuple(tokens.fields), *framing)
+        return _new_request(method, target, version, tuple(tokens.fields), *framing)
 
     def _next_body_event(self) -> object:
         remaining = self._body_remaining

@@ -124,3 +124,18 @@ def test_the_remembered_host_split_follows_each_request() -> None:
             secure_environ = secure.build(request, ("127.0.0.1", 1), WSGIInput.from_bytes(b""))
             assert secure_environ["SERVER_PORT"] == (port if ":" in host.rsplit("]", 1)[-1]
                                                      else "443")
+
+
+def test_requests_built_by_the_fast_path_are_ordinary_frozen_requests() -> None:
+    import dataclasses
+
+    from polycorn.server.http.events import Request
+    from polycorn.server.http.fast import _new_request
+
+    assert _new_request is not Request  # the descriptor path is in use
+    built = _new_request(b"GET", b"/x", b"1.1", ((b"host", b"h"),), 5, False, True, True)
+    plain = Request(b"GET", b"/x", b"1.1", ((b"host", b"h"),), 5, False, True, True)
+    assert type(built) is Request and built == plain and hash(built) == hash(plain)
+    assert repr(built) == repr(plain)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.method = b"POST"
