@@ -53,6 +53,10 @@ FRAMING_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"
                             b"expect"))
 PLAIN_HTTP11 = RequestFraming(content_length=None, chunked=False, keep_alive=True,
                               expect_continue=False)
+# host_re's verdict on the Host values seen (clients repeat theirs), bounded: the
+# regex costs more than the rest of a plain head together.
+MAX_KNOWN_HOSTS = 256
+_known_hosts: dict[bytes, bool] = {}
 _END = EndOfMessage()
 
 
@@ -292,8 +296,16 @@ class FastConnection:
         if target[:1] != b"/" or 0x23 in target:
             return "request-target form"
         host = tokens.host
-        if (tokens.framing_fields == 1 and host is not None and version == b"1.1"
-                and host_re.fullmatch(host)):
+        if tokens.framing_fields == 1 and host is not None and version == b"1.1":
+            valid = _known_hosts.get(host)
+            if valid is None:
+                valid = host_re.fullmatch(host) is not None
+                if len(_known_hosts) >= MAX_KNOWN_HOSTS:
+                    _known_hosts.clear()
+                _known_hosts[host] = valid
+        else:
+            valid = False
+        if valid:
             framing = PLAIN_HTTP11
         else:
             try:

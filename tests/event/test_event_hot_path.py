@@ -139,3 +139,23 @@ def test_requests_built_by_the_fast_path_are_ordinary_frozen_requests() -> None:
     assert repr(built) == repr(plain)
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.method = b"POST"
+
+
+def test_remembered_host_verdicts_refuse_and_accept_as_the_regex_does() -> None:
+    from polycorn.server.http import fast
+    from polycorn.server.http.errors import RemoteProtocolError
+
+    for _ in range(2):
+        bad = FastConnection()
+        bad.receive_data(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n")
+        with pytest.raises(RemoteProtocolError):
+            bad.next_event()
+        good = FastConnection()
+        good.receive_data(b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        assert good.next_event().headers == ((b"host", b"a.example"),)
+        assert good.fallback_reason is None
+    for i in range(fast.MAX_KNOWN_HOSTS + 10):
+        conn = FastConnection()
+        conn.receive_data(b"GET / HTTP/1.1\r\nHost: h%d\r\n\r\n" % i)
+        conn.next_event()
+    assert len(fast._known_hosts) <= fast.MAX_KNOWN_HOSTS
