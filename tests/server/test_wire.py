@@ -1,0 +1,185 @@
+"""HTTP/1.1 on the wire, through a running polycorn, for every worker class.
+
+Raw sockets only, so nothing is normalised on the way: framing, keep-alive,
+pipelining, 100-continue, HEAD, chunked responses, limits and the smuggling
+cases (a request hidden behind a framing conflict must never reach the app).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from support.procs import ROOT
+
+APPS = ROOT / "tests" / "apps"
+WORKERS = ["sync", "thread", "event"]
+
+
+@pytest.fixture(params=WORKERS)
+def server(request, polycorn, port, tmp_path):
+    log = tmp_path / "wire.log"
+    log.touch()
+    threads = ("--threads", "4") if request.param == "thread" else ()  # sync + threads = thread
+    polycorn("-k", request.param, *threads, "-b", f"127.0.0.1:{port}",
+             "--limit-request-line", "200", "--limit-request-fields", "10",
+             "wireapp:application", wait_port=port, cwd=APPS, env={"WIRE_LOG": str(log)})
+    return request.param, port, log
+
+
+def exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
+    """Send, then read until the server closes (or stays silent for timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return out
+
+
+def seen(log) -> list[str]:
+    return log.read_text().splitlines()
+
+
+SMUGGLING = {
+    # RFC 9112 6.1: Transfer-Encoding with Content-Length is rejected, and the
+    # connection closed: the bytes after the head are never parsed as a request.
+    "CL and TE": (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    "TE and CL": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Content-Length: 40\r\n\r\n0\r\n\r\n"),
+    # RFC 9112 6.3: differing Content-Length values.
+    "two Content-Lengths": (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                            b"Content-Length: 41\r\n\r\n"),
+    # RFC 9112 6.1: chunked must be the final coding.
+    "chunked not last": (b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                         b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+    # RFC 9112 5.1: whitespace before the colon.
+    "space before colon": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n"
+                           b"Content-Length: 4\r\n\r\n0\r\n\r\n"),
+    # RFC 9112 5.2: obsolete line folding hides a header.
+    "obs-fold": (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                 b"X-Folded: a\r\n Transfer-Encoding: chunked\r\n\r\n"),
+    # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0.
+    "TE in HTTP/1.0": (b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    # RFC 9112 7.1: a chunk size that is not hex digits.
+    "bad chunk size": (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"+4\r\nabcd\r\n0\r\n\r\n"),
+}
+HIDDEN = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("case", sorted(SMUGGLING))
+def test_a_hidden_request_never_reaches_the_app(server, case):
+    _, port, log = server
+    reply = exchange(port, SMUGGLING[case] + HIDDEN)
+    assert reply.startswith((b"HTTP/1.1 400", b"HTTP/1.1 501")), reply[:80]
+    assert reply.count(b"HTTP/1.1 ") == 1  # one answer, then the connection closed
+    assert b"connection: close" in reply.lower()
+    time.sleep(0.2)
+    assert not any("/smuggled" in line for line in seen(log))
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    worker, port, log = server
+    reqs = b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3))
+    reply = exchange(port, reqs + b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    if worker == "sync":
+        # Gunicorn's sync worker answers one request per connection, with Connection: close.
+        assert reply.count(b"HTTP/1.1 200") == 1 and seen(log) == ["GET /p0"]
+    else:
+        assert reply.count(b"HTTP/1.1 200") == 4
+        assert seen(log) == ["GET /p0", "GET /p1", "GET /p2", "GET /last"]
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server):
+    worker, port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        answers = 0
+        for i in range(3):
+            try:
+                sock.sendall(b"GET /k%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+                data = sock.recv(65536)
+            except (BrokenPipeError, ConnectionResetError):
+                data = b""
+            if not data:
+                break
+            answers += data.count(b"HTTP/1.1 200")
+    assert answers == (1 if worker == "sync" else 3)
+
+
+def test_expect_100_continue_before_the_body(server):
+    _, port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        interim = sock.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        rest = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+        sock.sendall(b"hello")
+        while b"hello" not in rest:
+            rest += sock.recv(65536)
+    assert rest.startswith(b"HTTP/1.1 200")
+
+
+def test_head_has_length_but_no_body(server):
+    _, port, _ = server
+    reply = exchange(port, b"HEAD /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 2" in head
+    assert body == b""
+
+
+def test_streaming_responses_are_chunked(server):
+    _, port, _ = server
+    reply = exchange(port, b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert body == b"7\r\npart 0\n\r\n7\r\npart 1\n\r\n7\r\npart 2\n\r\n0\r\n\r\n"
+
+
+def test_http10_without_length_is_close_delimited(server):
+    _, port, _ = server
+    reply = exchange(port, b"GET /stream HTTP/1.0\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head and body == b"part 0\npart 1\npart 2\n"
+
+
+def test_chunked_request_body(server):
+    _, port, _ = server
+    reply = exchange(port, b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                     b"Connection: close\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nX-T: 1\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"\r\n\r\nabcde")
+
+
+@pytest.mark.parametrize("raw,status", [
+    (b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(12))
+     + b"\r\n", b"431"),
+    (b"GET / HTTP/1.1\r\n\r\n", b"400"),  # RFC 9112 3.2: HTTP/1.1 needs Host
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
+])
+def test_limits_and_bad_heads(server, raw, status):
+    _, port, log = server
+    reply = exchange(port, raw)
+    assert reply.startswith(b"HTTP/1.1 " + status), reply[:60]
+    assert seen(log) == []
+
+
+def test_a_body_that_ends_early_is_never_complete(server):
+    _, port, _ = server
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    # Never a 200 carrying the three bytes as if they were the whole body.
+    assert not (out.startswith(b"HTTP/1.1 200") and out.endswith(b"abc"))
