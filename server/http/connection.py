@@ -24,7 +24,7 @@ from polycorn.server.http.httpdate import SHARED_DATE_CACHE, DateCache
 from polycorn.server.http.limits import Limits
 from polycorn.server.http.readers import BodyReader, body_reader
 from polycorn.server.http.receivebuffer import ReceiveBuffer
-from polycorn.server.http.response import build_error_response, frame_response
+from polycorn.server.http.response import build_error_response, framed_head
 from polycorn.server.http.state import (
     RequestState,
     ResponseState,
@@ -175,10 +175,8 @@ class ServerConnection:
         if self._request is None:
             raise LocalProtocolError("no request to respond to")
         next_state = advance_response(self._response_state, _STEP_HEAD)
-        head, self._writer, self._persistent = frame_response(
-            self._request, status, reason, headers,
-            persistent=self._persistent, date=self._date_cache.current(),
-        )
+        head, self._writer, self._persistent = framed_head(
+            self._request, status, reason, headers, self._persistent, self._date_cache)
         self._response_state = next_state
         self._continue_owed = False
         return head

@@ -29,7 +29,7 @@ from polycorn.server.http.framing import RequestFraming, decide_framing
 from polycorn.server.http.grammar import host_re
 from polycorn.server.http.httpdate import SHARED_DATE_CACHE, DateCache
 from polycorn.server.http.limits import Limits
-from polycorn.server.http.response import build_error_response, frame_response
+from polycorn.server.http.response import build_error_response, framed_head
 from polycorn.server.http.state import (
     RequestState,
     ResponseState,
@@ -37,7 +37,7 @@ from polycorn.server.http.state import (
     advance_request,
     advance_response,
 )
-from polycorn.server.http.writers import NO_BODY, BodyWriter, ContentLengthWriter
+from polycorn.server.http.writers import NO_BODY, BodyWriter
 
 __all__ = ["FastConnection", "LLHTTP_ERRORS"]
 
@@ -475,39 +475,3 @@ class FastConnection:
         self._request = None
         self._writer = NO_BODY
         self._continue_owed = False
-
-
-# -- response heads ---------------------------------------------------------------------
-
-# frame_response is a pure function of what it is given, and an app answers with few
-# distinct heads: each is framed once (with a placeholder for the Date, which changes
-# every second) and reused. Bounded, as the keys can hold request data.
-MAX_CACHED_HEADS = 512
-_DATE_MARK = b"\x00date\x00"  # NUL can never be in a field value: no app header can hold it
-_heads: dict[tuple, tuple[bytes, bytes | None, int | None, BodyWriter, bool]] = {}
-
-
-def framed_head(request: Request, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                persistent: bool, date_cache: DateCache) -> tuple[bytes, BodyWriter, bool]:
-    """frame_response's (head, writer, persistent) for these inputs, memoized."""
-    try:
-        key = (request.method, request.http_version, status, reason, tuple(headers), persistent)
-        cached = _heads.get(key)
-    except TypeError:  # something unhashable: frame_response names the mistake
-        return frame_response(request, status, reason, headers, persistent=persistent,
-                              date=date_cache.current())
-    if cached is None:
-        head, writer, persistent_after = frame_response(
-            request, status, reason, headers, persistent=persistent, date=_DATE_MARK)
-        before, mark, after = head.partition(_DATE_MARK)
-        length = writer.remaining if isinstance(writer, ContentLengthWriter) else None
-        # A stateless writer (no body, chunked, close-delimited) is shared; a length counts down.
-        cached = (before, after if mark else None, length, writer, persistent_after)
-        if len(_heads) >= MAX_CACHED_HEADS:
-            _heads.clear()
-        _heads[key] = cached
-    before, after, length, writer, persistent_after = cached
-    head = before if after is None else before + date_cache.current() + after
-    if length is not None:
-        writer = ContentLengthWriter(length)
-    return head, writer, persistent_after

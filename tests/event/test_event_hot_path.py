@@ -1,7 +1,7 @@
 """The shortcuts the hot path takes give exactly what the long way gives (pure, no sockets).
 
-StartResponse remembers validated header lists; FastConnection remembers framed
-response heads. Each test compares a remembered answer with a fresh one, and
+StartResponse remembers validated header lists; framed_head remembers framed
+response heads (for ServerConnection and FastConnection alike). Each test compares a remembered answer with a fresh one, and
 checks that what the long way refuses is still refused after a similar success.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import pytest
 from polycorn.server.http.connection import ServerConnection
-from polycorn.server.http.fast import MAX_CACHED_HEADS, FastConnection, framed_head
+from polycorn.server.http.fast import FastConnection
 from polycorn.server.http.httpdate import DateCache
+from polycorn.server.http.response import MAX_CACHED_HEADS, framed_head
 from polycorn.server.wsgi.response import StartResponse
 
 HEADERS = [("Content-Type", "text/plain"), ("Content-Length", "5"), ("Keep-Alive", "5")]
@@ -94,13 +95,13 @@ def test_a_remembered_head_with_a_length_counts_each_body_afresh() -> None:
 
 
 def test_the_head_memory_is_bounded() -> None:
-    from polycorn.server.http import fast
+    from polycorn.server.http import response
     request_conn = FastConnection()
     request_conn.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     request = request_conn.next_event()
     for i in range(MAX_CACHED_HEADS + 10):
         framed_head(request, 200, b"OK", [(b"X-N", b"%d" % i)], True, DateCache())
-    assert len(fast._heads) <= MAX_CACHED_HEADS
+    assert len(response._heads) <= MAX_CACHED_HEADS
 
 
 def test_the_remembered_host_split_follows_each_request() -> None:
