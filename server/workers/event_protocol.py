@@ -65,6 +65,7 @@ _IDLE, _READING, _WRITING, _SENDFILE, _LINGERING, _CLOSED = (
     Phase.IDLE, Phase.READING, Phase.WRITING, Phase.SENDFILE, Phase.LINGERING, Phase.CLOSED)
 _RUNNING = RunState.RUNNING
 
+
 class HTTPProtocol(asyncio.Protocol):
     __slots__ = ("ctx", "builder", "conn", "transport", "client_addr", "phase", "deadline",
                  "served", "write_paused", "request", "body", "body_size", "spool", "resp",
@@ -458,10 +459,6 @@ class HTTPProtocol(asyncio.Protocol):
         self.conn.refuse_keep_alive()
         if self.phase is _IDLE and self.served:
             self._close()
-
-    @property
-    def is_idle(self) -> bool:
-        return self.phase is _IDLE
 
 
 class _Trace:

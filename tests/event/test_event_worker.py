@@ -208,3 +208,16 @@ def test_pipelined_requests_wait_while_a_response_is_blocked(server) -> None:
         time.sleep(1.0)
         assert rss_kib(worker) - before < 64 * 1024
         assert echo_of(exchange(server, request(target="/other")))["uri"] == "/other"
+
+
+def test_a_client_leaving_mid_response_stops_the_app(server, tmp_path) -> None:
+    counter = tmp_path / "produced"
+    with contextlib.closing(server.connect()) as sock:
+        sock.sendall(request(target="/_/big?mb=256", headers=f"X-Counter-File: {counter}\r\n"))
+        Reader(sock).head()
+    wait_until(counter.exists, 10, what="the app to start producing")
+    time.sleep(1.0)
+    stopped_at = int(counter.read_text())
+    time.sleep(0.5)
+    assert int(counter.read_text()) == stopped_at < 256 * 16  # suspended, then closed
+    assert echo_of(exchange(server, request(target="/next")))["uri"] == "/next"
