@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from polycorn.server.upgrade_ctl import status_files
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -147,10 +149,10 @@ def multi_master_scenario(work: Path) -> list[dict]:
 
     def masters() -> dict[int, int]:
         out = {}
-        for path in work.glob("multi.pid.m*"):
+        for path in status_files(str(pid_path)):  # exact names: never a half-written .tmp
             try:
-                rec = json.loads(path.read_text())
-            except ValueError:
+                rec = json.loads(Path(path).read_text())
+            except (ValueError, FileNotFoundError):
                 continue
             if alive(rec["pid"]):
                 out[rec["index"]] = rec["pid"]

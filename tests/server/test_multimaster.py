@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+from polycorn.server.upgrade_ctl import status_files
 from support.load import Load
 from support.procs import ROOT, alive, children, wait_until
 
@@ -19,10 +21,10 @@ APPS = ROOT / "tests" / "apps"
 def masters(pid_path) -> dict[int, int]:
     """index -> pid of each live master, from the status files."""
     out = {}
-    for path in pid_path.parent.glob(pid_path.name + ".m*"):
+    for path in status_files(str(pid_path)):  # exact names: never a half-written .tmp
         try:
-            record = json.loads(path.read_text())
-        except ValueError:
+            record = json.loads(Path(path).read_text())
+        except (ValueError, FileNotFoundError):
             continue
         if alive(record["pid"]):
             out[record["index"]] = record["pid"]
