@@ -344,7 +344,8 @@ class HTTPProtocol(asyncio.Protocol):
             self._release_body()
         if resp is not None:
             try:
-                resp.close()
+                if not resp.in_memory:  # an exact list or tuple has no close() to call
+                    resp.close()
             except Exception:
                 log.exception("error closing the response iterable of %s",
                               self.environ.get("RAW_URI"))
@@ -376,7 +377,8 @@ class HTTPProtocol(asyncio.Protocol):
         self.resp = None
         if resp is not None:
             try:
-                resp.close()
+                if not resp.in_memory:  # an exact list or tuple has no close() to call
+                    resp.close()
             except Exception:
                 log.exception("error closing the response iterable")
         conn = self.conn
