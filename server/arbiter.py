@@ -61,6 +61,7 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
         self.previous_cfg: Any = None
         self.worker_age = 0
         self.boot_failures = 0
+        self.early_deaths = 0  # consecutive workers that died soon after starting
         self.respawn_at = 0.0
         self.stop_deadline = 0.0
         self.exit_status = 0

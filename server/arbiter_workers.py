@@ -31,6 +31,7 @@ log = logging.getLogger("polycorn.error")
 
 BOOT_FAILURE_LIMIT = 5  # consecutive boot failures after which a running master halts
 KILL_AFTER_ABORT = 2.0  # seconds between SIGABRT and SIGKILL for a hung worker
+EARLY_DEATH = 2.0  # a worker dying sooner than this after its start is respawned with back-off
 
 
 class WorkersMixin:
@@ -160,6 +161,8 @@ class WorkersMixin:
         if boot_failed:
             self.worker_boot_failed(rec, reason or describe_status(status))
             return
+        if code != 0:  # a crash, not a recycle (max-requests, --reload, orphan drain)
+            self.note_early_death(rec)
         if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
             log.error("Worker (pid:%s) was sent SIGKILL! Perhaps out of memory?", rec.pid)
         elif code != 0:
@@ -167,6 +170,21 @@ class WorkersMixin:
         else:
             log.info("Worker (pid:%s) exited (max requests or orphaned)", rec.pid)
         self.broadcast_state()
+
+    def note_early_death(self, rec: WorkerRecord) -> None:
+        """A worker that dies soon after it started is respawned with back-off.
+
+        An app that crashes its worker right after boot would otherwise be
+        restarted thousands of times a minute.
+        """
+        if time.monotonic() - rec.started > EARLY_DEATH:
+            self.early_deaths = 0
+            return
+        self.early_deaths += 1
+        delay = min(10.0, 0.1 * 2 ** self.early_deaths)
+        self.respawn_at = max(self.respawn_at, time.monotonic() + delay)
+        log.warning("worker %s died %.1fs after it started; next start in %.1fs", rec.pid,
+                    time.monotonic() - rec.started, delay)
 
     def worker_boot_failed(self, rec: WorkerRecord, reason: str) -> None:
         if rec.generation == self.candidate:

@@ -33,9 +33,15 @@ class SyncWorker(Worker):
                 listener = listeners.get(fd)
                 if listener is None:
                     continue
-                accepted = self.accept(listener)
-                if accepted is not None:
-                    self.serve(accepted[0], accepted[1], listener.server_name())
+                # Accept until the queue is empty before select() again: under load a
+                # select per connection leaves the worker idle between requests.
+                server_name = listener.server_name()
+                while self.state is RunState.RUNNING:
+                    accepted = self.accept(listener)
+                    if accepted is None:
+                        break
+                    self.serve(accepted[0], accepted[1], server_name)
+                    self.notify()
 
     def serve(self, sock: socket.socket, addr: object, server_addr: tuple[str, int]) -> None:
         sock.settimeout(float(getattr(self.cfg, "timeout", 30) or 30))

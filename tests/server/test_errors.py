@@ -5,8 +5,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
+from support.http import get
 from support.procs import ROOT, free_port
 
 APPS = ROOT / "tests" / "apps"
@@ -84,3 +86,21 @@ def test_a_worker_crashing_at_boot_stops_the_master_instead_of_spinning(tmp_path
     result = run("-c", str(conf), "-b", f"127.0.0.1:{free_port()}", "testapp:application")
     assert_one_line_error(result, {1}, "no database")
     assert result.stderr.count("Booting worker") == 1
+
+
+def test_a_worker_crashing_after_ready_is_respawned_with_back_off(polycorn, port, tmp_path):
+    (tmp_path / "crashy.py").write_text(
+        "import os\n"
+        "def application(environ, start_response):\n"
+        "    os._exit(9)  # every request kills its worker\n")
+    server = polycorn("-b", f"127.0.0.1:{port}", "crashy:application", wait_port=port,
+                      cwd=tmp_path)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            get(port, "/", timeout=0.5)
+        except OSError:
+            pass  # the request dies with its worker, as it must
+    starts = server.log().count("Booting worker")
+    assert 2 <= starts <= 10, starts  # without back-off: hundreds in 3 s
+    assert "next start in" in server.log()
