@@ -179,7 +179,8 @@ def umask(value: Any) -> int:
     return mask
 
 
-def user_id(value: Any) -> int:
+def _account_id(value: Any, lookup: Callable[[str], int], kind: str) -> int:
+    """A numeric id, or a name resolved by lookup (pwd or grp)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -187,24 +188,18 @@ def user_id(value: Any) -> int:
         if name.isdigit():
             return int(name)
         try:
-            return pwd.getpwnam(name).pw_uid
+            return lookup(name)
         except KeyError:
-            raise ValueError(f"no such user: {name!r}") from None
-    raise ValueError(f"{value!r} is not a user name or id")
+            raise ValueError(f"no such {kind}: {name!r}") from None
+    raise ValueError(f"{value!r} is not a {kind} name or id")
+
+
+def user_id(value: Any) -> int:
+    return _account_id(value, lambda name: pwd.getpwnam(name).pw_uid, "user")
 
 
 def group_id(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        name = value.strip()
-        if name.isdigit():
-            return int(name)
-        try:
-            return grp.getgrnam(name).gr_gid
-        except KeyError:
-            raise ValueError(f"no such group: {name!r}") from None
-    raise ValueError(f"{value!r} is not a group name or id")
+    return _account_id(value, lambda name: grp.getgrnam(name).gr_gid, "group")
 
 
 def directory(value: Any) -> str:
