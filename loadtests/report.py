@@ -29,6 +29,7 @@ class Impact:
     baseline_rps: float | None
     min_rps: int | None
     p95_max_ms: float | None
+    slowest_ms: float | None  # the slowest request: a few stalled ones hide below any p95
     recovery_s: float | None  # None: still impaired when the window ended
 
 
@@ -89,10 +90,11 @@ def impact(seconds: list[dict[str, Any]], window: tuple[int, int], fault_time: f
         recovery = round(max(0.0, bad[-1] + 1 - fault_time), 2)
     rates = [by_t[t]["requests"] if t in by_t else 0 for t in range(first, end) if t in full]
     p95s = [s["p95"] for s in inside if s["p95"] is not None]
+    slowest = [s["max"] for s in inside if s.get("max") is not None]
     return Impact(first, end, sum(s["requests"] for s in inside),
                   sum(s["failures"] for s in inside), sum(s["retried"] for s in inside),
                   errors, base, min(rates) if rates else None, max(p95s) if p95s else None,
-                  recovery)
+                  max(slowest) if slowest else None, recovery)
 
 
 def build(scenario: Any, records: list[Any], output: Any, cluster_info: dict[str, Any],
@@ -112,7 +114,8 @@ def build(scenario: Any, records: list[Any], output: Any, cluster_info: dict[str
             entry.update(window_s=[imp.first_s - t0, imp.end_s - t0], requests=imp.requests,
                          failed=imp.failed, retried=imp.retried, errors=imp.errors,
                          baseline_rps=imp.baseline_rps, min_rps=imp.min_rps,
-                         p95_max_ms=imp.p95_max_ms, recovery_s=imp.recovery_s)
+                         p95_max_ms=imp.p95_max_ms, slowest_ms=imp.slowest_ms,
+                         recovery_s=imp.recovery_s)
             allowed = rec.allowed_failures
             entry["survived"] = allowed is None or imp.failed <= allowed
         faults.append(entry)

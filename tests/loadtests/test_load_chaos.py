@@ -124,7 +124,9 @@ def test_sentinel_failover_hup_pause_and_node_restart(tmp_path):
         assert faults[action]["failed"] == 0, faults[action]
     pause = faults["pause-node"]
     assert 1.9 <= pause["ended_s"] - pause["started_s"] < 3
-    assert pause["p95_max_ms"] > 500  # requests to the stopped node waited
+    # Requests to the stopped node waited. The slowest, not a p95: a user per node is
+    # stuck, so the stalled requests can be under 5% of the second they complete in.
+    assert pause["slowest_ms"] > 500
     restart = faults["kill-node"]
     assert restart["failed"] > 0
     # Started again 2 s after the kill, it serves within its window (13 s, generous for
