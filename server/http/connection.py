@@ -200,6 +200,12 @@ class ServerConnection:
             self._persistent = False
             raise
 
+    def respond_whole(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      body: bytes) -> bytes:
+        """start_response, send_body(body) and end_response in one: a body wholly in hand."""
+        head = self.start_response(status, reason, headers)
+        return head + self.send_body(body) + self.end_response()
+
     def error_response(self, status: int, message: str = "") -> bytes:
         """A whole plain-text response with Connection: close; only before any response began."""
         next_state = advance_response(self._response_state, _STEP_WHOLE)

@@ -29,7 +29,7 @@ from polycorn.server.http.framing import RequestFraming, decide_framing
 from polycorn.server.http.grammar import host_re
 from polycorn.server.http.httpdate import SHARED_DATE_CACHE, DateCache
 from polycorn.server.http.limits import Limits
-from polycorn.server.http.response import build_error_response, framed_head
+from polycorn.server.http.response import build_error_response, framed_head, head_parts
 from polycorn.server.http.state import (
     RequestState,
     ResponseState,
@@ -414,6 +414,37 @@ class FastConnection:
         except LocalProtocolError:
             self._persistent = False
             raise
+
+    def respond_whole(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      body: bytes) -> bytes:
+        """start_response, send_body(body) and end_response in one: a body wholly in hand.
+
+        The event worker's common answer (a one-chunk list) in one call, without a
+        body writer per response. Anything unusual takes the three calls, which
+        raise and set the state exactly as when called one by one.
+        """
+        request = self._request
+        if self._pure is not None or request is None or self._response_state is not _RESP_IDLE:
+            return self._respond_in_steps(status, reason, headers, body)
+        try:
+            before, after, length, writer, persistent = head_parts(
+                request, status, reason, headers, self._persistent)
+        except TypeError:
+            return self._respond_in_steps(status, reason, headers, body)
+        if length is not None and len(body) != length:
+            return self._respond_in_steps(status, reason, headers, body)  # raises
+        self._persistent = persistent
+        self._continue_owed = False
+        self._response_state = _RESP_DONE
+        head = before if after is None else before + self._date_cache.current() + after
+        if length is None:  # a shared, stateless writer (no body, chunked, close-delimited)
+            return head + writer.send(body) + writer.finish()
+        return head + body
+
+    def _respond_in_steps(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                          body: bytes) -> bytes:
+        head = self.start_response(status, reason, headers)
+        return head + self.send_body(body) + self.end_response()
 
     def error_response(self, status: int, message: str = "") -> bytes:
         """A whole plain-text response with Connection: close; only before any response began."""

@@ -154,15 +154,16 @@ _DATE_MARK = b"\x00date\x00"  # NUL can never be in a field value: no app header
 _heads: dict[tuple, tuple[bytes, bytes | None, int | None, BodyWriter, bool]] = {}
 
 
-def framed_head(request: Request, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                persistent: bool, date_cache: DateCache) -> tuple[bytes, BodyWriter, bool]:
-    """frame_response's (head, writer, persistent) for these inputs, memoized."""
-    try:
-        key = (request.method, request.http_version, status, reason, tuple(headers), persistent)
-        cached = _heads.get(key)
-    except TypeError:  # something unhashable: frame_response names the mistake
-        return frame_response(request, status, reason, headers, persistent=persistent,
-                              date=date_cache.current())
+def head_parts(request: Request, status: int, reason: bytes,
+                 headers: list[tuple[bytes, bytes]], persistent: bool
+                 ) -> tuple[bytes, bytes | None, int | None, BodyWriter, bool]:
+    """framed_head's work, memoized: (head before the Date, head after it or None,
+    Content-Length or None, shared writer, persistent after).
+
+    Raises TypeError for something unhashable, and whatever frame_response raises.
+    """
+    key = (request.method, request.http_version, status, reason, tuple(headers), persistent)
+    cached = _heads.get(key)
     if cached is None:
         head, writer, persistent_after = frame_response(
             request, status, reason, headers, persistent=persistent, date=_DATE_MARK)
@@ -173,7 +174,18 @@ def framed_head(request: Request, status: int, reason: bytes, headers: list[tupl
         if len(_heads) >= MAX_CACHED_HEADS:
             _heads.clear()
         _heads[key] = cached
-    before, after, length, writer, persistent_after = cached
+    return cached
+
+
+def framed_head(request: Request, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                persistent: bool, date_cache: DateCache) -> tuple[bytes, BodyWriter, bool]:
+    """frame_response's (head, writer, persistent) for these inputs, memoized."""
+    try:
+        before, after, length, writer, persistent_after = head_parts(
+            request, status, reason, headers, persistent)
+    except TypeError:  # something unhashable: frame_response names the mistake
+        return frame_response(request, status, reason, headers, persistent=persistent,
+                              date=date_cache.current())
     head = before if after is None else before + date_cache.current() + after
     if length is not None:
         writer = ContentLengthWriter(length)

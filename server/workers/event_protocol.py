@@ -69,7 +69,7 @@ _RUNNING = RunState.RUNNING
 class HTTPProtocol(asyncio.Protocol):
     __slots__ = ("ctx", "builder", "conn", "transport", "client_addr", "phase", "deadline",
                  "served", "write_paused", "request", "body", "body_size", "spool", "resp",
-                 "environ", "body_bytes", "trace", "lingered")
+                 "environ", "body_bytes", "trace", "lingered", "client_entries")
 
     def __init__(self, ctx: ServingContext, builder: Any) -> None:
         self.ctx = ctx
@@ -90,12 +90,14 @@ class HTTPProtocol(asyncio.Protocol):
         self.body_bytes = 0  # body bytes sent, unframed (the access log's %(B)s)
         self.trace: _Trace | None = None  # only with an access log or request hooks
         self.lingered = 0
+        self.client_entries: Any = None  # the environ entries its requests share
 
     # -- asyncio callbacks ---------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.client_addr = transport.get_extra_info("peername")
+        self.client_entries = self.builder.client_entries(self.client_addr)
         ctx = self.ctx
         ctx.connection_opened(self)
         # A first request gets --timeout, as in the sync worker; --keep-alive is for later ones.
@@ -203,7 +205,8 @@ class HTTPProtocol(asyncio.Protocol):
         request = self.request
         assert request is not None
         wsgi_input = NO_BODY if not self.body_size and self.spool is None else self._wsgi_input()
-        self.environ = environ = self.builder.build(request, self.client_addr, wsgi_input)
+        self.environ = environ = self.builder.build(request, self.client_addr, wsgi_input,
+                                                      self.client_entries)
         self.body_bytes = 0
         if ctx.observed:
             self.trace = _Trace(environ, request, self.client_addr, ctx)
@@ -217,22 +220,24 @@ class HTTPProtocol(asyncio.Protocol):
                 conn.refuse_keep_alive()  # a drain began during the app call: say so now
             if resp.file is not None and self._can_sendfile(resp, request):
                 return self._start_sendfile(resp)
-            head = conn.start_response(start.status_code, start.reason, start.wire_headers)
             first = resp.first
             self.body_bytes = len(first)
             if not resp.in_memory:
+                head = conn.start_response(start.status_code, start.reason, start.wire_headers)
                 self.transport.write(head + conn.send_body(first) if first else head)
                 return self._pump()
-            body = conn.send_body(first)
             second = next(resp.rest, _END_OF_BODY)
-            if second is _END_OF_BODY:  # the common one-chunk body: one write
-                tail = conn.end_response()
-                if len(body) > WRITEV_SIZE:
-                    self.transport.writelines((head, body, tail))
-                else:
-                    self.transport.write(head + body + tail if tail else head + body)
+            if second is _END_OF_BODY and len(first) <= WRITEV_SIZE:
+                # The common answer, a small one-chunk body: framed in one call, one write.
+                self.transport.write(conn.respond_whole(
+                    start.status_code, start.reason, start.wire_headers, first))
             else:
-                self._write_ready_body(head, body, second, resp)
+                head = conn.start_response(start.status_code, start.reason, start.wire_headers)
+                body = conn.send_body(first)
+                if second is _END_OF_BODY:  # a large one-chunk body: not copied (writev)
+                    self.transport.writelines((head, body, conn.end_response()))
+                else:
+                    self._write_ready_body(head, body, second, resp)
         except Exception as exc:
             return self._app_failed(exc)
         return self._finish_cycle(complete=True)

@@ -148,8 +148,27 @@ class EnvironBuilder:
                 self._header_keys[name] = key
         return key
 
-    def build(self, request: Request, client_addr: Any, wsgi_input: Any) -> dict[str, Any]:
-        environ = self._base.copy()
+    def client_entries(self, client_addr: Any) -> tuple[dict[str, Any], str | None]:
+        """What every request of one client connection shares: the listener's constant
+        entries plus REMOTE_ADDR and REMOTE_PORT, and the peer address that proxy trust
+        is checked against (None for a Unix socket, whose peer is a local proxy)."""
+        entries = self._base.copy()
+        if type(client_addr) is tuple:
+            entries["REMOTE_ADDR"] = client_addr[0]
+            entries["REMOTE_PORT"] = str(client_addr[1])
+            return entries, client_addr[0]
+        # A Unix-socket peer is usually unnamed: accept() gives "" (or b"").
+        if isinstance(client_addr, bytes):
+            client_addr = client_addr.decode("latin-1")
+        entries["REMOTE_ADDR"] = client_addr or ""
+        return entries, None
+
+    def build(self, request: Request, client_addr: Any, wsgi_input: Any,
+              client: tuple[dict[str, Any], str | None] | None = None) -> dict[str, Any]:
+        """The environ of one request; `client` is client_entries(client_addr), which a
+        connection serving many requests computes once."""
+        base, peer = client if client is not None else self.client_entries(client_addr)
+        environ = base.copy()
         environ["wsgi.input"] = wsgi_input
         environ["REQUEST_METHOD"] = request.method.decode("latin-1")
         environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.http_version == b"1.1" else (
@@ -175,16 +194,6 @@ class EnvironBuilder:
         if request.content_length is not None:
             environ["CONTENT_LENGTH"] = str(request.content_length)
 
-        if type(client_addr) is tuple:
-            environ["REMOTE_ADDR"] = client_addr[0]
-            environ["REMOTE_PORT"] = str(client_addr[1])
-            peer = client_addr[0]
-        else:
-            # A Unix-socket peer is usually unnamed: accept() gives "" (or b"").
-            if isinstance(client_addr, bytes):
-                client_addr = client_addr.decode("latin-1")
-            environ["REMOTE_ADDR"] = client_addr or ""
-            peer = None
         for key in self._forwarding_keys:
             if key in environ:
                 self._apply_forwarded(environ, peer)

@@ -132,6 +132,7 @@ class ClientConnection:
         self._keep_alive_allowed = keep_alive
         tls = isinstance(sock, ssl.SSLSocket)
         self._builder = handler.environ_builder(server_addr, "https" if tls else "http")
+        self._client_entries = self._builder.client_entries(client_addr)
         # os.sendfile writes kernel to kernel: only a plain socket (not TLS) can take it.
         self._sendfile_ok = handler.sendfile_enabled and not tls
         self._end: _End | None = None
@@ -249,7 +250,7 @@ class ClientConnection:
         self._start = start = StartResponse(self._write_now)
         self._body = body = WSGIInput(self._pull_body,
                                       self._send_continue if request.expect_continue else None)
-        environ = self._builder.build(request, self.client_addr, body)
+        environ = self._builder.build(request, self.client_addr, body, self._client_entries)
         hook_req = None
         if handler.pre_request is not None or handler.post_request is not None:
             hook_req = HookRequest(request, environ, self.client_addr)

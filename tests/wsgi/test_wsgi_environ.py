@@ -25,7 +25,12 @@ def request(target: bytes = b"/", headers=(), method: bytes = b"GET",
 def build(target=b"/", headers=(), *, client=CLIENT, cfg=None, listener=LISTENER,
           scheme="http", **kw) -> dict:
     builder = EnvironBuilder(cfg or make_cfg(), listener, scheme)
-    return builder.build(request(target, headers, **kw), client, io.BytesIO())
+    wsgi_input = io.BytesIO()
+    env = builder.build(request(target, headers, **kw), client, wsgi_input)
+    # A connection computes its client's entries once: every test checks that way too.
+    entries = builder.client_entries(client)
+    assert builder.build(request(target, headers, **kw), client, wsgi_input, entries) == env
+    return env
 
 
 def test_constant_entries():
@@ -50,6 +55,21 @@ def test_builds_are_independent_copies():
     first["app.scratch"] = 1
     assert "HTTP_X_ONE" not in second and "app.scratch" not in second
     assert second["PATH_INFO"] == "/b"
+
+
+def test_one_clients_entries_serve_many_requests_unchanged():
+    cfg = make_cfg(forwarded_allow_ips=["127.0.0.1"])
+    builder = EnvironBuilder(cfg, LISTENER, "http")
+    entries = builder.client_entries(CLIENT)
+    shared = dict(entries[0])
+    proxied = builder.build(request(headers=[(b"x-forwarded-for", b"192.0.2.7"),
+                                             (b"x-forwarded-proto", b"https")]),
+                            CLIENT, io.BytesIO(), entries)
+    assert proxied["REMOTE_ADDR"] == "192.0.2.7" and proxied["wsgi.url_scheme"] == "https"
+    plain = builder.build(request(), CLIENT, io.BytesIO(), entries)
+    assert plain["REMOTE_ADDR"] == "127.0.0.1" and plain["wsgi.url_scheme"] == "http"
+    assert plain["REMOTE_PORT"] == "50123"
+    assert entries[0] == shared  # no request's changes leak into the next one
 
 
 def test_request_line_entries():
