@@ -1,10 +1,16 @@
 """The thread worker: a pool of --threads threads, keep-alive connections parked in a selector.
 
-The main thread owns the selector: it accepts only while a thread is free (so
-the kernel's accept queue, shared with the other workers and masters, holds
-what we cannot serve yet), parks idle keep-alive connections with a deadline of
+The main thread owns the selector: it accepts while a thread is free (so the
+kernel's accept queue, shared with the other workers and masters, holds what we
+cannot serve yet), parks idle keep-alive connections with a deadline of
 --keep-alive seconds, and hands a connection to the pool when its next request
 arrives. Pool threads serve whole requests and give the connection back.
+
+Fairness: with every thread busy, a worker still takes one queued client for
+each parked connection it resumes. Otherwise the keep-alive clients it already
+holds would always come first, and a client in the accept queue could wait for
+as long as they keep sending (seen as a p99 of 0.1-1.3 s with 50 keep-alive
+connections on 4 threads, against 17 ms for Gunicorn's gthread).
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class ThreadWorker(Worker):
                     return
             else:
                 self._set_accepting(self.inflight < self.capacity)
+            resumed = 0
             for key, _ in self.sel.select(self.select_timeout):
                 kind, obj = key.data
                 if kind == "listen":
@@ -69,10 +76,13 @@ class ThreadWorker(Worker):
                     self.sel.unregister(key.fileobj)
                     del self.idle[obj]
                     self._submit(obj)
+                    resumed += 1
                 elif kind == "done":
                     self._collect()
                 else:
                     self.check_wakeups({key.fd})
+            if resumed and not self.accepting:
+                self._accept_in_turn(resumed)
             self._close_idle()
 
     def _set_accepting(self, on: bool) -> None:
@@ -85,16 +95,29 @@ class ThreadWorker(Worker):
             else:
                 self.sel.unregister(lst.sock)
 
+    def _accept_in_turn(self, turns: int) -> None:
+        """All threads busy: take up to `turns` queued clients (one per connection just
+        resumed), within --worker-connections; they wait in the pool's queue."""
+        limit = int(getattr(self.cfg, "worker_connections", 1000) or 1000)
+        budget = min(turns, limit - self.inflight - len(self.idle))
+        for listener in self.listeners:
+            while budget > 0 and self.state is RunState.RUNNING and self._take(listener):
+                budget -= 1
+
     def _accept(self, listener: Any) -> None:
         if self.inflight >= self.capacity or self.state is not RunState.RUNNING:
             return
+        self._take(listener)
+
+    def _take(self, listener: Any) -> bool:
         accepted = self.accept(listener)
         if accepted is None:
-            return
+            return False
         sock, addr = accepted
         sock.settimeout(float(getattr(self.cfg, "timeout", 30) or 30))
         conn = ClientConnection(self.handler, sock, addr, listener.server_name(), keep_alive=True)
         self._submit(conn)
+        return True
 
     def _submit(self, conn: Any) -> None:
         self.inflight += 1

@@ -171,3 +171,43 @@ def test_reload_restarts_workers_when_the_code_changes(polycorn, port, tmp_path)
     time.sleep(1.1)  # a new mtime, even on coarse file systems
     app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'two']\n")
     wait_until(lambda: get(port, "/")[1] == b"two", 15, what="the new code to be served")
+
+
+def test_thread_worker_takes_a_new_client_while_keep_alive_ones_keep_it_busy(start, port):
+    """Six keep-alive clients keep both threads busy without pause; a seventh client,
+    queued in the kernel, must still be served (not after the six stop)."""
+    import socket
+
+    start("-k", "thread", "--threads", "2", "--keep-alive", "30")
+    stop = threading.Event()
+    served = [0] * 6
+
+    def hammer(index: int) -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            while not stop.is_set():
+                sock.sendall(b"GET /sleep?s=0.005 HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert reader.readline().startswith(b"HTTP/1.1 200")
+                length = 0
+                while (line := reader.readline()) != b"\r\n":
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                reader.read(length)
+                served[index] += 1
+
+    hammers = [threading.Thread(target=hammer, args=(i,), daemon=True) for i in range(6)]
+    for thread in hammers:
+        thread.start()
+    try:
+        wait_until(lambda: all(served), 10, what="all six clients served")
+        began = time.monotonic()
+        status, body, _ = get(port, "/", timeout=20)
+        waited = time.monotonic() - began
+        still_busy = all(thread.is_alive() for thread in hammers)
+    finally:
+        stop.set()
+        for thread in hammers:
+            thread.join(10)
+    assert (status, body) == (200, b"hello\n")
+    assert still_busy  # it was answered while the six kept the threads busy
+    assert waited < 10, waited  # a few ms in practice; the bound is for a loaded machine
