@@ -9,6 +9,10 @@ are interleaved (each one runs every server, in a rotated order) and each
 figure is the median over repetitions; the ratio is taken to gunicorn sync of
 the same repetition, so a noisy neighbour moves both. Servers that are not
 installed are skipped. Every server started is killed by pid, also on Ctrl-C.
+
+Memory: the worker's RSS when idle after its first request (it counts the pages
+shared with the master), and its private dirty memory when idle again after the
+runs (what each more worker costs; the kernel shares the rest).
 """
 
 from __future__ import annotations
@@ -136,15 +140,18 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
-def _uss_kib(pid: int) -> int | None:
-    """Unique set size: the pages only this process holds, what one more worker costs."""
+def _private_dirty_kib(pid: int) -> int | None:
+    """The memory pages only this process has written: what one more worker costs.
+
+    Not USS: that also counts file pages only this process happens to map (a C
+    extension's code that only one worker has run yet), which are shared as soon as
+    a second worker runs it.
+    """
     with contextlib.suppress(OSError):
-        total = 0
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                    total += int(line.split()[1])
-        return total
+                if line.startswith("Private_Dirty:"):
+                    return int(line.split()[1])
     return None
 
 
@@ -198,12 +205,16 @@ class Running:
             time.sleep(0.1)
         raise RuntimeError("not ready in time")
 
-    def memory(self) -> tuple[int | None, int | None, int | None]:
-        """(idle worker RSS, its USS, master RSS) in KiB; a single process has no master."""
+    def worker_pid(self) -> int:
+        """The worker (the process itself for a server without workers)."""
         workers = _children(self.proc.pid)
-        if not workers:
-            return _rss_kib(self.proc.pid), _uss_kib(self.proc.pid), None
-        return _rss_kib(workers[0]), _uss_kib(workers[0]), _rss_kib(self.proc.pid)
+        return workers[0] if workers else self.proc.pid
+
+    def memory(self) -> tuple[int | None, int | None]:
+        """(idle worker RSS, master RSS) in KiB; a single process has no master."""
+        worker = self.worker_pid()
+        master = _rss_kib(self.proc.pid) if worker != self.proc.pid else None
+        return _rss_kib(worker), master
 
     def stop(self) -> None:
         self.pids()
@@ -231,7 +242,7 @@ class Run:
     errors: int
     cpu_us_per_request: float
     worker_rss_kib: int | None
-    worker_uss_kib: int | None
+    worker_private_kib: int | None  # after the runs of this repetition, idle again
     master_rss_kib: int | None
 
 
@@ -274,7 +285,7 @@ def measure(server: Server, app: str, rep: int, args: argparse.Namespace, post_s
     try:
         running.wait_ready("/")
         time.sleep(0.5)
-        worker_rss, worker_uss, master_rss = running.memory()  # idle: one request, no load
+        worker_rss, master_rss = running.memory()  # idle: one request, no load
         runs = []
         for mode in args.modes:
             wrk(running.port, app, mode, args.warmup, args, post_script)
@@ -284,8 +295,12 @@ def measure(server: Server, app: str, rep: int, args: argparse.Namespace, post_s
             cpu = _cpu_seconds(running.pids()) - cpu_before
             runs.append(Run(rep, server.name, app, mode, stats["rps"], stats["requests"],
                             stats["p50_ms"], stats["p99_ms"], stats["errors"],
-                            1e6 * cpu / max(1, stats["requests"]), worker_rss, worker_uss,
+                            1e6 * cpu / max(1, stats["requests"]), worker_rss, None,
                             master_rss))
+        time.sleep(0.5)  # idle again: what the worker keeps, not what a request holds
+        private = _private_dirty_kib(running.worker_pid())
+        for run in runs:
+            run.worker_private_kib = private
         return runs
     finally:
         running.stop()
@@ -303,7 +318,7 @@ def summarize(runs: list[Run]) -> list[dict]:
         ratios = [r.rps / baseline[r.rep, app, mode] for r in group
                   if baseline.get((r.rep, app, mode))]
         rss = [r.worker_rss_kib for r in group if r.worker_rss_kib]
-        uss = [r.worker_uss_kib for r in group if r.worker_uss_kib]
+        private = [r.worker_private_kib for r in group if r.worker_private_kib]
         masters = [r.master_rss_kib for r in group if r.master_rss_kib]
         rows.append({
             "app": app, "mode": mode, "server": name, "repetitions": len(group),
@@ -314,7 +329,7 @@ def summarize(runs: list[Run]) -> list[dict]:
             "errors": sum(r.errors for r in group),
             "cpu_us_per_request": statistics.median(r.cpu_us_per_request for r in group),
             "worker_rss_mib": statistics.median(rss) / 1024 if rss else None,
-            "worker_uss_mib": statistics.median(uss) / 1024 if uss else None,
+            "worker_private_mib": statistics.median(private) / 1024 if private else None,
             "master_rss_mib": statistics.median(masters) / 1024 if masters else None,
         })
     return rows
@@ -334,14 +349,15 @@ def markdown(rows: list[dict], args: argparse.Namespace, skipped: dict[str, str]
                 continue
             out += [f"### {app}, {mode}", "",
                     "| server | req/s | x gunicorn sync | p50 ms | p99 ms | errors "
-                    "| CPU us/req | worker RSS MiB | worker USS MiB | master RSS MiB |",
+                    "| CPU us/req | worker RSS MiB | worker private MiB | master RSS MiB |",
                     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for r in table:
                 out.append(
                     f"| {r['server']} | {r['rps']:,.0f} | {_fmt(r['ratio'], '.2f')} "
                     f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} "
                     f"| {r['cpu_us_per_request']:.1f} | {_fmt(r['worker_rss_mib'], '.1f')} "
-                    f"| {_fmt(r['worker_uss_mib'], '.1f')} | {_fmt(r['master_rss_mib'], '.1f')} |")
+                    f"| {_fmt(r['worker_private_mib'], '.1f')} "
+                    f"| {_fmt(r['master_rss_mib'], '.1f')} |")
             out.append("")
     for name, why in skipped.items():
         out.append(f"Skipped {name}: {why}.")

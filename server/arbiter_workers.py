@@ -9,6 +9,7 @@ ready (a typed one-line reason), and is retried with back-off otherwise.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -33,6 +34,19 @@ BOOT_FAILURE_LIMIT = 5  # consecutive boot failures after which a running master
 KILL_AFTER_ABORT = 2.0  # seconds between SIGABRT and SIGKILL for a hung worker
 EARLY_DEATH = 2.0  # a worker dying sooner than this after its start is respawned with back-off
 
+
+def freeze_for_fork() -> None:
+    """Keep what the master holds shared with its workers (copy-on-write).
+
+    A full collection in a worker writes the GC header of every object it tracks,
+    and so copies every page holding one: after one second of load, each sync worker
+    (and the master, whose pages were then no longer shared) held 9.6 MiB private
+    instead of 4.6. Frozen objects are never scanned again; garbage is collected
+    first so that none is kept (the first time is a full pass, later ones only see
+    what the master made since).
+    """
+    gc.collect()
+    gc.freeze()
 
 class WorkersMixin:
 
@@ -71,6 +85,7 @@ class WorkersMixin:
             listeners=self.listeners, slots=self.slots, slot=slot, parent_fd=self.parent_r,
             app=self.app, server=self)
         cfg.pre_fork(self, worker)
+        freeze_for_fork()
         pid = os.fork()
         if pid == 0:
             self._close_master_fds()

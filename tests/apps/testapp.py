@@ -2,10 +2,12 @@
 
 Routes: /pid (the worker's pid), /sleep?s=N (answers after N seconds), /version
 (APP_VERSION from the environment or the VERSION file beside this module),
-/health (status from HEALTH_STATUS, default 200), /echo (the request body back).
+/health (status from HEALTH_STATUS, default 200), /echo (the request body back),
+/gc-frozen (how many objects the worker's garbage collector never scans).
 FAIL_IMPORT=1 in the environment makes the import fail, as a broken release would.
 """
 
+import gc
 import os
 import time
 from pathlib import Path
@@ -38,6 +40,8 @@ def application(environ, start_response):
     if path == "/health":
         status = f"{HEALTH} {'OK' if HEALTH < 400 else 'Unhealthy'}"
         return _reply(start_response, status, b"health\n")
+    if path == "/gc-frozen":
+        return _reply(start_response, "200 OK", str(gc.get_freeze_count()).encode())
     if path == "/echo":
         length = int(environ.get("CONTENT_LENGTH") or 0)
         return _reply(start_response, "200 OK", environ["wsgi.input"].read(length))

@@ -162,6 +162,17 @@ def test_both_worker_classes_serve(start, port, worker):
         assert get(port, "/echo", method="POST", body=b"abc")[:2] == (200, b"abc")
 
 
+@pytest.mark.parametrize("worker", ["sync", "event"])
+def test_workers_start_with_the_masters_objects_frozen(start, port, worker):
+    """Copy-on-write: a worker's full collections must not scan (and so copy) the
+    objects it shares with the master. The master loaded polycorn and the worker
+    class (tens of thousands of objects), then froze them before the fork."""
+    start("-k", worker, "-w", "2")
+    for _ in range(4):
+        status, body, _ = get(port, "/gc-frozen")
+        assert status == 200 and int(body) > 10000, body
+
+
 def test_reload_restarts_workers_when_the_code_changes(polycorn, port, tmp_path):
     app = tmp_path / "live.py"
     app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'one']\n")
