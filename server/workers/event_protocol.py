@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.workers.base import RunState
-from polycorn.server.wsgi.body import WSGIInput
+from polycorn.server.wsgi.body import EMPTY_INPUT, WSGIInput
 from polycorn.server.wsgi.hooks import HookRequest, HookResponse
 from polycorn.server.wsgi.response import StartResponse
 from polycorn.server.wsgi.run import AppResponse, check_chunk, run_app
@@ -45,9 +45,6 @@ LINGER_SECONDS = 1.0
 LINGER_BYTES = 256 * 1024
 _monotonic = time.monotonic
 _END_OF_BODY = object()
-# The wsgi.input of every request without a body: an empty WSGIInput never changes
-# (its reads return b"", its slots refuse new attributes), so one serves them all.
-NO_BODY = WSGIInput.from_bytes(b"")
 
 
 class Phase(enum.Enum):
@@ -204,7 +201,7 @@ class HTTPProtocol(asyncio.Protocol):
         ctx = self.ctx
         request = self.request
         assert request is not None
-        wsgi_input = NO_BODY if not self.body_size and self.spool is None else self._wsgi_input()
+        wsgi_input = EMPTY_INPUT if not self.body_size and self.spool is None else self._wsgi_input()
         self.environ = environ = self.builder.build(request, self.client_addr, wsgi_input,
                                                       self.client_entries)
         self.body_bytes = 0

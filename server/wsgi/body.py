@@ -148,3 +148,8 @@ class WSGIInput:
 
 def _no_more_body() -> bytes:
     return b""
+
+
+# The wsgi.input of every request without a body: an empty WSGIInput never changes
+# (its reads return b"", its slots refuse new attributes), so one serves them all.
+EMPTY_INPUT = WSGIInput.from_bytes(b"")

@@ -24,7 +24,7 @@ from typing import Any
 from polycorn.server.http.connection import Limits, ServerConnection
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request
-from polycorn.server.wsgi.body import IncompleteBodyError, WSGIInput
+from polycorn.server.wsgi.body import EMPTY_INPUT, IncompleteBodyError, WSGIInput
 from polycorn.server.wsgi.environ import EnvironBuilder
 from polycorn.server.wsgi.hooks import HookRequest, HookResponse, configured_hook
 from polycorn.server.wsgi.response import StartResponse
@@ -143,7 +143,7 @@ class ClientConnection:
         self._body_error: RemoteProtocolError | None = None
         self._request_keep_alive = False
         self._request_length: int | None = None
-        self._body = WSGIInput.from_bytes(b"")
+        self._body = EMPTY_INPUT
 
     @property
     def has_buffered_data(self) -> bool:
@@ -165,6 +165,11 @@ class ClientConnection:
         if self._closed:
             return
         self._closed = True
+        # The last request's StartResponse and WSGIInput call back into this object (a
+        # reference cycle): let go of them, or every connection's objects wait for the
+        # cyclic collector (16 per request on the sync worker, and full collections).
+        self._start = None
+        self._body = EMPTY_INPUT
         try:
             self.sock.close()
         except OSError:
