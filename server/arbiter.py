@@ -86,6 +86,11 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
         self.upgrade_attempt = 0
         self.successor = 0  # pid of the master we handed over to
         self.status_file = status_path(cfg.pidfile, index)
+        if inherited is not None and inherited.drained:
+            # Drained before the upgrade: the new workers answer the health path with 503
+            # from their first request, with no window in which a balancer sees 200.
+            self.slots.set_draining(True)
+            self.drained = True
 
     # ---- start and stop -----------------------------------------------------
 

@@ -42,7 +42,7 @@ class UpgradeMixin:
         extra = self.group.upgrade_fds() if self.group is not None else {}
         self.state = MasterState.UPGRADING
         self.upgrade = Upgrade(self.upgrade_attempt, self.listeners, extra, self.argv, self.cwd,
-                               timeout)
+                               timeout, drained=self.drained)
         log.info("upgrade started: new master pid %s (%s)", self.upgrade.new_pid,
                  " ".join(self.argv))
         self.cfg.pre_exec(self)

@@ -48,6 +48,7 @@ class Inherited:
     listeners: list[Listener]
     extra_fds: dict[str, int] = field(default_factory=dict)  # "handoff_lock", "handoff_sock", "index_lock"
     old_pid: int = 0
+    drained: bool = False  # the node was drained (polycorn-ctl drain): stay so from the start
 
 
 def inherit_from_parent(environ: dict[str, str]) -> Inherited | None:
@@ -59,14 +60,15 @@ def inherit_from_parent(environ: dict[str, str]) -> Inherited | None:
     sock.settimeout(10)
     listeners, info, extra = receive_listeners(sock)
     sock.setblocking(False)
-    return Inherited(Channel(sock), listeners, extra, int(info.get("owner", 0)))
+    return Inherited(Channel(sock), listeners, extra, int(info.get("owner", 0)),
+                     bool(info.get("drained", False)))
 
 
 class Upgrade:
     """The old master's side of one upgrade attempt."""
 
     def __init__(self, attempt: int, listeners: list[Listener], extra_fds: dict[str, int],
-                 argv: list[str], cwd: str, timeout: float) -> None:
+                 argv: list[str], cwd: str, timeout: float, *, drained: bool = False) -> None:
         self.attempt = attempt
         self.outcome = Outcome.UPGRADING
         self.reason = ""
@@ -75,10 +77,10 @@ class Upgrade:
         self.timeout = timeout
         self.new_pid = 0
         self.channel: Channel | None = None
-        self._spawn(listeners, extra_fds, argv, cwd)
+        self._spawn(listeners, extra_fds, argv, cwd, drained)
 
     def _spawn(self, listeners: list[Listener], extra_fds: dict[str, int], argv: list[str],
-               cwd: str) -> None:
+               cwd: str, drained: bool) -> None:
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env[ENV_FD] = str(theirs.fileno())
@@ -105,8 +107,8 @@ class Upgrade:
         self.new_pid = pid
         ours.settimeout(5)
         try:
-            send_listeners(ours, listeners, {"owner": os.getpid(), "attempt": self.attempt},
-                           extra_fds)
+            send_listeners(ours, listeners, {"owner": os.getpid(), "attempt": self.attempt,
+                                             "drained": drained}, extra_fds)
         except OSError as exc:
             self.fail(f"could not pass the sockets: {exc}")
         ours.setblocking(False)

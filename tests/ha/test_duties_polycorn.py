@@ -6,6 +6,8 @@ The figures (detection, capacity restore, failed requests) are printed: run with
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 
@@ -16,7 +18,7 @@ from polycorn.ha.store import StoreUnavailable
 from polysupport import events, figure
 from support.http import get
 from support.load import Load
-from support.procs import wait_until
+from support.procs import alive, wait_until
 from test_agent import ctl
 
 pytestmark = pytest.mark.slow
@@ -146,3 +148,42 @@ def test_drain_and_undrain_through_the_leader(cluster):
     assert [e.kind for e in events(c, ev.DRAIN_REQUESTED, ev.UNDRAIN_REQUESTED)] == [
         ev.DRAIN_REQUESTED, ev.UNDRAIN_REQUESTED]
     assert ctl("drain", "nope", *args).returncode == 2
+
+
+def test_a_drained_node_stays_drained_through_its_usr2_upgrade(cluster):
+    """The drain passes from the old master to the new one with the sockets: the health
+    path never answers 200 during or after the upgrade, before any leader re-sends it."""
+    c = cluster
+    node = "p2"
+    args = ["--redis", c.redis_url, "--cluster", c.name]
+    assert ctl("drain", node, *args).returncode == 0
+    old_master = c.records()[node].info.pid
+    seen: dict[int, int] = {}
+    stop = threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            try:
+                status = get(c.ports[node], "/health", timeout=5)[0]
+            except OSError:
+                status = -1
+            seen[status] = seen.get(status, 0) + 1
+            time.sleep(0.005)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        os.kill(old_master, signal.SIGUSR2)
+
+        def upgraded():
+            record = c.records().get(node)
+            return (record is not None and record.info.pid != old_master
+                    and record.info.state is NodeState.DRAINING and record)
+        wait_until(upgraded, 30, interval=0.05, what="p2's new master, draining")
+        wait_until(lambda: not alive(old_master), 30, what="the old master gone")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        prober.join(10)
+    assert seen.get(503, 0) > 20, seen
+    assert set(seen) == {503}, seen  # never a 200, never a refused connection
