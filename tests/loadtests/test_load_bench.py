@@ -1,0 +1,59 @@
+"""bench.py's pure parts: reading wrk's report and the summary's ratios (no servers)."""
+
+from __future__ import annotations
+
+import pytest
+from loadtests.bench import BASELINE, Run, parse_args, parse_wrk, summarize
+
+WRK_OUT = """Running 5s test @ http://127.0.0.1:40000/
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   612.00us  201.00us   9.84ms   90.00%
+    Req/Sec    81.55k     2.10k   84.12k    80.00%
+  Latency Distribution
+     50%  590.00us
+     75%  650.00us
+     90%  720.00us
+     99%    1.21ms
+  405123 requests in 5.00s, 51.37MB read
+  Socket errors: connect 0, read 2, write 1, timeout 3
+  Non-2xx or 3xx responses: 4
+Requests/sec:  81024.60
+Transfer/sec:     10.27MB
+"""
+
+
+def test_wrk_report_is_read_with_units_and_every_error_kind() -> None:
+    stats = parse_wrk(WRK_OUT)
+    assert stats == {"rps": 81024.60, "requests": 405123, "p50_ms": 0.59, "p99_ms": 1.21,
+                     "errors": 2 + 1 + 3 + 4}
+
+
+def test_a_clean_run_has_no_errors() -> None:
+    clean = "\n".join(line for line in WRK_OUT.splitlines()
+                      if "errors" not in line and "Non-2xx" not in line)
+    assert parse_wrk(clean)["errors"] == 0
+
+
+def run(rep: int, server: str, rps: float, private: int | None = 4096) -> Run:
+    return Run(rep, server, "hello", "keep-alive", rps, int(rps * 5), 1.0, 2.0, 0, 10.0,
+               20480, private, 25600)
+
+
+def test_ratios_are_taken_within_each_repetition_then_the_median() -> None:
+    runs = [run(0, BASELINE, 10_000), run(0, "polycorn-event", 85_000),
+            run(1, BASELINE, 8_000), run(1, "polycorn-event", 72_000),
+            run(2, BASELINE, 9_000), run(2, "polycorn-event", 70_000, private=None)]
+    rows = {r["server"]: r for r in summarize(runs)}
+    event = rows["polycorn-event"]
+    # 8.5, 9.0 and 7.78 in their repetitions: the median ratio, not a ratio of medians
+    assert event["ratio"] == pytest.approx(8.5)
+    assert event["rps"] == 72_000
+    assert event["worker_private_mib"] == 4.0  # repetitions without a figure are left out
+    assert rows[BASELINE]["ratio"] == 1.0
+
+
+def test_unknown_names_are_refused() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "gunicorn-sync,nginx"])
+    assert parse_args(["--apps", "hello", "--modes", "close"]).modes == ["close"]
