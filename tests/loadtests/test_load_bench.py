@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from loadtests.bench import BASELINE, Run, parse_args, parse_wrk, summarize
 
 WRK_OUT = """Running 5s test @ http://127.0.0.1:40000/
