@@ -86,9 +86,10 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
         self.upgrade_attempt = 0
         self.successor = 0  # pid of the master we handed over to
         self.status_file = status_path(cfg.pidfile, index)
-        if inherited is not None and inherited.drained:
-            # Drained before the upgrade: the new workers answer the health path with 503
-            # from their first request, with no window in which a balancer sees 200.
+        if (inherited is not None and inherited.drained) or (group and group.node_drained):
+            # Drained before an upgrade, or by another master of the node: the workers
+            # answer the health path with 503 from their first request, with no window
+            # in which a balancer sees 200.
             self.slots.set_draining(True)
             self.drained = True
 
@@ -194,6 +195,11 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
         stopping = self.state in (MasterState.DRAINING, MasterState.STOPPING)
         if self.group is not None:
             self.group.tick(stopping)
+            if self.group.node_drained != self.drained:
+                log.info("master %s: node %s by another master (marker %s.drained)",
+                         self.pid, "drained" if self.group.node_drained else "undrained",
+                         self.group.path)
+                self.follow_drain(self.group.node_drained)
             if not stopping and self.group.stop_requested():
                 log.info("a peer master asked the group to stop")
                 self.begin_stop(graceful=True, announce=False)

@@ -72,6 +72,11 @@ class SidecarMixin:
 
     def set_drained(self, drained: bool) -> None:
         """polycorn-ctl drain/undrain: keep serving, but answer the health path with 503."""
+        if self.group is not None:
+            self.group.mark_drained(drained)  # the other masters of the node follow
+        self.follow_drain(drained)
+
+    def follow_drain(self, drained: bool) -> None:
         self.slots.set_draining(drained)
         self.drained = drained
         self.broadcast_state("draining" if drained else "ready")

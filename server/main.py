@@ -126,6 +126,8 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
                 index_lock = MasterGroup.claim_index(cfg.handoff, index)
             listeners, owner = acquire_or_fetch(
                 cfg.handoff, lambda: create_listeners(cfg.bind, cfg.backlog, os.environ))
+            if owner is not None:  # nobody served the path: the node starts afresh
+                MasterGroup.drain_marker_clear(cfg.handoff)
             group = MasterGroup(cfg, listeners, owner, index, index_lock, reexec_argv(),
                                 startup_cwd)
         else:

@@ -6,7 +6,9 @@ take belongs to a dead peer, so it releases it and starts a replacement (if two
 survivors race, the loser's replacement finds the lock taken and exits). The
 same tick takes over the hand-off path when its owner died. A stop asked of any
 master is written to `HANDOFF.stopping` so that the peers stop too instead of
-restarting each other.
+restarting each other. A drain (polycorn-ctl drain reaches the master that runs the
+cluster agent) is written to `HANDOFF.drained`, which every master follows on its
+tick, so that all the node's workers answer the health path with 503.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class MasterGroup:
         self.cwd = cwd
         self.next_tick = 0.0
         self.peer_pids: set[int] = set()
+        self.node_drained = self._read_drain_marker()  # as of the last tick
 
     # -- identity ---------------------------------------------------------------
 
@@ -99,6 +102,7 @@ class MasterGroup:
         if not self.path or now < self.next_tick:
             return
         self.next_tick = now + TICK
+        self.node_drained = self._read_drain_marker()
         if self.owner is None:
             self._try_take_over()
         if self.count > 1 and not stopping:
@@ -164,6 +168,35 @@ class MasterGroup:
         """A fresh start of the group forgets an earlier stop."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{path}.stopping")
+
+    # -- the node-wide drain ------------------------------------------------------
+
+    def _read_drain_marker(self) -> bool:
+        return bool(self.path) and os.path.exists(f"{self.path}.drained")
+
+    def mark_drained(self, drained: bool) -> None:
+        """Drain or undrain every master of the node (each follows on its next tick)."""
+        if not self.path:
+            return
+        marker = f"{self.path}.drained"
+        try:
+            if drained:
+                with open(marker, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(marker)
+        except OSError as exc:
+            log.error("cannot %s the drain marker %s: %s", "write" if drained else "remove",
+                      marker, exc)
+        self.node_drained = drained
+
+    @staticmethod
+    def drain_marker_clear(path: str) -> None:
+        """A node started afresh (it binds the listeners) is not drained: a cluster leader
+        drains it again if the drain still stands."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}.drained")
 
     def close(self, successor: bool) -> None:
         if self.owner is not None:

@@ -187,3 +187,46 @@ def test_a_drained_node_stays_drained_through_its_usr2_upgrade(cluster):
         prober.join(10)
     assert seen.get(503, 0) > 20, seen
     assert set(seen) == {503}, seen  # never a 200, never a refused connection
+
+
+def test_a_drain_reaches_every_master_of_a_node(cluster, tmp_path):
+    """With --masters 2 the cluster agent runs beside one master only; the drain it
+    carries out must still turn every worker of the node (both masters') to 503, and
+    survive the loss of the master that received it."""
+    from support.procs import free_port
+
+    c = cluster
+    port = free_port()
+    pid_path = tmp_path / "p4.pid"
+    c.ports["p4"] = port
+    c.procs["p4"] = c.polycorn(
+        "-b", f"127.0.0.1:{port}", "-w", "4", "--masters", "2",
+        "--handoff", str(tmp_path / "p4.sock"), "-p", str(pid_path),
+        "--redis", c.redis_url, "--cluster", c.name, "--node-id", "p4",
+        "--health-check", "/health", "testapp:application", wait_port=port,
+        cwd=c.site.current, env={"PWD": str(c.site.current)})
+    c.ready(4, workers=None)
+    args = ["--redis", c.redis_url, "--cluster", c.name]
+
+    def answered_by(count: int) -> tuple[dict[int, int], set[int]]:
+        statuses: dict[int, int] = {}
+        workers: set[int] = set()
+        for _ in range(count):
+            status = get(port, "/health")[0]
+            statuses[status] = statuses.get(status, 0) + 1
+            workers.add(int(get(port, "/pid")[1]))
+        return statuses, workers
+
+    assert ctl("drain", "p4", *args).returncode == 0
+    wait_until(lambda: answered_by(8)[0] == {503: 8}, 5, what="p4 drained")
+    statuses, workers = answered_by(80)
+    assert statuses == {503: 80} and len(workers) >= 3, (statuses, workers)
+    owner = int(pid_path.read_text())
+    os.kill(owner, signal.SIGKILL)  # the master the drain was sent to
+    wait_until(lambda: int(pid_path.read_text() or 0) not in (0, owner), 15,
+               what="the other master owning the hand-off path")
+    time.sleep(1.0)  # the killed master restarted by its peer, with new workers
+    statuses, _ = answered_by(60)
+    assert statuses == {503: 60}, statuses
+    assert ctl("undrain", "p4", *args).returncode == 0
+    wait_until(lambda: answered_by(40)[0] == {200: 40}, 10, what="p4 undrained everywhere")
