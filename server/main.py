@@ -25,6 +25,7 @@ from polycorn.server.handoff import HandoffError, HandoffOwner, acquire_or_fetch
 from polycorn.server.logs import setup_logging
 from polycorn.server.masters import ENV_INDEX, AlreadyRunning, MasterGroup, worker_share
 from polycorn.server.plugins import discover
+from polycorn.server.process import apply_process_settings
 from polycorn.server.sockets import BindError, close_all, create_listeners
 from polycorn.server.upgrade import inherit_from_parent, reexec_argv
 
@@ -37,22 +38,6 @@ def fail(message: str, status: int, details: str = "") -> NoReturn:
     sys.stderr.write(f"polycorn: error: {message}\n")
     sys.stderr.flush()
     raise SystemExit(status)
-
-
-def apply_process_settings(cfg: Any) -> None:
-    """Settings that shape this process before anything is loaded (Gunicorn's order)."""
-    for key, value in cfg.env.items():
-        os.environ[key] = value
-    if cfg.chdir:
-        try:
-            os.chdir(cfg.chdir)
-        except OSError as exc:
-            fail(f"cannot change directory to {cfg.chdir}: {exc.strerror}", 2)
-    # The app is imported from the working directory, as Gunicorn does.
-    for path in reversed([os.getcwd(), *cfg.pythonpath_list]):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    os.umask(cfg.umask)
 
 
 def daemonize() -> None:
@@ -90,7 +75,9 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
         fail("--masters needs --handoff PATH: the masters pass the listeners through it", 2)
     setup_logging(cfg)
     startup_cwd = logical_cwd(os.environ)  # before --chdir: a re-exec starts from here
-    apply_process_settings(cfg)
+    problem = apply_process_settings(cfg)
+    if problem:
+        fail(problem, 2)
     if not cfg.app_spec:
         fail("no application module specified (MODULE:CALLABLE)", 2)
     try:

@@ -21,6 +21,7 @@ from typing import Any
 
 from polycorn.server import pidfile
 from polycorn.server.handoff import HandoffOwner, try_lock
+from polycorn.server.process import successor_environ
 from polycorn.server.sockets import Listener
 
 log = logging.getLogger("polycorn.error")
@@ -132,7 +133,7 @@ class MasterGroup:
             self.spawn_peer(i)
 
     def spawn_peer(self, i: int) -> None:
-        env = dict(os.environ)
+        env = successor_environ()
         env[ENV_INDEX] = str(i)
         for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "POLYCORN_UPGRADE_FD"):
             env.pop(key, None)

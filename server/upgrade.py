@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from polycorn.server.handoff import receive_listeners, send_listeners
+from polycorn.server.process import successor_environ
 from polycorn.server.sidecar import Channel, ChannelClosed
 from polycorn.server.sockets import Listener
 
@@ -82,7 +83,7 @@ class Upgrade:
     def _spawn(self, listeners: list[Listener], extra_fds: dict[str, int], argv: list[str],
                cwd: str, drained: bool) -> None:
         ours, theirs = socket.socketpair()
-        env = dict(os.environ)
+        env = successor_environ()
         env[ENV_FD] = str(theirs.fileno())
         for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
             env.pop(key, None)

@@ -4,7 +4,7 @@ argv, layered by precedence default < file < environment < command line.
 Like Gunicorn, the config file is plain Python whose module globals named like
 settings are taken; other globals are the file's own helpers and are ignored (a
 near-miss of a setting name earns a warning). Nothing here changes the process:
-applying chdir, pythonpath and raw_env is process.prepare_process's job.
+applying chdir, pythonpath and raw_env is process.apply_process_settings's job.
 """
 
 from __future__ import annotations

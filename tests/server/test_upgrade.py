@@ -80,6 +80,24 @@ def test_usr2_to_a_new_release_under_load(site, port):
     assert set(the_service(port)) == {new_pid, *descendants(new_pid)}
 
 
+def test_env_a_new_release_drops_is_not_inherited_through_usr2(site, port, tmp_path):
+    """-e/--env changes os.environ in the master; the successor is exec'd from the
+    environment before it, so a KEY the new configuration no longer sets is gone."""
+    base, pid_path, start = site
+    conf = tmp_path / "polycorn.conf.py"
+    conf.write_text('raw_env = ["APP_VERSION=from-env"]\n')
+    start("-c", str(conf))
+    assert get(port, "/version")[1] == b"from-env"
+    conf.write_text("workers = 2\n")  # the next release's configuration: no raw_env
+    result = ctl_upgrade(pid_path, base)
+    assert result.returncode == 0, result.stderr
+    # The VERSION file, not the old -e value (old workers may answer while they drain).
+    wait_until(lambda: get(port, "/version")[1] == b"A", 15, what="release A's own version")
+    conf.write_text('raw_env = ["APP_VERSION=again"]\n')
+    assert ctl_upgrade(pid_path, base).returncode == 0
+    wait_until(lambda: get(port, "/version")[1] == b"again", 15, what="the new -e value")
+
+
 @pytest.mark.parametrize("bad", ["import", "health"])
 def test_usr2_to_a_broken_release_rolls_back(site, port, bad):
     base, pid_path, start = site
