@@ -26,7 +26,7 @@ from polycorn.server.arbiter_state import (
 )
 from polycorn.server.liveness import WorkerState
 from polycorn.server.sidecar import ChannelClosed
-from polycorn.server.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR
+from polycorn.server.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR, WORKER_SIGNALS
 
 log = logging.getLogger("polycorn.error")
 
@@ -86,8 +86,15 @@ class WorkersMixin:
             app=self.app, server=self)
         cfg.pre_fork(self, worker)
         freeze_for_fork()
-        pid = os.fork()
-        if pid == 0:
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)  # see WORKER_SIGNALS
+        try:
+            pid = os.fork()
+        except OSError:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            raise
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        else:
             self._close_master_fds()
             for proc in self.sidecars.procs:
                 if proc.channel is not None:

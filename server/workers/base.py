@@ -36,6 +36,13 @@ WORKER_BOOT_ERROR = 3
 APP_LOAD_ERROR = 4
 
 
+# The signals the master sends a worker. Between fork() and the worker's own handlers
+# the child runs the master's handler, which only queues a signal for the master's
+# loop: a TERM sent then (a WINCH or TTOU right after a spawn) was lost, and the
+# worker served on. The master blocks them over the fork; the worker unblocks them.
+WORKER_SIGNALS = frozenset((signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGABRT,
+                            signal.SIGUSR1))
+
 class RunState(enum.Enum):
     RUNNING = "running"
     DRAINING = "draining"  # stop accepting, finish what we hold, then exit
@@ -157,6 +164,9 @@ class Worker:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.siginterrupt(sig, False)
+        # The master blocked these over the fork (see spawn_worker): one sent before now
+        # is pending, and is delivered to our handlers here, not lost.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
 
     def _on_term(self, signum: int, frame: Any) -> None:
         self.drain("TERM")
