@@ -121,12 +121,20 @@ def service_down(seen: dict[str, Any]) -> str | None:
     return f"no running master for {', '.join(down)} (log: {last})"
 
 
-def judge(seen: dict[str, Any], release: str, masters: int) -> str | None:
-    """None when the host is ready on `release`; otherwise why not, in a few words."""
+def judge(seen: dict[str, Any], release: str) -> str | None:
+    """None when the host is ready on `release`; otherwise why not, in a few words.
+
+    Every master's pid file must name a live process. The registry holds one node per
+    host however many masters it runs (the cluster agent runs beside the master that
+    owns the hand-off path), so each live node of the host must be ready on `release`.
+    """
     http_seen = seen.get("http") or {}
     status = http_seen.get("status")
     if status is None or not 200 <= status < 300:
         return f"health probe: {http_seen.get('error') or f'status {status}'}"
+    down = sorted(path for path, pid in (seen.get("masters") or {}).items() if not pid)
+    if down:
+        return f"no running master for {', '.join(down)}"
     registry = seen.get("registry")
     if registry is None:
         return None  # a stand-alone service: the upgrade's own health gate and the probe
@@ -139,8 +147,6 @@ def judge(seen: dict[str, Any], release: str, masters: int) -> str | None:
         if node.get("release") != release or node.get("state") != "ready":
             return (f"registry: node {node.get('node_id')} is {node.get('state')} on release "
                     f"{node.get('release')!r}, want ready on {release!r}")
-    if len(live) < masters:
-        return f"registry: {len(live)} of {masters} nodes of this host are ready"
     return None
 
 

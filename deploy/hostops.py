@@ -210,7 +210,7 @@ def wait_ready(shell: HostShell, settings: DeploySettings, entry: HostEntry,
     deadline, down_since = now + timeout, None
     while True:
         seen = observe(shell, settings, entry, service)
-        reason = gate.judge(seen, release, settings.masters)
+        reason = gate.judge(seen, release)
         if reason is None:
             return
         down = gate.service_down(seen)

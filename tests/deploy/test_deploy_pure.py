@@ -188,26 +188,32 @@ def seen(status=200, nodes=(), registry_error=None, masters=None):
     return out
 
 
-@pytest.mark.parametrize(("observed", "masters", "reason"), [
-    (seen(nodes=[node()]), 1, None),
-    (seen(nodes=[node(), node(node_id="n0", alive=False, release="A")]), 1, None),
-    (seen(status=500, nodes=[node()]), 1, "health probe: status 500"),
-    (seen(nodes=[node(release="A")]), 1, "is ready on release 'A', want ready on 'B'"),
-    (seen(nodes=[node(state="booting")]), 1, "is booting"),
-    (seen(nodes=[]), 1, "no live node of host 'web1'"),
-    (seen(nodes=[node()]), 2, "1 of 2 nodes of this host are ready"),
-    (seen(registry_error="Redis unavailable: x"), 1, "registry: Redis unavailable"),
+TWO_MASTERS = {"/run/p.pid": 42, "/run/p.pid.m0": 42, "/run/p.pid.m1": 43}
+
+
+@pytest.mark.parametrize(("observed", "reason"), [
+    (seen(nodes=[node()]), None),
+    (seen(nodes=[node(), node(node_id="n0", alive=False, release="A")]), None),
+    (seen(status=500, nodes=[node()]), "health probe: status 500"),
+    (seen(nodes=[node(release="A")]), "is ready on release 'A', want ready on 'B'"),
+    (seen(nodes=[node(state="booting")]), "is booting"),
+    (seen(nodes=[]), "no live node of host 'web1'"),
+    # --masters 2: one node in the registry (one agent per host), both masters alive
+    (seen(nodes=[node()], masters=TWO_MASTERS), None),
+    (seen(nodes=[node()], masters={**TWO_MASTERS, "/run/p.pid.m1": 0}),
+     "no running master for /run/p.pid.m1"),
+    (seen(registry_error="Redis unavailable: x"), "registry: Redis unavailable"),
 ])
-def test_gate_verdict(observed, masters, reason):
-    verdict = judge(observed, "B", masters)
+def test_gate_verdict(observed, reason):
+    verdict = judge(observed, "B")
     assert verdict is None if reason is None else reason in verdict
 
 
 def test_gate_without_a_cluster_needs_only_the_probe():
     observed = {"hostname": "web1", "http": {"status": 204, "error": None}}
-    assert judge(observed, "B", 1) is None
+    assert judge(observed, "B") is None
     observed["http"] = {"status": None, "error": "ConnectionRefusedError: refused"}
-    assert judge(observed, "B", 1) == "health probe: ConnectionRefusedError: refused"
+    assert judge(observed, "B") == "health probe: ConnectionRefusedError: refused"
 
 
 def test_service_down_names_the_pid_file_and_the_log():

@@ -12,12 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from deployfleet import HOSTS, kill_services, wheel_arg
+from polycorn.server.upgrade_ctl import status_files
 from support.http import get
 from support.load import Load
-from support.procs import port_open, wait_until
+from support.procs import alive, port_open, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -237,3 +239,44 @@ def test_setup_starts_a_stopped_service_on_its_current_release(make_project, whe
     assert served_version(port) == "A"
     done = project.deploy_cmd("setup", "-H", "node2")  # idempotent
     assert done.returncode == 0 and "service running on A" in done.stdout
+
+
+def test_two_masters_per_host_deploy_under_load(make_project, wheels, redis_server):
+    """masters = 2 with a cluster: each host is one node in the registry (its agent runs
+    beside the master that owns the hand-off path), both masters run each release, and
+    a deploy under load fails no request."""
+    project = make_project(extra="masters = 2")
+    hosts = HOSTS[:2]
+    ports = [h.app_port for h in project.fleet.hosts if h.name in hosts]
+    hosts_arg = ",".join(hosts)
+    assert project.deploy_cmd("setup", "-H", hosts_arg).returncode == 0
+    done = project.deploy_cmd("deploy", "-H", hosts_arg, "--release", "A",
+                              "--wheels", wheel_arg(wheels, "A"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [served_version(p) for p in ports] == ["A", "A"]
+
+    def masters_of(host: str) -> list[int]:
+        """The live masters named by the host's status files (PIDFILE.m<i>)."""
+        pidfile = project.on(host, "shared", "run", f"{project.cluster}.pid")
+        pids = [json.loads(Path(path).read_text())["pid"] for path in status_files(str(pidfile))]
+        return [pid for pid in pids if alive(pid)]
+
+    assert [len(masters_of(h)) for h in hosts] == [2, 2]
+    status = wait_until(lambda: (s := cluster_status(project, redis_server.url))
+                        and len(live_nodes(s)) == 2 and s["leader"] and s,
+                        20, what="two live nodes (one per host) and a leader")
+    assert {(n["state"], n["release"]) for n in live_nodes(status)} == {("ready", "A")}
+
+    with Load(ports, "/version") as load:
+        load.wait_requests(50)
+        done = project.deploy_cmd("deploy", "-H", hosts_arg, "--release", "B",
+                                  "--wheels", wheel_arg(wheels, "B"))
+        load.wait_requests(50)
+    print(f"\nDEPLOY B, two masters per host, under load: {load.result.summary()}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert load.result.failed == 0, load.result.summary()
+    assert [served_version(p) for p in ports] == ["B", "B"]
+    assert [len(masters_of(h)) for h in hosts] == [2, 2]
+    status = cluster_status(project, redis_server.url)
+    assert len(live_nodes(status)) == 2
+    assert {(n["state"], n["release"]) for n in live_nodes(status)} == {("ready", "B")}
