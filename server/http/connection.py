@@ -9,6 +9,8 @@ keeps the two state machines (state.py) and the per-cycle bookkeeping.
 
 from __future__ import annotations
 
+from typing import Any
+
 from polycorn.server.http.errors import LocalProtocolError, RemoteProtocolError
 from polycorn.server.http.events import (
     NEED_DATA,
@@ -60,6 +62,14 @@ _STEP_EOF = Step.EOF
 _STEP_HEAD = Step.HEAD
 _STEP_NEXT_CYCLE = Step.NEXT_CYCLE
 _STEP_WHOLE = Step.WHOLE
+
+
+def respond_in_steps(conn: Any, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                     body: bytes) -> bytes:
+    """start_response, send_body(body) and end_response, one by one: what every
+    respond_whole gives (and raises), for either connection class."""
+    head = conn.start_response(status, reason, headers)
+    return head + conn.send_body(body) + conn.end_response()
 
 class ServerConnection:
     def __init__(
@@ -203,8 +213,7 @@ class ServerConnection:
     def respond_whole(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
                       body: bytes) -> bytes:
         """start_response, send_body(body) and end_response in one: a body wholly in hand."""
-        head = self.start_response(status, reason, headers)
-        return head + self.send_body(body) + self.end_response()
+        return respond_in_steps(self, status, reason, headers, body)
 
     def error_response(self, status: int, message: str = "") -> bytes:
         """A whole plain-text response with Connection: close; only before any response began."""

@@ -15,7 +15,7 @@ never depends on whether httptools is installed.
 from __future__ import annotations
 
 import httptools
-from polycorn.server.http.connection import ServerConnection
+from polycorn.server.http.connection import ServerConnection, respond_in_steps
 from polycorn.server.http.errors import LocalProtocolError, RemoteProtocolError
 from polycorn.server.http.events import (
     NEED_DATA,
@@ -425,14 +425,14 @@ class FastConnection:
         """
         request = self._request
         if self._pure is not None or request is None or self._response_state is not _RESP_IDLE:
-            return self._respond_in_steps(status, reason, headers, body)
+            return respond_in_steps(self, status, reason, headers, body)
         try:
             before, after, length, writer, persistent = head_parts(
                 request, status, reason, headers, self._persistent)
         except TypeError:
-            return self._respond_in_steps(status, reason, headers, body)
+            return respond_in_steps(self, status, reason, headers, body)
         if length is not None and len(body) != length:
-            return self._respond_in_steps(status, reason, headers, body)  # raises
+            return respond_in_steps(self, status, reason, headers, body)  # raises
         self._persistent = persistent
         self._continue_owed = False
         self._response_state = _RESP_DONE
@@ -440,11 +440,6 @@ class FastConnection:
         if length is None:  # a shared, stateless writer (no body, chunked, close-delimited)
             return head + writer.send(body) + writer.finish()
         return head + body
-
-    def _respond_in_steps(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                          body: bytes) -> bytes:
-        head = self.start_response(status, reason, headers)
-        return head + self.send_body(body) + self.end_response()
 
     def error_response(self, status: int, message: str = "") -> bytes:
         """A whole plain-text response with Connection: close; only before any response began."""
