@@ -21,14 +21,21 @@ from typing import Any
 from polycorn.server import pidfile
 from polycorn.server.arbiter_reload import ReloadMixin
 from polycorn.server.arbiter_sidecars import SidecarMixin
-from polycorn.server.arbiter_state import HaltServer, MasterState, WorkerRecord, worker_class
+from polycorn.server.arbiter_state import (
+    LEAVING_STATES,
+    HaltServer,
+    MasterState,
+    WorkerRecord,
+    worker_class,
+)
+from polycorn.server.arbiter_stop import StopMixin
 from polycorn.server.arbiter_upgrade import UpgradeMixin
 from polycorn.server.arbiter_workers import WorkersMixin
 from polycorn.server.liveness import SlotTable
-from polycorn.server.masters import MasterGroup
+from polycorn.server.masters import GroupStop, MasterGroup
 from polycorn.server.sidecar import ChannelClosed, SidecarSupervisor
 from polycorn.server.sockets import Listener
-from polycorn.server.upgrade import Inherited, Outcome, Upgrade, reexec_argv, status_path
+from polycorn.server.upgrade import Inherited, Upgrade, reexec_argv, status_path
 
 log = logging.getLogger("polycorn.error")
 
@@ -38,7 +45,7 @@ SIGNALS = {signal.SIGHUP: "hup", signal.SIGTERM: "term", signal.SIGINT: "int",
            signal.SIGCHLD: "chld"}
 
 
-class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
+class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
     """The master process of one node (Gunicorn's `server` in hooks)."""
 
     def __init__(self, cfg: Any, listeners: list[Listener], *, app: Any = None,
@@ -64,6 +71,8 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
         self.early_deaths = 0  # consecutive workers that died soon after starting
         self.respawn_at = 0.0
         self.stop_deadline = 0.0
+        self.deregister_deadline = 0.0  # end of the DEREGISTERING window
+        self.left_rotation = False  # went through that window: the health path stays 503
         self.exit_status = 0
         self.halt_reason = ""  # why the master stopped itself, for the command's last line
         self.deferred: list[Any] = []  # HUP/USR2 received while booting, run once ready
@@ -92,6 +101,8 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
             # in which a balancer sees 200.
             self.slots.set_draining(True)
             self.drained = True
+        if group is not None and inherited is None:
+            group.join()  # a new generation joins once promoted
 
     # ---- start and stop -----------------------------------------------------
 
@@ -192,19 +203,26 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
         self.reap()
         if self.runs_sidecars():
             self.sidecars.start_due()
-        stopping = self.state in (MasterState.DRAINING, MasterState.STOPPING)
+        leaving = self.state in LEAVING_STATES
         if self.group is not None:
-            self.group.tick(stopping)
+            self.group.tick(leaving)
             if self.group.node_drained != self.drained:
                 log.info("master %s: node %s by another master (marker %s.drained)",
                          self.pid, "drained" if self.group.node_drained else "undrained",
                          self.group.path)
                 self.follow_drain(self.group.node_drained)
-            if not stopping and self.group.stop_requested():
-                log.info("a peer master asked the group to stop")
-                self.begin_stop(graceful=True, announce=False)
-                stopping = True
-        if stopping:
+            request = None if leaving else self.group.requested_stop()
+            if request is not None:
+                log.info("master %s: a peer master asked the group to stop (%s)", self.pid,
+                         request.value)
+                if request is GroupStop.DEREGISTER:
+                    self.stop_gracefully("a peer master's TERM", announce=False)
+                else:
+                    self.begin_stop(graceful=True, announce=False)
+        if self.state is MasterState.DEREGISTERING:
+            self.advance_deregister()
+            return
+        if self.state in LEAVING_STATES:
             self.advance_stop()
             return
         self.enforce_timeouts()
@@ -216,9 +234,12 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
     def _next_timeout(self) -> float:
         if self.state is MasterState.BOOTING or self.candidate is not None:
             return 0.05  # readiness is polled from shared memory while booting
+        timeout = 0.5
         if self.group is not None:
-            return min(0.5, self.group.seconds_to_tick())
-        return 0.5
+            timeout = min(timeout, self.group.seconds_to_tick())
+        if self.state is MasterState.DEREGISTERING:
+            timeout = min(timeout, max(0.0, self.deregister_deadline - time.monotonic()))
+        return timeout
 
     def wait(self, timeout: float) -> None:
         fds = [self.wake_r, *self.sidecars.channels()]
@@ -266,7 +287,7 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
         self.start_reload("HUP")
 
     def handle_term(self) -> None:
-        self.begin_stop(graceful=True)
+        self.stop_gracefully("TERM")
 
     def handle_int(self) -> None:
         self.begin_stop(graceful=False)
@@ -296,57 +317,6 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin):
         else:
             log.info("SIGWINCH ignored: not daemonized")
 
-    # ---- stopping -----------------------------------------------------------
-
-    def begin_stop(self, graceful: bool, announce: bool = True) -> None:
-        if self.state is MasterState.STOPPING or (graceful and self.state is MasterState.DRAINING):
-            return
-        if self.upgrade is not None and self.upgrade.outcome is Outcome.UPGRADING:
-            self.upgrade.fail("the old master was asked to stop")
-        if announce and self.group is not None:
-            self.group.announce_stop()  # peers stop too, rather than restart us
-        self.state = MasterState.DRAINING if graceful else MasterState.STOPPING
-        self.broadcast_state("stopping")
-        self.stop_deadline = time.monotonic() + float(self.cfg.graceful_timeout)
-        sig = signal.SIGTERM if graceful else signal.SIGQUIT
-        for rec in self.workers.values():
-            rec.term_sent = rec.term_sent or time.monotonic()
-        self.kill_workers(sig)
-
-    def advance_stop(self) -> None:
-        if self.workers and time.monotonic() > self.stop_deadline:
-            log.warning("graceful timeout: killing %s workers", len(self.workers))
-            self.kill_workers(signal.SIGKILL)
-            self.stop_deadline = time.monotonic() + 5
-        if not self.workers:
-            self.stop_sidecars()
-            self.state = MasterState.STOPPED
-
-    def stop_sidecars(self) -> None:
-        self.sidecars.stop(signal.SIGTERM)
-        deadline = time.monotonic() + 3
-        while self.sidecars.pids() and time.monotonic() < deadline:
-            for pid in list(self.sidecars.pids()):
-                with contextlib.suppress(ChildProcessError):
-                    done, status = os.waitpid(pid, os.WNOHANG)
-                    if done:
-                        for proc in self.sidecars.procs:
-                            if proc.pid == done:
-                                proc.pid = 0
-            time.sleep(0.02)
-        self.sidecars.stop(signal.SIGKILL)
-
-    def kill_everything(self) -> None:
-        self.kill_workers(signal.SIGKILL)
-        self.sidecars.stop(signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                time.sleep(0.01)
 
 def _version() -> str:
     from polycorn import __version__

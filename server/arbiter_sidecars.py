@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from polycorn.server.arbiter_state import LEAVING_STATES
 from polycorn.server.sidecar import SidecarProcess
 
 
@@ -27,7 +28,9 @@ class SidecarMixin:
         return int(self.cfg.max_workers_resolved)
 
     def broadcast_state(self, state: str | None = None, reason: str = "") -> None:
-        if state == "ready" and self.drained:
+        if state is not None and self.state in LEAVING_STATES:
+            state = "stopping"  # an undrain (or a late readiness) cannot bring it back
+        elif state == "ready" and self.drained:
             state = "draining"  # a drained node stays out of rotation until undrained
         if state is not None:
             self.public_state = state
@@ -77,6 +80,7 @@ class SidecarMixin:
         self.follow_drain(drained)
 
     def follow_drain(self, drained: bool) -> None:
-        self.slots.set_draining(drained)
+        # A master that left the rotation to stop keeps answering 503, drained or not.
+        self.slots.set_draining(drained or self.left_rotation)
         self.drained = drained
         self.broadcast_state("draining" if drained else "ready")

@@ -23,9 +23,17 @@ class MasterState(enum.Enum):
     READY = "ready"
     RELOADING = "reloading"  # HUP: a new generation boots beside the serving one
     UPGRADING = "upgrading"  # USR2: a new master boots beside us
+    # TERM: out of rotation for --deregister-delay (health path 503, registry "stopping")
+    # while still serving and accepting, so balancers stop sending before the drain.
+    DEREGISTERING = "deregistering"
     DRAINING = "draining"  # graceful stop: workers finish what they hold
     STOPPING = "stopping"  # quick stop
     STOPPED = "stopped"
+
+
+# States of a master on its way out: the node is "stopping" for the cluster.
+LEAVING_STATES = frozenset({MasterState.DEREGISTERING, MasterState.DRAINING,
+                            MasterState.STOPPING})
 
 
 @dataclass

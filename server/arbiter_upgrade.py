@@ -99,6 +99,8 @@ class UpgradeMixin:
                                  or not self.cfg.handoff):
             pidfile.write(self.cfg.pidfile, self.pid)
         systemd.notify(f"MAINPID={self.pid}\nREADY=1")
+        if self.group is not None:
+            self.group.join()  # from now on it counts among the masters serving the path
         self.record_status("running", upgraded_from=old)
 
     def record_status(self, state: str, **extra: Any) -> None:

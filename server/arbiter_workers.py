@@ -65,7 +65,7 @@ class WorkersMixin:
 
     def manage_workers(self) -> None:
         if self.state not in (MasterState.BOOTING, MasterState.READY, MasterState.RELOADING,
-                              MasterState.UPGRADING):
+                              MasterState.UPGRADING, MasterState.DEREGISTERING):
             return
         serving = self.live()
         if len(serving) < self.num_workers and time.monotonic() >= self.respawn_at:

@@ -17,7 +17,7 @@ import time
 
 SLOT = struct.Struct("=dii240s")  # heartbeat, state, reason length, reason
 SLOT_SIZE = SLOT.size  # 256 bytes
-HEADER = struct.Struct("=i")  # node-wide flags the master sets for every worker: draining
+HEADER = struct.Struct("=i")  # node-wide flag the master sets for every worker: out of rotation
 HEADER_SIZE = 64
 
 
@@ -63,7 +63,8 @@ class SlotTable:
         return beat, WorkerState(state), reason[:length].decode("utf-8", "replace")
 
     def set_draining(self, draining: bool) -> None:
-        """Master side: the node is drained (polycorn-ctl drain); health checks answer 503."""
+        """Master side: the node is out of rotation (polycorn-ctl drain, or a TERM's
+        deregistration window); health checks answer 503."""
         HEADER.pack_into(self._mem, 0, 1 if draining else 0)
 
     def draining(self) -> bool:

@@ -9,11 +9,19 @@ master is written to `HANDOFF.stopping` so that the peers stop too instead of
 restarting each other. A drain (polycorn-ctl drain reaches the master that runs the
 cluster agent) is written to `HANDOFF.drained`, which every master follows on its
 tick, so that all the node's workers answer the health path with 503.
+
+Every master serving the path holds a shared flock on `HANDOFF.masters` (a new
+generation only once promoted). A master that stops releases it and probes with
+an exclusive try-lock: if it cannot take it, another master still serves the same
+listening sockets, so the node is not leaving and this master's stop needs no
+deregistration window (its drain loses nothing, as after an upgrade).
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
+import fcntl
 import logging
 import os
 import time
@@ -28,6 +36,17 @@ log = logging.getLogger("polycorn.error")
 
 ENV_INDEX = "POLYCORN_MASTER_INDEX"
 TICK = 0.1  # seconds between peer checks: a dead peer is restarted within this
+# A failed probe of HANDOFF.masters is retried: another master that stops at the same
+# moment holds the exclusive lock for microseconds while it probes, a serving one forever.
+MEMBER_PROBES = 3
+MEMBER_PROBE_GAP = 0.01
+
+
+class GroupStop(enum.Enum):
+    """What a master that stops asks of its peers (written to HANDOFF.stopping)."""
+
+    DEREGISTER = "deregister"  # TERM: leave the balancers' rotation first, then drain
+    DRAIN = "drain"  # INT/QUIT of a peer: drain at once
 
 
 class AlreadyRunning(Exception):
@@ -55,6 +74,7 @@ class MasterGroup:
         self.cwd = cwd
         self.next_tick = 0.0
         self.peer_pids: set[int] = set()
+        self.member_fd: int | None = None  # shared flock on HANDOFF.masters while serving
         self.node_drained = self._read_drain_marker()  # as of the last tick
 
     # -- identity ---------------------------------------------------------------
@@ -82,6 +102,8 @@ class MasterGroup:
         out = [] if self.owner is None else self.owner.fds()
         if self.index_lock is not None:
             out.append(self.index_lock)
+        if self.member_fd is not None:  # a child holding it would keep us counted
+            out.append(self.member_fd)
         return out
 
     def select_fds(self) -> list[int]:
@@ -158,11 +180,28 @@ class MasterGroup:
         marker = self._stop_marker()
         return bool(marker and os.path.exists(marker))
 
-    def announce_stop(self) -> None:
+    def requested_stop(self) -> GroupStop | None:
+        """The stop a peer asked for, if any ("PID MODE" in the marker)."""
+        marker = self._stop_marker()
+        if not marker:
+            return None
+        try:
+            with open(marker) as f:
+                words = f.read().split()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return GroupStop.DRAIN
+        try:
+            return GroupStop(words[1])
+        except (IndexError, ValueError):
+            return GroupStop.DRAIN  # a marker without a mode: what every stop did before
+
+    def announce_stop(self, mode: GroupStop) -> None:
         marker = self._stop_marker()
         if marker:
             with contextlib.suppress(OSError), open(marker, "w") as f:
-                f.write(f"{os.getpid()}\n")
+                f.write(f"{os.getpid()} {mode.value}\n")
 
     @staticmethod
     def stop_marker_clear(path: str) -> None:
@@ -199,7 +238,47 @@ class MasterGroup:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{path}.drained")
 
+    # -- who serves the path --------------------------------------------------------
+
+    def join(self) -> None:
+        """Count this master among those serving the path, for as long as it serves."""
+        if not self.path or self.member_fd is not None:
+            return
+        try:
+            fd = os.open(f"{self.path}.masters", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # Blocks only while a stopping master probes (an exclusive try-lock, released
+            # at once).
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError as exc:
+            log.error("cannot join %s.masters: %s", self.path, exc)
+            return
+        self.member_fd = fd
+
+    def resign(self) -> None:
+        """This master stops serving: it no longer counts (its drain does not)."""
+        if self.member_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.member_fd)
+            self.member_fd = None
+
+    def others_serving(self) -> bool:
+        """Whether another master still serves the path (call after resign())."""
+        if not self.path:
+            return False
+        for attempt in range(MEMBER_PROBES):
+            if attempt:
+                time.sleep(MEMBER_PROBE_GAP)
+            try:
+                fd = try_lock(f"{self.path}.masters")
+            except OSError:
+                return False  # cannot tell: take the window, the safe side
+            if fd is not None:
+                os.close(fd)
+                return False
+        return True
+
     def close(self, successor: bool) -> None:
+        self.resign()
         if self.owner is not None:
             # With a successor or live peers the path lives on; otherwise remove it.
             self.owner.close(unlink=not successor and self.count == 1)

@@ -232,6 +232,11 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     _s("upgrade_timeout", ("--upgrade-timeout",), 60, v.positive_seconds,
        "Seconds a new generation has to become ready before the upgrade is rolled back.",
        section="polycorn", metavar="SECONDS"),
+    _s("deregister_delay", ("--deregister-delay",), 1.0, v.seconds,
+       "Seconds a node stopping on TERM first spends out of rotation: its health path "
+       "answers 503 and the cluster registry says stopping, while it still serves what "
+       "it is sent; then it drains (0 = drain at once; INT and QUIT never wait).",
+       section="polycorn", metavar="SECONDS"),
     _s("max_workers", ("--max-workers",), 0, v.non_negative_int,
        "Most workers this node may run when the cluster asks for more "
        "(0 = twice --workers).", section="polycorn", metavar="N"),

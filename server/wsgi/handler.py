@@ -83,7 +83,8 @@ class WSGIHandler:
         return builder
 
     def app_for(self, target: bytes) -> Callable:
-        """The app, or a 503 responder for the health path while the node is drained.
+        """The app, or a 503 responder for the health path while the node is out of
+        rotation (drained, or stopping on TERM).
 
         Load balancers that probe the health path take a drained node out of
         rotation, while the requests it still receives are served normally.
