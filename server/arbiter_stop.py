@@ -20,6 +20,7 @@ import signal
 import time
 
 from polycorn.server.arbiter_state import MasterState
+from polycorn.server.liveness import WorkerState
 from polycorn.server.masters import GroupStop
 from polycorn.server.upgrade import Outcome
 
@@ -61,8 +62,8 @@ class StopMixin:
         delay = float(getattr(self.cfg, "deregister_delay", 0) or 0)
         if delay <= 0:
             return 0.0, ""
-        if self.state not in IN_ROTATION:
-            return 0.0, f"master is {self.state.value}, not in rotation"
+        if not self.in_rotation():
+            return 0.0, f"master is {self.state.value} and none of its workers serves yet"
         if not (getattr(self.cfg, "health_check", None) or self.sidecars.procs):
             # Nobody could learn of the window: no health path to probe, no registry.
             return 0.0, "no health path and no cluster agent to tell"
@@ -71,6 +72,14 @@ class StopMixin:
             # the other masters keep accepting on the very same listening sockets.
             return 0.0, f"another master still serves {self.group.path}"
         return delay, ""
+
+    def in_rotation(self) -> bool:
+        """Whether a balancer may be sending here: serving, or booting with a worker
+        that already accepts (its health path answers 200 before the master is ready)."""
+        if self.state in IN_ROTATION:
+            return True
+        return self.state is MasterState.BOOTING and any(
+            self.slots.read(rec.slot)[1] is WorkerState.READY for rec in self.workers.values())
 
     def begin_deregister(self, delay: float, why: str, announce: bool) -> None:
         self.abandon_upgrade("the old master was asked to stop")
