@@ -216,3 +216,23 @@ def test_twenty_upgrades_in_a_row(site, port):
     wait_until(lambda: len(the_service(port)) == 3, 35, what="only one generation left")
     assert set(the_service(port)) == {master, *descendants(master)}
     assert open_fds(master) <= fds_at_start
+
+
+def test_term_during_an_upgrade_rolls_it_back_and_stops(site, port):
+    """A stop while the new generation boots kills it and stops the old master too; the
+    reaped new master must not put the stopping one back to serving."""
+    base, pid_path, start = site
+    server = start("--deregister-delay", "1")
+    rel = make_release(base, "B", version="B")
+    (rel / "testapp.py").write_text("import time\ntime.sleep(60)\n" + (rel / "testapp.py").read_text())
+    switch(base, rel)
+    server.signal(signal.SIGUSR2)
+    new_master = wait_until(lambda: [p for p in pids_with_arg(f"127.0.0.1:{port}")
+                                     if p != server.pid and p not in server.workers()], 10,
+                            what="the new master")
+    wait_until(lambda: "upgrade started" in server.log(), 10, what="the upgrade")
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(20) == 0
+    assert "upgrade rolled back: the old master was asked to stop" in server.log()
+    wait_until(lambda: not any(alive(p) for p in new_master), 10, what="the new master gone")
+    assert not port_open(port)
