@@ -32,9 +32,10 @@ def test_help_lists_gunicorn_flags(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--bind", "--workers", "--worker-class", "--keep-alive", "--access-logformat",
-                 "--handoff", "--max-workers", "--upgrade"):
+                 "--handoff", "--max-workers", "--upgrade", "--deregister-delay"):
         assert flag in out
     assert "0 = twice --workers" in out  # the meaning of the max_workers default is stated
+    assert "0 = drain at once" in out
 
 
 def test_unknown_option_is_a_one_line_error():
@@ -115,6 +116,8 @@ def test_only_given_options_are_collected():
     (["--health-check", "/health"], "health_check", "/health"),
     (["--upgrade-timeout", "90"], "upgrade_timeout", 90),
     (["--max-workers", "8"], "max_workers", 8),
+    (["--deregister-delay", "2.5"], "deregister_delay", 2.5),
+    (["--deregister-delay", "0"], "deregister_delay", 0),
     (["--upgrade", "/tmp/p.pid"], "upgrade", "/tmp/p.pid"),
 ])
 def test_flag_sets_setting(args, name, expected):

@@ -46,6 +46,7 @@ def test_defaults_without_environment():
     assert cfg.chdir == os.getcwd()
     assert (cfg.masters, cfg.upgrade_timeout, cfg.max_workers) == (1, 60, 0)
     assert cfg.max_workers_resolved == 2
+    assert cfg.deregister_delay == 1.0
     assert cfg.handoff is None and cfg.health_check is None and cfg.upgrade is None
     assert cfg.config is None and cfg.sendfile is True
     assert cfg.source("workers") == "the default ($WEB_CONCURRENCY, else 1)"
@@ -211,6 +212,15 @@ def test_config_file_value_is_validated_with_its_source(in_tmp_dir):
         load_config(["-c", conf, "app:app"], {})
     assert str(info.value) == (f"invalid value for workers (-w/--workers) from config file "
                                f"{conf}: 'many' is not an integer")
+
+
+def test_deregister_delay_from_the_config_file(in_tmp_dir):
+    conf = write(in_tmp_dir / "c.py", "deregister_delay = 0.25\n")
+    assert load_config(["-c", conf, "app:app"], {}).deregister_delay == 0.25
+    conf = write(in_tmp_dir / "c.py", "deregister_delay = -2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(["-c", conf, "app:app"], {})
+    assert "deregister_delay (--deregister-delay) from config file" in str(info.value)
 
 
 def test_unknown_names_are_ignored_and_near_misses_warned(in_tmp_dir):

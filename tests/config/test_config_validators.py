@@ -45,6 +45,12 @@ BAD_COMMAND_LINES = [
                                     "seconds >= 0"),
     (["--upgrade-timeout", "0"], "invalid value for upgrade_timeout (--upgrade-timeout) from "
                                  "the command line: '0' must be more than 0 seconds"),
+    (["--deregister-delay", "-1"], "invalid value for deregister_delay (--deregister-delay) "
+                                   "from the command line: '-1' must be a finite number of "
+                                   "seconds >= 0"),
+    (["--deregister-delay", "soon"], "invalid value for deregister_delay (--deregister-delay) "
+                                     "from the command line: 'soon' is not a number of "
+                                     "seconds"),
     (["--masters", "0"], "invalid value for masters (--masters) from the command line: "
                          "'0' is below the minimum of 1"),
     (["--max-workers", "-2"], "invalid value for max_workers (--max-workers) from the command "
