@@ -72,7 +72,7 @@ def setup(settings: DeploySettings, names: Sequence[str], progress: Progress) ->
         hostops.create_layout(t.shell, layout)
         if service.mode is ServiceMode.SYSTEMD:
             progress.step(t.name, "systemd units", detail=", ".join(service.units()))
-            hostops.install_units(t.shell, service, t.entry.user)
+            hostops.install_units(t.shell, service, t.entry.user, t.entry.stop_timeout)
         if t.info.current and not t.info.live_masters(service):
             progress.step(t.name, "start", detail=f"release {t.info.current}")
             hostops.activate(t.shell, service, t.info, None, t.entry.upgrade_timeout + 60)

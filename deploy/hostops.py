@@ -83,9 +83,9 @@ def create_layout(shell: HostShell, layout: Layout) -> None:
     shell.run(f"mkdir -p {q(*dirs)} && touch {q(layout.revisions_log)}", "layout")
 
 
-def install_units(shell: HostShell, service: Service, user: str) -> None:
+def install_units(shell: HostShell, service: Service, user: str, stop_timeout: float) -> None:
     path = f"{UNIT_DIR}/{service.unit_name()}"
-    shell.put_text(service.unit_text(user), path, "systemd unit")
+    shell.put_text(service.unit_text(user, stop_timeout), path, "systemd unit")
     shell.run(f"systemctl daemon-reload && systemctl enable {q(*service.units())}",
               "systemd unit")
 

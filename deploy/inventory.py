@@ -27,6 +27,9 @@ RESERVED_SERVER_SETTINGS = {
 }
 
 
+STOP_MARGIN = 10.0  # seconds past the window and the drain before systemd may SIGKILL
+
+
 class SettingsError(ValueError):
     """Bad deploy settings; the message lists every problem, one per line."""
 
@@ -50,6 +53,13 @@ class HostEntry:
     def upgrade_timeout(self) -> float:
         """polycorn's --upgrade-timeout for this host (its default is 60 s)."""
         return float(self.server.get("upgrade_timeout", 60))
+
+    @property
+    def stop_timeout(self) -> float:
+        """Seconds a graceful stop (TERM) may take on this host: the deregistration window,
+        the workers' drain, and a margin for the master's own shutdown (its agent's exit)."""
+        return (float(self.server.get("deregister_delay", 1.0))
+                + float(self.server.get("graceful_timeout", 30)) + STOP_MARGIN)
 
     def first_bind(self) -> str:
         bind = self.server.get("bind") or ["127.0.0.1:8000"]

@@ -10,6 +10,7 @@ brings back the old settings with the old code.
 from __future__ import annotations
 
 import enum
+import math
 import shlex
 from dataclasses import dataclass
 
@@ -77,7 +78,9 @@ class Service:
         pidfile = shlex.quote(self.layout.pidfile())
         return f"test -f {pidfile} && kill -TERM \"$(cat {pidfile})\" || true"
 
-    def unit_text(self, user: str) -> str:
+    def unit_text(self, user: str, stop_timeout: float = 0) -> str:
+        """The template unit; `stop_timeout` (seconds) sets TimeoutStopSec when given, so
+        that systemd's SIGKILL never cuts a TERM's deregistration window or drain short."""
         current = self.layout.current
         pid = f"{self.layout.run_dir}/{self.layout.service}-%i.pid"
         lines = [
@@ -100,9 +103,13 @@ class Service:
             f"ExecReload={self.upgrade_command(pid)}",
             f"PIDFile={pid}",
             "KillMode=mixed",
+            # `systemctl stop` sends TERM (KillSignal's default): out of the balancers'
+            # rotation for --deregister-delay, then a graceful drain.
             "Restart=always",
             "RestartSec=1",
         ]
+        if stop_timeout > 0:
+            lines.append(f"TimeoutStopSec={math.ceil(stop_timeout)}")
         if user != "root":
             lines.append(f"User={user}")
         lines += ["", "[Install]", "WantedBy=multi-user.target", ""]

@@ -156,6 +156,19 @@ def test_systemd_unit_keeps_the_logical_working_directory():
     assert "ExecReload=/srv/shop/current/venv/bin/python -m polycorn.server.main --upgrade " \
            "/srv/shop/shared/run/shop-%i.pid" in lines
     assert "User=" not in service.unit_text("root")
+    assert not any(x.startswith("TimeoutStopSec=") for x in lines)  # systemd's default
+    assert "TimeoutStopSec=41" in service.unit_text("deploy", 40.5).splitlines()
+
+
+def test_stop_timeout_leaves_room_for_the_window_and_the_drain():
+    """systemctl stop sends TERM: the unit must not SIGKILL before the deregistration
+    window and the graceful drain are over."""
+    s = parse_settings({"service": "shop", "app": "shop.wsgi",
+                        "server": {"graceful_timeout": 60},
+                        "hosts": {"web1": {}, "web2": {"server": {"deregister_delay": 5}}}},
+                       SOURCE)
+    assert s.hosts["web1"].stop_timeout == 1.0 + 60 + 10  # polycorn's defaults fill in
+    assert s.hosts["web2"].stop_timeout == 5 + 60 + 10
 
 
 def test_release_config_file():
