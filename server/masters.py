@@ -200,8 +200,14 @@ class MasterGroup:
     def announce_stop(self, mode: GroupStop) -> None:
         marker = self._stop_marker()
         if marker:
-            with contextlib.suppress(OSError), open(marker, "w") as f:
-                f.write(f"{os.getpid()} {mode.value}\n")
+            # Written whole, then renamed: a peer never reads a marker without its mode.
+            tmp = f"{marker}.{os.getpid()}.tmp"
+            try:
+                with open(tmp, "w") as f:
+                    f.write(f"{os.getpid()} {mode.value}\n")
+                os.replace(tmp, marker)
+            except OSError as exc:
+                log.error("cannot write the stop marker %s: %s", marker, exc)
 
     @staticmethod
     def stop_marker_clear(path: str) -> None:
