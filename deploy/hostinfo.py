@@ -4,33 +4,55 @@ Standard library only: the deploy sends this file's source to the host's own
 Python (`python3 -c SOURCE BASE PIDFILE...`), before any polycorn is installed
 there. A release is "in use" when a live process runs in it (its working
 directory, read from /proc), so cleanup never removes code a master still runs;
-a master is live when its pid file names a running polycorn process.
+a master is live when the stamp beside its pid file matches a running process.
+`--signal SIG PIDFILE...` signals such masters, and nothing else.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 
 
 def master_pid(pidfile: str) -> int:
-    """The pid a polycorn pid file names, when that process runs polycorn; else 0.
+    """The pid of the live master a polycorn pid file belongs to; else 0.
 
-    Not just kill(pid, 0): an unreaped zombie answers it, and after a reboot the
-    pid may belong to an unrelated process, which must never get our USR2.
+    Trusted only through the stamp the master writes beside its pid file
+    (`PIDFILE.identity`: pid, start time, boot id): a stale pid file names whatever
+    process got that pid since (after a reboot, anything), which must never get our
+    USR2 or TERM. This repeats polycorn.server.identity.verified_pid in a few lines
+    because this file runs alone on hosts where no polycorn may be installed yet.
     """
     try:
-        with open(pidfile) as f:
-            pid = int(f.read().strip() or 0)
+        with open(pidfile + ".identity") as f:
+            record = json.load(f)
+        pid, start = int(record["pid"]), int(record["start"])
         with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = f.read().split(b"\0")
-    except (OSError, ValueError, IndexError):
+            fields = f.read().rsplit(b")", 1)[1].split()  # the name may hold ')'
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except (OSError, ValueError, IndexError, KeyError, TypeError):
         return 0
-    return pid if state != b"Z" and any(b"polycorn" in a for a in args) else 0
+    if fields[0] == b"Z" or int(fields[19]) != start:  # a zombie, or another process
+        return 0
+    return pid if record.get("boot") in (None, "", boot) else 0
+
+
+def signal_masters(pidfiles: list[str], signame: str) -> dict[str, int]:
+    """Send SIG<signame> to each live master; pid file -> the pid signalled (0: none)."""
+    sent = {}
+    for path in pidfiles:
+        pid = master_pid(path)
+        if pid:
+            try:
+                os.kill(pid, getattr(signal, "SIG" + signame))
+            except ProcessLookupError:
+                pid = 0
+        sent[path] = pid
+    return sent
 
 
 def _release(releases: str, name: str) -> dict:
@@ -85,4 +107,7 @@ def inspect(base: str, pidfiles: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(inspect(sys.argv[1], sys.argv[2:])))
+    if sys.argv[1:2] == ["--signal"]:  # --signal TERM PIDFILE...: stop the daemon masters
+        print(json.dumps(signal_masters(sys.argv[3:], sys.argv[2])))
+    else:
+        print(json.dumps(inspect(sys.argv[1], sys.argv[2:])))

@@ -18,6 +18,7 @@ from polycorn.deploy.inventory import DeploySettings, HostEntry
 from polycorn.deploy.layout import LINKED_DIRS, Layout
 from polycorn.deploy.remote import HostShell, RemoteError, q, tail
 from polycorn.deploy.service import UNIT_DIR, Service, ServiceMode, render_conf
+from polycorn.server.pidfile import stamp_path
 
 HOSTINFO_SOURCE = Path(hostinfo.__file__).read_text()
 GATE_POLL = 0.5  # seconds between two looks at a host that is not ready yet
@@ -174,9 +175,9 @@ def activate(shell: HostShell, service: Service, info: HostInfo, before: str | N
             raise ActivationFailed(shell.name, "upgrade", output or f"exit {status}", kept)
     stale = [p for p in service.pidfiles() if not info.masters.get(p)]
     if stale:
-        # No polycorn runs under these pid files (checked by hostinfo): clear them, or
-        # polycorn would refuse to start over a pid that an unrelated process now has.
-        shell.run(f"rm -f {q(*stale)}", "start")
+        # No polycorn runs under these pid files (checked by hostinfo against the stamp
+        # beside each): clear them and their stamps before the start.
+        shell.run(f"rm -f {q(*stale, *map(stamp_path, stale))}", "start")
         status, out, err = shell.run_status(service.start_command(), timeout=120)
         output = tail(f"{out}\n{err}")
         if status != 0:
@@ -184,8 +185,8 @@ def activate(shell: HostShell, service: Service, info: HostInfo, before: str | N
     return step
 
 
-def stop_service(shell: HostShell, service: Service) -> None:
-    shell.run(service.stop_command(), "stop")
+def stop_service(shell: HostShell, service: Service, python: str) -> None:
+    shell.run(service.stop_command([python, "-c", HOSTINFO_SOURCE]), "stop")
 
 
 def observe(shell: HostShell, settings: DeploySettings, entry: HostEntry,

@@ -146,7 +146,7 @@ class Rollout:
             if r.before is None:  # a first deploy: nothing to go back to, stop what started
                 self._step(r, "stop (no previous release)", label)
                 step = "stop"
-                hostops.stop_service(t.shell, service)
+                hostops.stop_service(t.shell, service, self.settings.python)
                 hostops.remove_current(t.shell, self.layout)
             else:
                 self._step(r, "rollback", label, f"{r.release} -> {r.before}")

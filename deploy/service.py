@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import math
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from polycorn.deploy.inventory import DeploySettings, HostEntry
@@ -72,11 +73,13 @@ class Service:
         return shlex.join([self.layout.current_python, "-m", SERVER_MODULE, "--upgrade",
                            pidfile])
 
-    def stop_command(self) -> str:
+    def stop_command(self, hostinfo: Sequence[str]) -> str:
+        """`hostinfo` runs deploy/hostinfo.py on the host ([python, "-c", SOURCE]): a daemon
+        gets TERM only when the stamp beside its pid file proves the pid is still that
+        master (`kill $(cat PIDFILE)` would signal whatever process has the pid now)."""
         if self.mode is ServiceMode.SYSTEMD:
             return "systemctl stop " + " ".join(self.units())
-        pidfile = shlex.quote(self.layout.pidfile())
-        return f"test -f {pidfile} && kill -TERM \"$(cat {pidfile})\" || true"
+        return shlex.join([*hostinfo, "--signal", "TERM", *self.pidfiles()])
 
     def unit_text(self, user: str, stop_timeout: float = 0) -> str:
         """The template unit; `stop_timeout` (seconds) sets TimeoutStopSec when given, so

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from polycorn.server import pidfile, systemd
+from polycorn.server import identity, pidfile, systemd
 from polycorn.server.arbiter_state import MasterState
 from polycorn.server.sidecar import ChannelClosed
 from polycorn.server.upgrade import Outcome, Upgrade, write_status
@@ -104,6 +104,8 @@ class UpgradeMixin:
         self.record_status("running", upgraded_from=old)
 
     def record_status(self, state: str, **extra: Any) -> None:
-        write_status(self.status_file, {"pid": self.pid, "index": self.index, "state": state,
-                                        "attempt": self.upgrade_attempt, "time": time.time(),
-                                        **extra})
+        # The stamp (pid, start time, boot id) lets `polycorn --upgrade` tell this master
+        # from a process that got its pid after it died.
+        write_status(self.status_file, {**identity.stamp(self.pid), "index": self.index,
+                                        "state": state, "attempt": self.upgrade_attempt,
+                                        "time": time.time(), **extra})

@@ -1,8 +1,17 @@
-"""The pid file: written atomically, refused when a live process already owns it.
+"""The pid file: a bare pid for people and scripts, and beside it the master's stamp.
 
-Written to a temporary name and renamed over, so a reader never sees a half
-file; removed on exit only if it still holds our pid (after an upgrade the new
-master owns it).
+`PIDFILE` holds the pid alone, as Gunicorn writes it, so `kill -HUP $(cat
+PIDFILE)` and systemd's PIDFile= keep working. A second line would break them
+(`kill "$(cat PIDFILE)"` refuses the whole text, and an unquoted
+`$(cat PIDFILE)` would signal a number on the second line as a pid), so the
+stamp (pid, start time, boot id; see identity.py) lives in `PIDFILE.identity`.
+Whatever signals a master reads the stamp, never the bare pid: a pid file left
+by a master that died names whatever process has that pid now.
+
+Both are written atomically (a temporary name renamed over), the stamp first:
+a reader of the stamp sees the old master or the new one, never a mix. They are
+removed on exit only if they still name us (after an upgrade the new master
+owns them).
 """
 
 from __future__ import annotations
@@ -10,12 +19,19 @@ from __future__ import annotations
 import contextlib
 import os
 
+from polycorn.server import identity
+
 
 class PidfileError(Exception):
     pass
 
 
+def stamp_path(path: str) -> str:
+    return f"{path}.identity"
+
+
 def read(path: str) -> int | None:
+    """The bare pid in the file, unverified (for messages, never for a signal)."""
     try:
         with open(path) as f:
             text = f.read().strip()
@@ -26,38 +42,26 @@ def read(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def alive(pid: int) -> bool:
-    """Is pid a live process (ours or another user's)? A zombie is not.
+def running_pid(path: str) -> int:
+    """The pid of the live master this pid file belongs to; 0 when none runs.
 
-    kill(pid, 0) succeeds on a zombie, and in containers whose init does not
-    reap, an exited master can stay one for good: read its state where /proc is.
+    Only the stamp is trusted: a pid file without one, or whose stamp does not
+    match the live process with that pid (a reused pid), names no master.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return identity.verified_pid(identity.read_record(stamp_path(path)))
 
 
 def check_free(path: str, allowed: set[int] = frozenset()) -> None:
-    """Refuse to start over a pid file that names another live process."""
-    pid = read(path)
-    if pid and pid not in allowed and pid != os.getpid() and alive(pid):
+    """Refuse to start over a pid file whose master still runs."""
+    pid = running_pid(path)
+    if pid and pid not in allowed and pid != os.getpid():
         raise PidfileError(f"pid file {path} names a running process ({pid}): already running?")
 
 
 def write(path: str, pid: int) -> None:
     tmp = f"{path}.{pid}.tmp"
     try:
+        identity.write_record(stamp_path(path), identity.stamp(pid))
         with open(tmp, "w") as f:
             f.write(f"{pid}\n")
         os.replace(tmp, path)
@@ -71,3 +75,7 @@ def remove_if_ours(path: str, pid: int) -> None:
     with contextlib.suppress(OSError, PidfileError):
         if read(path) == pid:
             os.unlink(path)
+    record = identity.read_record(stamp_path(path))
+    if record is not None and record.get("pid") == pid:
+        with contextlib.suppress(OSError):
+            os.unlink(stamp_path(path))

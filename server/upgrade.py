@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import logging
 import os
 import signal
@@ -25,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from polycorn.server import identity
 from polycorn.server.handoff import receive_listeners, send_listeners
 from polycorn.server.process import successor_environ
 from polycorn.server.sidecar import Channel, ChannelClosed
@@ -189,10 +189,7 @@ def status_path(pidfile: str | None, index: int) -> str | None:
 def write_status(path: str | None, record: dict[str, Any]) -> None:
     if not path:
         return
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp, path)
+        identity.write_record(path, record)
     except OSError as exc:
         log.warning("cannot write upgrade status %s: %s", path, exc)

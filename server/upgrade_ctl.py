@@ -1,8 +1,10 @@
 """`polycorn --upgrade PIDFILE`: upgrade every master of a host, one at a time, and wait.
 
-Each master records its upgrade attempts in `PIDFILE.m<index>` (JSON). For each
-master in index order this sends USR2, waits for the attempt's outcome and
-stops at the first rollback. Exit status: 0 when every master was promoted
+Each master records its upgrade attempts in `PIDFILE.m<index>` (JSON, with its
+stamp: pid, start time, boot id). For each master in index order this sends
+USR2, only when the stamp matches the live process (a status file left by a
+master that died names whatever process has its pid now), waits for the
+attempt's outcome and stops at the first rollback. Exit status: 0 when every master was promoted
 (prints the new pids), 1 with the reason when one rolled back or timed out,
 2 when there is nothing to upgrade.
 """
@@ -10,7 +12,6 @@ stops at the first rollback. Exit status: 0 when every master was promoted
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 import signal
@@ -18,17 +19,9 @@ import sys
 import time
 from typing import Any
 
-from polycorn.server import pidfile
+from polycorn.server import identity, pidfile
 
 POLL = 0.05
-
-
-def _read(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def status_files(pid_path: str) -> list[str]:
@@ -40,14 +33,16 @@ def status_files(pid_path: str) -> list[str]:
 
 def upgrade_one(path: str, timeout: float, out: Any) -> tuple[bool, str]:
     """USR2 to the master recorded in `path`; (promoted, message)."""
-    before = _read(path)
-    if not before or not pidfile.alive(int(before.get("pid", 0))):
-        return False, f"{path}: no running master recorded there"
-    pid, attempt = int(before["pid"]), int(before.get("attempt", 0))
+    before = identity.read_record(path)
+    pid = identity.verified_pid(before)
+    if not pid or before is None:
+        stale = f" (pid {before.get('pid')} is gone or is another process now)" if before else ""
+        return False, f"{path}: no running master recorded there{stale}"
+    attempt = int(before.get("attempt", 0))
     os.kill(pid, signal.SIGUSR2)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        now = _read(path) or {}
+        now = identity.read_record(path) or {}
         now_pid, state = int(now.get("pid", 0)), now.get("state")
         if now_pid == pid and int(now.get("attempt", 0)) > attempt:
             if state == "promoted":
@@ -57,7 +52,7 @@ def upgrade_one(path: str, timeout: float, out: Any) -> tuple[bool, str]:
                                f"{now.get('reason')}")
         elif now_pid and now_pid != pid and state == "running":
             return True, f"master {now.get('index')}: {pid} -> {now_pid}"
-        if not pidfile.alive(pid) and now_pid == pid:
+        if now_pid == pid and not identity.verified_pid(before):
             return False, f"master {pid} died during the upgrade"
         time.sleep(POLL)
     return False, f"master {pid}: no outcome within {timeout:g}s"

@@ -1,0 +1,100 @@
+"""Who a pid is: a master is known by its pid together with its start time and boot id.
+
+A pid alone names a process only while that process lives; once it exits the
+kernel hands the number to the next process, and after a reboot to any process
+at all. So everything a master writes for others to signal it (the pid file's
+identity record, the `PIDFILE.m<i>` status files) carries a stamp: its pid,
+its start time (field 22 of /proc/PID/stat, clock ticks after boot, fixed for
+the life of the process) and the boot id. Whoever signals first checks the
+stamp against the live process; a mismatch means the record is stale and the
+answer is "not running", never a signal. Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Any
+
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (field 3 is index 0)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # The command name may hold spaces and parentheses: split after the last ')'.
+            return f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def start_time(pid: int) -> int | None:
+    """The start time of a live process (None: no such process, or a zombie)."""
+    if pid <= 0:
+        return None
+    fields = _stat_fields(pid)
+    if not fields or fields[0] == b"Z":  # an unreaped zombie is not a running process
+        return None
+    try:
+        return int(fields[19])  # field 22, counted from 1 before the name was split off
+    except (IndexError, ValueError):
+        return None
+
+
+def boot_id() -> str:
+    try:
+        with open(BOOT_ID) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def stamp(pid: int | None = None) -> dict[str, Any]:
+    """{"pid", "start", "boot"} of a live process (ours by default), to write beside its pid."""
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "start": start_time(pid), "boot": boot_id()}
+
+
+def verified_pid(record: Any) -> int:
+    """The pid a record names when that very process still runs; else 0.
+
+    A record without a start time (written by something else, or by a release
+    before stamps) is not trusted: it may name any process that got the pid since.
+    """
+    if not isinstance(record, dict):
+        return 0
+    try:
+        pid = int(record.get("pid") or 0)
+        start = record.get("start")
+        start = None if start is None else int(start)
+    except (TypeError, ValueError):
+        return 0
+    if pid <= 0 or start is None or start_time(pid) != start:
+        return 0
+    boot = record.get("boot") or ""
+    return pid if not boot or boot == boot_id() else 0
+
+
+def read_record(path: str) -> dict[str, Any] | None:
+    """A JSON record (stamp or status file); None when missing or unreadable."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_record(path: str, record: dict[str, Any]) -> None:
+    """Atomically (a temporary name renamed over): a reader never sees half a record."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
