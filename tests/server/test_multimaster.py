@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from polycorn.server import identity
 from polycorn.server.upgrade_ctl import status_files
 from support.load import Load
 from support.procs import ROOT, alive, children, wait_until
@@ -19,14 +20,14 @@ APPS = ROOT / "tests" / "apps"
 
 
 def masters(pid_path) -> dict[int, int]:
-    """index -> pid of each live master, from the status files."""
+    """index -> pid of each live master, from the status files (their stamps verified)."""
     out = {}
     for path in status_files(str(pid_path)):  # exact names: never a half-written .tmp
         try:
             record = json.loads(Path(path).read_text())
         except (ValueError, FileNotFoundError):
             continue
-        if alive(record["pid"]):
+        if identity.verified_pid(record):
             out[record["index"]] = record["pid"]
     return out
 

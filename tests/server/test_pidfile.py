@@ -1,0 +1,115 @@
+"""Pid files and status files name a master only with its stamp (pid, start time, boot id).
+
+A pid file left by a master that died names whatever process got its pid since:
+`polycorn --upgrade` must not send that process USR2 (its default action kills it),
+and a new master must not refuse to start because of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from polycorn.server import identity, pidfile
+from support.procs import ROOT, alive, wait_until
+
+APPS = ROOT / "tests" / "apps"
+# Not a master, although its command line says "polycorn".
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)", "polycorn.server.main"]
+
+
+def sleeper() -> subprocess.Popen:
+    return subprocess.Popen(SLEEPER)
+
+
+def reused(record: dict, pid: int) -> dict:
+    """The record as a dead master left it, its pid now taken by another process."""
+    return {**record, "pid": pid}
+
+
+def test_stamp_verifies_only_the_process_that_wrote_it():
+    proc = sleeper()
+    try:
+        stamp = identity.stamp(proc.pid)
+        assert identity.verified_pid(stamp) == proc.pid
+        assert identity.verified_pid({**stamp, "start": stamp["start"] + 1}) == 0
+        assert identity.verified_pid({**stamp, "boot": "an-earlier-boot"}) == 0
+        assert identity.verified_pid({"pid": proc.pid}) == 0  # no stamp: not trusted
+        assert identity.verified_pid(reused(identity.stamp(), proc.pid)) == 0
+        proc.kill()
+        wait_until(lambda: identity.start_time(proc.pid) is None, 5, what="the zombie")
+        assert identity.verified_pid(stamp) == 0  # a zombie runs nothing
+    finally:
+        proc.kill()
+        proc.wait()
+    assert identity.verified_pid(None) == 0 and identity.verified_pid({"pid": "x"}) == 0
+
+
+def test_pid_file_stays_a_bare_pid_for_kill_and_cat(tmp_path):
+    """Gunicorn's readers (`kill -s 0 "$(cat PIDFILE)"`, systemd's PIDFile=) keep working."""
+    path = tmp_path / "app.pid"
+    pidfile.write(str(path), os.getpid())
+    assert path.read_text() == f"{os.getpid()}\n"
+    done = subprocess.run(["sh", "-c", f'kill -s 0 "$(cat {path})"'], timeout=10)
+    assert done.returncode == 0
+    assert pidfile.running_pid(str(path)) == os.getpid()
+    pidfile.remove_if_ours(str(path), os.getpid() + 1)  # not ours: kept
+    assert path.exists()
+    pidfile.remove_if_ours(str(path), os.getpid())
+    assert not path.exists() and not Path(pidfile.stamp_path(str(path))).exists()
+
+
+def test_upgrade_never_signals_a_process_that_took_a_stale_pid(polycorn, port, tmp_path):
+    """A real master's status file, left behind with its pid now another process's."""
+    pid_path = tmp_path / "app.pid"
+    server = polycorn("-b", f"127.0.0.1:{port}", "-w", "1", "-p", str(pid_path),
+                      "testapp:application", wait_port=port, cwd=APPS)
+    status = Path(f"{pid_path}.m0")
+    record = wait_until(lambda: identity.read_record(str(status)), 10, what="the status file")
+    assert identity.verified_pid(record) == server.pid
+    victim = sleeper()
+    try:
+        status.write_text(json.dumps(reused(record, victim.pid)))
+        done = subprocess.run([sys.executable, "-m", "polycorn.server.main", "--upgrade",
+                               str(pid_path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        assert f"pid {victim.pid} is gone or is another process now" in done.stderr
+        assert victim.poll() is None  # no USR2: its default action would have killed it
+        # A record from before stamps (no start time) is not trusted either.
+        status.write_text(json.dumps({"pid": victim.pid, "index": 0, "state": "running"}))
+        done = subprocess.run([sys.executable, "-m", "polycorn.server.main", "--upgrade",
+                               str(pid_path)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and victim.poll() is None, done.stderr
+    finally:
+        victim.kill()
+        victim.wait()
+    assert alive(server.pid)
+
+
+def test_a_stale_pid_file_does_not_block_a_start_but_a_live_master_does(polycorn, port,
+                                                                         tmp_path):
+    pid_path = tmp_path / "app.pid"
+    victim = sleeper()
+    try:
+        pidfile.write(str(pid_path), victim.pid)
+        Path(pidfile.stamp_path(str(pid_path))).write_text(
+            json.dumps(reused(identity.stamp(), victim.pid)))
+        server = polycorn("-b", f"127.0.0.1:{port}", "-w", "1", "-p", str(pid_path),
+                          "testapp:application", wait_port=port, cwd=APPS)
+        wait_until(lambda: pidfile.running_pid(str(pid_path)) == server.pid, 10,
+                   what="the new master's pid file")
+        assert victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+    second = subprocess.run([sys.executable, "-m", "polycorn.server.main", "-b",
+                             f"127.0.0.1:{port}", "-p", str(pid_path), "testapp:application"],
+                            cwd=APPS, capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1 and "already running" in second.stderr, second.stderr
+    server.signal(signal.SIGTERM)
+    wait_until(lambda: not alive(server.pid), 20, what="the master to stop")
+    assert not pid_path.exists() and not Path(pidfile.stamp_path(str(pid_path))).exists()
