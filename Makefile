@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` (the main job) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS := test,ha,fast,deploy,load
+EXTRAS := test,ha,fast,deploy,load,proctitle
 
 .PHONY: test demo lint bench deps clean
 

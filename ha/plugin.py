@@ -34,7 +34,7 @@ class ClusterPlugin:
             raise ConfigError(f"cluster: {exc}") from None
         if config is None:
             return []  # stand-alone: the node runs exactly as without the plug-in
-        return [Sidecar(AGENT_SIDECAR, functools.partial(_run_agent, config))]
+        return [Sidecar(AGENT_SIDECAR, functools.partial(_run_agent, config), title="agent")]
 
 
 plugin = ClusterPlugin()

@@ -18,7 +18,7 @@ import signal
 import time
 from typing import Any
 
-from polycorn.server import pidfile
+from polycorn.server import pidfile, proctitle
 from polycorn.server.arbiter_reload import ReloadMixin
 from polycorn.server.arbiter_sidecars import SidecarMixin
 from polycorn.server.arbiter_state import (
@@ -85,7 +85,8 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
         self.wake_r, self.wake_w = os.pipe()
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
-        self.sidecars = SidecarSupervisor(sidecars or [], self._close_for_sidecar)
+        self.sidecars = SidecarSupervisor(sidecars or [], self._close_for_sidecar,
+                                          cfg.proc_name_resolved)
         self.group = group
         self.index = index
         self.inherited = inherited  # set while we are a new generation awaiting promotion
@@ -176,6 +177,11 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
         for listener in self.listeners:
             with contextlib.suppress(OSError):
                 listener.sock.close()
+
+    def retitle(self) -> None:
+        """A HUP may bring a new -n/--name: the master and later children show it."""
+        proctitle.set_title("master", self.cfg.proc_name_resolved)
+        self.sidecars.proc_name = self.cfg.proc_name_resolved
 
     def runs_sidecars(self) -> bool:
         """One agent per node: in a --masters group, the master owning the hand-off path.

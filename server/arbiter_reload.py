@@ -36,6 +36,7 @@ class ReloadMixin:
                 log.error("reload failed: bad configuration: %s", exc)
                 return
         self.previous_cfg, self.cfg = self.cfg, new_cfg
+        self.retitle()
         self.cfg.on_reload(self)
         self.state = MasterState.RELOADING
         self.candidate = self.generation + 1
@@ -79,6 +80,7 @@ class ReloadMixin:
         self.candidate = None
         if self.previous_cfg is not None:
             self.cfg, self.previous_cfg = self.previous_cfg, None
+            self.retitle()
         self.state = MasterState.READY
         log.error("reload failed: %s; the old workers keep serving", reason)
         self.broadcast_event("reload_failed", reason)

@@ -16,7 +16,7 @@ import signal
 import time
 from typing import Any
 
-from polycorn.server import systemd
+from polycorn.server import proctitle, systemd
 from polycorn.server.arbiter_state import (
     HaltServer,
     MasterState,
@@ -101,6 +101,7 @@ class WorkersMixin:
                     with contextlib.suppress(OSError):
                         proc.channel.close()
             worker.pid = os.getpid()
+            proctitle.set_title("worker", cfg.proc_name_resolved)
             self._drop_privileges(cfg)
             try:
                 cfg.post_fork(self, worker)

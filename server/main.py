@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from polycorn.server import pidfile
+from polycorn.server import pidfile, proctitle
 from polycorn.server.app import AppImportError, load_app
 from polycorn.server.arbiter import Arbiter
 from polycorn.server.config.errors import ConfigError
@@ -74,6 +74,7 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
     if int(cfg.masters) > 1 and not cfg.handoff:
         fail("--masters needs --handoff PATH: the masters pass the listeners through it", 2)
     setup_logging(cfg)
+    proctitle.set_title("master", cfg.proc_name_resolved)
     startup_cwd = logical_cwd(os.environ)  # before --chdir: a re-exec starts from here
     problem = apply_process_settings(cfg)
     if problem:

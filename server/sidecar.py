@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from polycorn.server import proctitle
+
 log = logging.getLogger("polycorn.error")
 
 MAX_MESSAGE = 1 << 20  # a peer that sends a longer line is broken
@@ -96,10 +98,14 @@ class Channel:
 
 @dataclass
 class Sidecar:
-    """A process the master runs beside its workers: `target(channel)` runs in the child."""
+    """A process the master runs beside its workers: `target(channel)` runs in the child.
+
+    Its process title is `polycorn: TITLE [NAME]` (TITLE defaults to its name).
+    """
 
     name: str
     target: Callable[[Channel], None]
+    title: str = ""
 
 
 @dataclass
@@ -120,8 +126,10 @@ STABLE_AFTER = 10.0  # a sidecar that ran this long resets its back-off
 class SidecarSupervisor:
     """Master-side: start, watch and restart sidecars; route their messages."""
 
-    def __init__(self, specs: list[Sidecar], close_in_child: Callable[[], None]) -> None:
+    def __init__(self, specs: list[Sidecar], close_in_child: Callable[[], None],
+                 proc_name: str = "polycorn") -> None:
         self.procs = [SidecarProcess(spec) for spec in specs]
+        self.proc_name = proc_name  # NAME in the sidecars' process titles
         self._close_in_child = close_in_child  # closes the master's own fds after fork
         self.stopping = False  # the master is stopping: a sidecar that exits stays down
         self.last_hello: dict[str, Any] | None = None
@@ -148,6 +156,7 @@ class SidecarSupervisor:
             status = 0
             try:
                 master_end.close()
+                proctitle.set_title(proc.spec.title or proc.spec.name, self.proc_name)
                 for other in self.procs:
                     if other.channel is not None:
                         other.channel.close()
