@@ -122,7 +122,9 @@ class Service:
 def render_conf(settings: DeploySettings, host: HostEntry, release_id: str) -> str:
     """The release's polycorn.conf.py for one host (Gunicorn's config-file names)."""
     layout = Layout(settings.base, settings.service)
-    values: dict[str, object] = {"wsgi_app": settings.app}
+    # proc_name: the processes' titles say which service they are (`polycorn: master
+    # [shop]`, with setproctitle installed); a [server] proc_name overrides it.
+    values: dict[str, object] = {"wsgi_app": settings.app, "proc_name": settings.service}
     if settings.health_path:
         values["health_check"] = settings.health_path
     if settings.redis:

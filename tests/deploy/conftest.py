@@ -21,6 +21,7 @@ from deployfleet import (
     RedisServer,
     build_wheels,
     kill_services,
+    service_base,
 )
 
 FAB = str(Path(sys.executable).with_name("fab"))
@@ -46,16 +47,16 @@ def redis_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def service_markers() -> list[str]:
-    """Command-line arguments that identify every service the deploys started."""
+def services() -> list[str]:
+    """The name of every service the deploys started (its processes' proc_name)."""
     return []
 
 
 @pytest.fixture(scope="session")
-def fleet(tmp_path_factory, service_markers):
+def fleet(tmp_path_factory, services):
     hosts = Fleet(tmp_path_factory.mktemp("fleet")).start(HOSTS)
     yield hosts
-    hosts.stop(service_markers)
+    hosts.stop(services)
 
 
 @dataclass
@@ -84,16 +85,16 @@ class Project:
 
 
 @pytest.fixture
-def make_project(fleet, redis_server, service_markers, tmp_path):
+def make_project(fleet, redis_server, services, tmp_path):
     """Write a deploy.toml for the fleet; every service it starts is killed at the end."""
-    markers: list[str] = []
+    mine: list[str] = []
 
     def make(*, extra: str = "", host_extra: dict[str, str] | None = None,
              hosts: list | None = None, key: str | None = None) -> Project:
         name = f"svc{uuid.uuid4().hex[:8]}"
-        base = f"/srv/{name}"
-        service_markers.append(f"{base}/current/venv/bin/python")
-        markers.append(service_markers[-1])
+        base = service_base(name)
+        services.append(name)
+        mine.append(name)
         lines = [f'service = "{name}"', f'base = "{base}"', 'app = "deployapp:application"',
                  f'python = "{HOST_PYTHON}"', 'health_path = "/health"', "gate_timeout = 60",
                  extra, "", "[ssh]", 'user = "root"', f'key = "{key or fleet.client_key}"',
@@ -110,4 +111,4 @@ def make_project(fleet, redis_server, service_markers, tmp_path):
         return Project(settings, base, name, fleet)
 
     yield make
-    kill_services(markers)
+    kill_services(mine)

@@ -17,7 +17,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support.procs import descendants, free_port, kill_all, pids_with_arg, port_open, wait_until
+from support.procs import (
+    alive,
+    descendants,
+    free_port,
+    kill_all,
+    pids_named,
+    port_open,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
@@ -106,9 +114,9 @@ class Fleet:
             raise AssertionError(f"sshd of {host.name} exited: {log}")
         return port_open(host.ssh_port)
 
-    def stop(self, service_markers: list[str]) -> None:
-        """Kill every service process (found by its command line) and every sshd."""
-        kill_services(service_markers)
+    def stop(self, services: list[str]) -> None:
+        """Kill every process of the given services and every sshd."""
+        kill_services(services)
         victims: set[int] = set()
         for host in self.hosts:
             if host.proc is not None:
@@ -120,14 +128,38 @@ class Fleet:
                     host.proc.wait(5)
 
 
-def kill_services(markers: list[str]) -> None:
-    """Kill by pid every process whose command line holds one of `markers` (the service's
-    interpreter path: masters, their workers and agents, upgraded generations)."""
+def service_base(service: str) -> str:
+    """Where a test service lives on every host (its name is unique to the test)."""
+    return f"/srv/{service}"
+
+
+def kill_services(services: list[str]) -> None:
+    """Kill by pid every process of the services: masters (every generation), workers and
+    agents, found by their title `polycorn: ROLE [SERVICE]` (the deploy sets proc_name),
+    or, for a master that has not set its title yet (just executed), by its interpreter,
+    the service's own `current/venv/bin/python`."""
     victims: set[int] = set()
-    for marker in markers:
-        for pid in pids_with_arg(marker):
+    for service in services:
+        python = f"{service_base(service)}/current/venv/bin/python"
+        for pid in {*pids_named(service), *pids_with_first_arg(python)}:
             victims.update([pid, *descendants(pid)])
     kill_all(victims, signal.SIGKILL)
+
+
+def pids_with_first_arg(program: str) -> list[int]:
+    """Live processes whose command line starts with `program` (exactly)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                first = f.read().split(b"\0", 1)[0]
+        except OSError:
+            continue
+        if first == program.encode() and alive(int(entry)):
+            found.append(int(entry))
+    return found
 
 
 class RedisServer:
@@ -219,7 +251,8 @@ def build_wheels(shared: Path, apps: dict[str, tuple[str, int]]) -> dict[str, Pa
             _build_all(shared, apps)
             done.write_text("ok\n")
     found = {"polycorn": next((shared / "polycorn").glob("polycorn-*.whl")),
-             "redis": next((shared / "redis").glob("redis-*.whl"))}
+             "redis": next((shared / "redis").glob("redis-*.whl")),
+             "setproctitle": next((shared / "setproctitle").glob("setproctitle-*.whl"))}
     for release in apps:
         found[release] = next((shared / f"app-{release}").glob("deployapp-*.whl"))
     return found
@@ -235,13 +268,16 @@ def _build_all(shared: Path, apps: dict[str, tuple[str, int]]) -> None:
         jobs[release] = _pip_wheel(source, shared / f"app-{release}")
     # The agent imports redis-py: the release's wheelhouse carries it, so hosts
     # install with --no-index (no network). pip serves it from its cache when it can.
+    # setproctitle (the proctitle extra) too: the hosts' processes carry titles, as a
+    # production host's would, and the tests find them by title.
     from importlib.metadata import version
-    redis_job = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-         f"redis=={version('redis')}", "-d", str(shared / "redis")],
-        capture_output=True, text=True, timeout=120)
-    if redis_job.returncode != 0:
-        raise RuntimeError(f"pip download redis failed: {redis_job.stdout}{redis_job.stderr}")
+    for package in ("redis", "setproctitle"):
+        job = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+             f"{package}=={version(package)}", "-d", str(shared / package)],
+            capture_output=True, text=True, timeout=120)
+        if job.returncode != 0:
+            raise RuntimeError(f"pip download {package} failed: {job.stdout}{job.stderr}")
     deadline = time.monotonic() + 240
     for name, job in jobs.items():
         out, _ = job.communicate(timeout=max(1.0, deadline - time.monotonic()))
@@ -250,5 +286,5 @@ def _build_all(shared: Path, apps: dict[str, tuple[str, int]]) -> None:
 
 
 def wheel_arg(wheels: dict[str, Path], release: str) -> str:
-    """--wheels for a release: polycorn, redis-py and that release's app."""
-    return ",".join(str(wheels[k]) for k in ("polycorn", "redis", release))
+    """--wheels for a release: polycorn, redis-py, setproctitle and that release's app."""
+    return ",".join(str(wheels[k]) for k in ("polycorn", "redis", "setproctitle", release))

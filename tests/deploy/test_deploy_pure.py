@@ -180,7 +180,7 @@ def test_release_config_file():
     namespace: dict = {}
     exec(compile(text, "polycorn.conf.py", "exec"), namespace)  # it is valid Python
     values = {k: v for k, v in namespace.items() if not k.startswith("__")}
-    assert values == {"wsgi_app": "shop.wsgi", "health_check": "/up",
+    assert values == {"wsgi_app": "shop.wsgi", "proc_name": "shop", "health_check": "/up",
                       "redis": "redis://r:6379/0", "cluster": "shop",
                       "errorlog": "/srv/shop/shared/log/shop.log", "workers": 8,
                       "bind": ["0.0.0.0:8000"]}

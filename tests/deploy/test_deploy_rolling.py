@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 from deployfleet import HOSTS, kill_services, wheel_arg
+from polycorn.server import identity, proctitle
 from polycorn.server.upgrade_ctl import status_files
 from support.http import get
 from support.load import Load
-from support.procs import alive, port_open, wait_until
+from support.procs import port_open, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -231,7 +232,7 @@ def test_setup_starts_a_stopped_service_on_its_current_release(make_project, whe
     assert done.returncode == 0, done.stdout + done.stderr
     assert served_version(port) == "A"
     # the host reboots (no systemd here): every process of the service is gone
-    kill_services([f"{project.base}/current/venv/bin/python"])
+    kill_services([project.cluster])
     wait_until(lambda: not port_open(port), 10, what="the service to be down")
     done = project.deploy_cmd("setup", "-H", "node2")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -256,12 +257,17 @@ def test_two_masters_per_host_deploy_under_load(make_project, wheels, redis_serv
     assert [served_version(p) for p in ports] == ["A", "A"]
 
     def masters_of(host: str) -> list[int]:
-        """The live masters named by the host's status files (PIDFILE.m<i>)."""
+        """The live masters named by the host's status files (PIDFILE.m<i>), stamps checked."""
         pidfile = project.on(host, "shared", "run", f"{project.cluster}.pid")
-        pids = [json.loads(Path(path).read_text())["pid"] for path in status_files(str(pidfile))]
-        return [pid for pid in pids if alive(pid)]
+        records = [json.loads(Path(path).read_text()) for path in status_files(str(pidfile))]
+        return [pid for record in records if (pid := identity.verified_pid(record))]
 
     assert [len(masters_of(h)) for h in hosts] == [2, 2]
+    # The release's config names the processes after the service (setproctitle is in the
+    # release's wheels): `polycorn: master [svc...]`.
+    for pid in (p for h in hosts for p in masters_of(h)):
+        assert proctitle.parse(Path(f"/proc/{pid}/cmdline").read_bytes()) == \
+            ("master", project.cluster)
     status = wait_until(lambda: (s := cluster_status(project, redis_server.url))
                         and len(live_nodes(s)) == 2 and s["leader"] and s,
                         20, what="two live nodes (one per host) and a leader")

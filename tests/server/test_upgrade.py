@@ -9,9 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from polycorn.server import proctitle
 from support.http import get
 from support.load import Load
-from support.procs import ROOT, alive, descendants, pids_with_arg, port_open, wait_until
+from support.procs import (
+    ROOT,
+    alive,
+    descendants,
+    pids_named,
+    port_open,
+    unique_name,
+    wait_until,
+)
 
 TESTAPP = (ROOT / "tests" / "apps" / "testapp.py").read_text()
 
@@ -57,8 +66,14 @@ def site(tmp_path, polycorn, port):
     return base, pid_path, start
 
 
-def the_service(port: int) -> list[int]:
-    return pids_with_arg(f"127.0.0.1:{port}")
+def the_service(name: str) -> list[int]:
+    """Every process of the service: masters of all generations, workers (by proc name)."""
+    return pids_named(name)
+
+
+def cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
 
 
 def test_usr2_to_a_new_release_under_load(site, port):
@@ -71,13 +86,15 @@ def test_usr2_to_a_new_release_under_load(site, port):
         assert result.returncode == 0, result.stderr
         new_pid = int(pid_path.read_text())
         assert new_pid != server.pid
+        if proctitle.available():  # the new master re-executed sys.orig_argv, not its title
+            assert proctitle.parse(cmdline(new_pid)) == ("master", server.name)
         wait_until(lambda: not alive(server.pid), 35, what="the old master to exit")
         mark = len(load.result.timeline)
         load.wait_requests(100)
     res = load.result
     assert res.failed == 0, res.summary()
     assert {body for _, ok, body in res.timeline[mark:]} == {"B"}
-    assert set(the_service(port)) == {new_pid, *descendants(new_pid)}
+    assert set(the_service(server.name)) == {new_pid, *descendants(new_pid)}
 
 
 def test_env_a_new_release_drops_is_not_inherited_through_usr2(site, port, tmp_path):
@@ -117,7 +134,7 @@ def test_usr2_to_a_broken_release_rolls_back(site, port, bad):
     assert int(pid_path.read_text()) == server.pid
     assert "upgrade rolled back" in server.log()
     # The failed generation is gone entirely.
-    wait_until(lambda: set(the_service(port)) == {server.pid, *descendants(server.pid)}, 10,
+    wait_until(lambda: set(the_service(server.name)) == {server.pid, *descendants(server.pid)}, 10,
                what="the failed generation to be gone")
 
 
@@ -155,8 +172,9 @@ def test_usr2_follows_the_current_symlink_to_a_new_virtualenv(tmp_path, polycorn
     bin_dir = current / "venv" / "bin"
     command = ([str(bin_dir / "python"), "-m", "polycorn.server.main"] if launcher == "python -m"
                else [str(bin_dir / "polycorn")])
+    name = unique_name()
     proc = subprocess.Popen(
-        [*command, "-b", f"127.0.0.1:{port}", "-p", str(pid_path),
+        [*command, "-n", name, "-b", f"127.0.0.1:{port}", "-p", str(pid_path),
          "--chdir", str(current), "testapp:application"],
         cwd=current, env={**os.environ, "PWD": str(current)}, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -169,7 +187,7 @@ def test_usr2_follows_the_current_symlink_to_a_new_virtualenv(tmp_path, polycorn
         assert get(port, "/version")[1] == b"B"
         assert get(port, "/prefix")[1].decode().endswith("releases/B/venv")
     finally:
-        for pid in the_service(port):
+        for pid in the_service(name):
             os.kill(pid, signal.SIGKILL)
         proc.wait(5)
 
@@ -213,8 +231,8 @@ def test_twenty_upgrades_in_a_row(site, port):
             assert result.returncode == 0, f"upgrade {i}: {result.stderr}"
     assert load.result.failed == 0, load.result.summary()
     master = int(pid_path.read_text())
-    wait_until(lambda: len(the_service(port)) == 3, 35, what="only one generation left")
-    assert set(the_service(port)) == {master, *descendants(master)}
+    wait_until(lambda: len(the_service(server.name)) == 3, 35, what="only one generation left")
+    assert set(the_service(server.name)) == {master, *descendants(master)}
     assert open_fds(master) <= fds_at_start
 
 

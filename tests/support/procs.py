@@ -9,8 +9,11 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
+
+from polycorn.server import identity, proctitle
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -58,27 +61,52 @@ def alive(pid: int) -> bool:
         return False
 
 
-def pids_with_arg(text: str) -> list[int]:
-    """Every live process whose command line contains `text` as one argument."""
+def pids_named(name: str) -> list[int]:
+    """Every live polycorn process of proc name `name` (-n): masters, workers, agents,
+    found by their title `polycorn: ROLE [NAME]`, or by `-n NAME` before they set one."""
     found = []
-    needle = text.encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().split(b"\0")
+                cmdline = f.read()
         except OSError:
             continue
-        if needle in args and alive(int(entry)):
+        if proctitle.is_named(cmdline, name) and alive(int(entry)):
             found.append(int(entry))
     return found
+
+
+def unique_name() -> str:
+    """A proc name (-n) no other test uses: it finds this test's processes again."""
+    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 def kill_all(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+class Seen:
+    """Pids remembered with their start times: a pid is signalled later only while it
+    is still the process we saw (never one that got the number after it exited)."""
+
+    def __init__(self) -> None:
+        self.starts: dict[int, int] = {}
+
+    def add(self, *pids: int) -> None:
+        for pid in pids:
+            start = identity.start_time(pid)
+            if start is not None:
+                self.starts.setdefault(pid, start)
+
+    def live(self) -> list[int]:
+        return [p for p, start in self.starts.items() if identity.start_time(p) == start]
+
+    def __contains__(self, pid: int) -> bool:
+        return pid in self.starts
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
@@ -100,11 +128,29 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def name_in(args: list[str]) -> str | None:
+    """The -n/--name a command line gives, if any."""
+    for i, arg in enumerate(args):
+        if arg in ("-n", "--name") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--name="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 class Polycorn:
-    """A polycorn master started as a real process; every pid it spawned is killed on stop."""
+    """A polycorn master started as a real process; every pid it spawned is killed on stop.
+
+    Each gets a proc name of its own (-n, unless the test gives one): peers and new
+    generations live in sessions of their own and their titles replace their command
+    lines, so the name is what finds them all again.
+    """
 
     def __init__(self, args: list[str], *, cwd: Path | str = EXAMPLES, env: dict | None = None,
                  log_path: Path | None = None) -> None:
+        self.name = name_in(args) or unique_name()
+        if name_in(args) is None:
+            args = ["-n", self.name, *args]
         self.args = args
         self.log_path = log_path
         full_env = dict(os.environ)
@@ -117,12 +163,13 @@ class Polycorn:
             start_new_session=True,
         )
         self.pid = self.proc.pid
-        self.seen: set[int] = {self.pid}
+        self.seen = Seen()
+        self.seen.add(self.pid)
 
     def track(self) -> list[int]:
         """Remember every descendant now alive, so stop() can kill it even if orphaned."""
         now = descendants(self.pid)
-        self.seen.update(now)
+        self.seen.add(*now)
         return now
 
     def workers(self) -> list[int]:
@@ -146,13 +193,11 @@ class Polycorn:
 
     def stop(self) -> None:
         self.track()
-        # Masters started by other masters (peers, upgrades) live in their own
-        # sessions: find them by our unique command line too.
-        for arg in self.args:
-            if arg.startswith(("127.0.0.1:", "unix:")) or arg.endswith((".sock", ".pid")):
-                for pid in pids_with_arg(arg):
-                    self.seen.update([pid, *descendants(pid)])
-        kill_all(self.seen, signal.SIGKILL)
+        # Masters started by other masters (peers, upgrades) live in sessions of
+        # their own, and outlive the master that started them: find them by name.
+        for pid in pids_named(self.name):
+            self.seen.add(pid, *descendants(pid))
+        kill_all(self.seen.live(), signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
         if self._log is not subprocess.DEVNULL:
