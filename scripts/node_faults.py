@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from polycorn.server import identity, pidfile
 from polycorn.server.upgrade_ctl import status_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,17 +33,20 @@ from support.procs import (  # noqa: E402
     descendants,
     free_port,
     kill_all,
-    pids_with_arg,
+    pids_named,
     port_open,
+    unique_name,
     wait_until,
 )
 
 TESTAPP = (ROOT / "tests" / "apps" / "testapp.py").read_text()
 
 
-def polycorn(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+def polycorn(name: str, args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    """A master named `name` (-n): its title, and cleanup() finds all its processes by it."""
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "polycorn.server.main", *args], cwd=cwd,
+        return subprocess.Popen([sys.executable, "-m", "polycorn.server.main", "-n", name, *args],
+                                cwd=cwd,
                                 stdout=out, stderr=out, start_new_session=True,
                                 env={**os.environ, "PWD": str(cwd)})
 
@@ -67,8 +71,8 @@ def ctl_upgrade(pid_path: Path) -> tuple[int, float, str]:
     return r.returncode, time.monotonic() - started, (r.stdout + r.stderr).strip()
 
 
-def cleanup(port: int) -> None:
-    pids = set(pids_with_arg(f"127.0.0.1:{port}"))
+def cleanup(name: str) -> None:
+    pids = set(pids_named(name))
     for pid in list(pids):
         pids.update(descendants(pid))
     kill_all(pids)
@@ -78,8 +82,8 @@ def single_master_scenarios(work: Path) -> list[dict]:
     rows = []
     base = work / "site"
     release(base, "A")
-    port, pid_path = free_port(), work / "single.pid"
-    proc = polycorn(["-b", f"127.0.0.1:{port}", "-w", "2", "-p", str(pid_path), "--health-check",
+    port, pid_path, name = free_port(), work / "single.pid", unique_name()
+    proc = polycorn(name, ["-b", f"127.0.0.1:{port}", "-w", "2", "-p", str(pid_path), "--health-check",
                      "/health", "--chdir", str(base / "current"), "testapp:application"],
                     base / "current", work / "single.log")
     try:
@@ -116,7 +120,7 @@ def single_master_scenarios(work: Path) -> list[dict]:
             measure("20 USR2 upgrades in a row", twenty, True)
 
             def hup():
-                master = int(pid_path.read_text())
+                master = pidfile.running_pid(str(pid_path))
                 old = set(children(master))
                 started = time.monotonic()
                 os.kill(master, signal.SIGHUP)
@@ -126,7 +130,7 @@ def single_master_scenarios(work: Path) -> list[dict]:
             measure("HUP (reload) under load", hup, True)
 
             def kill_worker():
-                master = int(pid_path.read_text())
+                master = pidfile.running_pid(str(pid_path))
                 victim = children(master)[0]
                 started = time.monotonic()
                 os.kill(victim, signal.SIGKILL)
@@ -135,15 +139,15 @@ def single_master_scenarios(work: Path) -> list[dict]:
                 return 0, time.monotonic() - started, "worker replaced"
             measure("kill -9 of a worker", kill_worker, True)
     finally:
-        cleanup(port)
+        cleanup(name)
         proc.wait(5)
     return rows
 
 
 def multi_master_scenario(work: Path) -> list[dict]:
-    port, pid_path = free_port(), work / "multi.pid"
+    port, pid_path, name = free_port(), work / "multi.pid", unique_name()
     apps = ROOT / "tests" / "apps"
-    proc = polycorn(["-b", f"127.0.0.1:{port}", "-w", "4", "--masters", "2", "--handoff",
+    proc = polycorn(name, ["-b", f"127.0.0.1:{port}", "-w", "4", "--masters", "2", "--handoff",
                      str(work / "h.sock"), "-p", str(pid_path), "testapp:application"], apps,
                     work / "multi.log")
 
@@ -154,7 +158,7 @@ def multi_master_scenario(work: Path) -> list[dict]:
                 rec = json.loads(Path(path).read_text())
             except (ValueError, FileNotFoundError):
                 continue
-            if alive(rec["pid"]):
+            if identity.verified_pid(rec):  # never a process that took a dead master's pid
                 out[rec["index"]] = rec["pid"]
         return out
 
@@ -183,7 +187,7 @@ def multi_master_scenario(work: Path) -> list[dict]:
                              "seconds": round(seconds, 2),
                              "outcome": "capacity restored (4 workers)", "as_expected": True})
     finally:
-        cleanup(port)
+        cleanup(name)
         proc.wait(5)
     return rows
 
