@@ -9,7 +9,6 @@ its registry (`polycorn-ctl status --json`): one registered master pid per node.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -18,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtests.procs import ProcessTracker, alive, descendants, parent, pids_mentioning
+from polycorn.server import identity
+
+from loadtests.procs import ProcessTracker, alive, descendants, named_pids, parent
 from loadtests.redis_proc import RedisSetup
 from loadtests.scenario import ClusterShape
 from loadtests.targets import TargetError, normalize_url, read_status
@@ -72,10 +73,14 @@ class LocalNode:
         self.cluster_name = cluster_name
         self.tracker = tracker
         self.run_dir = run_dir
+        # Its processes' proc name: titles `polycorn: master [chaos-n1@TAG]`, and how the
+        # tracker finds them (see procs.py).
+        self.proc_name = tracker.proc_name(f"{cluster_name}-{node_id}")
 
     def argv(self) -> list[str]:
         s = self.shape
-        argv = [sys.executable, "-m", "polycorn.server.main", "-b", f"127.0.0.1:{self.port}",
+        argv = [sys.executable, "-m", "polycorn.server.main", "-n", self.proc_name,
+                "-b", f"127.0.0.1:{self.port}",
                 "-w", str(s.workers), "-k", s.worker_class, "-p", str(self.pidfile),
                 "--health-check", "/", "--graceful-timeout", "5"]
         if s.worker_class == "thread":
@@ -97,18 +102,15 @@ class LocalNode:
                            cwd=app_dir if app_dir.is_absolute() else ROOT / app_dir, env=env)
 
     def masters(self) -> dict[int, int]:
-        """index -> pid of each live master, from the pid file's `.m<i>` status files."""
+        """index -> pid of each live master, from the pid file's `.m<i>` status files
+        (mid-upgrade the old master's: it serves until the new one is promoted). A record
+        counts only while its stamp matches the live process: a killed master's pid may
+        belong to anything by now."""
         out = {}
         for i in range(self.shape.masters):
-            try:
-                record = json.loads(Path(f"{self.pidfile}.m{i}").read_text())
-            except (OSError, ValueError):
-                continue
-            for key in ("pid", "new_pid"):  # mid-upgrade the old one still serves
-                pid = int(record.get(key) or 0)
-                if pid and alive(pid):
-                    out[i] = pid
-                    break
+            pid = identity.verified_pid(identity.read_record(f"{self.pidfile}.m{i}"))
+            if pid:
+                out[i] = pid
         return out
 
     def workers(self) -> list[int]:
@@ -122,9 +124,9 @@ class LocalNode:
         return sorted(p for p in pids if alive(p) and parent(p) in masters)
 
     def pids(self) -> list[int]:
-        """Every live process of the node: its masters (found by the pid-file argument,
-        which peers and successors share) and all their descendants."""
-        roots = [p for p in pids_mentioning(str(self.pidfile)) if alive(p)]
+        """Every live process of the node: masters (peers and successors too), workers and
+        agent, by the node's proc name, and anything they started."""
+        roots = named_pids(self.proc_name)
         return sorted({*roots, *descendants(*roots)})
 
     def ready(self) -> bool:

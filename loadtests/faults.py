@@ -162,7 +162,13 @@ def kill_leader(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
     if record is None:
         raise RuntimeError("the registry names no leader right now")
     rec.node = str(leader)
-    _kill(rec, [int(record["pid"])], f"leader {leader}'s registered master")
+    pid = int(record["pid"])
+    node = ctx.cluster.nodes.get(rec.node)
+    if ctx.cluster.local and (node is None or pid not in node.masters().values()):
+        # The registry may lag a restart: never kill a pid no status file vouches for.
+        raise RuntimeError(f"the registry names pid {pid} for leader {leader}, which is not "
+                           "one of its live masters")
+    _kill(rec, [pid], f"leader {leader}'s registered master")
     yield from ()
 
 

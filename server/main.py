@@ -54,6 +54,7 @@ def daemonize() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    proctitle.prepare()  # before anything changes os.environ (see proctitle.py)
     args = list(sys.argv[1:] if argv is None else argv)
     plugins = discover()
     try:

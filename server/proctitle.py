@@ -14,27 +14,41 @@ the command line, never the title.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 from collections.abc import Callable
 
 PREFIX = "polycorn: "
+MODULE = "polycorn.server.main"
 _TITLE = re.compile(r"polycorn: (\S+) \[(.*)\]\Z", re.S)
 _NAME_OPTIONS = ("-n", "--name")
 
-_setproctitle: Callable[[str], None] | None
-try:
-    from setproctitle import getproctitle, setproctitle
-    # Initialise now, at import, before anything changes os.environ (LISTEN_FDS and
-    # our own variables are removed later): setproctitle takes over the memory of
-    # the environment block on first use (as Gunicorn does, its issue 3430).
+_setproctitle: Callable[[str], None] | None = None
+_prepared = False
+
+
+def prepare() -> None:
+    """Call first thing in the server, before anything changes os.environ (LISTEN_FDS
+    and our own variables are removed later): setproctitle takes over the memory of
+    the environment block on first use (Gunicorn does the same, its issue 3430). Only
+    the server does: a tool that merely reads titles (parse, name_of) imports this
+    module without touching its own process."""
+    global _setproctitle, _prepared
+    if _prepared:
+        return
+    _prepared = True
+    try:
+        from setproctitle import getproctitle, setproctitle
+    except ImportError:  # the extra is not installed: titles stay as the kernel set them
+        return
     getproctitle()
     _setproctitle = setproctitle
-except ImportError:  # the extra is not installed: titles stay as the kernel set them
-    _setproctitle = None
 
 
 def available() -> bool:
-    return _setproctitle is not None
+    """Is setproctitle installed (so the server sets titles)? Without initialising it."""
+    return importlib.util.find_spec("setproctitle") is not None
 
 
 def title(role: str, name: str) -> str:
@@ -42,6 +56,7 @@ def title(role: str, name: str) -> str:
 
 
 def set_title(role: str, name: str) -> None:
+    prepare()
     if _setproctitle is not None:
         _setproctitle(title(role, name))
 
@@ -53,13 +68,28 @@ def parse(cmdline: bytes) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
-def is_named(cmdline: bytes, name: str) -> bool:
-    """Is this polycorn process NAME: by its title, or, before it has one (just
-    executed, or setproctitle missing), by `-n NAME` / `--name NAME` / `--name=NAME`
-    among its arguments (exact arguments, never a substring)."""
+def name_of(cmdline: bytes) -> str | None:
+    """The proc name of a polycorn process from its /proc/PID/cmdline: its title's, or,
+    before it has one (just executed, or setproctitle missing), the -n/--name among the
+    arguments of a `polycorn` or `python -m polycorn.server.main` command (whole
+    arguments, never a substring). None for any other process."""
     parsed = parse(cmdline)
     if parsed is not None:
-        return parsed[1] == name
+        return parsed[1]
     args = [a.decode(errors="replace") for a in cmdline.split(b"\0")]
-    return f"--name={name}" in args or f"-n{name}" in args or any(
-        a in _NAME_OPTIONS and b == name for a, b in zip(args, args[1:], strict=False))
+    runs_polycorn = (os.path.basename(args[0]) == "polycorn" or args[1:3] == ["-m", MODULE]
+                     or (len(args) > 1 and os.path.basename(args[1]) == "polycorn"))
+    if not runs_polycorn:
+        return None
+    for i, arg in enumerate(args):
+        if arg in _NAME_OPTIONS and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--name="):
+            return arg.split("=", 1)[1]
+        if arg.startswith("-n") and len(arg) > 2:  # -nNAME
+            return arg[2:]
+    return None
+
+
+def is_named(cmdline: bytes, name: str) -> bool:
+    return name_of(cmdline) == name

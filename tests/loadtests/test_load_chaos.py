@@ -19,7 +19,7 @@ import pytest
 
 from loadtests.cluster import LocalCluster
 from loadtests.faults import ctl_has_command
-from loadtests.procs import ProcessTracker, pids_mentioning
+from loadtests.procs import ProcessTracker, tagged_pids
 from loadtests.scenario import SCENARIOS, ClusterShape
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,7 +140,7 @@ def test_ctrl_c_stops_everything_the_runner_started(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "loadtests.chaos", "--out", str(out),
                              "--duration", "120", "--nodes", "2", "--users", "2", "--rate", "5"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    run_dir = str((out / "run").resolve()) + "/"
+    run_dir = out / "run"
     try:
         lines = []
         deadline = time.monotonic() + 60
@@ -151,12 +151,15 @@ def test_ctrl_c_stops_everything_the_runner_started(tmp_path):
                 break
         assert lines[-1].startswith("load:"), "".join(lines)
         time.sleep(2)  # Locust and the nodes are up and busy
-        assert len(pids_mentioning(run_dir)) >= 5  # redis, 2 nodes x 2 masters, ...
+        running = ProcessTracker(run_dir).sweep()  # from the run's ledger and proc names
+        assert len(running) >= 5  # redis, 2 nodes x 2 masters, ...
+        tag = ProcessTracker(run_dir).tag
+        assert len(tagged_pids(tag)) >= 4  # the masters, by name
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=30)[0]
         assert proc.returncode == 130, rest
         assert "interrupted" in rest
-        assert pids_mentioning(run_dir) == []
+        assert not ProcessTracker(run_dir).sweep() and not tagged_pids(tag)
     finally:
         proc.kill()
         proc.wait()
