@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from polycorn.ha import events as ev
@@ -19,9 +20,10 @@ from polycorn.ha.registry import Departure, NodeInfo, NodeState
 from polycorn.ha.settings import NODE_ID_ENV
 from polycorn.ha.snapshot import Lease
 from polycorn.ha.view import Grant
+from polycorn.server import proctitle
 from polycorn.server.config.errors import ConfigError
 from polycorn.server.config.loader import load_config
-from support.procs import alive, free_port, wait_until
+from support.procs import ROOT, alive, free_port, wait_until
 from test_agent import ctl, observer
 
 # -- polycorn-ctl -------------------------------------------------------------------------
@@ -151,6 +153,27 @@ def test_settings_merge_into_the_command_line():
 
 def test_no_redis_no_sidecar():
     assert plugin.sidecars(load()) == []
+
+
+@pytest.mark.skipif(not proctitle.available(), reason="setproctitle (the proctitle extra) is missing")
+def test_the_cluster_agent_is_titled_agent_and_n_is_not_the_node_id(polycorn, shared_redis,
+                                                                      cluster_name):
+    port = free_port()
+    server = polycorn("-n", "shop", "-w", "2", "-b", f"127.0.0.1:{port}", "--redis",
+                      shared_redis.url, "--cluster", cluster_name, "--node-id", "web-1",
+                      "testapp:application", wait_port=port, cwd=ROOT / "tests" / "apps")
+
+    def titles():
+        return sorted(proctitle.parse(Path(f"/proc/{p}/cmdline").read_bytes()) or ("?", "?")
+                      for p in [server.pid, *server.workers()])
+
+    wait_until(lambda: titles() == [("agent", "shop"), ("master", "shop"), ("worker", "shop"),
+                                    ("worker", "shop")], 15, what="the titles of all four")
+    status = wait_until(lambda: (s := json.loads(ctl("status", "--json", "--redis",
+                                                     shared_redis.url, "--cluster",
+                                                     cluster_name).stdout or "{}"))
+                        .get("nodes") and s, 15, what="the node in the registry")
+    assert [n["node_id"] for n in status["nodes"]] == ["web-1"]  # --node-id, not -n
 
 
 def test_generated_node_id_survives_a_reexec(monkeypatch):

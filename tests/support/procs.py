@@ -141,15 +141,15 @@ def name_in(args: list[str]) -> str | None:
 class Polycorn:
     """A polycorn master started as a real process; every pid it spawned is killed on stop.
 
-    Each gets a proc name of its own (-n, unless the test gives one): peers and new
-    generations live in sessions of their own and their titles replace their command
-    lines, so the name is what finds them all again.
+    Each gets a proc name of its own (-n, unless the test gives one or asks for none
+    with auto_name=False): peers and new generations live in sessions of their own and
+    their titles replace their command lines, so the name is what finds them all again.
     """
 
     def __init__(self, args: list[str], *, cwd: Path | str = EXAMPLES, env: dict | None = None,
-                 log_path: Path | None = None) -> None:
-        self.name = name_in(args) or unique_name()
-        if name_in(args) is None:
+                 log_path: Path | None = None, auto_name: bool = True) -> None:
+        self.name = name_in(args) or (unique_name() if auto_name else None)
+        if name_in(args) is None and self.name is not None:
             args = ["-n", self.name, *args]
         self.args = args
         self.log_path = log_path
@@ -195,7 +195,7 @@ class Polycorn:
         self.track()
         # Masters started by other masters (peers, upgrades) live in sessions of
         # their own, and outlive the master that started them: find them by name.
-        for pid in pids_named(self.name):
+        for pid in pids_named(self.name) if self.name else ():
             self.seen.add(pid, *descendants(pid))
         kill_all(self.seen.live(), signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
