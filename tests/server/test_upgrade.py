@@ -245,7 +245,7 @@ def test_term_during_an_upgrade_rolls_it_back_and_stops(site, port):
     (rel / "testapp.py").write_text("import time\ntime.sleep(60)\n" + (rel / "testapp.py").read_text())
     switch(base, rel)
     server.signal(signal.SIGUSR2)
-    new_master = wait_until(lambda: [p for p in pids_with_arg(f"127.0.0.1:{port}")
+    new_master = wait_until(lambda: [p for p in the_service(server.name)
                                      if p != server.pid and p not in server.workers()], 10,
                             what="the new master")
     wait_until(lambda: "upgrade started" in server.log(), 10, what="the upgrade")
