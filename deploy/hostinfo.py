@@ -25,16 +25,29 @@ def master_pid(pidfile: str) -> int:
     process got that pid since (after a reboot, anything), which must never get our
     USR2 or TERM. This repeats polycorn.server.identity.verified_pid in a few lines
     because this file runs alone on hosts where no polycorn may be installed yet.
+    A pid file without a stamp (a master of a release before stamps) names its pid
+    only if that process started before the file was written (verified_legacy_pid).
     """
     try:
-        with open(pidfile + ".identity") as f:
-            record = json.load(f)
-        pid, start = int(record["pid"]), int(record["start"])
+        try:
+            with open(pidfile + ".identity") as f:
+                record = json.load(f)
+        except FileNotFoundError:
+            with open(pidfile) as f:
+                record = {"pid": int(f.read().strip()), "start": None}
+        pid = int(record["pid"])
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()  # the name may hold ')'
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
-    except (OSError, ValueError, IndexError, KeyError, TypeError):
+        if record["start"] is None:
+            with open("/proc/stat") as f:
+                btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+            started = btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+            legacy = fields[0] != b"Z" and started <= os.stat(pidfile).st_mtime
+            return pid if legacy else 0
+        start = int(record["start"])
+    except (OSError, ValueError, IndexError, KeyError, TypeError, StopIteration):
         return 0
     if fields[0] == b"Z" or int(fields[19]) != start:  # a zombie, or another process
         return 0

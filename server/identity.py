@@ -8,6 +8,11 @@ its start time (field 22 of /proc/PID/stat, clock ticks after boot, fixed for
 the life of the process) and the boot id. Whoever signals first checks the
 stamp against the live process; a mismatch means the record is stale and the
 answer is "not running", never a signal. Standard library only.
+
+Records written before stamps existed (a release older than this one, still
+running while it is upgraded to this one) are trusted only when the process
+with that pid started before the record was last written: the writer held the
+pid then, and a process that took the pid later started after the write.
 """
 
 from __future__ import annotations
@@ -43,6 +48,26 @@ def start_time(pid: int) -> int | None:
         return None
 
 
+def started_at(pid: int) -> float | None:
+    """Wall-clock time a live process started; at most a second early (boot time is
+    whole seconds), never late, so a writer always compares as started before it wrote."""
+    ticks = start_time(pid)
+    if ticks is None:
+        return None
+    try:
+        with open("/proc/stat") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def verified_legacy_pid(pid: int, written_at: float) -> int:
+    """A stampless record's pid, when that process started before the record was written."""
+    started = started_at(pid) if pid > 0 else None
+    return pid if started is not None and started <= written_at else 0
+
+
 def boot_id() -> str:
     try:
         with open(BOOT_ID) as f:
@@ -57,11 +82,12 @@ def stamp(pid: int | None = None) -> dict[str, Any]:
     return {"pid": pid, "start": start_time(pid), "boot": boot_id()}
 
 
-def verified_pid(record: Any) -> int:
+def verified_pid(record: Any, written_at: float | None = None) -> int:
     """The pid a record names when that very process still runs; else 0.
 
-    A record without a start time (written by something else, or by a release
-    before stamps) is not trusted: it may name any process that got the pid since.
+    A record without a start time (written by a release before stamps) is trusted
+    only with `written_at`, the time the record was last written (its file's mtime),
+    by verified_legacy_pid; without it, it may name any process that got the pid since.
     """
     if not isinstance(record, dict):
         return 0
@@ -71,10 +97,19 @@ def verified_pid(record: Any) -> int:
         start = None if start is None else int(start)
     except (TypeError, ValueError):
         return 0
+    if start is None and written_at is not None:
+        return verified_legacy_pid(pid, written_at)
     if pid <= 0 or start is None or start_time(pid) != start:
         return 0
     boot = record.get("boot") or ""
     return pid if not boot or boot == boot_id() else 0
+
+
+def written_at(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
 
 
 def read_record(path: str) -> dict[str, Any] | None:

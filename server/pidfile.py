@@ -45,10 +45,19 @@ def read(path: str) -> int | None:
 def running_pid(path: str) -> int:
     """The pid of the live master this pid file belongs to; 0 when none runs.
 
-    Only the stamp is trusted: a pid file without one, or whose stamp does not
-    match the live process with that pid (a reused pid), names no master.
+    Only the stamp is trusted: a stamp that does not match the live process with
+    that pid (a reused pid) names no master. A pid file without a stamp (written by
+    a release before stamps) names its pid only if that process started before the
+    file was written (identity.verified_legacy_pid).
     """
-    return identity.verified_pid(identity.read_record(stamp_path(path)))
+    record = identity.read_record(stamp_path(path))
+    if record is not None:
+        return identity.verified_pid(record)
+    try:
+        pid, written = read(path), identity.written_at(path)
+    except PidfileError:
+        return 0
+    return identity.verified_legacy_pid(pid, written) if pid and written else 0
 
 
 def check_free(path: str, allowed: set[int] = frozenset()) -> None:

@@ -34,7 +34,7 @@ def status_files(pid_path: str) -> list[str]:
 def upgrade_one(path: str, timeout: float, out: Any) -> tuple[bool, str]:
     """USR2 to the master recorded in `path`; (promoted, message)."""
     before = identity.read_record(path)
-    pid = identity.verified_pid(before)
+    pid = identity.verified_pid(before, identity.written_at(path))
     if not pid or before is None:
         stale = f" (pid {before.get('pid')} is gone or is another process now)" if before else ""
         return False, f"{path}: no running master recorded there{stale}"
@@ -52,7 +52,7 @@ def upgrade_one(path: str, timeout: float, out: Any) -> tuple[bool, str]:
                                f"{now.get('reason')}")
         elif now_pid and now_pid != pid and state == "running":
             return True, f"master {now.get('index')}: {pid} -> {now_pid}"
-        if now_pid == pid and not identity.verified_pid(before):
+        if now_pid == pid and not identity.verified_pid(before, identity.written_at(path)):
             return False, f"master {pid} died during the upgrade"
         time.sleep(POLL)
     return False, f"master {pid}: no outcome within {timeout:g}s"

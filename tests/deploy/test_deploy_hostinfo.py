@@ -34,7 +34,10 @@ def test_master_pid_trusts_the_stamp_not_the_command_line(tmp_path):
     proc = subprocess.Popen(SLEEPER)
     try:
         pidfile.write_text(f"{proc.pid}\n")
-        assert master_pid(str(pidfile)) == 0  # a bare pid file: any process may have the pid
+        os.utime(pidfile, (time.time() - 3600,) * 2)  # written before the process started:
+        assert master_pid(str(pidfile)) == 0  # a stale bare pid file, its pid reused since
+        pidfile.write_text(f"{proc.pid}\n")  # a release before stamps wrote it, now
+        assert master_pid(str(pidfile)) == proc.pid
         write_pidfile(pidfile, proc.pid)
         assert master_pid(str(pidfile)) == proc.pid
         start = identity.start_time(proc.pid)

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from polycorn.server import identity, pidfile
@@ -39,6 +40,12 @@ def test_stamp_verifies_only_the_process_that_wrote_it():
         assert identity.verified_pid({**stamp, "start": stamp["start"] + 1}) == 0
         assert identity.verified_pid({**stamp, "boot": "an-earlier-boot"}) == 0
         assert identity.verified_pid({"pid": proc.pid}) == 0  # no stamp: not trusted
+        # ...unless the record's write time is known (a release before stamps wrote it):
+        # then only a process that had started by then is its writer.
+        started = identity.started_at(proc.pid)
+        assert started is not None and abs(started - time.time()) < 60
+        assert identity.verified_pid({"pid": proc.pid}, time.time()) == proc.pid
+        assert identity.verified_pid({"pid": proc.pid}, started - 5) == 0  # a reused pid
         assert identity.verified_pid(reused(identity.stamp(), proc.pid)) == 0
         proc.kill()
         wait_until(lambda: identity.start_time(proc.pid) is None, 5, what="the zombie")
@@ -47,6 +54,20 @@ def test_stamp_verifies_only_the_process_that_wrote_it():
         proc.kill()
         proc.wait()
     assert identity.verified_pid(None) == 0 and identity.verified_pid({"pid": "x"}) == 0
+
+
+def test_a_pid_file_from_a_release_before_stamps_names_its_writer_only(tmp_path):
+    """Upgrading into this release: the running master's pid file has no stamp yet."""
+    proc = sleeper()
+    try:
+        path = tmp_path / "old.pid"
+        path.write_text(f"{proc.pid}\n")
+        assert pidfile.running_pid(str(path)) == proc.pid
+        os.utime(path, (time.time() - 3600,) * 2)  # written long before that process began
+        assert pidfile.running_pid(str(path)) == 0
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_pid_file_stays_a_bare_pid_for_kill_and_cat(tmp_path):
@@ -79,8 +100,10 @@ def test_upgrade_never_signals_a_process_that_took_a_stale_pid(polycorn, port, t
         assert done.returncode == 1, done.stderr
         assert f"pid {victim.pid} is gone or is another process now" in done.stderr
         assert victim.poll() is None  # no USR2: its default action would have killed it
-        # A record from before stamps (no start time) is not trusted either.
+        # A record from before stamps (no start time), written before the victim started,
+        # is not trusted either.
         status.write_text(json.dumps({"pid": victim.pid, "index": 0, "state": "running"}))
+        os.utime(status, (time.time() - 3600,) * 2)
         done = subprocess.run([sys.executable, "-m", "polycorn.server.main", "--upgrade",
                                str(pid_path)], capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and victim.poll() is None, done.stderr
