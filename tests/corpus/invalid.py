@@ -37,9 +37,21 @@ CASES = [
     # --- RFC 9112 3 / 2.3: the request line and the version ------------------------------
     Invalid("rfc9112-3-garbage-line", b"hello\r\n\r\n", 400),
     Invalid("rfc9112-3-http09-simple-request-no-version", b"GET /\r\n\r\n", 400),
+    # A request line is judged as soon as its CRLF arrives, not when the head ends: an
+    # HTTP/0.9 client sends no more (it waits for the answer) and must not wait for --timeout.
+    Invalid("rfc9112-3-http09-request-line-alone", b"GET /\r\n", 400),
+    Invalid("rfc9112-3-bad-request-line-before-head-ends", b"GET / HTTP/1.1 x\r\nHost: a\r\n", 400),
+    Invalid("rfc9112-2.3-http20-before-head-ends", b"GET / HTTP/2.0\r\nHost: a\r\n", 505),
+    Invalid("rfc9112-2.2-request-line-bare-lf-before-head-ends", b"GET / HTTP/1.1\nHost: a\r\n",
+            400),
+    Invalid("rfc9112-3.2-bad-target-before-head-ends", b"GET ftp://a/ HTTP/1.1\r\n", 400),
+    # The request line's verdict comes before the field limits, whole or split.
+    Invalid("rfc9112-3-request-line-judged-before-field-count",
+            head(b"GET / HTTP/1.1 x", *(b"X-F%d: %d" % (i, i) for i in range(101))), 400),
     Invalid("rfc9112-2.3-http09-version", head(b"GET / HTTP/0.9"), 505),
     Invalid("rfc9112-2.3-http20-version", line(b"GET / HTTP/2.0"), 505),
-    Invalid("rfc9112-2.3-http12-version", line(b"GET / HTTP/1.2"), 505),
+    # RFC 9110 2.5: HTTP/1.2 is read as HTTP/1.1, whose rules then apply (Host required).
+    Invalid("rfc9110-2.5-http12-without-host", head(b"GET / HTTP/1.2"), 400),
     Invalid("rfc9112-2.3-http30-version", line(b"GET / HTTP/3.0"), 505),
     Invalid("rfc9112-2.3-h2-connection-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     Invalid("rfc9112-2.3-version-lowercase", line(b"GET / http/1.1"), 400),
@@ -65,6 +77,22 @@ CASES = [
     Invalid("rfc9112-3.2-target-relative-path", line(b"GET a/b HTTP/1.1"), 400),
     Invalid("rfc9112-3.2.2-absolute-form-with-fragment", line(b"GET http://a/b#c HTTP/1.1"), 400),
     Invalid("rfc9112-3.2.2-absolute-form-not-hierarchical", line(b"GET http:example HTTP/1.1"), 400),
+    # RFC 9112 3.2.2: absolute-form names an http or https resource; we are its origin server.
+    Invalid("rfc9112-3.2.2-absolute-form-other-scheme-bad-authority", line(b"PUT s://]ufd/: HTTP/1.1"),
+            400),
+    Invalid("rfc9112-3.2.2-absolute-form-ftp-scheme", line(b"GET ftp://example.com/x HTTP/1.1"), 400),
+    Invalid("rfc9112-3.2.2-absolute-form-unclosed-ipv6", line(b"GET http://[bad/x HTTP/1.1"), 400),
+    Invalid("rfc9112-3.2.2-absolute-form-bracket-in-host", line(b"GET http://a]b/x HTTP/1.1"), 400),
+    Invalid("rfc9112-3.2.2-absolute-form-bad-port", line(b"GET http://example.com:8x/ HTTP/1.1"),
+            400),
+    Invalid("rfc9112-3.2.2-absolute-form-quote-in-host", line(b'GET http://a"b/ HTTP/1.1'), 400),
+    # RFC 9110 4.2.1: an http URI with an empty host MUST be rejected as invalid.
+    Invalid("rfc9110-4.2.1-absolute-form-empty-host", line(b"GET http:///x HTTP/1.1"), 400),
+    Invalid("rfc9110-4.2.1-absolute-form-empty-host-with-port", line(b"GET http://:80/x HTTP/1.1"),
+            400),
+    # RFC 9110 4.2.4: userinfo in an http(s) target is to be treated as an error.
+    Invalid("rfc9110-4.2.4-absolute-form-userinfo", line(b"GET http://user@example.com/ HTTP/1.1"),
+            400),
     Invalid("rfc9112-3.2.3-authority-form-for-get", line(b"GET example.com:80 HTTP/1.1"), 400),
     Invalid("rfc9112-3.2.3-connect-origin-form", line(b"CONNECT / HTTP/1.1"), 400),
     Invalid("rfc9112-3.2.3-connect-without-port", line(b"CONNECT example.com HTTP/1.1"), 400),
@@ -73,12 +101,12 @@ CASES = [
     Invalid("rfc9112-3.2.3-connect-absolute-form", line(b"CONNECT http://a:80/ HTTP/1.1"), 400),
     Invalid("rfc9112-3.2.4-asterisk-for-get", line(b"GET * HTTP/1.1"), 400),
     Invalid("rfc9112-3-request-line-over-limit",
-            line(b"GET /" + b"a" * (4095 - len(b"GET / HTTP/1.1")) + b" HTTP/1.1"), 414),
+            line(b"GET /" + b"a" * (8191 - len(b"GET / HTTP/1.1")) + b" HTTP/1.1"), 414),
     Invalid("limits-request-line-custom-over", line(b"GET /abcdefg HTTP/1.1"), 414,
             limits=Limits(max_request_line=20)),
     Invalid("limits-request-line-never-ends", b"GET /" + b"a" * 10000, 414),
     Invalid("limits-request-line-checked-before-fields",
-            head(b"GET /" + b"a" * 5000 + b" HTTP/1.1", b"X: " + b"b" * 9000), 414),
+            head(b"GET /" + b"a" * 9000 + b" HTTP/1.1", b"X: " + b"b" * 9000), 414),
     # --- RFC 9112 2.2: line endings --------------------------------------------------------
     Invalid("rfc9112-2.2-bare-lf-everywhere", b"GET / HTTP/1.1\nHost: example.com\n\n", 400),
     Invalid("rfc9112-2.2-bare-lf-after-request-line", b"GET / HTTP/1.1\nHost: a\r\n\r\n", 400),
@@ -129,6 +157,15 @@ CASES = [
     Invalid("rfc9112-3.2-two-host-fields", get(b"Host: other.example"), 400),
     Invalid("rfc9112-3.2-two-host-fields-same-value", get(H), 400),
     Invalid("rfc9112-3.2-two-host-fields-http10", head(b"GET / HTTP/1.0", H, H), 400),
+    # --- RFC 9110 5.3: singleton fields (Content-Type = media-type, one member) --------------
+    # A repeat cannot be combined into a list: which one the app reads is anyone's guess.
+    Invalid("rfc9110-5.3-two-content-type-fields",
+            head(b"POST / HTTP/1.1", H, b"Content-Type: text/plain", b"Content-Type: text/html",
+                 b"Content-Length: 0"), 400),
+    Invalid("rfc9110-5.3-two-content-type-fields-same-value",
+            get(b"Content-Type: text/plain", b"Content-Type: text/plain"), 400),
+    Invalid("rfc9110-5.3-two-content-type-fields-http10",
+            head(b"POST / HTTP/1.0", b"content-type: a/b", b"CONTENT-TYPE: a/b"), 400),
     Invalid("rfc9112-3.2-host-with-space", head(b"GET / HTTP/1.1", b"Host: a b"), 400),
     Invalid("rfc9112-3.2-host-with-slash", head(b"GET / HTTP/1.1", b"Host: a/b"), 400),
     Invalid("rfc9112-3.2-host-with-userinfo", head(b"GET / HTTP/1.1", b"Host: user@a"), 400),

@@ -20,8 +20,10 @@ def chunked_req(*extra: tuple[bytes, bytes], **kw) -> object:
     return req(b"POST", b"/upload", (HH, TEH, *extra), chunked=True, **kw)
 
 
-# A request line of exactly 4094 bytes, Gunicorn's default limit.
-_AT_LINE_LIMIT = b"/" + b"a" * (4094 - len(b"GET  HTTP/1.1") - 1)
+# A request line of exactly 8190 bytes, our default limit (Gunicorn's largest allowed).
+_AT_LINE_LIMIT = b"/" + b"a" * (8190 - len(b"GET  HTTP/1.1") - 1)
+# RFC 9112 3: "a minimum request-line length of 8000 octets" is recommended.
+_8000_OCTET_LINE = b"/" + b"a" * (8000 - len(b"GET  HTTP/1.1") - 1)
 # A field line of exactly 8190 bytes, Gunicorn's default field size limit.
 _AT_FIELD_LIMIT = b"X-Big: " + b"v" * (8190 - len(b"X-Big: "))
 _NINETY_NINE = [b"X-F%d: %d" % (i, i) for i in range(99)]
@@ -34,6 +36,11 @@ CASES = [
           req(headers=(), version=b"1.0")),
     Valid("rfc9112-3-http10-with-host", head(b"GET /x HTTP/1.0", H),
           req(target=b"/x", version=b"1.0")),
+    # RFC 9110 2.5: a higher minor version is processed as the highest we implement.
+    Valid("rfc9110-2.5-http12-is-http11", head(b"GET / HTTP/1.2", H), req()),
+    Valid("rfc9110-2.5-http19-is-http11",
+          head(b"GET /x HTTP/1.9", H, b"Connection: close"),
+          req(target=b"/x", headers=(HH, (b"connection", b"close")), keep_alive=False)),
     Valid("rfc9112-3-head-method", head(b"HEAD /index.html HTTP/1.1", H),
           req(b"HEAD", b"/index.html")),
     Valid("rfc9112-3-extension-method", head(b"PURGE /cache/x HTTP/1.1", H),
@@ -60,6 +67,12 @@ CASES = [
           req(target=b"https://example.com:8443/", headers=((b"host", b"example.com:8443"),))),
     Valid("rfc9112-3.2.2-absolute-form-no-path", head(b"GET http://example.com?q HTTP/1.1", H),
           req(target=b"http://example.com?q")),
+    Valid("rfc9112-3.2.2-absolute-form-scheme-case-insensitive",
+          head(b"GET HTTPS://example.com/x HTTP/1.1", H), req(target=b"HTTPS://example.com/x")),
+    Valid("rfc9112-3.2.2-absolute-form-ipv6-literal",
+          head(b"GET http://[::1]:8080/x HTTP/1.1", H), req(target=b"http://[::1]:8080/x")),
+    Valid("rfc9112-3.2.2-absolute-form-no-path-no-query",
+          head(b"GET http://example.com HTTP/1.1", H), req(target=b"http://example.com")),
     Valid("rfc9112-3.2.3-connect-authority-form",
           head(b"CONNECT example.com:443 HTTP/1.1", b"Host: example.com:443"),
           req(b"CONNECT", b"example.com:443", ((b"host", b"example.com:443"),))),
@@ -70,6 +83,8 @@ CASES = [
           req(b"OPTIONS", b"*")),
     Valid("rfc9112-3.2.1-options-origin-form", head(b"OPTIONS /x HTTP/1.1", H),
           req(b"OPTIONS", b"/x")),
+    Valid("rfc9112-3-request-line-8000-octets", head(b"GET " + _8000_OCTET_LINE + b" HTTP/1.1", H),
+          req(target=_8000_OCTET_LINE)),
     Valid("rfc9112-3-request-line-at-limit", head(b"GET " + _AT_LINE_LIMIT + b" HTTP/1.1", H),
           req(target=_AT_LINE_LIMIT)),
     Valid("limits-request-line-custom-at-limit", head(b"GET /abcdef HTTP/1.1", H),
