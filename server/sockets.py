@@ -91,12 +91,13 @@ class Listener:
             return f"unix:{self.sock.getsockname()}"
         return str(self.address)
 
-    def server_name(self) -> tuple[str, int]:
-        """(SERVER_NAME, SERVER_PORT) defaults for requests on this listener."""
+    def server_name(self) -> tuple[str, int] | str | bytes:
+        """What names the server to requests on this listener (environ.EnvironBuilder):
+        (host, port), or a Unix socket's path, where the Host header names it instead."""
         if self.sock.family in (socket.AF_INET, socket.AF_INET6):
             host, port = self.sock.getsockname()[:2]
             return host, port
-        return "localhost", 0
+        return self.sock.getsockname()
 
 
 def bind(address: Address, backlog: int) -> Listener:

@@ -97,6 +97,7 @@ class ServerConnection:
         self._writer: BodyWriter = NO_BODY
         self._continue_owed = False
         self._empty_lines_skipped = 0
+        self._line_judged = False  # the request line of a head still arriving was judged
 
     # -- receiving ---------------------------------------------------------------
 
@@ -143,7 +144,7 @@ class ServerConnection:
         head = buf.extract_head()
         if head is None:
             if not self._eof:
-                check_incomplete_head(buf, self.limits)
+                self._line_judged = check_incomplete_head(buf, self.limits, self._line_judged)
                 return NEED_DATA
             if buf:
                 raise RemoteProtocolError("connection closed in the middle of a request head")

@@ -27,6 +27,7 @@ from polycorn.server.http.events import (
 )
 from polycorn.server.http.framing import RequestFraming, decide_framing
 from polycorn.server.http.grammar import host_re
+from polycorn.server.http.head import parse_request_line
 from polycorn.server.http.httpdate import SHARED_DATE_CACHE, DateCache
 from polycorn.server.http.limits import Limits
 from polycorn.server.http.response import build_error_response, framed_head, head_parts
@@ -50,7 +51,7 @@ _RAW_VERSIONS = {b"HTTP/1.1": b"1.1", b"HTTP/1.0": b"1.0"}
 # The fields framing.decide_framing reads; a head whose only such field is one valid
 # Host on HTTP/1.1 gets PLAIN_HTTP11 without the call (what the call would return).
 FRAMING_FIELDS = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection",
-                            b"expect"))
+                            b"expect", b"content-type"))
 PLAIN_HTTP11 = RequestFraming(content_length=None, chunked=False, keep_alive=True,
                               expect_continue=False)
 # host_re's verdict on the Host values seen (clients repeat theirs), bounded: the
@@ -138,7 +139,7 @@ class FastConnection:
     __slots__ = ("limits", "fallback_reason", "_pure", "_eof_pending", "_date_cache", "_buffer",
                  "_eof", "_tokens", "_parser", "_request_state", "_response_state", "_error",
                  "_persistent", "_request", "_body_remaining", "_writer", "_continue_owed",
-                 "_small_head", "_header_count")
+                 "_small_head", "_header_count", "_line_judged")
 
     def __init__(
         self,
@@ -164,6 +165,7 @@ class FastConnection:
         self._body_remaining = 0
         self._writer: BodyWriter = NO_BODY
         self._continue_owed = False
+        self._line_judged = False  # the request line of a head still arriving was judged
         positive = [n for n in (limits.max_request_line, limits.max_header_size) if n > 0]
         # A head no longer than the smallest size limit cannot break either, so needs no
         # line scan; an unfinished head longer than it might already break one, and the
@@ -252,6 +254,16 @@ class FastConnection:
             return self._fall_back("unfinished head near a limit")
         if b"\n\n" in buf or b"\n\r\n" in buf:
             return self._fall_back("a head ended by a bare LF")
+        if not self._line_judged:
+            # The pure parser refuses a bad request line as soon as its LF is in (an
+            # HTTP/0.9 "GET /" is all its client sends): so must we, once per head.
+            first = buf.find(b"\n")
+            if first >= 0:
+                try:
+                    parse_request_line(buf, first)
+                except RemoteProtocolError:
+                    return self._fall_back("request line")
+                self._line_judged = True
         return NEED_DATA
 
     def _breaks_size_limit(self, head: bytes) -> bool:
@@ -501,3 +513,4 @@ class FastConnection:
         self._request = None
         self._writer = NO_BODY
         self._continue_owed = False
+        self._line_judged = False

@@ -1,7 +1,8 @@
 """What a request's header fields decide: body framing, Host, persistence, expectations.
 
 Strategy: one pass picks out the few fields that matter (Host, Content-Length,
-Transfer-Encoding, Connection, Expect); each is then judged by its RFC rule.
+Transfer-Encoding, Connection, Expect, and Content-Type, which may not repeat);
+each is then judged by its RFC rule.
 Anything ambiguous is refused rather than guessed, because a front proxy that
 guessed differently is how request smuggling happens (RFC 9112 11.2).
 """
@@ -14,7 +15,8 @@ from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.grammar import content_length_re, host_re, transfer_coding_re
 from polycorn.server.http.headers import Fields, split_list
 
-_SELECTED = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"expect"))
+_SELECTED = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection",
+                       b"expect", b"content-type"))
 
 
 class RequestFraming(NamedTuple):
@@ -30,6 +32,7 @@ def decide_framing(http_version: bytes, fields: Fields) -> RequestFraming:
     codings: list[bytes] = []
     connection: list[bytes] = []
     expect: list[bytes] = []
+    content_types = 0
     for name, value in [field for field in fields if field[0] in _SELECTED]:
         if name == b"host":
             hosts.append(value)
@@ -39,8 +42,15 @@ def decide_framing(http_version: bytes, fields: Fields) -> RequestFraming:
             codings.append(value)
         elif name == b"connection":
             connection.append(value)
-        else:
+        elif name == b"expect":
             expect.append(value)
+        else:
+            content_types += 1
+    if content_types > 1:
+        # RFC 9110 5.3: Content-Type (8.3) holds one media type, so two field lines
+        # cannot be combined; the app and a proxy could each pick another. Refused, as
+        # Gunicorn does (repeated Host and Content-Length are refused below).
+        raise RemoteProtocolError("more than one Content-Type")
     is_11 = http_version == b"1.1"
     _check_host(hosts, is_11)
     if codings:

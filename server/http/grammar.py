@@ -47,9 +47,15 @@ host_re = re.compile(HOST + rb"(?::[0-9]*)?")
 # RFC 9112 3.2.3: authority-form = uri-host ":" port; a tunnel needs both a host and a
 # port, so neither may be empty here.
 authority_form_re = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME_CHAR + rb"+):[0-9]+")
-# RFC 9112 3.2.2: absolute-form = absolute-URI; only hierarchical "scheme://" URIs are
-# accepted, so "host:port" is never mistaken for a URI with scheme "host".
-absolute_form_re = re.compile(rb"[A-Za-z][-A-Za-z0-9+.]*://[^#]*")
+# RFC 9112 3.2.2: absolute-form = absolute-URI. We are an origin server, so only an
+# "http" or "https" URI (RFC 9110 4.2) can name one of our resources: its authority is a
+# non-empty host (4.2.1: an empty one MUST be rejected) and an optional port, without
+# userinfo (4.2.4: treat it as an error); then path-abempty and an optional query.
+# Group 1 is the authority, group 2 the origin-form rest (empty for "http://h").
+absolute_form_re = re.compile(
+    rb"[Hh][Tt][Tt][Pp][Ss]?://((?:" + _IP_LITERAL + rb"|" + _REG_NAME_CHAR + rb"+)(?::[0-9]*)?)"
+    rb"((?:/[^?#]*)?(?:\?[^#]*)?)"
+)
 
 # RFC 9110 5.6.1 lists: elements separated by commas with optional whitespace.
 transfer_coding_re = re.compile(

@@ -1,8 +1,12 @@
-"""Size limits on what a client may send, with Gunicorn's defaults and meanings.
+"""Size limits on what a client may send, with Gunicorn's meanings.
 
 One frozen value per worker, shared by every connection. ``max_request_line`` and
 ``max_header_size`` accept 0 for "unlimited" (Gunicorn's --limit-request-line 0);
 ``max_header_count`` <= 0 falls back to Gunicorn's hard cap of 32768 fields.
+The defaults are Gunicorn's but for the request line: 8190, not 4094, because
+RFC 9112 section 3 recommends accepting request lines of at least 8,000 octets.
+8190 is the largest Gunicorn allows (its MAX_REQUEST_LINE), the default field size
+limit beside it, and a line that fits nginx's 8 KiB large_client_header_buffers.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ HEADER_COUNT_CAP = 32768
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_request_line: int = 4094  # --limit-request-line (0 = unlimited); over -> 414
+    max_request_line: int = 8190  # --limit-request-line (0 = unlimited); over -> 414
     max_header_count: int = 100  # --limit-request-fields; over -> 431
     max_header_size: int = 8190  # --limit-request-field_size (0 = unlimited); over -> 431
     permit_obsolete_folding: bool = False

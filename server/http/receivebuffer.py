@@ -56,6 +56,10 @@ class ReceiveBuffer:
         """The byte at index - 1 (the CR expected before an LF), or -1 at the start."""
         return self._data[index - 1] if index > 0 else -1
 
+    def prefix(self, end: int) -> bytes:
+        """A copy of the bytes through index ``end`` (an LF), left in place."""
+        return bytes(self._data[: end + 1])
+
     def extract(self, count: int) -> bytes:
         """Remove and return up to ``count`` bytes from the front."""
         data = self._data

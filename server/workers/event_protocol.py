@@ -94,7 +94,10 @@ class HTTPProtocol(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.client_addr = transport.get_extra_info("peername")
-        self.client_entries = self.builder.client_entries(self.client_addr)
+        builder = self.builder
+        # The local address only where it says more than the listener's (a wildcard).
+        local_addr = transport.get_extra_info("sockname") if builder.wants_local_addr else None
+        self.client_entries = builder.client_entries(self.client_addr, local_addr)
         ctx = self.ctx
         ctx.connection_opened(self)
         # A first request gets --timeout, as in the sync worker; --keep-alive is for later ones.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import select
 import socket
+from typing import Any
 
 from polycorn.server.workers.base import RunState, Worker
 from polycorn.server.wsgi.handler import ClientConnection
@@ -43,7 +44,8 @@ class SyncWorker(Worker):
                     self.serve(accepted[0], accepted[1], server_name)
                     self.notify()
 
-    def serve(self, sock: socket.socket, addr: object, server_addr: tuple[str, int]) -> None:
+    def serve(self, sock: socket.socket, addr: object, server_addr: Any) -> None:
+        # server_addr: what Listener.server_name() gives (host and port, or a Unix path)
         sock.settimeout(float(getattr(self.cfg, "timeout", 30) or 30))
         conn = ClientConnection(self.handler, sock, addr, server_addr, keep_alive=False)
         try:

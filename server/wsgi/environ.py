@@ -1,8 +1,15 @@
 """The PEP 3333 environ of one request, built from a parsed Request event.
 
 EnvironBuilder computes every entry that is the same for all requests on a
-listener once per worker; build() copies that dict and adds only the request's
-own entries, translating header names through a bounded cache (the hot path).
+listener once per worker, and client_entries() those of one connection;
+build() copies that dict and adds only the request's own entries, translating
+header names through a bounded cache (the hot path).
+
+SERVER_NAME and SERVER_PORT name the address the request arrived on (RFC 3875
+4.1.14-15, and Gunicorn: the listener's address), never the client's Host
+header: only a Unix-socket listener, which has no host or port, takes them from
+Host, as Gunicorn does. A wildcard listener (0.0.0.0, ::) names the connection's
+own local address, which is where the request arrived.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from polycorn.server.http.events import Request
+from polycorn.server.http.grammar import absolute_form_re
 from polycorn.server.wsgi.forwarded import ProxyTrust, scheme_from_secure_header
 from polycorn.server.wsgi.response import FileWrapper
 
@@ -31,6 +39,8 @@ _FORWARDED_FOR = "HTTP_X_FORWARDED_FOR"
 _DROP = ""
 # Attacker-chosen header names must not grow the cache without bound.
 _MAX_CACHED_NAMES = 1024
+# Listener hosts that accept on every local address: the connection names its own.
+_WILDCARD_HOSTS = frozenset(("0.0.0.0", "::", ""))
 
 _COMMON_NAMES = (
     b"host", b"user-agent", b"accept", b"accept-encoding", b"accept-language",
@@ -55,6 +65,11 @@ def _environ_key(name: bytes) -> str:
     if name == b"content-length":
         return _CONTENT_LENGTH
     return "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+
+
+def _host_name(host: str) -> str:
+    """A socket address's host as SERVER_NAME: an IPv6 address in brackets, as in a URL."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _split_host(host: str, default_port: str) -> tuple[str, str]:
@@ -114,6 +129,11 @@ class EnvironBuilder:
         # Gunicorn; CGI forbids a trailing "/" (the "/" belongs to PATH_INFO).
         self._script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
         self._server_name, self._server_port = self._listener_name(server_addr)
+        # A Unix socket has no host or port: Host names the server, as in Gunicorn.
+        self._name_from_host = not isinstance(server_addr, tuple)
+        # Whether client_entries wants the connection's local address (see the module doc).
+        self.wants_local_addr = (isinstance(server_addr, tuple)
+                                 and str(server_addr[0]) in _WILDCARD_HOSTS)
         self._header_keys: dict[bytes, str] = {n: _environ_key(n) for n in _COMMON_NAMES}
         self._last_host: tuple[str | None, str, tuple[str, str]] = (None, "", ("", ""))
         self._base: dict[str, Any] = {
@@ -133,8 +153,7 @@ class EnvironBuilder:
 
     def _listener_name(self, server_addr: Any) -> tuple[str, str]:
         if isinstance(server_addr, tuple):
-            host = str(server_addr[0])
-            return (f"[{host}]" if ":" in host else host), str(server_addr[1])
+            return _host_name(str(server_addr[0])), str(server_addr[1])
         if isinstance(server_addr, bytes):
             server_addr = server_addr.decode(sys.getfilesystemencoding(), "surrogateescape")
         # A Unix socket has no host or port; Gunicorn reports its path and an empty port.
@@ -148,11 +167,18 @@ class EnvironBuilder:
                 self._header_keys[name] = key
         return key
 
-    def client_entries(self, client_addr: Any) -> tuple[dict[str, Any], str | None]:
+    def client_entries(self, client_addr: Any,
+                       local_addr: Any = None) -> tuple[dict[str, Any], str | None]:
         """What every request of one client connection shares: the listener's constant
         entries plus REMOTE_ADDR and REMOTE_PORT, and the peer address that proxy trust
-        is checked against (None for a Unix socket, whose peer is a local proxy)."""
+        is checked against (None for a Unix socket, whose peer is a local proxy).
+
+        local_addr is the connection's own address (getsockname()); it is read only
+        when wants_local_addr is true, so callers fetch it only then."""
         entries = self._base.copy()
+        if local_addr is not None and self.wants_local_addr:
+            entries["SERVER_NAME"] = _host_name(str(local_addr[0]))
+            entries["SERVER_PORT"] = str(local_addr[1])
         if type(client_addr) is tuple:
             entries["REMOTE_ADDR"] = client_addr[0]
             entries["REMOTE_PORT"] = str(client_addr[1])
@@ -177,8 +203,13 @@ class EnvironBuilder:
         environ["RAW_URI"] = target.decode("latin-1")
 
         host: str | None = None
-        if target[:1] != b"/" and target[:4].lower() == b"http":
-            target, host = self._split_absolute_form(target)
+        if target[:1] != b"/":
+            # RFC 9112 3.2.2: an absolute-form target (the parser let only http and https
+            # through) gives its path to PATH_INFO and its authority to HTTP_HOST.
+            match = absolute_form_re.fullmatch(target)
+            if match is not None:
+                host = match[1].decode("latin-1")
+                target = match[2] if match[2][:1] == b"/" else b"/" + match[2]
         path, _, query = target.partition(b"?")
         environ["QUERY_STRING"] = query.decode("latin-1")
         # PEP 3333: PATH_INFO is percent-decoded, then bytes carried as latin-1.
@@ -202,20 +233,24 @@ class EnvironBuilder:
         # RFC 9112 section 3.2.2: an absolute-form target's authority replaces Host.
         if host is not None:
             environ[_HOST] = host
-        else:
-            host = environ.get(_HOST)
-        if host:
-            default_port = "443" if environ["wsgi.url_scheme"] == "https" else "80"
-            # Clients repeat their Host: the last split is kept (one tuple, so threads
-            # never see a host paired with another's split).
-            last = self._last_host
-            if last[0] == host and last[1] == default_port:
-                split = last[2]
-            else:
-                split = _split_host(host, default_port)
-                self._last_host = (host, default_port, split)
-            environ["SERVER_NAME"], environ["SERVER_PORT"] = split
+        if self._name_from_host:
+            self._name_server_from_host(environ)
         return environ
+
+    def _name_server_from_host(self, environ: dict[str, Any]) -> None:
+        host = environ.get(_HOST)
+        if not host:
+            return  # the listener's path and an empty port, as Gunicorn gives
+        default_port = "443" if environ["wsgi.url_scheme"] == "https" else "80"
+        # Clients repeat their Host: the last split is kept (one tuple, so threads
+        # never see a host paired with another's split).
+        last = self._last_host
+        if last[0] == host and last[1] == default_port:
+            split = last[2]
+        else:
+            split = _split_host(host, default_port)
+            self._last_host = (host, default_port, split)
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = split
 
     def _add_headers(self, environ: dict[str, Any], request: Request) -> None:
         known = self._header_keys
@@ -240,23 +275,6 @@ class EnvironBuilder:
         if repeated:
             for key, values in repeated.items():
                 environ[key] = ",".join(values)
-
-    @staticmethod
-    def _split_absolute_form(target: bytes) -> tuple[bytes, str | None]:
-        """(origin-form target, authority) from "http://host:port/path?query"."""
-        scheme, sep, rest = target.partition(b"://")
-        if not sep or scheme.lower() not in (b"http", b"https"):
-            return target, None
-        cut = len(rest)
-        for stop in (b"/", b"?"):
-            index = rest.find(stop)
-            if index != -1 and index < cut:
-                cut = index
-        authority = rest[:cut].rpartition(b"@")[2]  # userinfo is not part of the host
-        origin = rest[cut:]
-        if not origin.startswith(b"/"):
-            origin = b"/" + origin  # RFC 9112 3.2.2: an empty path is "/"
-        return origin, authority.decode("latin-1")
 
     def _apply_forwarded(self, environ: dict[str, Any], peer: str | None) -> None:
         # A Unix-socket peer is a local proxy and trusted, as in Gunicorn.

@@ -133,7 +133,9 @@ class ClientConnection:
         self._keep_alive_allowed = keep_alive
         tls = isinstance(sock, ssl.SSLSocket)
         self._builder = handler.environ_builder(server_addr, "https" if tls else "http")
-        self._client_entries = self._builder.client_entries(client_addr)
+        # getsockname only where it says more than the listener's address (a wildcard).
+        local_addr = sock.getsockname() if self._builder.wants_local_addr else None
+        self._client_entries = self._builder.client_entries(client_addr, local_addr)
         # os.sendfile writes kernel to kernel: only a plain socket (not TLS) can take it.
         self._sendfile_ok = handler.sendfile_enabled and not tls
         self._end: _End | None = None

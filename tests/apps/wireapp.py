@@ -3,7 +3,8 @@
 Every request appends "METHOD TARGET" to the file named by $WIRE_LOG before
 answering, so a test can prove that a hidden (smuggled) request never reached
 the app. /stream answers without Content-Length (framed by the server); /echo
-reads the whole body and returns it.
+reads the whole body and returns it; /names returns the environ entries that name
+the server and the request: SERVER_NAME|SERVER_PORT|PATH_INFO|SERVER_PROTOCOL|CONTENT_TYPE.
 """
 
 import os
@@ -18,6 +19,10 @@ def application(environ, start_response):
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (f"part {i}\n".encode() for i in range(3))
-    body = environ["wsgi.input"].read() if path == "/echo" else b"ok"
+    if path == "/names":
+        keys = ("SERVER_NAME", "SERVER_PORT", "PATH_INFO", "SERVER_PROTOCOL", "CONTENT_TYPE")
+        body = "|".join(environ.get(key, "-") for key in keys).encode("latin-1")
+    else:
+        body = environ["wsgi.input"].read() if path == "/echo" else b"ok"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]

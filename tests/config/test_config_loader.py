@@ -36,7 +36,7 @@ def test_defaults_without_environment():
     assert (cfg.threads, cfg.timeout, cfg.graceful_timeout, cfg.keepalive) == (1, 30, 30, 2)
     assert (cfg.max_requests, cfg.max_requests_jitter, cfg.backlog) == (0, 0, 2048)
     assert (cfg.limit_request_line, cfg.limit_request_fields,
-            cfg.limit_request_field_size) == (4094, 100, 8190)
+            cfg.limit_request_field_size) == (8190, 100, 8190)
     assert cfg.forwarded_allow_ips == ["127.0.0.1", "::1"]
     assert cfg.proxy_allow_ips == ["127.0.0.1", "::1"]
     assert cfg.accesslog is None and cfg.errorlog == "-" and cfg.loglevel == "info"

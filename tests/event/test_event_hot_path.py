@@ -113,8 +113,9 @@ def test_the_remembered_host_split_follows_each_request() -> None:
 
     cfg = types.SimpleNamespace(forwarded_allow_ips=["127.0.0.1"], secure_scheme_headers={},
                                 threads=1, workers=1)
-    plain = EnvironBuilder(cfg, ("127.0.0.1", 8000), "http")
-    secure = EnvironBuilder(cfg, ("127.0.0.1", 8443), "https")
+    # Host names the server only on a Unix-socket listener (on TCP the listener does).
+    plain = EnvironBuilder(cfg, "/run/plain.sock", "http")
+    secure = EnvironBuilder(cfg, "/run/secure.sock", "https")
     expected = {"a.example:81": ("a.example", "81"), "b.example": ("b.example", "80"),
                 "[::1]:9": ("[::1]", "9")}
     for _ in range(2):

@@ -7,11 +7,15 @@ cases (a request hidden behind a framing conflict must never reach the app).
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
-from support.procs import ROOT
+from support.procs import ROOT, descendants, kill_all, wait_until
 
 APPS = ROOT / "tests" / "apps"
 WORKERS = ["sync", "thread", "event"]
@@ -162,6 +166,12 @@ def test_chunked_request_body(server):
      + b"\r\n", b"431"),
     (b"GET / HTTP/1.1\r\n\r\n", b"400"),  # RFC 9112 3.2: HTTP/1.1 needs Host
     (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
+    # RFC 9112 3.2.2: absolute-form is an http(s) URI with a valid authority.
+    (b"PUT s://]ufd/: HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", b"400"),
+    (b"GET http://[bad/x HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+    # RFC 9110 5.3: Content-Type is a singleton field (Gunicorn refuses a repeat too).
+    (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\nContent-Type: c/d\r\n"
+     b"Content-Length: 0\r\n\r\n", b"400"),
 ])
 def test_limits_and_bad_heads(server, raw, status):
     _, port, log = server
@@ -183,3 +193,126 @@ def test_a_body_that_ends_early_is_never_complete(server):
             pass
     # Never a 200 carrying the three bytes as if they were the whole body.
     assert not (out.startswith(b"HTTP/1.1 200") and out.endswith(b"abc"))
+
+
+def names(reply: bytes) -> list[str]:
+    """wireapp's /names answer: SERVER_NAME, SERVER_PORT, PATH_INFO, SERVER_PROTOCOL, CONTENT_TYPE."""
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), reply[:80]
+    return body.decode("latin-1").split("|")
+
+
+def test_an_http09_request_is_refused_at_once(server):
+    # "GET /" and CRLF, no version: an HTTP/0.9 client sends nothing more and waits. It
+    # gets its 400 when its line is in, not a silent close after a timeout.
+    _, port, log = server
+    started = time.monotonic()
+    reply = exchange(port, b"GET /\r\n")
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:60]
+    assert time.monotonic() - started < 3.0  # the read gives up at 5 s, --timeout is 30 s
+    assert seen(log) == []
+
+
+def test_http12_is_served_as_http11(server):
+    # RFC 9110 2.5: a higher minor version is processed as the highest we implement.
+    _, port, _ = server
+    reply = exchange(port, b"GET /names HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert names(reply)[2:4] == ["/names", "HTTP/1.1"]
+
+
+def test_server_name_is_the_address_the_request_arrived_on(server):
+    # RFC 3875 4.1.14-15, and Gunicorn: not what the client wrote in Host.
+    _, port, _ = server
+    reply = exchange(port, b"GET /names HTTP/1.1\r\nHost: other.example:9999\r\n"
+                           b"Connection: close\r\n\r\n")
+    assert names(reply)[:2] == ["127.0.0.1", str(port)]
+
+
+def test_an_absolute_form_target_gives_its_path(server):
+    _, port, _ = server
+    reply = exchange(port, b"GET http://other.example:9999/names?q=1 HTTP/1.1\r\nHost: x\r\n"
+                           b"Connection: close\r\n\r\n")
+    assert names(reply)[:3] == ["127.0.0.1", str(port), "/names"]
+
+
+@pytest.fixture(params=WORKERS)
+def default_server(request, polycorn, port, tmp_path):
+    """A server with the default limits, on a TCP and a Unix-socket listener."""
+    path = tmp_path / "wire.sock"
+    threads = ("--threads", "4") if request.param == "thread" else ()
+    polycorn("-k", request.param, *threads, "-b", f"127.0.0.1:{port}", "-b", f"unix:{path}",
+             "wireapp:application", wait_port=port, cwd=APPS)
+    wait_until(path.exists, 10, what="the Unix socket")
+    return port, path
+
+
+def test_default_limits_serve_an_8000_octet_request_line(default_server):
+    # RFC 9112 3: "a minimum request-line length of 8000 octets" is recommended.
+    port, _ = default_server
+    line = b"GET /names?" + b"q" * (8000 - len(b"GET /names? HTTP/1.1")) + b" HTTP/1.1"
+    assert len(line) == 8000
+    assert names(exchange(port, line + b"\r\nHost: x\r\nConnection: close\r\n\r\n"))[2] == "/names"
+
+
+def test_a_unix_listener_is_named_by_the_host_header(default_server):
+    # A Unix socket has no host or port: Host names the server, else its path (Gunicorn).
+    _, path = default_server
+
+    def ask(raw: bytes) -> bytes:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(raw)
+            out = b""
+            while chunk := sock.recv(65536):
+                out += chunk
+        return out
+    reply = ask(b"GET /names HTTP/1.1\r\nHost: site.example:8080\r\nConnection: close\r\n\r\n")
+    assert names(reply)[:2] == ["site.example", "8080"]
+    assert names(ask(b"GET /names HTTP/1.0\r\n\r\n"))[:2] == [str(path), ""]
+
+
+# Run inside a private network namespace (only its own loopback), so that a wildcard
+# listener is reachable from nowhere else: the client asks 127.0.0.2, one address of it.
+_WILDCARD_CLIENT = """
+import socket, sys, time
+deadline = time.monotonic() + 15
+while True:
+    try:
+        sock = socket.create_connection(("127.0.0.2", 8000), timeout=5)
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+sock.sendall(b"GET /names HTTP/1.1\\r\\nHost: other.example:9999\\r\\nConnection: close\\r\\n\\r\\n")
+out = b""
+while chunk := sock.recv(65536):
+    out += chunk
+sys.stdout.write(out.decode("latin-1"))
+"""
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_a_wildcard_listener_names_the_address_the_request_arrived_on(worker, tmp_path):
+    # Gunicorn would say "0.0.0.0"; the request arrived on 127.0.0.2 (RFC 3875 4.1.14).
+    threads = "--threads 4" if worker == "thread" else ""
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen(
+            ["unshare", "--net", "sh", "-c",
+             f"ip link set lo up && exec {sys.executable} -m polycorn.server.main -k {worker} "
+             f"{threads} -b 0.0.0.0:8000 wireapp:application"],
+            cwd=APPS, stdout=log, stderr=log, start_new_session=True)
+    try:
+        # nsenter must not join our own namespace, which the server has until unshare ran.
+        ours = os.readlink("/proc/self/ns/net")
+        wait_until(lambda: os.readlink(f"/proc/{server.pid}/ns/net") != ours, 10,
+                   what="the server's own network namespace")
+        client = subprocess.run(
+            ["nsenter", "-t", str(server.pid), "-n", sys.executable, "-c", _WILDCARD_CLIENT],
+            capture_output=True, timeout=30)
+        assert client.returncode == 0, client.stderr.decode()[-2000:]
+        assert names(client.stdout)[:2] == ["127.0.0.2", "8000"]
+    finally:
+        kill_all([server.pid, *descendants(server.pid)], signal.SIGKILL)
+        server.wait(5)

@@ -89,20 +89,36 @@ def test_path_is_percent_decoded_then_latin1():
     assert env["RAW_URI"] == "/caf%C3%A9/%2F?q"
 
 
-def test_server_name_from_host_else_listener():
-    env = build(headers=[(b"host", b"example.com:8080")])
-    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com", "8080")
-    assert env["HTTP_HOST"] == "example.com:8080"
-    env = build(headers=[(b"host", b"example.com")])
-    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com", "80")
-    env = build(headers=[(b"host", b"example.com")], scheme="https")
-    assert env["SERVER_PORT"] == "443"
-    env = build(headers=[(b"host", b"[::1]:9000")])
-    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("[::1]", "9000")
+def test_server_name_is_the_listeners_address_not_the_host_header():
+    # RFC 3875 4.1.14-15 and Gunicorn: the address the request arrived on. The Host
+    # header is the client's to choose, and stays in HTTP_HOST.
+    for host in (b"example.com:8080", b"example.com", b"[::1]:9000"):
+        for scheme in ("http", "https"):
+            env = build(headers=[(b"host", host)], scheme=scheme)
+            assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", "8000")
+            assert env["HTTP_HOST"] == host.decode()
     env = build(version=b"1.0")
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", "8000")
-    env = build(listener=("::", 8001, 0, 0))
-    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("[::]", "8001")
+    env = build(listener=("::1", 8001, 0, 0), headers=[(b"host", b"example.com")])
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("[::1]", "8001")
+
+
+def test_a_wildcard_listener_names_the_connections_local_address():
+    for listener, local, name in [(("0.0.0.0", 8000), ("127.0.0.2", 8000), "127.0.0.2"),
+                                  (("::", 8001, 0, 0), ("::1", 8001, 0, 0), "[::1]")]:
+        builder = EnvironBuilder(make_cfg(), listener, "http")
+        assert builder.wants_local_addr
+        entries = builder.client_entries(CLIENT, local)
+        env = builder.build(request(headers=[(b"host", b"example.com")]), CLIENT,
+                            io.BytesIO(), entries)
+        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == (name, str(listener[1]))
+        # Without a local address (none known) the listener's own is the answer.
+        env = builder.build(request(), CLIENT, io.BytesIO())
+        assert env["SERVER_PORT"] == str(listener[1])
+    builder = EnvironBuilder(make_cfg(), LISTENER, "http")
+    assert not builder.wants_local_addr  # a named listener is the answer: no getsockname
+    entries = builder.client_entries(CLIENT, ("127.0.0.9", 1))
+    assert (entries[0]["SERVER_NAME"], entries[0]["SERVER_PORT"]) == ("127.0.0.1", "8000")
 
 
 def test_remote_addr_tcp_and_unix():
@@ -111,9 +127,17 @@ def test_remote_addr_tcp_and_unix():
     env = build(client="", listener="/run/app.sock")
     assert env["REMOTE_ADDR"] == "" and "REMOTE_PORT" not in env
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("/run/app.sock", "")
+    # A Unix socket has no host or port: Host names the server there, as in Gunicorn.
     env = build(client=b"", listener=b"/run/app.sock", headers=[(b"host", b"site")])
     assert env["REMOTE_ADDR"] == ""
     assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("site", "80")
+    env = build(client="", listener="/run/app.sock", headers=[(b"host", b"site")], scheme="https")
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("site", "443")
+    env = build(client="", listener="/run/app.sock", headers=[(b"host", b"[::1]:9000")])
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("[::1]", "9000")
+    env = build(client="", listener="/run/app.sock", headers=[(b"host", b"ignored")],
+                target=b"http://api.example.com:81/x")
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("api.example.com", "81")
 
 
 def test_http_headers_mapping_and_repeats():
@@ -186,11 +210,15 @@ def test_absolute_form_target():
     assert env["PATH_INFO"] == "/v1/x"
     assert env["QUERY_STRING"] == "y=2"
     assert env["HTTP_HOST"] == "api.example.com:81"
-    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("api.example.com", "81")
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", "8000")  # where it arrived
     assert env["RAW_URI"] == "http://api.example.com:81/v1/x?y=2"
-    env = build(b"HTTPS://user@h.example?q")
+    env = build(b"HTTPS://h.example?q")
     assert (env["PATH_INFO"], env["QUERY_STRING"], env["HTTP_HOST"]) == ("/", "q", "h.example")
     assert env["wsgi.url_scheme"] == "http"  # the connection's scheme, not the client's claim
+    env = build(b"http://[::1]:8080")
+    assert (env["PATH_INFO"], env["QUERY_STRING"], env["HTTP_HOST"]) == ("/", "", "[::1]:8080")
+    env = build(b"http://h/a%20b/")
+    assert env["PATH_INFO"] == "/a b/"
 
 
 def test_xff_ignored_from_untrusted_peer():

@@ -16,7 +16,7 @@ def make_cfg(**overrides: Any) -> types.SimpleNamespace:
         "threads": 1,
         "keepalive": 2,
         "timeout": 30,
-        "limit_request_line": 4094,
+        "limit_request_line": 8190,
         "limit_request_fields": 100,
         "limit_request_field_size": 8190,
         "permit_obsolete_folding": False,
