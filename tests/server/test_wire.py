@@ -12,7 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from support.procs import ROOT, descendants, kill_all, wait_until
@@ -235,10 +237,18 @@ def test_an_absolute_form_target_gives_its_path(server):
     assert names(reply)[:3] == ["127.0.0.1", str(port), "/names"]
 
 
+@pytest.fixture
+def short_folder():
+    """A folder for a Unix socket: its path has 107 bytes at most, and a --basetemp can be
+    deep. Asked for before `polycorn`, it is removed after the server was stopped."""
+    with tempfile.TemporaryDirectory(prefix="polycorn-wire-") as folder:
+        yield Path(folder)
+
+
 @pytest.fixture(params=WORKERS)
-def default_server(request, polycorn, port, tmp_path):
+def default_server(request, short_folder, polycorn, port):
     """A server with the default limits, on a TCP and a Unix-socket listener."""
-    path = tmp_path / "wire.sock"
+    path = short_folder / "wire.sock"
     threads = ("--threads", "4") if request.param == "thread" else ()
     polycorn("-k", request.param, *threads, "-b", f"127.0.0.1:{port}", "-b", f"unix:{path}",
              "wireapp:application", wait_port=port, cwd=APPS)
