@@ -249,6 +249,21 @@ def test_plain_requests_stay_on_llhttp(raw: bytes) -> None:
     assert conn.fallback_reason is None
 
 
+def test_a_head_split_after_its_request_line_stays_on_llhttp() -> None:
+    """The request line of an unfinished head is judged once, and a good one stays fast."""
+    conn = FastConnection()
+    for _ in range(2):
+        for piece in (b"GET /a HTTP/1.1\r\n", b"Host: h\r\n", b"X-A: b\r\n", b"\r\n"):
+            conn.receive_data(piece)
+            event = conn.next_event()
+        assert isinstance(event, Request) and event.target == b"/a"
+        assert conn.next_event() == EndOfMessage()
+        conn.start_response(200, b"OK", [(b"Content-Length", b"0")])
+        conn.end_response()
+        conn.start_next_cycle()
+    assert conn.fallback_reason is None
+
+
 @pytest.mark.parametrize(("raw", "reason"), [
     (b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "chunked body"),
     (b"PURGEX / HTTP/1.1\r\nHost: h\r\n\r\n", "llhttp refused or upgrade"),
@@ -257,6 +272,10 @@ def test_plain_requests_stay_on_llhttp(raw: bytes) -> None:
     (b"\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", "bare CR/LF or a leading empty line"),
     (b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", "request-line spacing"),
     (b"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n", "framing refused"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Type: a\r\nContent-Type: a\r\n\r\n",
+     "framing refused"),
+    (b"GET / HTTP/1.2\r\nHost: h\r\n\r\n", "llhttp refused or upgrade"),  # then served as 1.1
+    (b"GET /\r\n", "request line"),  # an unfinished head whose request line is bad
 ])
 def test_unusual_requests_are_handed_to_the_pure_parser(raw: bytes, reason: str) -> None:
     conn = FastConnection()
