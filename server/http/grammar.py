@@ -26,7 +26,7 @@ field_section_re = re.compile(rb"(?:" + TOKEN + rb":" + FIELD_VALUE_CHARS + rb"\
 field_line_re = re.compile(rb"(" + TOKEN + rb"):(" + FIELD_VALUE_CHARS + rb")\r\n")
 
 # RFC 9112 3: request-line = method SP request-target SP HTTP-version. The target is
-# any run of visible ASCII here; its form is checked separately (requesttarget.py).
+# any run of visible ASCII here; its form is checked separately (head.py).
 request_line_re = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e]+) (HTTP/[0-9]\.[0-9])")
 
 # RFC 9112 7.1.1: chunk = chunk-size [ chunk-ext ] CRLF, with
