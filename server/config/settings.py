@@ -173,13 +173,22 @@ CORE_SETTINGS: tuple[Setting, ...] = (
        EnvironDefault("$FORWARDED_ALLOW_IPS, else 127.0.0.1,::1",
                       lambda env: env.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")),
        v.ip_network_list,
-       "Front-end IPs or networks trusted to set secure headers (comma-separated, or *).",
+       "Front-end IPs or networks trusted to set the scheme (--secure-scheme-headers) and "
+       "forwarder headers (comma-separated, or *). REMOTE_ADDR is always the peer.",
        section="server mechanics", metavar="STRING"),
     _s("secure_scheme_headers", (),
        {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"},
        v.mapping,
        "Headers (upper case) and values that mark a request as HTTPS when sent by a "
        "trusted front end.", section="server mechanics"),
+    _s("forwarder_headers", ("--forwarder-headers",), "SCRIPT_NAME,PATH_INFO",
+       v.header_name_list,
+       "Header names with '_' a trusted front end (--forwarded-allow-ips) may send; "
+       "SCRIPT_NAME from it sets the mount point (comma-separated, upper case).",
+       section="server mechanics", metavar="STRING"),
+    _s("header_map", ("--header-map",), "drop", v.header_map,
+       "Request headers whose name holds '_': drop them, refuse the request (400), or "
+       "map them like dashes (dangerous).", section="server mechanics", metavar="STRING"),
     _s("proxy_allow_ips", ("--proxy-allow-from",), "127.0.0.1,::1", v.ip_network_list,
        "Front-end IPs allowed to send PROXY protocol headers (comma-separated, or *).",
        section="server mechanics", metavar="STRING"),

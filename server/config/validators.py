@@ -18,6 +18,8 @@ from importlib import import_module
 from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+HEADER_MAP_CHOICES = ("drop", "refuse", "dangerous")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 
 # Worker names Polycorn serves, and the Gunicorn spellings that mean the same thing.
 WORKER_CLASSES = ("sync", "thread", "event")
@@ -154,6 +156,23 @@ def ip_network_list(value: Any) -> list[str]:
         except ValueError as exc:
             raise ValueError(f"{item!r} is not an IP address or network: {exc}") from None
     return items
+
+
+def header_name_list(value: Any) -> list[str]:
+    """Comma-separated request header names (or "*"), upper-cased as Gunicorn compares them."""
+    items = [item.upper() for item in _comma_list(value)]
+    for item in items:
+        if item != "*" and not HEADER_NAME.fullmatch(item):
+            raise ValueError(f"{item!r} is not a header name")
+    return items
+
+
+def header_map(value: Any) -> str:
+    """What to do with a request header whose name holds "_": refuse, drop or dangerous."""
+    text = nonempty_str(value).lower()
+    if text not in HEADER_MAP_CHOICES:
+        raise ValueError(f"{value!r} is not one of {', '.join(HEADER_MAP_CHOICES)}")
+    return text
 
 
 def bind_list(value: Any) -> list[str]:

@@ -157,6 +157,12 @@ class HTTPProtocol(asyncio.Protocol):
                 return
             kind = event.__class__
             if kind is Request:
+                try:  # built now: a request Gunicorn refuses is refused before its body
+                    self.environ = self.builder.build(event, self.client_addr, EMPTY_INPUT,
+                                                      self.client_entries)
+                except RemoteProtocolError as exc:
+                    self._refuse(exc)
+                    return
                 self.phase = _READING
                 self.request = event
                 if event.expect_continue:
@@ -204,9 +210,9 @@ class HTTPProtocol(asyncio.Protocol):
         ctx = self.ctx
         request = self.request
         assert request is not None
-        wsgi_input = EMPTY_INPUT if not self.body_size and self.spool is None else self._wsgi_input()
-        self.environ = environ = self.builder.build(request, self.client_addr, wsgi_input,
-                                                      self.client_entries)
+        environ = self.environ
+        if self.body_size or self.spool is not None:
+            environ["wsgi.input"] = self._wsgi_input()
         self.body_bytes = 0
         if ctx.observed:
             self.trace = _Trace(environ, request, self.client_addr, ctx)

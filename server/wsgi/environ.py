@@ -21,9 +21,14 @@ import threading
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import Request
 from polycorn.server.http.grammar import absolute_form_re
-from polycorn.server.wsgi.forwarded import ProxyTrust, scheme_from_secure_header
+from polycorn.server.wsgi.forwarded import (
+    ProxyTrust,
+    scheme_from_secure_headers,
+    secure_headers_by_name,
+)
 from polycorn.server.wsgi.response import FileWrapper
 
 from polycorn import __version__
@@ -34,8 +39,8 @@ SERVER_SOFTWARE = f"polycorn/{__version__}"
 _CONTENT_TYPE = "CONTENT_TYPE"
 _CONTENT_LENGTH = "CONTENT_LENGTH"
 _HOST = "HTTP_HOST"
-_FORWARDED_FOR = "HTTP_X_FORWARDED_FOR"
-# A header name the cache marks as dropped: names containing "_" (see _environ_key).
+_FORWARDED_SCRIPT_NAME = "HTTP_SCRIPT_NAME"  # a trusted front end's SCRIPT_NAME header
+# A header name the cache marks for header_map: names containing "_" (see _environ_key).
 _DROP = ""
 # Attacker-chosen header names must not grow the cache without bound.
 _MAX_CACHED_NAMES = 1024
@@ -52,11 +57,11 @@ _COMMON_NAMES = (
 
 
 def _environ_key(name: bytes) -> str:
-    """The environ key for a lower-cased header name, or _DROP.
+    """The environ key for a lower-cased header name, or _DROP for a name with "_".
 
-    A name containing "_" is dropped, as Gunicorn does: "X_Forwarded_For" and
-    "X-Forwarded-For" would both map to HTTP_X_FORWARDED_FOR, so a client could
-    smuggle a value past a proxy that sets only the dashed spelling.
+    "X_Forwarded_For" and "X-Forwarded-For" would both map to HTTP_X_FORWARDED_FOR,
+    so a client could smuggle a value past a proxy that sets only the dashed
+    spelling: such names are left to header_map (EnvironBuilder._underscore_key).
     """
     if b"_" in name:
         return _DROP
@@ -119,12 +124,14 @@ class EnvironBuilder:
 
     def __init__(self, cfg: Any, server_addr: Any, scheme: str = "http") -> None:
         self._trust = ProxyTrust(cfg.forwarded_allow_ips)
-        # --secure-scheme-headers (Gunicorn's), e.g. {"X-FORWARDED-PROTO": "https"}, by environ key.
-        self._secure_headers = {
-            "HTTP_" + name.upper().replace("-", "_"): value
-            for name, value in cfg.secure_scheme_headers.items()
-        }
-        self._forwarding_keys = (_FORWARDED_FOR, *self._secure_headers)
+        # --secure-scheme-headers (Gunicorn's), e.g. {"X-FORWARDED-PROTO": "https"}: by
+        # wire name to read the fields, by environ key to see cheaply whether one came.
+        self._secure_headers = secure_headers_by_name(cfg.secure_scheme_headers)
+        self._secure_keys = tuple("HTTP_" + name.upper().replace("-", "_")
+                                  for name in cfg.secure_scheme_headers)
+        # Names with "_" a trusted front end may send (Gunicorn's forwarder_headers).
+        self._forwarders = frozenset(name.upper() for name in cfg.forwarder_headers)
+        self._header_map = cfg.header_map
         # SCRIPT_NAME comes from the process environment (--env SCRIPT_NAME=/app), as in
         # Gunicorn; CGI forbids a trailing "/" (the "/" belongs to PATH_INFO).
         self._script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
@@ -168,10 +175,11 @@ class EnvironBuilder:
         return key
 
     def client_entries(self, client_addr: Any,
-                       local_addr: Any = None) -> tuple[dict[str, Any], str | None]:
+                       local_addr: Any = None) -> tuple[dict[str, Any], bool]:
         """What every request of one client connection shares: the listener's constant
-        entries plus REMOTE_ADDR and REMOTE_PORT, and the peer address that proxy trust
-        is checked against (None for a Unix socket, whose peer is a local proxy).
+        entries plus REMOTE_ADDR (always the peer) and REMOTE_PORT, and whether the peer
+        is a trusted front end (--forwarded-allow-ips; a Unix-socket peer always is, as
+        in Gunicorn: it is a local proxy).
 
         local_addr is the connection's own address (getsockname()); it is read only
         when wants_local_addr is true, so callers fetch it only then."""
@@ -182,18 +190,20 @@ class EnvironBuilder:
         if type(client_addr) is tuple:
             entries["REMOTE_ADDR"] = client_addr[0]
             entries["REMOTE_PORT"] = str(client_addr[1])
-            return entries, client_addr[0]
+            return entries, self._trust.trusts(client_addr[0])
         # A Unix-socket peer is usually unnamed: accept() gives "" (or b"").
         if isinstance(client_addr, bytes):
             client_addr = client_addr.decode("latin-1")
         entries["REMOTE_ADDR"] = client_addr or ""
-        return entries, None
+        return entries, True
 
     def build(self, request: Request, client_addr: Any, wsgi_input: Any,
-              client: tuple[dict[str, Any], str | None] | None = None) -> dict[str, Any]:
+              client: tuple[dict[str, Any], bool] | None = None) -> dict[str, Any]:
         """The environ of one request; `client` is client_entries(client_addr), which a
-        connection serving many requests computes once."""
-        base, peer = client if client is not None else self.client_entries(client_addr)
+        connection serving many requests computes once. Raises RemoteProtocolError (400)
+        for a request Gunicorn refuses at this point: a header name with "_" under
+        header_map "refuse", or a trusted front end's contradictory scheme headers."""
+        base, trusted = client if client is not None else self.client_entries(client_addr)
         environ = base.copy()
         environ["wsgi.input"] = wsgi_input
         environ["REQUEST_METHOD"] = request.method.decode("latin-1")
@@ -201,6 +211,23 @@ class EnvironBuilder:
             "HTTP/" + request.http_version.decode("latin-1"))
         target = request.target
         environ["RAW_URI"] = target.decode("latin-1")
+
+        self._add_headers(environ, request, trusted)
+        if request.content_length is not None:
+            environ["CONTENT_LENGTH"] = str(request.content_length)
+
+        script_name = self._script_name
+        if trusted:
+            if _FORWARDED_SCRIPT_NAME in environ:
+                # A front end that mounts the app on a sub-path says where (Gunicorn's
+                # forwarder_headers); CGI forbids the trailing "/" (it belongs to PATH_INFO).
+                environ["SCRIPT_NAME"] = script_name = environ[_FORWARDED_SCRIPT_NAME].rstrip("/")
+            for key in self._secure_keys:
+                if key in environ:
+                    scheme = scheme_from_secure_headers(request.headers, self._secure_headers)
+                    if scheme is not None:
+                        environ["wsgi.url_scheme"] = scheme
+                    break
 
         host: str | None = None
         if target[:1] != b"/":
@@ -215,20 +242,13 @@ class EnvironBuilder:
         # PEP 3333: PATH_INFO is percent-decoded, then bytes carried as latin-1.
         # 0x25 is "%" (an int operand spares `in` a failed int conversion per request).
         path_info = (unquote_to_bytes(path) if 0x25 in path else path).decode("latin-1")
-        script_name = self._script_name
+        # Only a whole path segment is a prefix (Gunicorn's plain prefix test would turn
+        # /application under /app into "lication"); a path outside the mount point is
+        # passed whole (Gunicorn answers 500), which also serves a proxy that strips it.
         if script_name and (path_info == script_name
                             or path_info.startswith(script_name + "/")):
             path_info = path_info[len(script_name):]
         environ["PATH_INFO"] = path_info
-
-        self._add_headers(environ, request)
-        if request.content_length is not None:
-            environ["CONTENT_LENGTH"] = str(request.content_length)
-
-        for key in self._forwarding_keys:
-            if key in environ:
-                self._apply_forwarded(environ, peer)
-                break
 
         # RFC 9112 section 3.2.2: an absolute-form target's authority replaces Host.
         if host is not None:
@@ -252,14 +272,18 @@ class EnvironBuilder:
             self._last_host = (host, default_port, split)
         environ["SERVER_NAME"], environ["SERVER_PORT"] = split
 
-    def _add_headers(self, environ: dict[str, Any], request: Request) -> None:
+    def _add_headers(self, environ: dict[str, Any], request: Request, trusted: bool) -> None:
         known = self._header_keys
         repeated: dict[str, list[str]] | None = None
         for name, value in request.headers:
             key = known.get(name)
             if key is None:
                 key = self._key_for(name)
-            if not key or key == _CONTENT_LENGTH:
+            if not key:
+                key = self._underscore_key(name, trusted)
+                if not key:
+                    continue
+            elif key == _CONTENT_LENGTH:
                 # CONTENT_LENGTH comes from the parser's framing decision instead: a
                 # Content-Length sent beside chunked coding is not the body's length.
                 continue
@@ -276,17 +300,14 @@ class EnvironBuilder:
             for key, values in repeated.items():
                 environ[key] = ",".join(values)
 
-    def _apply_forwarded(self, environ: dict[str, Any], peer: str | None) -> None:
-        # A Unix-socket peer is a local proxy and trusted, as in Gunicorn.
-        if peer is not None and not self._trust.trusts(peer):
-            return
-        forwarded_for = environ.get(_FORWARDED_FOR)
-        if forwarded_for:
-            client = self._trust.client_from_forwarded_for(forwarded_for)
-            if client is not None:
-                environ["REMOTE_ADDR"] = client
-        schemes = {scheme_from_secure_header(environ[key], secure_value)
-                   for key, secure_value in self._secure_headers.items() if key in environ}
-        # Scheme headers that disagree are a misconfigured proxy: believe neither.
-        if len(schemes) == 1:
-            environ["wsgi.url_scheme"] = schemes.pop()
+    def _underscore_key(self, name: bytes, trusted: bool) -> str:
+        """The environ key for a header name with "_", by Gunicorn's rules: a trusted
+        front end's forwarder_headers are mapped; otherwise header_map says drop (the
+        default), refuse (400) or dangerous (mapped like dashes, colliding with them)."""
+        upper = name.decode("latin-1").upper()
+        if (trusted and (upper in self._forwarders or "*" in self._forwarders)) \
+                or self._header_map == "dangerous":
+            return "HTTP_" + upper.replace("-", "_")
+        if self._header_map == "refuse":
+            raise RemoteProtocolError(f"Invalid header name {upper!r}", 400)
+        return _DROP

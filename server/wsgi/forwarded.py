@@ -1,32 +1,30 @@
-"""Which peers may speak for the client through X-Forwarded-For and the scheme headers.
+"""Which peers may speak for the client, and what they may say: Gunicorn's rules.
 
-The --forwarded-allow-ips list is parsed once per worker into exact addresses and
-networks. A request's forwarding headers are consulted only when its peer is trusted,
-and the client is the right-most X-Forwarded-For entry that is not itself trusted.
+A peer in --forwarded-allow-ips (or any Unix-socket peer) is a trusted front end. It
+may set wsgi.url_scheme through --secure-scheme-headers and send the header names
+with "_" listed in forwarder_headers (SCRIPT_NAME for an app mounted on a sub-path).
+Nobody sets REMOTE_ADDR: it is always the peer, and X-Forwarded-For reaches the app
+only as HTTP_X_FORWARDED_FOR (rewriting it from the header let any client choose its
+own address as soon as the list held "*").
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from polycorn.server.http.errors import RemoteProtocolError
+from polycorn.server.http.events import Headers
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _parse_ip(text: str) -> IPAddress | None:
-    """An address as it appears in a peer tuple or a forwarding header, or None.
-
-    Accepts "[v6]" and "[v6]:port" and "v4:port" (some proxies append the port),
-    and reduces IPv4-mapped IPv6 (a dual-stack listener's view of an IPv4 peer) to IPv4.
-    """
-    text = text.strip()
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
+    """A peer address as accept() gives it, or None; IPv4-mapped IPv6 (a dual-stack
+    listener's view of an IPv4 peer) is reduced to IPv4 so "127.0.0.1" matches it."""
     try:
-        ip = ipaddress.ip_address(text)
+        ip = ipaddress.ip_address(text.strip())
     except ValueError:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -57,7 +55,7 @@ class ProxyTrust:
             self._networks.append(network)
 
     def trusts(self, peer: str) -> bool:
-        """Is this peer address (as the kernel or a forwarding header gives it) trusted?"""
+        """Is this peer address (as accept() gives it) a trusted front end?"""
         if self.trust_all or peer in self._exact:
             return True
         ip = _parse_ip(peer)
@@ -65,37 +63,28 @@ class ProxyTrust:
             return False
         return any(ip in network for network in self._networks)
 
-    def client_from_forwarded_for(self, forwarded_for: str) -> str | None:
-        """The client address named by a trusted peer's X-Forwarded-For, or None.
 
-        Each proxy appends the address it received the request from, so every entry
-        left of a proxy we do not trust could have been written by the client itself.
-        Walking from the right and stopping at the first untrusted entry gives the
-        address our own proxies saw; taking the left-most entry would let any client
-        choose its REMOTE_ADDR. When every entry is trusted (or "*" is set) the
-        left-most one is the best we have. An entry that is not an IP address (a
-        typo, "unknown", an obfuscated identifier from RFC 7239) ends the walk:
-        nothing left of it can be verified, so None keeps the peer's address.
-        """
-        entries = [e.strip() for e in forwarded_for.split(",")]
-        entries = [e for e in entries if e]
-        for entry in reversed(entries):
-            ip = _parse_ip(entry)
-            if ip is None:
-                return None
-            if not self.trusts(str(ip)):
-                return str(ip)
-        if entries:
-            ip = _parse_ip(entries[0])
-            return str(ip) if ip is not None else None
-        return None
+def secure_headers_by_name(secure_scheme_headers: Mapping[str, str]) -> dict[bytes, bytes]:
+    """--secure-scheme-headers keyed by the parser's lower-cased header names."""
+    return {name.strip().lower().encode("latin-1"): value.encode("latin-1")
+            for name, value in secure_scheme_headers.items()}
 
 
-def scheme_from_secure_header(value: str, secure_value: str) -> str:
-    """"https" when a trusted peer's scheme header (--secure-scheme-headers) says so, else "http".
+def scheme_from_secure_headers(headers: Headers, secure: Mapping[bytes, bytes]) -> str | None:
+    """The scheme a trusted front end's scheme headers state, or None if it sent none.
 
-    A chain of proxies may list several values; the right-most one was written by
-    the proxy that talked to us, the only one whose word we can check.
+    As in Gunicorn: each such field is "https" when its value is exactly the configured
+    one (case-sensitive) and "http" otherwise; fields that disagree make the request
+    ambiguous, so it is refused with 400 rather than served under either scheme.
     """
-    last = value.rpartition(",")[2].strip().lower()
-    return "https" if last == secure_value.lower() else "http"
+    scheme: str | None = None
+    for name, value in headers:
+        expected = secure.get(name)
+        if expected is None:
+            continue
+        this = "https" if value == expected else "http"
+        if scheme is None:
+            scheme = this
+        elif this != scheme:
+            raise RemoteProtocolError("Contradictory scheme headers", 400)
+    return scheme

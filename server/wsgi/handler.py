@@ -258,7 +258,12 @@ class ClientConnection:
         self._start = start = StartResponse(self._write_now)
         self._body = body = WSGIInput(self._pull_body,
                                       self._send_continue if request.expect_continue else None)
-        environ = self._builder.build(request, self.client_addr, body, self._client_entries)
+        try:
+            environ = self._builder.build(request, self.client_addr, body, self._client_entries)
+        except RemoteProtocolError as exc:  # header_map "refuse", contradictory scheme
+            log.debug("bad request from %s: %s", self.client_addr, exc)
+            self._send_error(exc.status, str(exc))
+            return False
         hook_req = None
         if handler.pre_request is not None or handler.post_request is not None:
             hook_req = HookRequest(request, environ, self.client_addr)

@@ -112,7 +112,7 @@ def test_the_remembered_host_split_follows_each_request() -> None:
     from polycorn.server.wsgi.environ import EnvironBuilder
 
     cfg = types.SimpleNamespace(forwarded_allow_ips=["127.0.0.1"], secure_scheme_headers={},
-                                threads=1, workers=1)
+                                forwarder_headers=[], header_map="drop", threads=1, workers=1)
     # Host names the server only on a Unix-socket listener (on TCP the listener does).
     plain = EnvironBuilder(cfg, "/run/plain.sock", "http")
     secure = EnvironBuilder(cfg, "/run/secure.sock", "https")

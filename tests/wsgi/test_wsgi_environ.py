@@ -6,9 +6,10 @@ import io
 import logging
 
 import pytest
+from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import Request
 from polycorn.server.wsgi.environ import EnvironBuilder, ErrorStream
-from polycorn.server.wsgi.forwarded import ProxyTrust, scheme_from_secure_header
+from polycorn.server.wsgi.forwarded import ProxyTrust, scheme_from_secure_headers
 from polycorn.server.wsgi.response import FileWrapper
 from wsgi_support import make_cfg
 
@@ -62,13 +63,13 @@ def test_one_clients_entries_serve_many_requests_unchanged():
     builder = EnvironBuilder(cfg, LISTENER, "http")
     entries = builder.client_entries(CLIENT)
     shared = dict(entries[0])
-    proxied = builder.build(request(headers=[(b"x-forwarded-for", b"192.0.2.7"),
-                                             (b"x-forwarded-proto", b"https")]),
+    proxied = builder.build(request(headers=[(b"x-forwarded-proto", b"https"),
+                                             (b"script_name", b"/mount")]),
                             CLIENT, io.BytesIO(), entries)
-    assert proxied["REMOTE_ADDR"] == "192.0.2.7" and proxied["wsgi.url_scheme"] == "https"
+    assert proxied["wsgi.url_scheme"] == "https" and proxied["SCRIPT_NAME"] == "/mount"
     plain = builder.build(request(), CLIENT, io.BytesIO(), entries)
     assert plain["REMOTE_ADDR"] == "127.0.0.1" and plain["wsgi.url_scheme"] == "http"
-    assert plain["REMOTE_PORT"] == "50123"
+    assert plain["REMOTE_PORT"] == "50123" and plain["SCRIPT_NAME"] == ""
     assert entries[0] == shared  # no request's changes leak into the next one
 
 
@@ -169,11 +170,31 @@ def test_underscore_headers_are_dropped():
         (b"x_forwarded_for", b"6.6.6.6"),
         (b"script_name", b"/evil"),
         (b"content_length", b"999"),
-    ])
+    ], client=("203.0.113.7", 1))
     assert env["HTTP_X_FORWARDED_FOR"] == "10.0.0.9"
     assert env["SCRIPT_NAME"] == ""
     assert "CONTENT_LENGTH" not in env
-    assert not any("_" in k[5:] and "6.6.6.6" in str(v) for k, v in env.items())
+    assert not any("6.6.6.6" in str(v) or "/evil" in str(v) for v in env.values())
+
+
+def test_header_map_refuse_answers_400_unless_a_trusted_forwarder_header():
+    cfg = make_cfg(header_map="refuse")
+    with pytest.raises(RemoteProtocolError) as refused:
+        build(headers=[(b"x_custom", b"1")], cfg=cfg)
+    assert refused.value.status == 400 and "X_CUSTOM" in str(refused.value)
+    # Gunicorn: a trusted front end's forwarder_headers pass whatever header_map says...
+    env = build(headers=[(b"script_name", b"/app")], cfg=cfg)
+    assert env["SCRIPT_NAME"] == "/app"
+    # ...but the same header from anyone else is refused.
+    with pytest.raises(RemoteProtocolError):
+        build(headers=[(b"script_name", b"/app")], cfg=cfg, client=("203.0.113.7", 1))
+
+
+def test_header_map_dangerous_maps_underscores_like_dashes():
+    env = build(headers=[(b"x_custom", b"1"), (b"x-custom", b"2"), (b"content_length", b"7")],
+                cfg=make_cfg(header_map="dangerous"), client=("203.0.113.7", 1))
+    assert env["HTTP_X_CUSTOM"] == "1,2"  # the collision the default avoids
+    assert env["HTTP_CONTENT_LENGTH"] == "7" and "CONTENT_LENGTH" not in env
 
 
 def test_content_length_comes_from_framing_not_header():
@@ -221,38 +242,26 @@ def test_absolute_form_target():
     assert env["PATH_INFO"] == "/a b/"
 
 
-def test_xff_ignored_from_untrusted_peer():
-    env = build(headers=[(b"x-forwarded-for", b"1.2.3.4"), (b"x-forwarded-proto", b"https")],
-                client=("203.0.113.7", 1000))
-    assert env["REMOTE_ADDR"] == "203.0.113.7"
-    assert env["wsgi.url_scheme"] == "http"
-    assert env["HTTP_X_FORWARDED_FOR"] == "1.2.3.4"  # still visible to the app
+def test_remote_addr_is_the_peer_whatever_x_forwarded_for_says():
+    # Gunicorn never rewrites REMOTE_ADDR: with "*" any client could choose its own.
+    for allowed in (["127.0.0.1"], ["*"], ["127.0.0.1", "10.0.0.0/8"]):
+        for client in (CLIENT, ("203.0.113.7", 1)):
+            env = build(headers=[(b"x-forwarded-for", b"1.2.3.4, 10.0.0.2")],
+                        cfg=make_cfg(forwarded_allow_ips=allowed), client=client)
+            assert env["REMOTE_ADDR"] == client[0]
+            assert env["HTTP_X_FORWARDED_FOR"] == "1.2.3.4, 10.0.0.2"  # the app may read it
+    env = build(headers=[(b"x-forwarded-for", b"192.0.2.1")], client="", listener="/tmp/s.sock")
+    assert env["REMOTE_ADDR"] == ""
 
 
-def test_xff_from_trusted_peer_takes_rightmost_untrusted():
-    cfg = make_cfg(forwarded_allow_ips=["127.0.0.1", "10.0.0.0/8"])
-    env = build(headers=[(b"x-forwarded-for", b"6.6.6.6, 198.51.100.9, 10.0.0.2"),
-                         (b"x-forwarded-proto", b"https")], cfg=cfg)
-    assert env["REMOTE_ADDR"] == "198.51.100.9"  # 6.6.6.6 may be the client's own lie
-    assert env["wsgi.url_scheme"] == "https"
-    env = build(headers=[(b"x-forwarded-for", b"10.0.0.5"),
-                         (b"x-forwarded-for", b"10.0.0.6")], cfg=cfg)
-    assert env["REMOTE_ADDR"] == "10.0.0.5"  # all trusted: the left-most
-
-
-def test_xff_trust_star_and_unix_peer():
-    env = build(headers=[(b"x-forwarded-for", b"1.1.1.1, 2.2.2.2")],
-                cfg=make_cfg(forwarded_allow_ips=["*"]), client=("203.0.113.7", 1))
-    assert env["REMOTE_ADDR"] == "1.1.1.1"
-    env = build(headers=[(b"x-forwarded-for", b"192.0.2.1"), (b"x-forwarded-proto", b"https"),
-                         (b"host", b"site")], client="", listener="/tmp/s.sock")
-    assert env["REMOTE_ADDR"] == "192.0.2.1"
-    assert (env["wsgi.url_scheme"], env["SERVER_PORT"]) == ("https", "443")
-
-
-def test_xff_garbage_keeps_peer_address():
-    env = build(headers=[(b"x-forwarded-for", b"unknown")])
-    assert env["REMOTE_ADDR"] == "127.0.0.1"
+def test_scheme_headers_only_from_a_trusted_peer():
+    headers = [(b"x-forwarded-proto", b"https")]
+    assert build(headers=headers)["wsgi.url_scheme"] == "https"
+    assert build(headers=headers, client=("203.0.113.7", 1))["wsgi.url_scheme"] == "http"
+    star = make_cfg(forwarded_allow_ips=["*"])
+    assert build(headers=headers, cfg=star, client=("203.0.113.7", 1))["wsgi.url_scheme"] == "https"
+    env = build(headers=[*headers, (b"host", b"site")], client="", listener="/tmp/s.sock")
+    assert (env["wsgi.url_scheme"], env["SERVER_PORT"]) == ("https", "443")  # Unix: trusted
 
 
 def test_secure_scheme_headers_setting():
@@ -260,12 +269,44 @@ def test_secure_scheme_headers_setting():
     assert env["wsgi.url_scheme"] == "https"
     env = build(headers=[(b"x-forwarded-proto", b"http")], scheme="https")
     assert env["wsgi.url_scheme"] == "http"  # the proxy spoke plain HTTP to the client
-    # two trusted headers that disagree: neither is believed
-    env = build(headers=[(b"x-forwarded-proto", b"https"), (b"x-forwarded-ssl", b"off")])
+    # Gunicorn compares the whole value, case-sensitively
+    assert build(headers=[(b"x-forwarded-proto", b"HTTPS")])["wsgi.url_scheme"] == "http"
+    assert build(headers=[(b"x-forwarded-proto", b"https, http")])["wsgi.url_scheme"] == "http"
+    env = build(headers=[(b"x-forwarded-proto", b"https"), (b"x-forwarded-proto", b"https")])
+    assert env["wsgi.url_scheme"] == "https"
+    # two trusted headers that disagree: the request is refused (Gunicorn's 400)
+    with pytest.raises(RemoteProtocolError) as refused:
+        build(headers=[(b"x-forwarded-proto", b"https"), (b"x-forwarded-ssl", b"off")])
+    assert refused.value.status == 400 and "Contradictory" in str(refused.value)
+    # ...but from an untrusted peer they are only headers
+    env = build(headers=[(b"x-forwarded-proto", b"https"), (b"x-forwarded-ssl", b"off")],
+                client=("203.0.113.7", 1))
     assert env["wsgi.url_scheme"] == "http"
     env = build(headers=[(b"x-forwarded-proto", b"https")],
                 cfg=make_cfg(secure_scheme_headers={}))
     assert env["wsgi.url_scheme"] == "http"
+
+
+def test_trusted_front_end_sets_script_name():
+    env = build(b"/app/users/1?x", headers=[(b"script_name", b"/app"), (b"path_info", b"/zz")])
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/users/1")
+    assert env["HTTP_SCRIPT_NAME"] == "/app"
+    assert env["HTTP_PATH_INFO"] == "/zz"  # passed on, as Gunicorn does; PATH_INFO is the path
+    env = build(b"/app", headers=[(b"script_name", b"/app/")])
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "")
+    env = build(b"/users/1", headers=[(b"script_name", b"/app")])  # a proxy that strips it
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/users/1")
+    env = build(b"/application", headers=[(b"script_name", b"/app")])
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/app", "/application")
+    # not from an untrusted peer, nor when forwarder_headers leaves it out
+    env = build(b"/app/x", headers=[(b"script_name", b"/app")], client=("203.0.113.7", 1))
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/app/x")
+    env = build(b"/app/x", headers=[(b"script_name", b"/app")],
+                cfg=make_cfg(forwarder_headers=["PATH_INFO"]))
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("", "/app/x")
+    env = build(b"/app/x", headers=[(b"script_name", b"/app"), (b"remote_user", b"bob")],
+                cfg=make_cfg(forwarder_headers=["*"]))
+    assert (env["SCRIPT_NAME"], env["HTTP_REMOTE_USER"]) == ("/app", "bob")
 
 
 def test_proxy_trust_forms():
@@ -273,11 +314,10 @@ def test_proxy_trust_forms():
     assert trust.trusts("127.0.0.1") and trust.trusts("10.200.0.1")
     assert trust.trusts("2001:db8::5") and trust.trusts("::ffff:10.1.1.1")
     assert not trust.trusts("11.0.0.1") and not trust.trusts("not-an-ip")
-    assert trust.client_from_forwarded_for("[2001:db8::1]:443, 192.0.2.4:5555") == "192.0.2.4"
-    assert ProxyTrust([]).client_from_forwarded_for(" , ") is None
-    assert scheme_from_secure_header("http, HTTPS", "https") == "https"
-    assert scheme_from_secure_header("https, http", "https") == "http"
-    assert scheme_from_secure_header("on", "on") == "https"
+    assert ProxyTrust("*").trusts("203.0.113.7") and not ProxyTrust([]).trusts("127.0.0.1")
+    secure = {b"x-forwarded-proto": b"https", b"x-forwarded-ssl": b"on"}
+    assert scheme_from_secure_headers(((b"host", b"h"),), secure) is None
+    assert scheme_from_secure_headers(((b"x-forwarded-ssl", b"on"),), secure) == "https"
 
 
 def test_error_stream_logs_whole_lines(caplog):

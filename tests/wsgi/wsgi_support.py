@@ -25,6 +25,8 @@ def make_cfg(**overrides: Any) -> types.SimpleNamespace:
         "sendfile": True,
         "secure_scheme_headers": {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
                                   "X-FORWARDED-SSL": "on"},
+        "forwarder_headers": ["SCRIPT_NAME", "PATH_INFO"],
+        "header_map": "drop",
     }
     settings.update(overrides)
     return types.SimpleNamespace(**settings)
