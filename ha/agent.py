@@ -33,7 +33,7 @@ from polycorn.ha.settings import ClusterConfig
 from polycorn.ha.store import ClusterStore, Heartbeat, StoreUnavailable
 from polycorn.server.sidecar import Channel, ChannelClosed
 
-log = logging.getLogger("polycorn.ha.agent")
+log = logging.getLogger("polycorn.error.cluster")
 
 HELLO_WAIT = 1.0  # seconds to wait for the master's hello before registering anyway
 MIN_CYCLE = 0.02  # floor between cycles: a scheduling slip can never become a busy loop
@@ -70,6 +70,8 @@ class Agent:
         self.inbox = Inbox(store, self.fence, channel, config.node_id)
         self.backoff = Backoff(cap=self.timing.backoff_cap)
         self.store_failed_at: float | None = None  # monotonic time of the last failed call
+        self.store_down_since: float | None = None  # first failure of the current outage
+        self.failed_calls = 0  # in the current outage
         self.store_retry_at = 0.0
         self.heartbeat_at = 0.0  # next heartbeat due (0: now)
         self.next_cycle = 0.0
@@ -258,10 +260,29 @@ class Agent:
             delay = self.backoff.next_delay()
             self.store_retry_at = self.clock() + delay
             self.store_failed_at = self.clock()  # stability restarts after this failure
-            self._say(self.election.call_failed(self.clock(), delay, str(exc)))
+            self._store_failed(self.election.call_failed(self.clock(), delay, str(exc)))
             return
+        self._store_answered()
         self.backoff.reset()
         self.store_retry_at = 0.0
+
+    def _store_failed(self, sentence: str) -> None:
+        """The first failed call of an outage is a warning; the retries that follow are
+        debug lines (a long outage must not fill the error log), until Redis answers."""
+        self.failed_calls += 1
+        if self.store_down_since is None:
+            self.store_down_since = self.clock()
+            log.warning("cluster: node %s: Redis unreachable: %s", self.config.node_id,
+                        sentence)
+        else:
+            log.debug("cluster: %s", sentence)
+
+    def _store_answered(self) -> None:
+        if self.store_down_since is None:
+            return
+        log.info("cluster: node %s: Redis reachable again after %.1fs (%d failed calls)",
+                 self.config.node_id, self.clock() - self.store_down_since, self.failed_calls)
+        self.store_down_since, self.failed_calls = None, 0
 
     def _store_stable_for(self) -> float:
         """Seconds since this agent's last failed Redis call (forever if none failed)."""

@@ -19,7 +19,7 @@ from polycorn.ha.fencing import Fence, Verdict
 from polycorn.ha.store import ClusterStore
 from polycorn.server.sidecar import Channel, ChannelClosed
 
-log = logging.getLogger("polycorn.ha.agent")
+log = logging.getLogger("polycorn.error.cluster")
 
 MAX_PENDING = 256  # commands relayed and not yet answered; older ones are forgotten
 

@@ -4,7 +4,10 @@ Gunicorn's atoms, and reopen() for USR1.
 The access log compiles its format once into the few atom getters it names, so a
 request pays only for the atoms the format uses, and nothing at all when the
 access log is off (callers test `enabled` first). Both loggers are ordinary
-`logging` loggers, so logconfig_dict / logconfig can reroute them.
+`logging` loggers, so logconfig_dict / logconfig can reroute them, and each is also
+registered under Gunicorn's name ("gunicorn.error", "gunicorn.access"): a logging
+config written for Gunicorn, or an app copying getLogger("gunicorn.error").handlers,
+reaches the very same logger objects.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import copy
 import json
 import logging
 import logging.config
@@ -31,14 +35,81 @@ DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR, "critical": logging.CRITICAL}
 
+# Gunicorn's logger names, registered as aliases of ours (one Logger object, two names).
+GUNICORN_NAMES = {"gunicorn.error": ERROR_LOGGER, "gunicorn.access": ACCESS_LOGGER}
+# What Gunicorn merges a logconfig_dict over (its glogging.CONFIG_DEFAULTS), less the
+# root and logger entries that would replace --error-logfile: a Gunicorn dict may name
+# the "generic" formatter and the "console" / "error_console" handlers without
+# defining them.
+GUNICORN_DICT_DEFAULTS: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "generic",
+                    "stream": "ext://sys.stdout"},
+        "error_console": {"class": "logging.StreamHandler", "formatter": "generic",
+                          "stream": "ext://sys.stderr"},
+    },
+    "formatters": {
+        "generic": {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
+                    "datefmt": "[%Y-%m-%d %H:%M:%S %z]", "class": "logging.Formatter"},
+    },
+}
+
 _OURS = "_polycorn_handler"  # marks handlers this module installed, to replace them on reload
 _captured_output: str | None = None  # the file stdout/stderr are sent to (capture_output)
+
+
+# -- Gunicorn's logger names
+
+def install_gunicorn_names() -> None:
+    """Make logging.getLogger("gunicorn.error") (and "gunicorn.access") return our logger.
+
+    The logging manager maps names to Logger objects; entering ours under Gunicorn's
+    name as well is the whole trick. A placeholder left there by an earlier
+    getLogger("gunicorn.error.x") hands its children over; a Logger created there
+    before us (a library imported first) hands over its handlers. Idempotent.
+    """
+    manager = logging.Logger.manager
+    with logging._lock:  # type: ignore[attr-defined]  # the manager's own lock
+        for alias, name in GUNICORN_NAMES.items():
+            ours = logging.getLogger(name)
+            before = manager.loggerDict.get(alias)
+            if before is ours:
+                continue
+            if isinstance(before, logging.PlaceHolder):
+                children = list(before.loggerMap)
+            elif isinstance(before, logging.Logger):
+                for handler in before.handlers:
+                    ours.addHandler(handler)
+                children = [lg for lg in manager.loggerDict.values()
+                            if isinstance(lg, logging.Logger) and lg.parent is before]
+            else:
+                children = []
+            for child in children:
+                child.parent = ours
+            manager.loggerDict[alias] = ours
+        manager._clear_cache()  # type: ignore[attr-defined]
+
+
+def _reenable_aliases(configured: set[str]) -> None:
+    """dictConfig(disable_existing_loggers=True) disables every logger it was not told
+    about, by name: naming a logger under one of its two names must keep it enabled."""
+    for alias, name in GUNICORN_NAMES.items():
+        if configured & {alias, name}:
+            logging.getLogger(name).disabled = False
+    if configured & {"gunicorn.error", ERROR_LOGGER}:
+        prefix = ERROR_LOGGER + "."
+        for logger_name, logger in logging.Logger.manager.loggerDict.items():
+            if logger_name.startswith(prefix) and isinstance(logger, logging.Logger):
+                logger.disabled = False  # e.g. the cluster agent's "polycorn.error.cluster"
 
 
 # -- error log and set-up
 
 def setup_logging(cfg: Any) -> None:
     """Install the error and access log handlers for cfg; safe to call again on reload."""
+    install_gunicorn_names()
     error_log = logging.getLogger(ERROR_LOGGER)
     access_log = logging.getLogger(ACCESS_LOGGER)
     error_log.setLevel(LEVELS[cfg.loglevel])
@@ -106,13 +177,12 @@ def _redirect_stdio(path: str) -> None:
 
 
 def _apply_user_logging_config(cfg: Any) -> None:
-    base = {"version": 1, "disable_existing_loggers": False}
     try:
         if cfg.logconfig_dict:
-            logging.config.dictConfig({**base, **cfg.logconfig_dict})
+            _dict_config(cfg.logconfig_dict)
         elif cfg.logconfig_json:
             with open(cfg.logconfig_json) as f:
-                logging.config.dictConfig({**base, **json.load(f)})
+                _dict_config(json.load(f))
         elif cfg.logconfig:
             if not os.path.isfile(cfg.logconfig):
                 raise ConfigError(f"logconfig: {cfg.logconfig!r} not found")
@@ -122,6 +192,14 @@ def _apply_user_logging_config(cfg: Any) -> None:
         raise
     except (OSError, ValueError, TypeError, AttributeError, ImportError, KeyError) as exc:
         raise ConfigError(f"logging configuration: {type(exc).__name__}: {exc}") from None
+
+
+def _dict_config(given: Mapping[str, Any]) -> None:
+    # A shallow merge, as Gunicorn does it: a "handlers" key replaces all the defaults.
+    config = {**copy.deepcopy(GUNICORN_DICT_DEFAULTS), **given}
+    logging.config.dictConfig(config)
+    loggers = config.get("loggers")
+    _reenable_aliases(set(loggers) if isinstance(loggers, Mapping) else set())
 
 
 def reopen() -> None:
@@ -309,3 +387,6 @@ class AccessLogger:
             self._logger.info(line)
         except Exception:
             logging.getLogger(ERROR_LOGGER).exception("access log failed")
+
+
+install_gunicorn_names()  # before any app module asks for getLogger("gunicorn.error")

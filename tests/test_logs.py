@@ -27,7 +27,11 @@ def restore_logging():
     for name in (ERROR_LOGGER, ACCESS_LOGGER):
         logger = logging.getLogger(name)
         saved[name] = (list(logger.handlers), logger.level, logger.propagate)
+    enabled = [logger for logger in logging.Logger.manager.loggerDict.values()
+               if isinstance(logger, logging.Logger) and not logger.disabled]
     yield
+    for logger in enabled:  # disable_existing_loggers=True disables every other logger
+        logger.disabled = False
     for name, (handlers, level, propagate) in saved.items():
         logger = logging.getLogger(name)
         for handler in logger.handlers:
@@ -103,6 +107,108 @@ def test_logconfig_dict_is_applied_after_the_defaults(tmp_path):
     log.warning("dropped")
     log.error("kept")
     assert path.read_text() == "custom ERROR kept\n"
+
+
+# -- Gunicorn's logger names
+
+def test_gunicorn_logger_names_are_ours_with_the_real_handlers(tmp_path):
+    path = tmp_path / "error.log"
+    setup_logging(config("--error-logfile", str(path), "--log-level", "debug"))
+    gunicorn_error = logging.getLogger("gunicorn.error")
+    assert gunicorn_error is logging.getLogger(ERROR_LOGGER)
+    assert logging.getLogger("gunicorn.access") is logging.getLogger(ACCESS_LOGGER)
+    # The Flask recipe: app.logger.handlers = getLogger("gunicorn.error").handlers
+    assert [h.baseFilename for h in gunicorn_error.handlers] == [str(path)]
+    assert gunicorn_error.level == logging.DEBUG
+    app_logger = logging.getLogger("flask.app.recipe")
+    app_logger.handlers = gunicorn_error.handlers
+    app_logger.propagate = False
+    app_logger.setLevel(gunicorn_error.level)
+    app_logger.debug("from the app")
+    assert path.read_text().endswith("[DEBUG] from the app\n")
+    # a child of the Gunicorn name reaches our handlers too
+    logging.getLogger("gunicorn.error.plugin").warning("from a child")
+    assert path.read_text().endswith("[WARNING] from a child\n")
+
+
+GUNICORN_STYLE_DICT = """
+logconfig_dict = {{
+    "version": 1,
+    "disable_existing_loggers": {disable},
+    "handlers": {{
+        "err": {{"class": "logging.FileHandler", "filename": {err!r}, "formatter": "generic"}},
+        "acc": {{"class": "logging.FileHandler", "filename": {acc!r}, "formatter": "bare"}},
+    }},
+    "formatters": {{
+        "generic": {{"format": "G %(levelname)s %(message)s"}},
+        "bare": {{"format": "A %(message)s"}},
+    }},
+    "loggers": {{
+        "gunicorn.error": {{"level": "DEBUG", "handlers": ["err"], "propagate": False}},
+        "gunicorn.access": {{"level": "INFO", "handlers": ["acc"], "propagate": False}},
+    }},
+}}
+"""
+
+
+@pytest.mark.parametrize("disable", [False, True])
+def test_a_logconfig_dict_written_for_gunicorn_configures_our_loggers(tmp_path, disable):
+    err, acc = tmp_path / "err.log", tmp_path / "acc.log"
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(GUNICORN_STYLE_DICT.format(disable=disable, err=str(err), acc=str(acc)))
+    setup_logging(load_config(["-c", str(conf), "app:app"], {}))
+    logging.getLogger(ERROR_LOGGER).debug("debug line")
+    logging.getLogger(ERROR_LOGGER).getChild("cluster").info("agent line")
+    logging.getLogger(ACCESS_LOGGER).info("GET / 200")
+    assert err.read_text() == "G DEBUG debug line\nG INFO agent line\n"
+    assert acc.read_text() == "A GET / 200\n"
+
+
+def test_a_gunicorn_dict_may_use_gunicorns_default_handlers_and_formatter(tmp_path, capsys):
+    conf = tmp_path / "c.py"
+    conf.write_text('logconfig_dict = {"loggers": {"gunicorn.error": '
+                    '{"level": "WARNING", "handlers": ["error_console"]}}}\n')
+    setup_logging(load_config(["-c", str(conf), "app:app"], {}))
+    logging.getLogger("gunicorn.error").info("hidden")
+    logging.getLogger("gunicorn.error").warning("through error_console")
+    assert re.fullmatch(LINE_PREFIX + r"\[WARNING\] through error_console\n",
+                        capsys.readouterr().err)
+
+
+def test_a_gunicorn_logconfig_file_configures_our_loggers(tmp_path):
+    err = tmp_path / "err.log"
+    ini = tmp_path / "logging.ini"
+    ini.write_text(textwrap.dedent(f"""
+        [loggers]
+        keys=root, gunicorn.error
+
+        [handlers]
+        keys=err
+
+        [formatters]
+        keys=plain
+
+        [logger_root]
+        level=INFO
+        handlers=
+
+        [logger_gunicorn.error]
+        level=INFO
+        handlers=err
+        propagate=0
+        qualname=gunicorn.error
+
+        [handler_err]
+        class=logging.FileHandler
+        formatter=plain
+        args=({str(err)!r},)
+
+        [formatter_plain]
+        format=INI %(message)s
+    """))
+    setup_logging(config("--log-config", str(ini)))
+    logging.getLogger(ERROR_LOGGER).info("via fileConfig")
+    assert err.read_text() == "INI via fileConfig\n"
 
 
 def test_bad_logconfig_dict_is_a_config_error(tmp_path):
