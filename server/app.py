@@ -3,7 +3,9 @@
 Spec forms: MODULE (means MODULE:application, as in Gunicorn), MODULE:NAME,
 MODULE:NAME.attr, MODULE:factory() and MODULE:factory('a', k=1) with literal
 arguments only (parsed with ast, never evaluated). Every failure is an
-AppImportError with a one-line message; the traceback is kept on it for debug logs.
+AppImportError with a one-line message; the traceback is kept on it for debug logs,
+and its exit status is Gunicorn's: 3 when the module (or the factory) raised, 4 when
+the module gave no application.
 """
 
 from __future__ import annotations
@@ -17,22 +19,27 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from polycorn.server.exitcodes import APP_LOAD_ERROR, WORKER_BOOT_ERROR
+
 DEFAULT_NAME = "application"
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class AppImportError(Exception):
-    """The application could not be loaded; str(exc) is one line, exc.traceback the detail."""
+    """The application could not be loaded; str(exc) is one line, exc.traceback the detail,
+    exc.exit_status WORKER_BOOT_ERROR (the app's code raised) or APP_LOAD_ERROR."""
 
-    exit_status = 1
-
-    def __init__(self, message: str, *, traceback: str = "") -> None:
+    def __init__(self, message: str, *, traceback: str = "",
+                 exit_status: int = APP_LOAD_ERROR) -> None:
         super().__init__(message)
         self.traceback = traceback
+        self.exit_status = exit_status
 
 
-def _with_traceback(message: str, exc: BaseException) -> AppImportError:
-    return AppImportError(message, traceback="".join(traceback.format_exception(exc)))
+def _with_traceback(message: str, exc: BaseException,
+                    exit_status: int = WORKER_BOOT_ERROR) -> AppImportError:
+    return AppImportError(message, traceback="".join(traceback.format_exception(exc)),
+                          exit_status=exit_status)
 
 
 def parse_spec(spec: str) -> tuple[str, list[str], tuple[list[Any], dict[str, Any]] | None]:
@@ -41,7 +48,9 @@ def parse_spec(spec: str) -> tuple[str, list[str], tuple[list[Any], dict[str, An
     if not sep:
         expression = DEFAULT_NAME
     if not _MODULE_NAME.fullmatch(module):
-        raise AppImportError(f"{module!r} is not a module name{_file_hint(module, expression)}")
+        # Gunicorn tries to import it, and fails to boot (3).
+        raise AppImportError(f"{module!r} is not a module name{_file_hint(module, expression)}",
+                             exit_status=WORKER_BOOT_ERROR)
     try:
         node = ast.parse(expression.strip(), mode="eval").body
     except SyntaxError:
@@ -130,7 +139,7 @@ def load_app(spec: str) -> Callable:
             if depth == 0 and call is None and attr == DEFAULT_NAME and hasattr(obj, "app"):
                 hint = f" (it has 'app': use {module_name}:app)"
             raise _with_traceback(f"failed to find attribute {attr!r} in {where!r}{hint}",
-                                  exc) from None
+                                  exc, APP_LOAD_ERROR) from None
     name = ".".join(path)
     if call is not None:
         if not callable(obj):

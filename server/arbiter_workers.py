@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import os
+import pwd
 import signal
 import time
 from typing import Any
@@ -24,9 +25,10 @@ from polycorn.server.arbiter_state import (
     describe_status,
     worker_class,
 )
+from polycorn.server.exitcodes import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from polycorn.server.liveness import WorkerState
 from polycorn.server.sidecar import ChannelClosed
-from polycorn.server.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR, WORKER_SIGNALS
+from polycorn.server.workers.base import WORKER_SIGNALS
 
 log = logging.getLogger("polycorn.error")
 
@@ -117,13 +119,26 @@ class WorkersMixin:
         gid, uid = cfg.group, cfg.user
         try:
             if gid is not None and gid != os.getgid():
-                os.setgroups([])
+                os.setgroups([])  # none of the master user's supplementary groups
                 os.setgid(gid)
             if uid is not None and uid != os.getuid():
+                if getattr(cfg, "initgroups", False):
+                    self._init_groups(uid)
                 os.setuid(uid)
         except OSError as exc:
             log.error("cannot switch to user %s / group %s: %s", uid, gid, exc)
             os._exit(WORKER_BOOT_ERROR)
+
+    @staticmethod
+    def _init_groups(uid: int) -> None:
+        """--initgroups: the worker also takes every group its user belongs to (as
+        Gunicorn does with os.initgroups), e.g. to read files shared through a group."""
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:  # a bare uid has no group list to take
+            log.warning("--initgroups: uid %s has no user name; no supplementary groups", uid)
+            return
+        os.initgroups(name, os.getgid())
 
     def retire(self, rec: WorkerRecord, sig: int = signal.SIGTERM) -> None:
         """Ask one worker to finish what it holds and exit."""
@@ -182,7 +197,10 @@ class WorkersMixin:
             self.broadcast_state()  # the registry's worker count follows TTOU at once
             return
         if boot_failed:
-            self.worker_boot_failed(rec, reason or describe_status(status))
+            # Gunicorn's halt statuses: 4 when the app could not be loaded, else 3.
+            self.worker_boot_failed(rec, reason or describe_status(status),
+                                    APP_LOAD_ERROR if code == APP_LOAD_ERROR
+                                    else WORKER_BOOT_ERROR)
             return
         if code != 0:  # a crash, not a recycle (max-requests, --reload, orphan drain)
             self.note_early_death(rec)
@@ -209,15 +227,17 @@ class WorkersMixin:
         log.warning("worker %s died %.1fs after it started; next start in %.1fs", rec.pid,
                     time.monotonic() - rec.started, delay)
 
-    def worker_boot_failed(self, rec: WorkerRecord, reason: str) -> None:
+    def worker_boot_failed(self, rec: WorkerRecord, reason: str,
+                           exit_status: int = WORKER_BOOT_ERROR) -> None:
         if rec.generation == self.candidate:
             self.abort_reload(f"new worker failed to boot: {reason}")
             return
         if not self.ever_ready and not getattr(self.cfg, "reload", False):
-            raise HaltServer(f"worker failed to boot: {reason}", exit_status=1)
+            raise HaltServer(f"worker failed to boot: {reason}", exit_status=exit_status)
         self.boot_failures += 1
         if self.boot_failures >= BOOT_FAILURE_LIMIT and not getattr(self.cfg, "reload", False):
-            raise HaltServer(f"workers failed to boot {self.boot_failures} times in a row: {reason}")
+            raise HaltServer(f"workers failed to boot {self.boot_failures} times in a row: {reason}",
+                             exit_status=exit_status)
         delay = min(10.0, 0.5 * 2 ** self.boot_failures)
         self.respawn_at = time.monotonic() + delay
         log.error("worker failed to boot (%s); retrying in %.1fs", reason, delay)

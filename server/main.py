@@ -1,8 +1,10 @@
 """The `polycorn` command: read the configuration, bind, and run the master.
 
-Every bad input ends in one line naming the problem and exit status 2
-(configuration) or 1 (run time: bind, app, pid file); the traceback only with
---log-level debug.
+Every bad input ends in one line naming the problem and Gunicorn's exit status
+(server/exitcodes.py): 2 for a command line not understood, 1 for an unusable
+configuration or a run-time failure (bind, pid file), 3 when a worker cannot boot
+(the app module fails to import), 4 when the module gives no app; the traceback
+only with --log-level debug.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from polycorn.server import pidfile, proctitle
+from polycorn.server import exitcodes, pidfile, proctitle
 from polycorn.server.app import AppImportError, load_app
 from polycorn.server.arbiter import Arbiter
 from polycorn.server.config.errors import ConfigError
@@ -60,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     try:
         cfg = load_config(args, os.environ, plugins=plugins)
     except ConfigError as exc:
-        fail(str(exc), 2, getattr(exc, "details", ""))
+        fail(str(exc), exc.exit_status, getattr(exc, "details", ""))
     raise SystemExit(run(cfg, args, plugins))
 
 
@@ -73,19 +75,23 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
         from polycorn.server.config.check import run_check
         return run_check(cfg)
     if int(cfg.masters) > 1 and not cfg.handoff:
-        fail("--masters needs --handoff PATH: the masters pass the listeners through it", 2)
-    setup_logging(cfg)
+        fail("--masters needs --handoff PATH: the masters pass the listeners through it",
+             exitcodes.ERROR)
+    try:
+        setup_logging(cfg)
+    except ConfigError as exc:  # a log file that cannot be opened, a bad logconfig
+        fail(str(exc), exc.exit_status)
     proctitle.set_title("master", cfg.proc_name_resolved)
     startup_cwd = logical_cwd(os.environ)  # before --chdir: a re-exec starts from here
     problem = apply_process_settings(cfg)
     if problem:
-        fail(problem, 2)
+        fail(problem, exitcodes.ERROR)
     if not cfg.app_spec:
-        fail("no application module specified (MODULE:CALLABLE)", 2)
+        fail("no application module specified (MODULE:CALLABLE)", exitcodes.USAGE)
     try:
         sidecars = [s for plugin in plugins for s in plugin.sidecars(cfg)]
     except ConfigError as exc:
-        fail(str(exc), 2)
+        fail(str(exc), exc.exit_status)
     inherited = inherit_from_parent(os.environ)
     started_by_peer = inherited is None and ENV_INDEX in os.environ
     index = int(os.environ.get(ENV_INDEX, "0") or 0)
@@ -114,13 +120,14 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
                     MasterGroup.stop_marker_clear(cfg.handoff)
                 index_lock = MasterGroup.claim_index(cfg.handoff, index)
             listeners, owner = acquire_or_fetch(
-                cfg.handoff, lambda: create_listeners(cfg.bind, cfg.backlog, os.environ))
+                cfg.handoff, lambda: create_listeners(cfg.bind, cfg.backlog, os.environ,
+                                                      cfg.reuse_port))
             if owner is not None:  # nobody served the path: the node starts afresh
                 MasterGroup.drain_marker_clear(cfg.handoff)
             group = MasterGroup(cfg, listeners, owner, index, index_lock, reexec_argv(),
                                 startup_cwd)
         else:
-            listeners = create_listeners(cfg.bind, cfg.backlog, os.environ)
+            listeners = create_listeners(cfg.bind, cfg.backlog, os.environ, cfg.reuse_port)
     except AlreadyRunning as exc:
         log.info("%s; exiting", exc)
         return 0
@@ -132,9 +139,9 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
     if cfg.preload_app:
         try:
             app = load_app(cfg.app_spec)
-        except AppImportError as exc:
+        except AppImportError as exc:  # 3 or 4 as without --preload (Gunicorn says 1)
             close_all(listeners, unlink=group is None)
-            fail(str(exc), 1, getattr(exc, "traceback", "") or "")
+            fail(str(exc), exc.exit_status, getattr(exc, "traceback", "") or "")
     if cfg.daemon and inherited is None and not started_by_peer:
         daemonize()
     if cfg.pidfile and inherited is None and (group is None or group.owner is not None):

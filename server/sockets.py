@@ -100,15 +100,20 @@ class Listener:
         return self.sock.getsockname()
 
 
-def bind(address: Address, backlog: int) -> Listener:
-    """Bind and listen on one address; raise BindError with a one-line reason."""
+def bind(address: Address, backlog: int, reuse_port: bool = False) -> Listener:
+    """Bind and listen on one address; raise BindError with a one-line reason.
+
+    reuse_port (--reuse-port) sets SO_REUSEPORT on a TCP listener, as Gunicorn does, so
+    other processes of the same user (another server, a load tester) may bind the same
+    port beside it. Polycorn itself still binds once and passes the socket on.
+    """
     if address.fd >= 0:
         return adopt_fd(address.fd, address)
     try:
         if address.family == socket.AF_UNIX:
             sock = _bind_unix(address.path)
         else:
-            sock = _bind_inet(address)
+            sock = _bind_inet(address, reuse_port)
         sock.listen(backlog)
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
@@ -117,15 +122,18 @@ def bind(address: Address, backlog: int) -> Listener:
     return Listener(sock, address)
 
 
-def _bind_inet(address: Address) -> socket.socket:
+def _bind_inet(address: Address, reuse_port: bool = False) -> socket.socket:
     infos = socket.getaddrinfo(address.host, address.port, address.family, socket.SOCK_STREAM,
                                flags=socket.AI_PASSIVE)
     family, kind, proto, _, sockaddr = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
         # SO_REUSEADDR only lets us bind over TIME_WAIT remnants of an earlier
-        # run; we never use SO_REUSEPORT (it would split the accept queue).
+        # run. SO_REUSEPORT only on request: our own masters never bind a second
+        # socket (that would split the accept queue), they share this one.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -192,7 +200,8 @@ def systemd_listeners(environ: dict[str, str]) -> list[Listener]:
     return [adopt_fd(fd) for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count)]
 
 
-def create_listeners(binds: list[str], backlog: int, environ: dict[str, str]) -> list[Listener]:
+def create_listeners(binds: list[str], backlog: int, environ: dict[str, str],
+                     reuse_port: bool = False) -> list[Listener]:
     """Listeners for a fresh master: systemd's if it passed any, else bind each address."""
     passed = systemd_listeners(environ)
     if passed:
@@ -204,7 +213,7 @@ def create_listeners(binds: list[str], backlog: int, environ: dict[str, str]) ->
                 address = parse_address(text)
             except ValueError as exc:
                 raise BindError(str(exc)) from None
-            listeners.append(bind(address, backlog))
+            listeners.append(bind(address, backlog, reuse_port))
     except BindError:
         close_all(listeners, unlink=True)
         raise

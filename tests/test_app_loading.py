@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from polycorn.server.app import AppImportError, load_app, parse_spec
+from polycorn.server.exitcodes import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 
 APP_SOURCE = '''
 def application(environ, start_response):
@@ -121,45 +122,48 @@ def test_the_example_apps_load(monkeypatch):
     assert callable(load_app("hello"))
 
 
-# -- every failure: one line, a typed error, the traceback kept when there is one
+# -- every failure: one line, a typed error, the traceback kept when there is one, and
+# Gunicorn's exit status: 3 (WORKER_BOOT_ERROR) when the module or a factory raised,
+# 4 (APP_LOAD_ERROR) when the module gave no application
 
-def expect_error(spec: str, *fragments: str) -> AppImportError:
+def expect_error(spec: str, *fragments: str, status: int = APP_LOAD_ERROR) -> AppImportError:
     with pytest.raises(AppImportError) as info:
         load_app(spec)
     message = str(info.value)
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message, message
-    assert info.value.exit_status == 1
+    assert info.value.exit_status == status
     return info.value
 
 
 def test_module_not_found():
     name = f"no_such_module_{uuid.uuid4().hex[:8]}"
-    error = expect_error(name, f"module {name!r} not found")
+    error = expect_error(name, f"module {name!r} not found", status=WORKER_BOOT_ERROR)
     assert "ModuleNotFoundError" in error.traceback
 
 
 def test_submodule_not_found(make_module):
     name = make_module(package=True)
-    expect_error(f"{name}.missing", f"module '{name}.missing' not found")
+    expect_error(f"{name}.missing", f"module '{name}.missing' not found", status=WORKER_BOOT_ERROR)
 
 
 def test_missing_dependency_is_an_error_inside_the_module_not_a_missing_module(make_module):
     name = make_module("import no_such_dependency_xyz\n")
     error = expect_error(name, f"error while importing {name!r}",
-                         "ModuleNotFoundError", "no_such_dependency_xyz")
+                         "ModuleNotFoundError", "no_such_dependency_xyz", status=WORKER_BOOT_ERROR)
     assert "not found" not in str(error).split(":")[0]
 
 
 def test_exception_while_importing(make_module):
     name = make_module("raise RuntimeError('import-time boom')\n")
-    error = expect_error(name, f"error while importing {name!r}", "RuntimeError: import-time boom")
+    error = expect_error(name, f"error while importing {name!r}", "RuntimeError: import-time boom",
+                         status=WORKER_BOOT_ERROR)
     assert "Traceback" in error.traceback and "import-time boom" in error.traceback
 
 
 def test_syntax_error_in_module(make_module):
-    expect_error(make_module("def broken(:\n"), "SyntaxError")
+    expect_error(make_module("def broken(:\n"), "SyntaxError", status=WORKER_BOOT_ERROR)
 
 
 def test_attribute_missing(make_module):
@@ -189,13 +193,14 @@ def test_factory_called_with_wrong_arguments(make_module):
 
 def test_type_error_inside_a_factory_is_a_factory_failure(make_module):
     error = expect_error(f"{make_module()}:type_error_inside()",
-                         "factory 'type_error_inside' failed: TypeError")
+                         "factory 'type_error_inside' failed: TypeError", status=WORKER_BOOT_ERROR)
     assert "len(5)" in error.traceback
 
 
 def test_factory_raising(make_module):
     expect_error(f"{make_module()}:broken_factory()",
-                 "factory 'broken_factory' failed: ValueError: factory exploded")
+                 "factory 'broken_factory' failed: ValueError: factory exploded",
+                 status=WORKER_BOOT_ERROR)
 
 
 def test_factory_returning_none(make_module):
@@ -218,12 +223,14 @@ def test_unparsable_expression(make_module, expression):
 
 
 def test_file_name_instead_of_module_gets_a_hint():
-    expect_error("myapp.py", "module 'myapp.py' not found", "did you mean 'myapp:application'")
-    expect_error("myapp.py:app", "did you mean 'myapp:app'")
+    # Gunicorn tries to import these, and its worker fails to boot (3)
+    expect_error("myapp.py", "module 'myapp.py' not found", "did you mean 'myapp:application'",
+                 status=WORKER_BOOT_ERROR)
+    expect_error("myapp.py:app", "did you mean 'myapp:app'", status=WORKER_BOOT_ERROR)
     expect_error("src/myapp.py", "'src/myapp.py' is not a module name",
-                 "did you mean 'src.myapp:application'")
+                 "did you mean 'src.myapp:application'", status=WORKER_BOOT_ERROR)
 
 
 def test_empty_and_malformed_module_names():
-    expect_error(":app", "is not a module name")
-    expect_error("my-app:app", "is not a module name")
+    expect_error(":app", "is not a module name", status=WORKER_BOOT_ERROR)
+    expect_error("my-app:app", "is not a module name", status=WORKER_BOOT_ERROR)

@@ -1,15 +1,22 @@
-"""--check-config and --print-config: validate the configuration and load the app, then
-exit 0, or 1 with the one-line reason (the traceback too at --log-level debug).
+"""--check-config and --print-config: validate the configuration, load the app and run
+--health-check once, as a worker would before it counts as ready; then exit with the
+status the server itself would have (server/exitcodes.py): 0; 1 for an unusable
+setting; 3 when the app module fails to import or the health check fails; 4 when the
+module gives no app; and 2 when all that passed but the config file holds a likely
+misspelt setting name (`worker = 4`), which the server would only warn about.
 
-Runs before the server touches the process, so it applies the process settings
-importing the app needs (raw_env, chdir, pythonpath) itself; the process exits right after.
+One line per problem (the traceback too at --log-level debug). Runs before the server
+touches the process, so it applies the process settings importing the app needs
+(raw_env, chdir, pythonpath) itself; the process exits right after.
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 from typing import Any, TextIO
 
+from polycorn.server import exitcodes
 from polycorn.server.app import AppImportError, load_app
 from polycorn.server.process import apply_process_settings
 
@@ -30,17 +37,46 @@ def run_check(cfg: Any, out: TextIO | None = None, err: TextIO | None = None) ->
     """Print the configuration if asked, load the application; return the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
+    debug = cfg.loglevel == "debug"
     if cfg.print_config:
         print(format_config(cfg), file=out)
+    for warning in cfg.warnings:
+        print(f"polycorn: warning: {warning}", file=err)
     problem = apply_process_settings(cfg)
     if problem:
         print(f"polycorn: error: {problem}", file=err)
-        return 1
+        return exitcodes.ERROR
     try:
-        load_app(cfg.app_spec)
+        app = load_app(cfg.app_spec)
     except AppImportError as exc:
-        if cfg.loglevel == "debug" and exc.traceback:
+        if debug and exc.traceback:
             err.write(exc.traceback)
         print(f"polycorn: error: {exc}", file=err)
         return exc.exit_status
-    return 0
+    if cfg.health_check:
+        status = _health_check(cfg, app, err, debug)
+        if status != exitcodes.OK:
+            return status
+    if cfg.typos:
+        print(f"polycorn: error: the config file names {len(cfg.typos)} setting(s) that "
+              f"do not exist (see the warnings above)", file=err)
+        return exitcodes.USAGE
+    return exitcodes.OK
+
+
+def _health_check(cfg: Any, app: Any, err: TextIO, debug: bool) -> int:
+    """GET --health-check from the app in-process, as each new worker does."""
+    from polycorn.server.wsgi.handler import WSGIHandler  # the server's own request path
+
+    path = cfg.health_check
+    status, error = WSGIHandler(app, cfg, None, None).probe_health(path)
+    if error is not None:
+        if debug:
+            err.write("".join(traceback.format_exception(error)))
+        print(f"polycorn: error: health check GET {path}: the application raised "
+              f"{type(error).__name__}: {error}", file=err)
+        return exitcodes.WORKER_BOOT_ERROR
+    if not 200 <= status < 300:
+        print(f"polycorn: error: health check GET {path} answered {status}", file=err)
+        return exitcodes.WORKER_BOOT_ERROR
+    return exitcodes.OK

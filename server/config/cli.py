@@ -2,7 +2,7 @@
 
 Parsing only collects what was given (every option defaults to "not given"), so the
 loader can layer the config file, POLYCORN_CMD_ARGS and argv by precedence. Usage
-errors raise ConfigError instead of exiting, so POLYCORN_CMD_ARGS errors say so.
+errors raise UsageError instead of exiting, so POLYCORN_CMD_ARGS errors say so.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from polycorn.server.config.errors import ConfigError
+from polycorn.server.config.errors import UsageError
 from polycorn.server.config.setting import Setting
 
 from polycorn import __version__
@@ -23,7 +23,7 @@ USAGE = "%(prog)s [OPTIONS] [APP_MODULE]"
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse would print usage and exit(2)
-        raise ConfigError(message)
+        raise UsageError(message)
 
 
 @dataclass
@@ -68,7 +68,7 @@ def build_parser(settings: Sequence[Setting]) -> argparse.ArgumentParser:
 
 
 def parse_command_line(parser: argparse.ArgumentParser, args: Sequence[str]) -> CommandLine:
-    """Parse args; raises ConfigError on a usage error. -h and -v print and exit."""
+    """Parse args; raises UsageError on a usage error. -h and -v print and exit."""
     namespace = parser.parse_args(list(args))
     given = {name: value for name, value in vars(namespace).items()
              if value is not None and name != "app_spec"}

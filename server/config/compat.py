@@ -1,10 +1,13 @@
 """Gunicorn settings Polycorn does not implement but accepts, so a Gunicorn command
-line or gunicorn.conf.py works unchanged.
+line or gunicorn.conf.py works unchanged. Together with settings.py and hooks.py this
+names every setting of Gunicorn 27 (tests/config/test_config_gunicorn_names.py reads
+the installed Gunicorn's own list to keep it so).
 
 Two policies, by section: IGNORED settings are harmless to drop (metrics, syslog,
-control socket) and only earn a warning when set; REFUSED settings would change what
-is served (TLS, PROXY protocol, HTTP/2, paste apps), so setting one is a ConfigError:
-serving plain HTTP where TLS was asked for must never happen silently.
+control socket, knobs of features that are refused anyway) and only earn a warning
+when set; REFUSED settings would change what is served (TLS, PROXY protocol, HTTP/2,
+paste apps, dirty workers), so setting one is a ConfigError: serving plain HTTP where
+TLS was asked for must never happen silently.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ _SYSLOG = "no syslog output; use logconfig_dict with a SysLogHandler"
 _PARSER = "Polycorn's HTTP parser has one strict mode"
 _CONTROL = "Polycorn has no control socket; use signals or polycorn-ctl"
 _TLS = "Polycorn does not terminate TLS; put a TLS proxy in front of it"
+_TLS_KNOB = "TLS is not terminated here (certfile is refused), so it has nothing to tune"
+_HTTP2 = "only HTTP/1.x is served"
+_ASGI = "Polycorn serves WSGI applications only (no ASGI worker)"
+_DIRTY = "Polycorn has no dirty arbiter (Gunicorn's separate pool of dirty workers)"
+_PASTE = "PasteDeploy apps are not loaded; name the app as MODULE:CALLABLE"
 
 # Settings whose only meaningful value is "off": naming them costs no warning.
 SILENT = frozenset({"control_socket_disable"})
@@ -90,6 +98,36 @@ COMPAT_SETTINGS: tuple[Setting, ...] = (
              False, _PARSER, "store_true"),
     _ignored("casefold_http_method", ("--casefold-http-method",), False, _PARSER,
              "store_true"),
+    _ignored("http_parser", ("--http-parser",), "auto", _PARSER),
+    _ignored("default_proc_name", (), None, "Gunicorn sets it internally; use proc_name"),
+    _ignored("uwsgi_allow_ips", ("--uwsgi-allow-from",), "127.0.0.1,::1",
+             "the uwsgi protocol is not served"),
+    _ignored("ssl_version", ("--ssl-version",), None, _TLS_KNOB),
+    _ignored("cert_reqs", ("--cert-reqs",), None, _TLS_KNOB),
+    _ignored("suppress_ragged_eofs", ("--suppress-ragged-eofs",), True, _TLS_KNOB,
+             "store_true"),
+    _ignored("do_handshake_on_connect", ("--do-handshake-on-connect",), False, _TLS_KNOB,
+             "store_true"),
+    _ignored("http2_max_concurrent_streams", ("--http2-max-concurrent-streams",), 100, _HTTP2),
+    _ignored("http2_initial_window_size", ("--http2-initial-window-size",), 65535, _HTTP2),
+    _ignored("http2_max_frame_size", ("--http2-max-frame-size",), 16384, _HTTP2),
+    _ignored("http2_max_header_list_size", ("--http2-max-header-list-size",), 65536, _HTTP2),
+    _ignored("raw_paste_global_conf", ("--paste-global",), [], _PASTE, "append"),
+    _ignored("asgi_loop", ("--asgi-loop",), "auto", _ASGI),
+    _ignored("asgi_lifespan", ("--asgi-lifespan",), "auto", _ASGI),
+    _ignored("asgi_disconnect_grace_period", ("--asgi-disconnect-grace-period",), 3, _ASGI),
+    _ignored("websocket_max_message_size", ("--websocket-max-message-size",), 16777216,
+             _ASGI),
+    _ignored("root_path", ("--root-path",), "",
+             "ASGI only; a WSGI app's mount point is SCRIPT_NAME (from -e SCRIPT_NAME=... "
+             "or a trusted front end's SCRIPT_NAME header)"),
+    _ignored("dirty_timeout", ("--dirty-timeout",), 300, _DIRTY),
+    _ignored("dirty_threads", ("--dirty-threads",), 1, _DIRTY),
+    _ignored("dirty_graceful_timeout", ("--dirty-graceful-timeout",), 30, _DIRTY),
+    _ignored("on_dirty_starting", (), None, _DIRTY),
+    _ignored("dirty_post_fork", (), None, _DIRTY),
+    _ignored("dirty_worker_init", (), None, _DIRTY),
+    _ignored("dirty_worker_exit", (), None, _DIRTY),
     _refused("certfile", ("--certfile",), None, _TLS),
     _refused("keyfile", ("--keyfile",), None, _TLS),
     _refused("ca_certs", ("--ca-certs",), None, _TLS),
@@ -98,8 +136,12 @@ COMPAT_SETTINGS: tuple[Setting, ...] = (
              "the PROXY protocol is not supported", action="store_true"),
     _refused("protocol", ("--protocol",), "http", "only HTTP is served (no uwsgi protocol)",
              allowed=("http",)),
-    _refused("http_protocols", ("--http-protocols",), "h1", "only HTTP/1.x is served",
+    _refused("ssl_context", (), None, _TLS),
+    _refused("http_protocols", ("--http-protocols",), "h1", _HTTP2,
              allowed=("h1", ["h1"])),
-    _refused("paste", ("--paste", "--paster"), None,
-             "PasteDeploy apps are not loaded; name the app as MODULE:CALLABLE"),
+    _refused("http2_cleartext", ("--http2-cleartext",), "off", _HTTP2),
+    _refused("paste", ("--paste", "--paster"), None, _PASTE),
+    _refused("dirty_apps", ("--dirty-app",), [], _DIRTY,
+             allowed=(None, [], ()), action="append"),
+    _refused("dirty_workers", ("--dirty-workers",), 0, _DIRTY, allowed=(None, 0, "0")),
 )

@@ -35,12 +35,14 @@ class Config:
 
     def __init__(self, settings: Sequence[Setting], values: Mapping[str, Any],
                  sources: Mapping[str, str], *, argv: Sequence[str] = (),
-                 warnings: Sequence[str] = ()) -> None:
+                 warnings: Sequence[str] = (), typos: Sequence[str] = ()) -> None:
         object.__setattr__(self, "_settings", {s.name: s for s in settings})
         object.__setattr__(self, "_values", dict(values))
         object.__setattr__(self, "_sources", dict(sources))
         object.__setattr__(self, "argv", list(argv))  # the original arguments, for a re-exec
         object.__setattr__(self, "warnings", list(warnings))  # logged once logging is set up
+        # Config-file names that look misspelt (also in warnings): --check-config exits 2.
+        object.__setattr__(self, "typos", list(typos))
 
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup fails, i.e. for setting names.

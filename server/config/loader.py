@@ -24,7 +24,7 @@ from typing import Any
 from polycorn.server.config.cli import CommandLine, build_parser, parse_command_line
 from polycorn.server.config.compat import IGNORED, SILENT
 from polycorn.server.config.config import Config, describe, validate_value
-from polycorn.server.config.errors import ConfigError
+from polycorn.server.config.errors import ConfigError, UsageError
 from polycorn.server.config.setting import Setting
 from polycorn.server.config.settings import (
     CONFIG_FILE_NAMES,
@@ -64,13 +64,13 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str] = os.environ,
 
     location = (command_line.values.get("config") or env_line.values.get("config")
                 or default_config_file(environ))
-    warnings: list[str] = []
+    typos: list[str] = []
     file_values: dict[str, Any] = {}
     file_source = ""
     if location:
         file_source = f"config file {location}"
         file_values = _settings_from_namespace(read_config_file(location, environ), by_name,
-                                               file_source, warnings)
+                                               file_source, typos)
         file_values["config"] = location
 
     values: dict[str, Any] = {}
@@ -90,8 +90,8 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str] = os.environ,
             sources[name] = source
 
     _check_combinations(values)
-    warnings.extend(_ignored_setting_warnings(settings, values, sources))
-    return Config(settings, values, sources, argv=argv, warnings=warnings)
+    warnings = typos + _ignored_setting_warnings(settings, values, sources)
+    return Config(settings, values, sources, argv=argv, warnings=warnings, typos=typos)
 
 
 def default_config_file(environ: Mapping[str, str]) -> str | None:
@@ -149,15 +149,20 @@ def _environment_command_line(parser: Any, environ: Mapping[str, str]
         try:
             return name, parse_command_line(parser, shlex.split(text))
         except ValueError as exc:  # shlex: unbalanced quotes
-            raise ConfigError(f"${name}: {exc}") from None
+            raise UsageError(f"${name}: {exc}") from None
         except ConfigError as exc:
-            raise ConfigError(f"${name}: {exc}") from None
+            raise type(exc)(f"${name}: {exc}") from None
     return ENV_ARGS[0], CommandLine()
 
 
 def _settings_from_namespace(namespace: Mapping[str, Any], by_name: Mapping[str, Setting],
-                             source: str, warnings: list[str]) -> dict[str, Any]:
-    """The config file's globals that name settings; warn about near-misses."""
+                             source: str, typos: list[str]) -> dict[str, Any]:
+    """The config file's globals that name settings; near-misses of a setting's name are
+    likely typos (`worker`, `header_mapp`), the rest are the file's own helpers.
+
+    Every Gunicorn 27 setting is in the table (supported, ignored or refused), so a
+    name that is neither a setting nor close to one is never a Gunicorn setting lost.
+    """
     found: dict[str, Any] = {}
     for name, value in namespace.items():
         if name in by_name:
@@ -167,8 +172,8 @@ def _settings_from_namespace(namespace: Mapping[str, Any], by_name: Mapping[str,
             continue
         close = difflib.get_close_matches(name, by_name, n=1, cutoff=0.85)
         if close:
-            warnings.append(f"{source}: {name!r} is not a setting (did you mean "
-                            f"{close[0]!r}?); ignored")
+            typos.append(f"{source}: {name!r} is not a setting (did you mean "
+                         f"{close[0]!r}?); ignored")
     return found
 
 
@@ -186,7 +191,7 @@ def _check_combinations(values: Mapping[str, Any]) -> None:
         raise ConfigError(f"max_workers ({values['max_workers']}) is below workers "
                           f"({values['workers']}); use 0 for twice workers")
     if not values["wsgi_app"] and not values["upgrade"]:
-        raise ConfigError("no application module specified (give APP_MODULE, e.g. "
+        raise UsageError("no application module specified (give APP_MODULE, e.g. "
                           "myproject.wsgi:application, or wsgi_app in the config file)")
 
 

@@ -23,6 +23,7 @@ from typing import Any
 # forks, and a worker that has dropped privileges may no longer be able to read
 # the interpreter's library (e.g. a Python installed under /root).
 from polycorn.server.app import AppImportError, load_app
+from polycorn.server.exitcodes import WORKER_BOOT_ERROR
 from polycorn.server.liveness import SlotTable, WorkerState
 from polycorn.server.logs import AccessLogger, reopen
 from polycorn.server.reloader import Reloader
@@ -30,10 +31,6 @@ from polycorn.server.sockets import Listener
 from polycorn.server.wsgi.handler import WSGIHandler
 
 log = logging.getLogger("polycorn.error")
-
-# Exit statuses the master reads (Gunicorn's numbers, so operators' scripts keep working).
-WORKER_BOOT_ERROR = 3
-APP_LOAD_ERROR = 4
 
 
 # The signals the master sends a worker. Between fork() and the worker's own handlers
@@ -124,7 +121,8 @@ class Worker:
         if path:
             status = self.handler.health_check(path)
             if not 200 <= status < 300:
-                self._fail(APP_LOAD_ERROR, f"health check GET {path} answered {status}")
+                # The app loaded but cannot serve: a failed boot, as a raising hook is.
+                self._fail(WORKER_BOOT_ERROR, f"health check GET {path} answered {status}")
         self.cfg.post_worker_init(self)
         if getattr(self.cfg, "reload", False):
             Reloader(lambda path: self.drain(f"{path} changed")).start()
@@ -135,9 +133,9 @@ class Worker:
         try:
             return load_app(self.cfg.app_spec)
         except AppImportError as exc:
-            self._fail(APP_LOAD_ERROR, str(exc), getattr(exc, "traceback", None))
+            self._fail(exc.exit_status, str(exc), getattr(exc, "traceback", None))
         except Exception as exc:
-            self._fail(APP_LOAD_ERROR, f"cannot load {self.cfg.app_spec}: {exc!r}",
+            self._fail(WORKER_BOOT_ERROR, f"cannot load {self.cfg.app_spec}: {exc!r}",
                        traceback.format_exc())
 
     def _fail(self, status: int, reason: str, tb: str | None = None) -> None:

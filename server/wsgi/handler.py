@@ -95,6 +95,13 @@ class WSGIHandler:
 
     def health_check(self, path: str) -> int:
         """GET path from the app in-process (Host: localhost); the status code, 500 if it raised."""
+        status, error = self.probe_health(path)
+        if error is not None:
+            log.error("health check GET %s: the application raised", path, exc_info=error)
+        return status
+
+    def probe_health(self, path: str) -> tuple[int, Exception | None]:
+        """The health check's status code, and the exception when the app raised (500)."""
         request = Request(method=b"GET", target=path.encode("utf-8"), http_version=b"1.1",
                           headers=((b"host", b"localhost"),))
         builder = self.environ_builder(("localhost", 80), "http")
@@ -106,10 +113,9 @@ class WSGIHandler:
                     check_chunk(chunk)
             finally:
                 resp.close()
-        except Exception:
-            log.exception("health check GET %s: the application raised", path)
-            return 500
-        return resp.start.status_code
+        except Exception as exc:
+            return 500, exc
+        return resp.start.status_code, None
 
 
 def _drained_health(environ: dict, start_response: Callable) -> list[bytes]:

@@ -1,5 +1,6 @@
-"""--check-config and --print-config: load the configuration and the app, exit 0 or 1
-with a one-line reason."""
+"""--check-config and --print-config: load the configuration and the app, run the health
+check once, and exit as the server would (0, or Gunicorn's 1/3/4 with a one-line reason),
+or 2 for a likely misspelt setting name in the config file."""
 
 from __future__ import annotations
 
@@ -42,15 +43,15 @@ def test_pythonpath_and_env_are_applied_before_loading(isolated_process, tmp_pat
     sys.modules.pop("envapp", None)
 
 
-def test_bad_app_exits_1_with_one_line(isolated_process):
+def test_bad_app_exits_4_with_one_line(isolated_process):
     status, out, err = check("--check-config", "hello:nope")
-    assert status == 1 and out == ""
+    assert status == 4 and out == ""  # Gunicorn's APP_LOAD_ERROR
     assert err == "polycorn: error: failed to find attribute 'nope' in 'hello'\n"
 
 
 def test_traceback_only_at_debug(isolated_process):
     status, _, err = check("--check-config", "--log-level", "debug", "no_such_app_module_pc")
-    assert status == 1
+    assert status == 3  # Gunicorn's WORKER_BOOT_ERROR: the module does not import
     assert "Traceback" in err
     assert err.rstrip().endswith("polycorn: error: module 'no_such_app_module_pc' not found")
 
@@ -81,7 +82,7 @@ def run_polycorn(*args: str) -> subprocess.CompletedProcess:
 def test_command_line_check_config_end_to_end():
     assert run_polycorn("--check-config", "hello:application").returncode == 0
     bad = run_polycorn("--check-config", "hello:missing")
-    assert bad.returncode == 1
+    assert bad.returncode == 4
     assert bad.stderr.strip().splitlines()[-1] == (
         "polycorn: error: failed to find attribute 'missing' in 'hello'")
 
@@ -92,3 +93,35 @@ def test_command_line_usage_errors_end_to_end():
     assert result.stderr.strip() == "polycorn: error: unrecognized arguments: --bogus"
     version = run_polycorn("-v")
     assert version.returncode == 0 and version.stdout.startswith("polycorn (version ")
+
+
+HEALTH_APP = """
+import os
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/health":
+        if os.environ.get("HEALTH") == "raise":
+            raise RuntimeError("database unreachable")
+        status = os.environ.get("HEALTH", "200 OK")
+        start_response(status, [("Content-Type", "text/plain")])
+        return [b"health"]
+    start_response("404 Not Found", [])
+    return []
+"""
+
+
+@pytest.mark.parametrize("health,status,words", [
+    ("200 OK", 0, None),
+    ("503 Service Unavailable", 3, "polycorn: error: health check GET /health answered 503"),
+    ("raise", 3, "polycorn: error: health check GET /health: the application raised "
+                 "RuntimeError: database unreachable"),
+])
+def test_check_config_runs_the_health_check_once(tmp_path, health, status, words):
+    (tmp_path / "healthapp.py").write_text(HEALTH_APP)
+    result = run_polycorn("--check-config", "--chdir", str(tmp_path), "--health-check",
+                          "/health", "-e", f"HEALTH={health}", "healthapp:application")
+    assert result.returncode == status, result.stderr
+    if words is None:
+        assert result.stderr == ""
+    else:
+        assert result.stderr.strip().splitlines() == [words]  # one line, no traceback

@@ -96,3 +96,13 @@ def test_front_end_headers_are_read_as_gunicorn_reads_them(gunicorn_answers, wor
         assert (mounted["SCRIPT_NAME"], mounted["PATH_INFO"]) == ("/app", "/x/y")
     if config == "refuse":
         assert got["underscore header"][0] == "400"
+
+
+def test_header_map_refuse_in_a_config_file_refuses_on_the_wire(polycorn, port, tmp_path):
+    # It used to be an unknown name in a config file, skipped: the request was served.
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text('header_map = "refuse"\n')
+    polycorn("-c", str(conf), "-b", f"127.0.0.1:{port}", "environapp:application",
+             wait_port=port, cwd=APPS)
+    assert ask(port, b"X_Custom: 1\r\n")[0] == "400"
+    assert ask(port, b"X-Custom: 1\r\n")[0] == "200"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import grp
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import sys
 
@@ -49,6 +52,66 @@ def test_workers_run_as_the_given_user_and_group(polycorn, port, tmp_path):
     assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
     assert gid_line.split()[1] == str(nobody.pw_gid)
     assert os.stat(f"/proc/{server.pid}").st_uid == 0  # the master keeps its user
+
+
+def groups_of(pid: int) -> set[int]:
+    status = open(f"/proc/{pid}/status").read()
+    line = next(line for line in status.splitlines() if line.startswith("Groups:"))
+    return {int(g) for g in line.split()[1:]}
+
+
+def a_user_with_supplementary_groups() -> tuple[pwd.struct_passwd, set[int]] | None:
+    """Any local user who is a member of a group other than its own (e.g. postgres in
+    ssl-cert), or None."""
+    for group in grp.getgrall():
+        for member in group.gr_mem:
+            try:
+                user = pwd.getpwnam(member)
+            except KeyError:
+                continue
+            if group.gr_gid != user.pw_gid:
+                return user, {group.gr_gid}
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs root")
+@pytest.mark.parametrize("initgroups", [True, False])
+def test_initgroups_gives_workers_every_group_of_their_user(polycorn, port, initgroups):
+    found = a_user_with_supplementary_groups()
+    if found is None:
+        pytest.skip("no local user belongs to a group besides its own")
+    user, extra = found
+    flag = ("--initgroups",) if initgroups else ()
+    polycorn("-b", f"127.0.0.1:{port}", "-u", user.pw_name, "-g", str(user.pw_gid), *flag,
+             "--preload", "testapp:application", wait_port=port, cwd=APPS)
+    worker = int(get(port, "/pid")[1])
+    groups = groups_of(worker)
+    if initgroups:  # os.initgroups: the user's groups plus -g
+        assert extra | {user.pw_gid} <= groups, groups
+    else:  # none: not root's, not the user's
+        assert groups == set(), groups
+
+
+def test_reuse_port_lets_another_socket_bind_the_same_port(polycorn, port):
+    def can_bind_beside() -> bool:
+        with socket.socket() as other:
+            other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                other.bind(("127.0.0.1", port))  # never listens: takes no connection
+            except OSError as exc:
+                assert exc.errno == errno.EADDRINUSE
+                return False
+            return True
+
+    server = polycorn("-b", f"127.0.0.1:{port}", "testapp:application", wait_port=port,
+                      cwd=APPS)
+    assert not can_bind_beside()  # no SO_REUSEPORT unless asked
+    server.stop()
+    wait_until(lambda: not port_open(port), 10, what="the port to close")
+    polycorn("-b", f"127.0.0.1:{port}", "--reuse-port", "-w", "2", "testapp:application",
+             wait_port=port, cwd=APPS)
+    assert can_bind_beside()
+    assert get(port, "/pid")[0] == 200  # still one listener, bound once, serving
 
 
 def test_env_and_pythonpath(polycorn, port, tmp_path):
