@@ -214,10 +214,12 @@ def reopen() -> None:
         logger for logger in logging.Logger.manager.loggerDict.values()
         if isinstance(logger, logging.Logger)
     ]
-    for logger in loggers:
-        for handler in logger.handlers:
-            if isinstance(handler, logging.FileHandler):
-                _reopen_file_handler(handler)
+    # dict.fromkeys: a handler shared by loggers, or a logger under two names (the
+    # Gunicorn aliases), is reopened once.
+    handlers = dict.fromkeys(h for logger in loggers for h in logger.handlers)
+    for handler in handlers:
+        if isinstance(handler, logging.FileHandler):
+            _reopen_file_handler(handler)
 
 
 def _reopen_file_handler(handler: logging.FileHandler) -> None:

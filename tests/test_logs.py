@@ -124,7 +124,10 @@ def test_gunicorn_logger_names_are_ours_with_the_real_handlers(tmp_path):
     app_logger.handlers = gunicorn_error.handlers
     app_logger.propagate = False
     app_logger.setLevel(gunicorn_error.level)
-    app_logger.debug("from the app")
+    try:
+        app_logger.debug("from the app")
+    finally:  # the list is shared with our logger's: let go of it
+        app_logger.handlers, app_logger.propagate = [], True
     assert path.read_text().endswith("[DEBUG] from the app\n")
     # a child of the Gunicorn name reaches our handlers too
     logging.getLogger("gunicorn.error.plugin").warning("from a child")
