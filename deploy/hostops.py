@@ -117,8 +117,11 @@ def prepare_release(shell: HostShell, settings: DeploySettings, entry: HostEntry
     shell.run(links, "link shared")
     shell.put_text(render_conf(settings, entry, release_id), layout.conf_file(release), "config")
     shell.put_text(json.dumps(record) + "\n", f"{release}/release.json", "config")
+    # The app must import here; its health is the gate's job, after the switch, where a
+    # failing release is rolled back host by host (--check-config would run the health
+    # check too, so it is switched off for this step).
     check = q(f"{venv}/bin/python", "-m", "polycorn.server.main", "-c",
-              layout.conf_file(release), "--check-config")
+              layout.conf_file(release), "--check-config", "--health-check", "")
     if settings.redis:  # the cluster agent imports redis-py
         check += " && " + q(f"{venv}/bin/python", "-c", "import redis")
     shell.run(f"cd {q(release)} && {check}", "check app", timeout=120)
