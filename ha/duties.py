@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 
 from polycorn.ha import events as ev
@@ -23,30 +22,17 @@ from polycorn.ha.capacity import CapacityDuty
 from polycorn.ha.drain import DrainDuty
 from polycorn.ha.election import Election
 from polycorn.ha.events import Event
+from polycorn.ha.guard import Hold, RedisWatch, judge_lapses
 from polycorn.ha.registry import lapsed_members
 from polycorn.ha.rollout_duty import RolloutDuty
 from polycorn.ha.snapshot import Lease
 from polycorn.ha.store import ClusterStore
 from polycorn.ha.view import ClusterView
 
-MASS_LAPSE_PATIENCE = 3  # node TTLs of silence before a majority lapse is believed
-
 
 class Mode(Enum):
     ACTIVE = "active"
     PAUSED = "paused"
-
-
-class HoldCause(Enum):
-    REDIS_CALLS = "redis_calls"  # this agent's own Redis calls failed recently
-    REDIS_CHANGED = "redis_changed"  # Redis' run id changed: failover or restart
-    MASS_LAPSE = "mass_lapse"  # more than half of the nodes lapsed at once
-
-
-@dataclass(frozen=True)
-class Hold:
-    cause: HoldCause
-    reason: str
 
 
 class LeaderDuties:
@@ -58,8 +44,7 @@ class LeaderDuties:
         self.mode = Mode.ACTIVE
         self.hold: Hold | None = None  # why the duties are paused, while they are
         self.paused_at = 0.0
-        self.server_id = ""  # Redis run id last seen; survives leadership changes
-        self.server_changed_at = float("-inf")
+        self.redis = RedisWatch()  # Redis' run id last seen; survives leadership changes
         self.capacity = CapacityDuty(store)
         self.drain = DrainDuty(store)
         self.rollout = RolloutDuty(store)
@@ -97,35 +82,15 @@ class LeaderDuties:
 
     def _judge_health(self, view: ClusterView, store_stable_for: float
                       ) -> tuple[list[str], Hold | None]:
-        """The lapsed nodes to believe dead, or why no duty may run now."""
+        """The lapsed nodes to believe dead, or why no duty may run now (ha/guard.py)."""
         now = self.clock()
-        if view.server_id and view.server_id != self.server_id:
-            if self.server_id:
-                self.server_changed_at = now
-            self.server_id = view.server_id
-        grace = self.election.timing.recovery_grace
-        if store_stable_for < grace:
-            return [], Hold(HoldCause.REDIS_CALLS, f"my own Redis calls failed "
-                            f"{store_stable_for:.1f}s ago: heartbeats may have lapsed for "
-                            f"the same reason")
-        if now - self.server_changed_at < grace:
-            return [], Hold(HoldCause.REDIS_CHANGED, f"Redis changed under me "
-                            f"{now - self.server_changed_at:.1f}s ago (a new run id: a "
-                            f"failover or a restart)")
+        self.redis.see(view.server_id, now)
         ttl_ms = int(self.ttl * 1000)
-        lapsed = lapsed_members(view.snap, ttl_ms, self.election.node_id)
-        if len(lapsed) * 2 <= len(view.snap.members):
-            return lapsed, None
-        # A mass lapse is more likely Redis or the network than the nodes; only silence
-        # that lasts MASS_LAPSE_PATIENCE TTLs is believed.
-        patience_ms = ttl_ms * MASS_LAPSE_PATIENCE
-        long_silent = [n for n in lapsed
-                       if view.now_ms - view.snap.member(n).heartbeat_ms >= patience_ms]
-        if long_silent:
-            return long_silent, None
-        return [], Hold(HoldCause.MASS_LAPSE, f"{len(lapsed)} of {len(view.snap.members)} "
-                        f"nodes look dead at once: suspecting Redis or the network, not the "
-                        f"nodes")
+        silent = {n: view.now_ms - view.snap.member(n).heartbeat_ms
+                  for n in lapsed_members(view.snap, ttl_ms, self.election.node_id)}
+        return judge_lapses(silent, len(view.snap.members), ttl_ms,
+                            stable_for=store_stable_for, changed_ago=self.redis.changed_ago(now),
+                            grace=self.election.timing.recovery_grace)
 
     def _pause(self, hold: Hold, lease: Lease) -> str:
         if self.mode is Mode.PAUSED and self.hold is not None and self.hold.cause is hold.cause:
