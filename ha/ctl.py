@@ -11,12 +11,14 @@
     polycorn-ctl rollout [--json]         the current or last rolling upgrade
     polycorn-ctl redis-up [--port P] [--dir D]     prints the URL of a private redis-server
     polycorn-ctl redis-down [--dir D]
+    polycorn-ctl haproxy config|sync|status ...   the HAProxy front (ha/haproxy/cli.py)
 
 The cluster subcommands take --redis (or $POLYCORN_REDIS) and --cluster (or
 $POLYCORN_CLUSTER, default "default"). Exit codes (ctl_common.py): 0 done; 1
 nothing to show or do; 2 usage error, bad URL or unknown node; 3 Redis unreachable
 or failing; 4 redis-up/redis-down failed; 5 a request did not complete (rollout
-failed or aborted, drain not seen in time); 6 a rollout is already running.
+failed or aborted, drain not seen in time); 6 a rollout is already running; 7
+HAProxy's runtime API unreachable.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from polycorn.ha.ctl_common import (
 )
 from polycorn.ha.ctl_status import node_table, rollout_line, status_object
 from polycorn.ha.events import Event
+from polycorn.ha.haproxy import cli as haproxy_cli
 from polycorn.ha.redis_url import RedisTarget, RedisUrlError, parse_redis_url
 from polycorn.ha.rollout import DEFAULT_NODE_TIMEOUT, RolloutState
 from polycorn.ha.settings import DEFAULT_CLUSTER
@@ -67,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polycorn-ctl", description=__doc__.split("\n")[0],
                                      epilog="exit codes: 0 done, 1 nothing to show, 2 usage, "
                                      "3 Redis unreachable, 4 redis-up/down failed, 5 request "
-                                     "not completed, 6 a rollout is already running")
+                                     "not completed, 6 a rollout is already running, 7 "
+                                     "HAProxy unreachable")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("status", parents=[common, as_json], help="leader, epoch and nodes")
     sub.add_parser("nodes", parents=[common, as_json], help="the nodes")
@@ -78,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--count", type=int, default=20, help="how many (default: %(default)s)")
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     _add_requests(sub, common, as_json)
+    haproxy_cli.add_parser(sub, common)
     up = sub.add_parser("redis-up", help="start a private redis-server; print its URL")
     up.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     up.add_argument("--dir", default=DEFAULT_REDIS_DIR, help="data, pid and log directory "
@@ -244,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_redis_up(args)
         if args.command == "redis-down":
             return cmd_redis_down(args)
+        if args.command == "haproxy":
+            return haproxy_cli.main(args, open_store)
         store, target = open_store(args)
         try:
             return CLUSTER_COMMANDS[args.command](args, store, target)
