@@ -45,7 +45,8 @@ class RegistryFeed:
         self.watch = RedisWatch()
         self._view: ClusterView | None = None
         self._read_at = 0.0
-        self._failed_at: float | None = None
+        self._failed_at: float | None = None  # the last failed call
+        self._outage_since = 0.0  # the first failed call of the current outage
         self._error = ""
         self._lock = threading.Lock()
         self._news = threading.Event()  # set on every new view (or failure)
@@ -107,8 +108,8 @@ class RegistryFeed:
         now = self.clock()
         with self._lock:
             if self._error:
-                log.info("registry readable again after %.1fs: %s",
-                         now - (self._failed_at or now), "reconciling everything")
+                log.info("registry readable again after %.1fs unreadable: reconciling "
+                         "everything", now - self._outage_since)
             self.watch.see(view.server_id, now)
             self._view, self._read_at, self._error = view, now, ""
         self._news.set()
@@ -117,6 +118,7 @@ class RegistryFeed:
         now = self.clock()
         with self._lock:
             if not self._error:
+                self._outage_since = now
                 log.warning("registry unreadable (%s): keeping the last known state and "
                             "taking no node out", error)
             self._failed_at, self._error = now, error

@@ -26,6 +26,7 @@ class LoadResult:
     errors: collections.Counter = field(default_factory=collections.Counter)
     bodies: collections.Counter = field(default_factory=collections.Counter)
     timeline: list = field(default_factory=list)  # (monotonic, body or error) per request
+    spans: list = field(default_factory=list)  # (started, ended, ok, body or error), monotonic
 
     def summary(self) -> str:
         return (f"ok={self.ok} failed={self.failed} retried={self.retried} "
@@ -77,7 +78,8 @@ class Load:
                 raise AssertionError(f"load made no progress: {self.result.summary()}")
             time.sleep(0.01)
 
-    def _record(self, ok: bool, what: str) -> None:
+    def _record(self, ok: bool, what: str, started: float | None = None) -> None:
+        ended = time.monotonic()
         with self._lock:
             if ok:
                 self.result.ok += 1
@@ -85,7 +87,8 @@ class Load:
             else:
                 self.result.failed += 1
                 self.result.errors[what] += 1
-            self.result.timeline.append((time.monotonic(), ok, what))
+            self.result.timeline.append((ended, ok, what))
+            self.result.spans.append((ended if started is None else started, ended, ok, what))
 
     def _run(self, index: int, keep_alive: bool) -> None:
         conn: http.client.HTTPConnection | None = None
@@ -94,6 +97,7 @@ class Load:
         while not self._stop.is_set():
             port = self.ports[(index + n) % len(self.ports)]
             n += 1
+            started = time.monotonic()
             if conn is None or not keep_alive or conn.port != port:
                 if conn is not None:
                     conn.close()
@@ -107,17 +111,17 @@ class Load:
                     conn.close()
                     conn = http.client.HTTPConnection(self.host, port, timeout=self.timeout)
                     body, will_close = self._request(conn, keep_alive, False)
-                self._record(True, body)
+                self._record(True, body, started)
                 reused = True
                 if will_close or not keep_alive:
                     conn.close()
                     conn = None
             except _Idle:
-                self._record(False, "closed-before-response")
+                self._record(False, "closed-before-response", started)
                 conn.close()
                 conn = None
             except Exception as exc:  # every failure counts; its kind is recorded
-                self._record(False, _kind(exc))
+                self._record(False, _kind(exc), started)
                 conn.close()
                 conn = None
 

@@ -1,0 +1,151 @@
+"""A real HAProxy front for the ha/ tests: haproxy in the foreground (`-db`) with the
+config `polycorn-ctl haproxy config` prints, the real `polycorn-ctl haproxy sync`
+beside it, and real polycorn nodes that answer /version with their node id. Every
+process is started on free loopback ports and killed by pid afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from polycorn.ha.haproxy.runtime import RuntimeApi, RuntimeApiError
+from polycorn.ha.haproxy.servers import Admin, ServerState, parse_servers_state
+from support.procs import ROOT, free_port, kill_all, port_open, wait_until
+
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+APPS = ROOT / "tests" / "apps"
+BACKEND = "polycorn"
+
+
+def ctl_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "polycorn.ha.ctl", *args]
+
+
+class HAProxyProc:
+    """haproxy -db -f CONFIG; the config comes from `polycorn-ctl haproxy config`."""
+
+    def __init__(self, workdir: Path, redis_url: str, cluster: str, slots: int = 8) -> None:
+        # A short private directory: a Unix socket path must fit in 108 bytes.
+        self.dir = Path(tempfile.mkdtemp(prefix="pcf-"))
+        self.workdir = workdir
+        self.port = free_port()
+        self.socket = str(self.dir / "admin.sock")
+        self.state_file = str(self.dir / "admin.state")
+        self.config = workdir / "haproxy.cfg"
+        text = subprocess.run(
+            ctl_argv("haproxy", "config", "--cluster", cluster, "--redis", redis_url,
+                     "--bind", f"127.0.0.1:{self.port}", "--slots", str(slots),
+                     "--runtime-api", f"unix:{self.socket}", "--backend", BACKEND),
+            capture_output=True, text=True, check=True).stdout
+        self.config.write_text(text)
+        self.api = RuntimeApi(self.socket, timeout=1.0)
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.start()
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "haproxy.log"
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
+        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", str(self.config)], stdout=log,
+                                     stderr=log, start_new_session=True)
+        log.close()
+        self.starts += 1
+        wait_until(lambda: self._answers() and port_open(self.port), 10,
+                   what="haproxy's socket and port")
+
+    def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"haproxy exited {self.proc.returncode}:\n{self.log()}")
+        try:
+            return "Pid" in self.api.show_info()
+        except RuntimeApiError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self.proc = None
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def servers(self) -> dict[str, ServerState]:
+        return {s.name: s for s in parse_servers_state(self.api.show_servers_state(BACKEND),
+                                                        BACKEND)}
+
+    def in_rotation(self) -> dict[int, ServerState]:
+        """port -> slot, for every slot that takes new requests (ready and up)."""
+        return {s.port: s for s in self.servers().values()
+                if s.admin is Admin.READY and s.op == "up"}
+
+
+class SyncProc:
+    """`polycorn-ctl haproxy sync` as a real process, its log in a file."""
+
+    def __init__(self, workdir: Path, redis_url: str, cluster: str, haproxy: HAProxyProc
+                 ) -> None:
+        n = sum(1 for _ in workdir.glob("sync-*.log"))
+        self.log_path = workdir / f"sync-{n}.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child holds it
+        self.proc = subprocess.Popen(
+            ctl_argv("haproxy", "sync", "--cluster", cluster, "--redis", redis_url,
+                     "--runtime-api", f"unix:{haproxy.socket}", "--backend", BACKEND,
+                     "--state-file", haproxy.state_file),
+            stdout=log, stderr=log, start_new_session=True)
+        log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int | None:
+        """TERM (it stops cleanly), then KILL if it did not; its exit status."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            kill_all([self.proc.pid])
+            self.proc.wait(5)
+            return None
+
+
+def start_node(polycorn, redis_url: str, cluster: str, node_id: str, port: int,
+               wait: bool = True):
+    """A real polycorn node (2 workers) whose /version answers its node id."""
+    return polycorn(
+        "-b", f"127.0.0.1:{port}", "-w", "2", "--redis", redis_url, "--cluster", cluster,
+        "--node-id", node_id, "--health-check", "/health", "--graceful-timeout", "10",
+        "testapp:application", wait_port=port if wait else None, cwd=APPS,
+        env={"APP_VERSION": node_id})
+
+
+def first_after(spans: list, body: str, after: float) -> float | None:
+    """When the first request answered by `body` that started after `after` started."""
+    starts = [s for s, _, ok, what in spans if ok and what == body and s >= after]
+    return min(starts) if starts else None
+
+
+def wall_to_monotonic(wall: float) -> float:
+    return wall - (time.time() - time.monotonic())
+
+
+def figure(what: str, value: float, unit: str = "s") -> None:
+    print(f"\nFIGURE {what}: {value:.3f}{unit}")

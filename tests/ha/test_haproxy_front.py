@@ -1,0 +1,354 @@
+"""A real HAProxy in front of three real polycorn nodes, kept in step with the registry by
+the real `polycorn-ctl haproxy sync`, under steady load through the front (half fresh
+connections, half keep-alive). Each test hurts the cluster one way and counts failed
+requests; the figures are printed (run with -s)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from frontsupport import (
+    BACKEND,
+    HAProxyProc,
+    SyncProc,
+    ctl_argv,
+    figure,
+    first_after,
+    start_node,
+    wall_to_monotonic,
+)
+from polycorn.ha import events as ev
+from polycorn.ha.haproxy.servers import Admin, parse_stat
+from polycorn.ha.registry import NodeState
+from support.load import Load
+from support.procs import free_port, kill_all, wait_until
+from test_agent import TTL_MS, observer
+
+NODES = ("p1", "p2", "p3")
+
+
+@dataclass
+class Front:
+    redis: object
+    name: str
+    polycorn: object
+    workdir: object
+    haproxy: HAProxyProc | None = None
+    sync: SyncProc | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.store = observer(self.redis.url, self.name)
+
+    def start_node(self, node_id: str, wait: bool = True) -> None:
+        port = self.ports.setdefault(node_id, free_port())
+        self.procs[node_id] = start_node(self.polycorn, self.redis.url, self.name, node_id,
+                                         port, wait)
+
+    def ready_nodes(self) -> set[str]:
+        return {r.info.node_id for r in self.store.nodes(TTL_MS)[1]
+                if r.alive and r.info.state is NodeState.READY}
+
+    def serving(self) -> set[str]:
+        """The nodes whose slot takes new requests (ready and up in HAProxy)."""
+        rotation = self.haproxy.in_rotation()
+        return {n for n, p in self.ports.items() if p in rotation}
+
+    def wait_serving(self, nodes: set[str], timeout: float = 10.0) -> float:
+        start = time.monotonic()
+        wait_until(lambda: self.serving() == nodes, timeout, interval=0.02,
+                   what=f"HAProxy serving exactly {sorted(nodes)} (sync log:\n"
+                   f"{self.sync.log()[-3000:]})")
+        return time.monotonic() - start
+
+    def kill_node(self, node_id: str) -> None:
+        """kill -9 of every process of the node: master, workers, agent."""
+        proc = self.procs[node_id]
+        kill_all([proc.pid, *proc.track()], signal.SIGKILL)
+
+    def node_pids(self, node_id: str) -> list[int]:
+        proc = self.procs[node_id]
+        return [proc.pid, *proc.track()]
+
+    def load(self, threads: int = 4) -> Load:
+        return Load(self.haproxy.port, path="/version", threads=threads, timeout=10.0)
+
+
+@pytest.fixture
+def front(redis_farm, polycorn, cluster_name, tmp_path):
+    f = Front(redis_farm.server(), cluster_name, polycorn, tmp_path)
+    for node_id in NODES:
+        f.start_node(node_id)
+    wait_until(lambda: f.ready_nodes() == set(NODES), 30, interval=0.05,
+               what="three ready nodes")
+    f.haproxy = HAProxyProc(tmp_path, f.redis.url, cluster_name)
+    f.sync = SyncProc(tmp_path, f.redis.url, cluster_name, f.haproxy)
+    try:
+        f.wait_serving(set(NODES), 15)
+        yield f
+    finally:
+        f.sync.stop()
+        f.haproxy.stop()
+        f.store.close()
+
+
+def assert_no_failure(load: Load, what: str) -> None:
+    res = load.result
+    assert res.failed == 0, f"{what}: {res.summary()}"
+
+
+def served_by(load: Load) -> set[str]:
+    return {what for _, _, ok, what in load.result.spans if ok}
+
+
+# -- (a) a whole node killed ------------------------------------------------------------------
+
+
+def test_kill_9_of_every_process_of_a_node_fails_no_request(front):
+    f = front
+    with f.load() as load:
+        load.wait_requests(300)
+        assert served_by(load) == set(NODES)
+        killed_at = time.monotonic()
+        f.kill_node("p2")
+        # HAProxy's checks take it out; then the registry lapses and the sync puts it
+        # in maint. Requests keep flowing all along.
+        wait_until(lambda: f.haproxy.servers()[_slot(f, "p2")].op == "down", 5,
+                   interval=0.01, what="p2 marked down by its checks")
+        down = time.monotonic() - killed_at
+        wait_until(lambda: f.haproxy.servers()[_slot(f, "p2")].admin is Admin.MAINT, 10,
+                   interval=0.05, what="p2 put in maint by the sync")
+        maint = time.monotonic() - killed_at
+        load.wait_requests(300)
+    figure("kill -9 of a whole node -> HAProxy marks it down", down)
+    figure("kill -9 of a whole node -> the sync puts its slot in maint", maint)
+    print(f"\nFIGURE kill -9 of a whole node under load: {load.result.summary()}")
+    assert_no_failure(load, "kill -9 of a whole node")
+    assert "p2 slot" in f.sync.log() and "maint" in f.sync.log()
+
+
+def _slot(f: Front, node_id: str) -> str:
+    port = f.ports[node_id]
+    return next(s.name for s in f.haproxy.servers().values() if s.port == port)
+
+
+# -- (b) a node joins ---------------------------------------------------------------------------
+
+
+def test_a_new_node_gets_requests_within_2s_of_being_ready(front):
+    f = front
+    with f.load() as load:
+        load.wait_requests(200)
+        f.start_node("p4", wait=False)
+        ready_at = registry_ready_since(f, "p4")
+        wait_until(lambda: first_after(load.result.spans, "p4", 0) is not None, 5,
+                   interval=0.02, what="a request answered by p4")
+        load.wait_requests(200)
+    first = first_after(load.result.spans, "p4", 0)
+    figure("node_ready of a new node -> its first request through the front",
+           first - ready_at)
+    print(f"\nFIGURE join under load: {load.result.summary()}")
+    assert first - ready_at <= 2.0
+    # Booting, it was known to HAProxy but in maint: nothing reached it before ready.
+    assert first >= ready_at - 0.01
+    assert_no_failure(load, "a node joining")
+
+
+def registry_ready_since(f: Front, node_id: str, timeout: float = 30.0) -> float:
+    """Poll the registry until the node is ready; the earliest moment it may have
+    become so (when the last poll that saw it not ready started), so a lag measured
+    from it is never flattered. (A node whose workers are ready before its agent
+    registers logs node_joined only, no node_ready event, hence the polling.)"""
+    deadline = previous = time.monotonic()
+    deadline += timeout
+    while True:
+        started = time.monotonic()
+        if node_id in f.ready_nodes():
+            return previous
+        previous = started
+        assert started < deadline, f"{node_id} not ready in the registry after {timeout}s"
+        time.sleep(0.005)
+
+
+# -- (c) drain ------------------------------------------------------------------------------------
+
+
+def test_polycorn_ctl_drain_stops_new_requests_within_1s(front):
+    f = front
+    with f.load() as load:
+        load.wait_requests(300)
+        asked = time.monotonic()
+        subprocess.run(ctl_argv("drain", "p2", "--no-wait", "--redis", f.redis.url,
+                                "--cluster", f.name), check=True, capture_output=True)
+        requested = next(e for e in f.store.read_events(count=10_000)
+                         if e.kind == ev.DRAIN_REQUESTED and e.node == "p2")
+        requested_at = wall_to_monotonic(requested.time_ms / 1000)
+        time.sleep(1.5)
+        assert f.haproxy.servers()[_slot(f, "p2")].admin is Admin.DRAIN
+        load.wait_requests(300)
+        last = max(s for s, _, ok, what in load.result.spans if what == "p2")
+        # undrain: it takes new requests again
+        undrain_at = time.monotonic()
+        subprocess.run(ctl_argv("undrain", "p2", "--no-wait", "--redis", f.redis.url,
+                                "--cluster", f.name), check=True, capture_output=True)
+        wait_until(lambda: first_after(load.result.spans, "p2", undrain_at), 10,
+                   interval=0.02, what="p2 serving again after undrain")
+        back = first_after(load.result.spans, "p2", undrain_at) - undrain_at
+    figure("drain_requested -> the last request p2 received", last - requested_at)
+    figure("polycorn-ctl undrain run -> p2 serving again", back)
+    print(f"\nFIGURE drain under load: {load.result.summary()}")
+    assert last - requested_at < 1.0
+    assert last >= asked - 5  # p2 did serve before the drain
+    assert_no_failure(load, "drain and undrain")
+
+
+# -- (d) Redis stopped ----------------------------------------------------------------------------
+
+
+def test_redis_stopped_for_5s_leaves_the_backend_unchanged_and_fails_nothing(front):
+    f = front
+    before = f.haproxy.servers()
+    changed = []
+    with f.load() as load:
+        load.wait_requests(300)
+        f.redis.signal(signal.SIGSTOP)
+        try:
+            # Sample through the outage and the 5 s after it, when every heartbeat has
+            # lapsed at once (the sync's guard must hold until the nodes are back).
+            end = time.monotonic() + 5.0
+            while time.monotonic() < end:
+                now = f.haproxy.servers()
+                if now != before:
+                    changed.append(now)
+                time.sleep(0.05)
+        finally:
+            f.redis.signal(signal.SIGCONT)
+        end = time.monotonic() + 5.0
+        while time.monotonic() < end:
+            now = f.haproxy.servers()
+            if {n: (s.admin, s.endpoint, s.weight) for n, s in now.items()} != {
+                    n: (s.admin, s.endpoint, s.weight) for n, s in before.items()}:
+                changed.append(now)
+            time.sleep(0.05)
+        load.wait_requests(300)
+    print(f"\nFIGURE Redis SIGSTOPped 5 s under load: {load.result.summary()}")
+    assert not changed, f"the backend changed: {changed[0]}\n{f.sync.log()}"
+    assert_no_failure(load, "Redis stopped")
+    assert "registry unreadable" in f.sync.log()
+    assert f.serving() == set(NODES)
+
+
+# -- (e) HAProxy restarted --------------------------------------------------------------------
+
+
+def test_a_restarted_haproxy_gets_every_slot_back_within_1s(front):
+    f = front
+    # Without its state file the new HAProxy starts with every slot disabled: only the
+    # sync can fill them.
+    f.haproxy.kill()
+    os.unlink(f.haproxy.state_file)
+    f.haproxy.start()
+    reapplied = f.wait_serving(set(NODES), 5)
+    figure("HAProxy restarted without its state file -> the sync re-applied every slot",
+           reapplied)
+    assert reapplied <= 1.0
+    assert "HAProxy restarted or reloaded" in f.sync.log()
+    # With the state file the sync saved, a restart starts with the slots as they
+    # were, sync or no sync.
+    wait_until(lambda: os.path.exists(f.haproxy.state_file), 2, what="the state file saved")
+    assert f.sync.stop() == 0
+    f.haproxy.kill()
+    f.haproxy.start()
+    assert f.serving() == set(NODES), f.haproxy.log()[-2000:]
+
+
+# -- (f) a hung host --------------------------------------------------------------------------
+
+
+def _stot(f: Front, slot: str) -> int:
+    return int(parse_stat(f.haproxy.api.show_stat(BACKEND))[slot]["stot"])
+
+
+def _completed(load: Load, start: float, end: float) -> int:
+    return sum(1 for _, ended, ok, _ in load.result.spans if ok and start <= ended < end)
+
+
+def test_sigstop_of_a_whole_node_costs_at_most_what_it_was_sent_and_stalls_nobody(front):
+    f = front
+    slot = _slot(f, "p2")
+    pids = f.node_pids("p2")
+    with f.load(threads=6) as load:
+        load.wait_requests(300)
+        time.sleep(2.0)
+        sent_before = _stot(f, slot)
+        stopped = time.monotonic()
+        kill_all(pids, signal.SIGSTOP)
+        try:
+            wait_until(lambda: f.haproxy.servers()[slot].op == "down", 5, interval=0.01,
+                       what="p2 marked down by its checks")
+            down = time.monotonic()
+            sent = _stot(f, slot) - sent_before
+            time.sleep(max(0.0, stopped + 5.0 - time.monotonic()))
+        finally:
+            kill_all(pids, signal.SIGCONT)
+        resumed = time.monotonic()
+        wait_until(lambda: "p2" in f.serving(), 20, interval=0.05, what="p2 back in rotation")
+        back = time.monotonic() - resumed
+        load.wait_requests(300)
+    before = _completed(load, stopped - 2.0, stopped) / 2.0
+    during = _completed(load, stopped, stopped + 5.0) / 5.0
+    worst = min(_completed(load, stopped + i, stopped + i + 1) for i in range(5))
+    figure("SIGSTOP of a whole node -> HAProxy marks it down", down - stopped)
+    print(f"\nFIGURE requests HAProxy sent to the stopped node before marking it down: {sent}")
+    print(f"\nFIGURE throughput before / during the 5 s pause: {before:.0f} / {during:.0f} "
+          f"req/s (worst second {worst})")
+    figure("SIGCONT -> the node serving through the front again", back)
+    print(f"\nFIGURE SIGSTOP of a whole node for 5 s under load: {load.result.summary()}")
+    assert load.result.failed <= sent, load.result.summary()
+    assert during >= before / 2, (before, during)
+    assert worst > 0
+
+
+# -- what is resent, and what never is -----------------------------------------------------------
+
+
+def test_a_get_in_flight_on_a_killed_node_is_resent_elsewhere_a_post_never(front):
+    """The retry policy of the generated config, without the sync: p2 alone takes the
+    requests, dies mid-request, and HAProxy resends the GET to another node (empty
+    response, idempotent) but answers the POST with an error rather than replay it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from support.http import get
+
+    f = front
+    assert f.sync.stop() == 0
+    slots = {n: _slot(f, n) for n in NODES}
+    for n in ("p1", "p3"):
+        f.haproxy.api.set_command(f"set server {BACKEND}/{slots[n]} state maint")
+    with ThreadPoolExecutor(4) as pool:
+        calls = {(method, i): pool.submit(get, f.haproxy.port, "/sleep?s=1", method=method,
+                                          body=b"x" if method == "POST" else None,
+                                          timeout=10)
+                 for method in ("GET", "POST") for i in range(2)}
+        time.sleep(0.5)  # all four are being served by p2
+        for n in ("p1", "p3"):
+            f.haproxy.api.set_command(f"set server {BACKEND}/{slots[n]} state ready")
+        f.kill_node("p2")
+        answers = {key: call.result()[:2] for key, call in calls.items()}
+    for (method, _), (status, body) in answers.items():
+        if method == "GET":
+            assert (status, body) == (200, b"slept 1.00"), answers
+        else:
+            assert status == 502, answers
+    log = f.haproxy.log()
+    posts = [line for line in log.splitlines() if '"POST /sleep' in line]
+    assert len(posts) == 2 and all(f"{BACKEND}/{slots['p2']} " in p and "/+" not in p
+                                   for p in posts), posts
+    gets = [line for line in log.splitlines() if '"GET /sleep' in line]
+    assert len(gets) == 2 and all("/+1 " in g for g in gets), gets
