@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo use (redis-server for the
-# cluster, openssh-server for Fabric's simulated hosts, wrk for the benchmark),
+# cluster, openssh-server for Fabric's simulated hosts, wrk for the benchmark,
+# haproxy for the front the sync drives),
 # only when one is missing. Needs root for apt-get; otherwise says what to install.
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "polycorn: missing system packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
@@ -15,5 +17,6 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# redis-server's package starts a system instance on port 6379; the project
-# starts private servers on free ports and never uses that one.
+# redis-server's package starts a system instance on port 6379, and haproxy's one
+# on the ports of /etc/haproxy/haproxy.cfg; the project starts private servers on
+# free ports and never uses those.

@@ -60,6 +60,15 @@ class RegistryFeed:
         self._stop.set()
         self._thread.join(5)
 
+    def refresh(self) -> bool:
+        """Read the registry once, now (the thread does so by itself); True if it answered."""
+        try:
+            self._publish(self.store.view(self.ttl_ms))
+            return True
+        except StoreUnavailable as exc:
+            self._failed(str(exc))
+            return False
+
     def wait(self, timeout: float) -> bool:
         """Block until a new reading (True) or the timeout (False)."""
         woke = self._news.wait(timeout)
@@ -99,9 +108,12 @@ class RegistryFeed:
         """Wait for events up to `period`; return the id read up to."""
         deadline = self.clock() + self.period
         while not self._stop.is_set() and self.clock() < deadline:
+            asked = self.clock()
             events = self.store.read_events(after=last_id, count=100, block_ms=BLOCK_MS)
             if events:
                 return events[-1].id
+            if self.clock() - asked < BLOCK_MS / 2000:  # a store that cannot block
+                self._stop.wait(BLOCK_MS / 1000)
         return last_id
 
     def _publish(self, view: ClusterView) -> None:

@@ -5,6 +5,7 @@ requests; the figures are printed (run with -s)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -131,6 +132,22 @@ def test_kill_9_of_every_process_of_a_node_fails_no_request(front):
     print(f"\nFIGURE kill -9 of a whole node under load: {load.result.summary()}")
     assert_no_failure(load, "kill -9 of a whole node")
     assert "p2 slot" in f.sync.log() and "maint" in f.sync.log()
+    # polycorn-ctl haproxy status: HAProxy's view beside the registry's
+    done = subprocess.run(ctl_argv("haproxy", "status", "--json", "--redis", f.redis.url,
+                                   "--cluster", f.name, "--runtime-api",
+                                   f"unix:{f.haproxy.socket}", "--backend", BACKEND),
+                          capture_output=True, text=True, check=True)
+    rows = {r["slot"]: r for r in json.loads(done.stdout)["rows"]}
+    p2 = rows[_slot(f, "p2")]
+    assert (p2["admin"], p2["node"], p2["in_step"]) == ("maint", None, True)
+    for n in ("p1", "p3"):
+        row = rows[_slot(f, n)]
+        assert (row["admin"], row["status"], row["node"], row["registry"], row["check"]) \
+            == ("ready", "UP", n, "ready", "L7OK"), row
+    text = subprocess.run(ctl_argv("haproxy", "status", "--redis", f.redis.url, "--cluster",
+                                   f.name, "--runtime-api", f"unix:{f.haproxy.socket}"),
+                          capture_output=True, text=True, check=True).stdout
+    assert text.startswith("backend polycorn at unix:") and "p1" in text
 
 
 def _slot(f: Front, node_id: str) -> str:
