@@ -17,7 +17,7 @@ from pathlib import Path
 
 from polycorn.ha.haproxy.runtime import RuntimeApi, RuntimeApiError
 from polycorn.ha.haproxy.servers import Admin, ServerState, parse_servers_state
-from support.procs import ROOT, free_port, kill_all, port_open, wait_until
+from support.procs import ROOT, descendants, free_port, kill_all, port_open, wait_until
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 APPS = ROOT / "tests" / "apps"
@@ -31,7 +31,9 @@ def ctl_argv(*args: str) -> list[str]:
 class HAProxyProc:
     """haproxy -db -f CONFIG; the config comes from `polycorn-ctl haproxy config`."""
 
-    def __init__(self, workdir: Path, redis_url: str, cluster: str, slots: int = 8) -> None:
+    def __init__(self, workdir: Path, redis_url: str, cluster: str, slots: int = 8,
+                 master_worker: bool = False) -> None:
+        self.master_worker = master_worker  # -W: USR2 to the master reloads (systemd's way)
         # A short private directory: a Unix socket path must fit in 108 bytes.
         self.dir = Path(tempfile.mkdtemp(prefix="pcf-"))
         self.workdir = workdir
@@ -56,8 +58,8 @@ class HAProxyProc:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
-        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", str(self.config)], stdout=log,
-                                     stderr=log, start_new_session=True)
+        argv = [HAPROXY, *(["-W"] if self.master_worker else []), "-db", "-f", str(self.config)]
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
         log.close()
         self.starts += 1
         wait_until(lambda: self._answers() and port_open(self.port), 10,
@@ -71,11 +73,22 @@ class HAProxyProc:
         except RuntimeApiError:
             return False
 
+    def worker_pid(self) -> int:
+        return int(self.api.show_info().split("Pid:")[1].split()[0])
+
+    def reload(self) -> None:
+        """USR2 to the master (-W): a new worker with the config and the state file."""
+        assert self.master_worker and self.proc is not None
+        before = self.worker_pid()
+        os.kill(self.proc.pid, signal.SIGUSR2)
+        wait_until(lambda: self._answers() and self.worker_pid() != before, 10,
+                   what="a new haproxy worker")
+
     def kill(self) -> None:
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGKILL)
+        pids = [self.proc.pid, *descendants(self.proc.pid)]  # -W: the workers too
+        kill_all(pids, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
         self.proc = None

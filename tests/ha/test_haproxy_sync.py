@@ -5,6 +5,7 @@ name does not resolve."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -123,3 +124,23 @@ def test_a_mass_lapse_is_held_logged_once_and_released_when_the_nodes_heartbeat(
     world.join("n2", "127.0.0.1:18002")
     assert world.cycle().commands == ("set server polycorn/s3 state maint",)
     assert "n3 slot s3: ready 127.0.0.1:18003 weight 2 -> maint" in caplog.text
+
+
+def test_a_reloaded_haproxy_keeps_its_slots_from_the_state_file(tmp_path, caplog):
+    """systemd's reload: USR2 to the master (-W); the new worker starts from the state
+    file the sync saved, so no slot is ever disabled; the sync notices the new pid."""
+    h = HAProxyProc(tmp_path, "redis://127.0.0.1:1/0", "reload", slots=2, master_worker=True)
+    try:
+        world = World(h)
+        world.join("n1", "127.0.0.1:18001")
+        world.join("n2", "127.0.0.1:18002", NodeState.READY, workers=3)
+        world.cycle()
+        before = h.servers()
+        h.reload()
+        assert h.servers() == {n: dataclasses.replace(s, op=h.servers()[n].op)
+                               for n, s in before.items()}
+        caplog.set_level(logging.INFO, "polycorn.haproxy")
+        assert world.cycle().commands == ()
+        assert "HAProxy restarted or reloaded" in caplog.text
+    finally:
+        h.stop()
