@@ -162,3 +162,28 @@ def wall_to_monotonic(wall: float) -> float:
 
 def figure(what: str, value: float, unit: str = "s") -> None:
     print(f"\nFIGURE {what}: {value:.3f}{unit}")
+
+
+class AdminWatch:
+    """Polls one slot every few ms in a thread; when it first showed `admin`."""
+
+    def __init__(self, haproxy: HAProxyProc, slot: str, admin: Admin) -> None:
+        import threading
+
+        self.haproxy, self.slot, self.admin = haproxy, slot, admin
+        self.seen_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.seen_at is None:
+            with contextlib.suppress(RuntimeApiError):
+                if self.haproxy.servers()[self.slot].admin is self.admin:
+                    self.seen_at = time.monotonic()
+            time.sleep(0.005)
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        self._thread.join(5)
+        return self.seen_at

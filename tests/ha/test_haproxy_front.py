@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 from frontsupport import (
     BACKEND,
+    AdminWatch,
     HAProxyProc,
     SyncProc,
     ctl_argv,
@@ -200,6 +201,7 @@ def test_polycorn_ctl_drain_stops_new_requests_within_1s(front):
     f = front
     with f.load() as load:
         load.wait_requests(300)
+        watch = AdminWatch(f.haproxy, _slot(f, "p2"), Admin.DRAIN)
         asked = time.monotonic()
         subprocess.run(ctl_argv("drain", "p2", "--no-wait", "--redis", f.redis.url,
                                 "--cluster", f.name), check=True, capture_output=True)
@@ -207,7 +209,8 @@ def test_polycorn_ctl_drain_stops_new_requests_within_1s(front):
                          if e.kind == ev.DRAIN_REQUESTED and e.node == "p2")
         requested_at = wall_to_monotonic(requested.time_ms / 1000)
         time.sleep(1.5)
-        assert f.haproxy.servers()[_slot(f, "p2")].admin is Admin.DRAIN
+        drained_at = watch.stop()
+        assert drained_at is not None
         load.wait_requests(300)
         last = max(s for s, _, ok, what in load.result.spans if what == "p2")
         # undrain: it takes new requests again
@@ -217,6 +220,9 @@ def test_polycorn_ctl_drain_stops_new_requests_within_1s(front):
         wait_until(lambda: first_after(load.result.spans, "p2", undrain_at), 10,
                    interval=0.02, what="p2 serving again after undrain")
         back = first_after(load.result.spans, "p2", undrain_at) - undrain_at
+    figure("drain_requested event -> p2's slot in drain (the sync's reaction)",
+           drained_at - requested_at)
+    assert drained_at - requested_at <= 0.1  # the sync follows the events stream
     figure("drain_requested -> the last request p2 received", last - requested_at)
     figure("polycorn-ctl undrain run -> p2 serving again", back)
     print(f"\nFIGURE drain under load: {load.result.summary()}")
@@ -259,6 +265,39 @@ def test_redis_stopped_for_5s_leaves_the_backend_unchanged_and_fails_nothing(fro
     assert_no_failure(load, "Redis stopped")
     assert "registry unreadable" in f.sync.log()
     assert f.serving() == set(NODES)
+
+
+def _unchanged(f: Front, before: dict, seconds: float) -> list:
+    """Every sample of the backend (admin, address, weight) that differs from before."""
+    def key(servers):
+        return {n: (s.admin, s.endpoint, s.weight) for n, s in servers.items()}
+    changed, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        now = f.haproxy.servers()
+        if key(now) != key(before):
+            changed.append(now)
+        time.sleep(0.05)
+    return changed
+
+
+@pytest.mark.slow
+def test_redis_restarted_empty_leaves_the_backend_unchanged(front):
+    """Redis back without its data (no persistence): the registry is empty until every
+    node heartbeats again; Redis' new run id holds the sync's guard meanwhile."""
+    f = front
+    before = f.haproxy.servers()
+    with f.load() as load:
+        load.wait_requests(300)
+        f.redis.kill()
+        f.redis.start()
+        restarted = time.monotonic()
+        changed = _unchanged(f, before, 9.0)  # past the recovery grace (7 s)
+        wait_until(lambda: f.ready_nodes() == set(NODES), 10, what="the nodes registered")
+        load.wait_requests(300)
+    print(f"\nFIGURE Redis restarted empty under load: {load.result.summary()}")
+    assert time.monotonic() - restarted > 9.0
+    assert not changed, f"the backend changed: {changed[0]}\n{f.sync.log()}"
+    assert_no_failure(load, "Redis restarted empty")
 
 
 # -- (e) HAProxy restarted --------------------------------------------------------------------
