@@ -367,8 +367,11 @@ def test_sigstop_of_a_whole_node_costs_at_most_what_it_was_sent_and_stalls_nobod
     figure("SIGCONT -> the node serving through the front again", back)
     print(f"\nFIGURE SIGSTOP of a whole node for 5 s under load: {load.result.summary()}")
     assert load.result.failed <= sent, load.result.summary()
-    assert during >= before / 2, (before, during)
-    assert worst > 0
+    # No stall: not one second of the pause below half the rate before it. (With
+    # roundrobin every client thread ends up waiting on the hung node until it is
+    # marked down: 13 requests in the worst second, measured; leastconn stops
+    # choosing it after one or two.)
+    assert worst >= before / 2, (before, during, worst)
 
 
 # -- what is resent, and what never is -----------------------------------------------------------
