@@ -64,6 +64,11 @@ class HAProxyProc:
         self.starts += 1
         wait_until(lambda: self._answers() and port_open(self.port), 10,
                    what="haproxy's socket and port")
+        if self.master_worker:
+            # The master handles USR2 only once its own loop runs, after it reports
+            # the worker loaded: a USR2 sent before that is lost.
+            wait_until(lambda: self.log().count("Loading success.") >= self.starts, 10,
+                       what="haproxy's master ready")
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -80,7 +85,15 @@ class HAProxyProc:
         """USR2 to the master (-W): a new worker with the config and the state file."""
         assert self.master_worker and self.proc is not None
         before = self.worker_pid()
-        os.kill(self.proc.pid, signal.SIGUSR2)
+        loaded = self.log().count("Loading success.")
+        deadline = time.monotonic() + 10
+        while self.log().count("Loading success.") == loaded:
+            # A master still setting up its signal handlers drops a USR2: ask again.
+            assert time.monotonic() < deadline, "haproxy's master never reloaded"
+            os.kill(self.proc.pid, signal.SIGUSR2)
+            with contextlib.suppress(AssertionError):
+                wait_until(lambda: self.log().count("Loading success.") > loaded, 1.0,
+                           what="haproxy's master reloading")
         wait_until(lambda: self._answers() and self.worker_pid() != before, 10,
                    what="a new haproxy worker")
 

@@ -5,7 +5,6 @@ name does not resolve."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 
@@ -135,10 +134,11 @@ def test_a_reloaded_haproxy_keeps_its_slots_from_the_state_file(tmp_path, caplog
         world.join("n1", "127.0.0.1:18001")
         world.join("n2", "127.0.0.1:18002", NodeState.READY, workers=3)
         world.cycle()
-        before = h.servers()
+        def slots():  # (the checks' up/down comes and goes: nothing listens there)
+            return {n: (s.admin, s.endpoint, s.weight) for n, s in h.servers().items()}
+        before = slots()
         h.reload()
-        assert h.servers() == {n: dataclasses.replace(s, op=h.servers()[n].op)
-                               for n, s in before.items()}
+        assert slots() == before
         caplog.set_level(logging.INFO, "polycorn.haproxy")
         assert world.cycle().commands == ()
         assert "HAProxy restarted or reloaded" in caplog.text
