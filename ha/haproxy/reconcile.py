@@ -22,7 +22,7 @@ the node waits and a warning says so.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from polycorn.ha.guard import Hold, judge_lapses
@@ -101,12 +101,7 @@ class Plan:
     absent: frozenset[str]  # slots in service whose node the registry no longer lists
     warnings: tuple[str, ...] = ()
     hold: Hold | None = None  # why lapsed nodes were left in, if they were
-    believed: tuple[str, ...] = field(default=())  # lapsed nodes taken out
-
-    def sentence(self) -> str:
-        if not self.changes:
-            return "no change"
-        return "; ".join(c.line() for c in self.changes)
+    believed: tuple[str, ...] = ()  # lapsed nodes (or 'slot:NAME' of vanished ones) taken out
 
 
 def weight_of(node: FrontNode) -> int:

@@ -136,8 +136,6 @@ class Sync:
                 break
         for change in plan.changes:
             log.info("%s", change.line())
-        if plan.believed:
-            log.info("believed gone: %s", ", ".join(plan.believed))
 
     def _notes(self, notes: dict[str, tuple[int, str]]) -> None:
         """Log each standing condition (a warning, a hold, a node left out) once when it
