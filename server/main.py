@@ -25,7 +25,13 @@ from polycorn.server.config.loader import load_config
 from polycorn.server.config.settings import logical_cwd
 from polycorn.server.handoff import HandoffError, HandoffOwner, acquire_or_fetch
 from polycorn.server.logs import setup_logging
-from polycorn.server.masters import ENV_INDEX, AlreadyRunning, MasterGroup, worker_share
+from polycorn.server.masters import (
+    ENV_INDEX,
+    ENV_INDEX_LOCK,
+    AlreadyRunning,
+    MasterGroup,
+    worker_share,
+)
 from polycorn.server.plugins import discover
 from polycorn.server.process import apply_process_settings
 from polycorn.server.sockets import BindError, close_all, create_listeners
@@ -96,6 +102,10 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
     started_by_peer = inherited is None and ENV_INDEX in os.environ
     index = int(os.environ.get(ENV_INDEX, "0") or 0)
     os.environ[ENV_INDEX] = str(index)  # a re-exec (USR2) keeps this master's index
+    # The index lock the peer that started us took on our behalf; a USR2 successor gets
+    # it by hand-off instead, so the variable must not outlive this process's start.
+    lock_fd = os.environ.pop(ENV_INDEX_LOCK, "")
+    inherited_lock = int(lock_fd) if started_by_peer and lock_fd.isdigit() else None
     # A master joining a hand-off group shares the pid file with a live owner.
     if cfg.pidfile and inherited is None and not cfg.handoff:
         try:
@@ -118,7 +128,7 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
             if int(cfg.masters) > 1:
                 if not started_by_peer:  # an operator's fresh start forgets an old stop
                     MasterGroup.stop_marker_clear(cfg.handoff)
-                index_lock = MasterGroup.claim_index(cfg.handoff, index)
+                index_lock = MasterGroup.claim_index(cfg.handoff, index, inherited_lock)
             listeners, owner = acquire_or_fetch(
                 cfg.handoff, lambda: create_listeners(cfg.bind, cfg.backlog, os.environ,
                                                       cfg.reuse_port))

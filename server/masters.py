@@ -2,9 +2,9 @@
 
 Each master of a `--masters N` group holds an flock on `HANDOFF.m<i>.lock` for
 its index i. On every tick a master try-locks its peers' files: a lock it can
-take belongs to a dead peer, so it releases it and starts a replacement (if two
-survivors race, the loser's replacement finds the lock taken and exits). The
-same tick takes over the hand-off path when its owner died. A stop asked of any
+take belongs to a dead peer, and it starts the replacement holding that very lock
+(an inherited fd), so the lock is never free while the peer boots: neither this
+master's next tick nor a surviving third master starts a second copy. The same tick takes over the hand-off path when its owner died. A stop asked of any
 master is written to `HANDOFF.stopping` so that the peers stop too instead of
 restarting each other. A drain (polycorn-ctl drain reaches the master that runs the
 cluster agent) is written to `HANDOFF.drained`, which every master follows on its
@@ -35,6 +35,7 @@ from polycorn.server.sockets import Listener
 log = logging.getLogger("polycorn.error")
 
 ENV_INDEX = "POLYCORN_MASTER_INDEX"
+ENV_INDEX_LOCK = "POLYCORN_MASTER_LOCK_FD"  # the index lock a peer was started holding
 TICK = 0.1  # seconds between peer checks: a dead peer is restarted within this
 # A failed probe of HANDOFF.masters is retried: another master that stops at the same
 # moment holds the exclusive lock for microseconds while it probes, a serving one forever.
@@ -80,8 +81,13 @@ class MasterGroup:
     # -- identity ---------------------------------------------------------------
 
     @staticmethod
-    def claim_index(path: str, index: int) -> int:
-        fd = try_lock(f"{path}.m{index}.lock")
+    def claim_index(path: str, index: int, inherited_fd: int | None = None) -> int:
+        """The fd holding this master's index lock: the one the starting peer handed us
+        (it took the lock for us), else a fresh try-lock."""
+        lock_path = f"{path}.m{index}.lock"
+        fd = _adopt_lock(inherited_fd, lock_path) if inherited_fd is not None else None
+        if fd is None:
+            fd = try_lock(lock_path)
         if fd is None:
             raise AlreadyRunning(f"master {index} of hand-off path {path} is already running")
         os.ftruncate(fd, 0)
@@ -150,18 +156,27 @@ class MasterGroup:
                 continue
             fd = try_lock(f"{self.path}.m{i}.lock")
             if fd is None:
-                continue  # alive
-            os.close(fd)
-            self.spawn_peer(i)
+                continue  # alive, or being started holding its lock
+            try:
+                self.spawn_peer(i, fd)
+            finally:
+                os.close(fd)  # the peer's copy keeps the lock held
 
-    def spawn_peer(self, i: int) -> None:
+    def spawn_peer(self, i: int, lock_fd: int) -> None:
+        """Start master i, handing it lock_fd (its index lock, held) to keep.
+
+        Releasing the lock before the exec left it free for the second or more a new
+        interpreter takes to claim it, and every tick in that window started another copy.
+        """
         env = successor_environ()
         env[ENV_INDEX] = str(i)
+        env[ENV_INDEX_LOCK] = str(lock_fd)
         for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "POLYCORN_UPGRADE_FD"):
             env.pop(key, None)
         pid = os.fork()
         if pid == 0:
             try:
+                os.set_inheritable(lock_fd, True)
                 os.setsid()  # its own session and group: independent of ours
                 with contextlib.suppress(OSError):
                     os.chdir(self.cwd)
@@ -291,3 +306,24 @@ class MasterGroup:
         if self.index_lock is not None:
             with contextlib.suppress(OSError):
                 os.close(self.index_lock)
+
+
+def _adopt_lock(fd: int, lock_path: str) -> int | None:
+    """fd if it is an open description of lock_path holding its flock, else None.
+
+    The descriptor number comes from the environment: check that it is the lock file
+    (not whatever a stray variable names) before trusting it, and make it close-on-exec
+    again so that it goes no further than this master.
+    """
+    try:
+        held, named = os.fstat(fd), os.stat(lock_path)
+    except OSError:
+        return None
+    if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a no-op on the lock we already hold
+    except OSError:
+        return None
+    os.set_inheritable(fd, False)
+    return fd

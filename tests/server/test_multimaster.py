@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from polycorn.server import identity
+from polycorn.server.masters import AlreadyRunning, MasterGroup
 from polycorn.server.upgrade_ctl import status_files
 from support.load import Load
 from support.procs import ROOT, alive, children, wait_until
@@ -95,3 +98,43 @@ def test_masters_without_handoff_is_refused(polycorn, port, tmp_path):
                              "testapp:application"], cwd=APPS, capture_output=True, text=True)
     assert result.returncode == 1  # an unusable combination, as Gunicorn's config errors
     assert "--handoff" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_each_peer_is_started_once(polycorn, port, tmp_path, count):
+    # A peer holds its index lock only once its interpreter has started and read its
+    # configuration (a second or more on a busy host); a tick every 0.1 s that took the
+    # free lock for a dead peer started 11-17 copies of each peer in `make demo`.
+    pid_path = tmp_path / "p.pid"
+    first = polycorn("-b", f"127.0.0.1:{port}", "-w", str(count), "--masters", str(count),
+                     "--handoff", str(tmp_path / "h.sock"), "-p", str(pid_path),
+                     "testapp:application", wait_port=port, cwd=APPS)
+    wait_until(lambda: len(masters(pid_path)) == count and worker_count(pid_path) == count, 20,
+               what=f"{count} masters with their workers")
+    time.sleep(1.0)  # ten more ticks of every master: none may start another copy
+    log = first.log()
+    for index in range(1, count):
+        starts = re.findall(rf"started master {index} \(pid \d+\)", log)
+        assert len(starts) == 1, log
+    assert "already running" not in log, log
+    assert len(masters(pid_path)) == count
+
+
+def test_an_inherited_lock_fd_is_trusted_only_for_its_own_file(tmp_path):
+    # The fd number comes from the environment: one naming another file (or nothing)
+    # is not taken for the index lock; the master then try-locks as usual.
+    handoff = str(tmp_path / "h.sock")
+    other = os.open(tmp_path / "other", os.O_RDWR | os.O_CREAT)
+    fd = MasterGroup.claim_index(handoff, 1, inherited_fd=other)
+    try:
+        assert fd != other
+        assert os.path.samestat(os.fstat(fd), os.stat(f"{handoff}.m1.lock"))
+        with pytest.raises(AlreadyRunning):
+            MasterGroup.claim_index(handoff, 1, inherited_fd=999)
+    finally:
+        os.close(fd)
+        os.close(other)
+    held = MasterGroup.claim_index(handoff, 2)  # as a peer takes it, then hands it on
+    assert MasterGroup.claim_index(handoff, 2, inherited_fd=held) == held
+    assert not os.get_inheritable(held)
+    os.close(held)
