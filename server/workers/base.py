@@ -174,7 +174,10 @@ class Worker:
         sys.exit(0)
 
     def _on_abort(self, signum: int, frame: Any) -> None:
-        # The master saw no heartbeat within --timeout.
+        # The master saw no heartbeat within --timeout. Where the main thread stood
+        # tells an app that hangs from a worker that waited on something it must not.
+        log.error("worker %s aborted: no heartbeat within --timeout %ss; it was in %s",
+                  os.getpid(), self.cfg.timeout, where(frame))
         self.cfg.worker_abort(self)
         sys.exit(1)
 
@@ -236,3 +239,12 @@ class Worker:
 
     def run(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def where(frame: Any, depth: int = 4) -> str:
+    """The innermost `depth` frames of a stack, innermost first, on one line."""
+    if frame is None:
+        return "?"
+    stack = traceback.extract_stack(frame)[-depth:]
+    return " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}"
+                       for f in reversed(stack))

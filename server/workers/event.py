@@ -17,7 +17,7 @@ import signal
 import time
 from typing import Any
 
-from polycorn.server.workers.base import RunState, Worker, log
+from polycorn.server.workers.base import RunState, Worker, log, where
 from polycorn.server.workers.event_context import ServingContext, new_event_loop
 from polycorn.server.workers.event_protocol import HTTPProtocol
 
@@ -114,6 +114,8 @@ class EventWorker(Worker):
 
     def _on_abort_signal(self, signum: int, frame: Any) -> None:
         # ABRT: the master saw no heartbeat within --timeout (an app call blocks the loop).
+        log.error("worker %s aborted: no heartbeat within --timeout %ss; it was in %s",
+                  os.getpid(), self.cfg.timeout, where(frame))
         self.cfg.worker_abort(self)
         self._stop_now(1)
 
