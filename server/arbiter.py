@@ -68,6 +68,8 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
         self.previous_cfg: Any = None
         self.worker_age = 0
         self.boot_failures = 0
+        self.last_watch = 0.0  # when the heartbeats were last checked (enforce_timeouts)
+        self.watch_from = 0.0  # heartbeats are judged from here on (see _watched_from)
         self.early_deaths = 0  # consecutive workers that died soon after starting
         self.respawn_at = 0.0
         self.stop_deadline = 0.0

@@ -242,6 +242,24 @@ class WorkersMixin:
         self.respawn_at = time.monotonic() + delay
         log.error("worker failed to boot (%s); retrying in %.1fs", reason, delay)
 
+    def _watched_from(self, now: float, timeout: float) -> float:
+        """Since when this master has watched its workers without a gap of its own.
+
+        A heartbeat's age only counts the time the master was there to see it. After the
+        master itself stood still (SIGSTOP of the node, a frozen VM or cgroup, a starved
+        host), its workers stood still too, and may be resumed after it: judged at once,
+        every one of them looked hung. A gap in the master's own loop (it wakes at least
+        every half second) longer than a quarter of --timeout, and at least a second,
+        gives every worker a full --timeout from now, as if the master had just started.
+        """
+        last, self.last_watch = self.last_watch, now
+        if now - last > max(1.0, timeout / 4):
+            if last:
+                log.warning("master %s: its own loop stood still for %.1fs; every worker "
+                            "gets a full --timeout (%gs) from now", self.pid, now - last, timeout)
+            self.watch_from = now
+        return self.watch_from
+
     def notice_readiness(self) -> None:
         ready_any = False
         for rec in self.workers.values():
@@ -276,8 +294,9 @@ class WorkersMixin:
         if timeout <= 0:
             return
         now = time.monotonic()
+        watched_from = self._watched_from(now, timeout)
         for rec in list(self.workers.values()):
-            beat = self.slots.read(rec.slot)[0]
+            beat = max(self.slots.read(rec.slot)[0], watched_from)
             if rec.abort_sent:
                 if now - rec.abort_sent > KILL_AFTER_ABORT:
                     with contextlib.suppress(ProcessLookupError):

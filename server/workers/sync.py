@@ -3,7 +3,8 @@
 Like Gunicorn's sync worker it answers with `Connection: close`, so a slow
 client can hold at most one worker for one request; the accept loop waits in
 select() on the listeners, the master's pipe and the signal pipe, and
-heartbeats on every turn.
+heartbeats on every turn. While it serves, every wait on the client beats too
+(client_waits.py): a worker waiting on a slow or silent client is not hung.
 """
 
 from __future__ import annotations
@@ -13,11 +14,16 @@ import socket
 from typing import Any
 
 from polycorn.server.workers.base import RunState, Worker
+from polycorn.server.wsgi.client_waits import ClientWaits
 from polycorn.server.wsgi.handler import ClientConnection
 
 
 class SyncWorker(Worker):
     def run(self) -> None:
+        # Waiting on a client is serving, not hanging: the wait beats every slice, and the
+        # client gets --timeout for its request head and for any stall (client_waits.py).
+        self.waits = ClientWaits(self.notify, self.select_timeout,
+                                 float(getattr(self.cfg, "timeout", 30) or 30))
         fds = [*self.listeners, *self.wait_fds]
         listeners = {lst.fileno(): lst for lst in self.listeners}
         while self.state is RunState.RUNNING:
@@ -46,8 +52,8 @@ class SyncWorker(Worker):
 
     def serve(self, sock: socket.socket, addr: object, server_addr: Any) -> None:
         # server_addr: what Listener.server_name() gives (host and port, or a Unix path)
-        sock.settimeout(float(getattr(self.cfg, "timeout", 30) or 30))
-        conn = ClientConnection(self.handler, sock, addr, server_addr, keep_alive=False)
+        conn = ClientConnection(self.handler, sock, addr, server_addr, keep_alive=False,
+                                waits=self.waits)
         try:
             conn.serve_one()
         finally:

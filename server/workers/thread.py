@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from polycorn.server.workers.base import RunState, Worker, log
+from polycorn.server.wsgi.client_waits import ClientWaits
 from polycorn.server.wsgi.handler import ClientConnection
 
 
@@ -35,6 +36,11 @@ class ThreadWorker(Worker):
         self.capacity = threads
         self.max_idle = max(1, int(getattr(self.cfg, "worker_connections", 1000) or 1000) - threads)
         self.inflight = 0
+        # The pool threads' waits on clients: the same deadlines as the sync worker's, so
+        # a slow but steady reader gets its whole response (a socket timeout would bound
+        # the whole sendall), and no heartbeat: that comes from this main loop alone.
+        self.waits = ClientWaits(_no_heartbeat, self.select_timeout,
+                                 float(getattr(self.cfg, "timeout", 30) or 30))
         self.lock = threading.Lock()
         self.returned: collections.deque[tuple[Any, bool]] = collections.deque()
         self.idle: collections.OrderedDict[Any, float] = collections.OrderedDict()
@@ -114,8 +120,8 @@ class ThreadWorker(Worker):
         if accepted is None:
             return False
         sock, addr = accepted
-        sock.settimeout(float(getattr(self.cfg, "timeout", 30) or 30))
-        conn = ClientConnection(self.handler, sock, addr, listener.server_name(), keep_alive=True)
+        conn = ClientConnection(self.handler, sock, addr, listener.server_name(), keep_alive=True,
+                                waits=self.waits)
         self._submit(conn)
         return True
 
@@ -178,3 +184,6 @@ class ThreadWorker(Worker):
                 pass
             conn.close()
 
+
+def _no_heartbeat() -> None:
+    """A pool thread's wait proves nothing about the main loop: it never beats."""

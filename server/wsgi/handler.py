@@ -25,6 +25,7 @@ from polycorn.server.http.connection import Limits, ServerConnection
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request
 from polycorn.server.wsgi.body import EMPTY_INPUT, IncompleteBodyError, WSGIInput
+from polycorn.server.wsgi.client_waits import ClientWaits
 from polycorn.server.wsgi.environ import EnvironBuilder
 from polycorn.server.wsgi.hooks import HookRequest, HookResponse, configured_hook
 from polycorn.server.wsgi.response import StartResponse
@@ -127,12 +128,20 @@ def _drained_health(environ: dict, start_response: Callable) -> list[bytes]:
 
 
 class ClientConnection:
-    """One accepted socket; serve_one() runs one whole request cycle on it."""
+    """One accepted socket; serve_one() runs one whole request cycle on it.
+
+    With `waits` every wait on the client goes through that policy: short slices (with
+    the sync worker's heartbeat between them), and deadlines (client_waits.py). Without
+    it the socket's own timeout bounds each call.
+    """
 
     def __init__(self, handler: WSGIHandler, sock: socket.socket, client_addr: Any,
-                 server_addr: Any, *, keep_alive: bool) -> None:
+                 server_addr: Any, *, keep_alive: bool, waits: ClientWaits | None = None) -> None:
         self.handler = handler
         self.sock = sock
+        self._waits = waits
+        if waits is not None:
+            waits.prepare(sock)
         self.client_addr = client_addr
         self.server_addr = server_addr
         self._conn = ServerConnection(handler.limits, keep_alive_allowed=keep_alive)
@@ -206,13 +215,17 @@ class ClientConnection:
     def _receive_request(self) -> Request | None:
         conn = self._conn
         pending, eof = conn.trailing_data
+        waits = self._waits
+        deadline = waits.head_deadline() if waits is not None else 0.0
         if not pending and not eof:
             # Nothing buffered: asking the parser first would only scan an empty buffer.
-            conn.receive_data(self.sock.recv(RECV_SIZE))
+            conn.receive_data(self.sock.recv(RECV_SIZE) if waits is None
+                              else waits.recv(self.sock, RECV_SIZE, deadline))
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
-                conn.receive_data(self.sock.recv(RECV_SIZE))
+                conn.receive_data(self.sock.recv(RECV_SIZE) if waits is None
+                                  else waits.recv(self.sock, RECV_SIZE, deadline))
             elif type(event) is Request:
                 return event
             elif type(event) is ConnectionClosed:
@@ -227,7 +240,9 @@ class ClientConnection:
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
-                    conn.receive_data(self.sock.recv(RECV_SIZE))
+                    waits = self._waits
+                    conn.receive_data(self.sock.recv(RECV_SIZE) if waits is None
+                                      else waits.recv(self.sock, RECV_SIZE))
                 elif type(event) is Data:
                     return event.data
                 elif type(event) is EndOfMessage:
@@ -247,7 +262,7 @@ class ClientConnection:
         interim = self._conn.continue_bytes()
         if interim:
             try:
-                self.sock.sendall(interim)
+                self._send_raw(interim)
             except OSError as exc:
                 self._end = _End.ABORT
                 raise IncompleteBodyError(f"client gone before 100 Continue: {exc!r}") from exc
@@ -371,9 +386,15 @@ class ClientConnection:
         length = self._request_length
         return length is not None and length - body.bytes_read > DRAIN_LIMIT
 
+    def _send_raw(self, data: bytes) -> None:
+        if self._waits is None:
+            self.sock.sendall(data)
+        else:
+            self._waits.sendall(self.sock, data)
+
     def _sendall(self, data: bytes) -> None:
         try:
-            self.sock.sendall(data)
+            self._send_raw(data)
         except OSError:
             self._end = _End.ABORT
             raise
@@ -447,7 +468,10 @@ class ClientConnection:
         self._conn.refuse_keep_alive()
         self._sendall(self._frame(b""))
         try:
-            sent = self.sock.sendfile(filelike, offset, length)
+            if self._waits is None:
+                sent = self.sock.sendfile(filelike, offset, length)
+            else:
+                sent = self._waits.sendfile(self.sock, filelike, offset, length)
         except OSError:
             self._end = _End.ABORT
             raise
@@ -489,7 +513,7 @@ class ClientConnection:
         data = self._conn.error_response(status, message)
         self._end = _End.LINGER
         try:
-            self.sock.sendall(data)
+            self._send_raw(data)
         except OSError:
             self._end = _End.ABORT
             return None, []
@@ -508,6 +532,8 @@ class ClientConnection:
                 if remaining <= 0:
                     break
                 sock.settimeout(remaining)
+                if self._waits is not None:
+                    self._waits.heartbeat()  # a linger lasts up to a second: say we live
                 data = sock.recv(RECV_SIZE)
                 if not data:
                     break

@@ -3,6 +3,7 @@
 Routes: /pid (the worker's pid), /sleep?s=N (answers after N seconds), /version
 (APP_VERSION from the environment or the VERSION file beside this module),
 /health (status from HEALTH_STATUS, default 200), /echo (the request body back),
+/bytes?n=N (N bytes, for slow readers),
 /gc-frozen (how many objects the worker's garbage collector never scans).
 FAIL_IMPORT=1 in the environment makes the import fail, as a broken release would.
 """
@@ -42,6 +43,9 @@ def application(environ, start_response):
         return _reply(start_response, status, b"health\n")
     if path == "/gc-frozen":
         return _reply(start_response, "200 OK", str(gc.get_freeze_count()).encode())
+    if path == "/bytes":
+        size = int(parse_qs(environ.get("QUERY_STRING", "")).get("n", ["0"])[0])
+        return _reply(start_response, "200 OK", b"x" * size)
     if path == "/echo":
         length = int(environ.get("CONTENT_LENGTH") or 0)
         return _reply(start_response, "200 OK", environ["wsgi.input"].read(length))
