@@ -103,6 +103,7 @@ class ClientWaits:
             view = view[sent:]
             self.heartbeat()
             give_up = _monotonic() + self.patience
+            unsent = _unsent(sock)  # what we just queued counts from here
 
     def sendfile(self, sock: socket.socket, file: BinaryIO, offset: int, count: int) -> int:
         """os.sendfile of count bytes from offset, beating as sendall does; bytes sent
@@ -133,6 +134,7 @@ class ClientWaits:
             sent += n
             self.heartbeat()
             give_up = _monotonic() + self.patience
+            unsent = _unsent(sock)
         return sent
 
 

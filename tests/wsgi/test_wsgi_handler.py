@@ -31,12 +31,14 @@ def echo(environ, start_response):
     return [out]
 
 
-@pytest.fixture
-def serve():
+@pytest.fixture(params=["plain", "sliced"])
+def serve(request):
+    """Each test twice: with the socket's own timeout (thread worker, before) and with
+    the sync worker's sliced waits (client_waits.py)."""
     servers: list[LoopbackServer] = []
 
     def start(app, **kw) -> LoopbackServer:
-        server = LoopbackServer(app, **kw)
+        server = LoopbackServer(app, sliced=request.param == "sliced", **kw)
         servers.append(server)
         return server
 

@@ -48,7 +48,7 @@ class LoopbackServer:
     connections are served one after another, each while serve_one() says keep-alive."""
 
     def __init__(self, app, *, cfg=None, keep_alive: bool = True, access_log=None,
-                 sock_timeout: float = 5.0) -> None:
+                 sock_timeout: float = 5.0, sliced: bool = False) -> None:
         from polycorn.server.wsgi.handler import WSGIHandler
 
         self.cfg = cfg or make_cfg()
@@ -56,6 +56,14 @@ class LoopbackServer:
         self.handler = WSGIHandler(app, self.cfg, "worker-1", self.access_log)
         self.keep_alive = keep_alive
         self.sock_timeout = sock_timeout
+        self.beats = 0  # heartbeats of the sliced waits
+        # sliced: wait on clients as the sync worker does (client_waits.py), with
+        # sock_timeout as the patience
+        self.waits = None
+        if sliced:
+            from polycorn.server.wsgi.client_waits import ClientWaits
+
+            self.waits = ClientWaits(self._beat, min(0.2, sock_timeout), sock_timeout)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.05)
         self.port = self.listener.getsockname()[1]
@@ -75,7 +83,7 @@ class LoopbackServer:
                 continue
             sock.settimeout(self.sock_timeout)
             conn = ClientConnection(self.handler, sock, addr, self.listener.getsockname(),
-                                    keep_alive=self.keep_alive)
+                                    keep_alive=self.keep_alive, waits=self.waits)
             self.connections.append(conn)
             try:
                 while True:
@@ -85,6 +93,9 @@ class LoopbackServer:
                         break
             finally:
                 conn.close()
+
+    def _beat(self) -> None:
+        self.beats += 1
 
     def connect(self, timeout: float = 5.0) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
