@@ -173,6 +173,17 @@ class LocalCluster:
         for node in self.nodes.values():
             say(f"node {node.describe()} workers {node.workers()}")
 
+    def add_node(self) -> LocalNode:
+        """One more node, n<k+1>, on a free port (join-node); started, not yet ready."""
+        node_id = f"n{len(self.nodes) + 1}"
+        while node_id in self.nodes:
+            node_id = f"n{int(node_id[1:]) + 1}"
+        node = LocalNode(node_id, free_ports(1)[0], self.run_dir, self.shape, self.redis_url,
+                         self.name, self.tracker)
+        self.nodes[node_id] = node
+        node.start()
+        return node
+
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while True:

@@ -5,7 +5,9 @@ what it did, on which pids, and when it ended, in a FaultRecord.
 A fault the cluster cannot perform is marked unavailable before the run, with the
 reason, and never faked. What a fault may cost (`allowed_failures`) is stated
 here, once: zero for what Polycorn claims to survive, the in-flight requests for
-a killed worker, no bound for a killed or paused node.
+a killed worker, no bound for a killed or paused node without a front; behind a
+front (HAProxy driven by the registry) zero for a killed or joining node, and for a
+paused node what HAProxy sent it before marking it down (front_facts, after the run).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from loadtests.scenario import NODE_ALIASES, ClusterShape, Fault
 
 Steps = Generator[float, None, None]
 UPGRADE_POLL = 0.2
+ELECTION_POLL = 0.25  # seconds between two registry reads while a new leader is awaited
+ELECTION_WAIT = 20.0  # then the old leader (or none) is reported as still in place
+JOIN_READY_TIMEOUT = 45.0
+JOIN_SERVES_WITHIN = 2.0  # seconds from ready to the first request through the front
 
 
 @dataclass
@@ -37,6 +43,7 @@ class FaultRecord:
     pids: list[int] = field(default_factory=list)
     detail: str = ""
     allowed_failures: int | None = None  # None: any loss is expected
+    facts: dict[str, Any] = field(default_factory=dict)  # measured: election, join, front
 
     def as_json(self, t0: float) -> dict[str, Any]:
         def rel(t: float | None) -> float | None:
@@ -45,12 +52,20 @@ class FaultRecord:
         return {"at": self.fault.at, "action": self.fault.action, "label": self.fault.label,
                 "target": self.fault.node, "node": self.node, "outcome": self.outcome,
                 "started_s": rel(self.started), "ended_s": rel(self.ended), "pids": self.pids,
-                "detail": self.detail, "allowed_failures": self.allowed_failures}
+                "detail": self.detail, "allowed_failures": self.allowed_failures,
+                "facts": self.facts}
 
 
-def allowed_failures(fault: Fault, shape: ClusterShape | None) -> int | None:
-    """How many failed requests this fault may cost and still count as survived."""
+def allowed_failures(fault: Fault, shape: ClusterShape | None, front: bool = False) -> int | None:
+    """How many failed requests this fault may cost and still count as survived.
+
+    A paused node behind a front gets its bound after the run (front_facts): what
+    HAProxy sent it between the SIGSTOP and marking it down. A stopped host still
+    completes TCP handshakes, so connection retries cannot save those requests.
+    """
     masters = shape.masters if shape else 1
+    if fault.action in ("kill-node", "join-node") and front:
+        return 0
     if fault.action == "kill-worker":
         return shape.worker_concurrency() if shape else None
     if fault.action in ("kill-master", "kill-leader"):
@@ -82,6 +97,8 @@ def unavailable_reason(fault: Fault, cluster: Any) -> str | None:
         return ("rolling-upgrade needs the cluster rolling upgrade (`polycorn-ctl upgrade`), "
                 "which this build of polycorn.ha does not have yet")
     if not cluster.local:
+        if action == "join-node":
+            return "join-node: attach mode does not start nodes"
         if action == "kill-worker":
             return "kill-worker: attach mode cannot tell a worker from the cluster agent"
         if action == "usr2":
@@ -100,11 +117,19 @@ class FaultContext:
     """What the actions act on: the cluster, the process tracker, the run directory."""
 
     def __init__(self, cluster: Any, tracker: ProcessTracker, run_dir: Path,
-                 rng: random.Random) -> None:
+                 rng: random.Random, front: Any = None) -> None:
         self.cluster = cluster
         self.tracker = tracker
         self.run_dir = run_dir
         self.rng = rng
+        self.front = front
+
+    def lease(self) -> tuple[str | None, int | None]:
+        """The registry's leader and epoch now ((None, None) when Redis cannot say)."""
+        status = self.cluster.status_or_none() if hasattr(self.cluster, "status_or_none") \
+            else self.cluster.status()
+        status = status or {}
+        return status.get("leader"), status.get("epoch")
 
     def leader(self) -> str:
         leader = self.cluster.status().get("leader")
@@ -130,6 +155,7 @@ def _kill(rec: FaultRecord, pids: list[int], what: str) -> None:
     if not pids:
         raise RuntimeError(f"no live {what} to kill")
     rec.pids = signal_pids(pids, signal.SIGKILL)
+    rec.started = time.time()  # the kill itself, after any registry read that preceded it
     rec.detail = f"SIGKILL {what} {', '.join(map(str, rec.pids))}"
 
 
@@ -146,8 +172,31 @@ def kill_master(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
     yield from ()
 
 
+def follow_election(ctx: FaultContext, rec: FaultRecord, old: tuple[str | None, int | None]
+                    ) -> Steps:
+    """After a fault on the leader: wait for a leader under a new epoch and record who,
+    which epoch and how long the election took (measured to a registry read, which
+    takes ~0.1-0.3 s here: the figure is an upper bound)."""
+    if rec.started is None:
+        return
+    deadline = time.time() + ELECTION_WAIT
+    while time.time() < deadline:
+        leader, epoch = ctx.lease()
+        if leader and epoch != old[1]:
+            rec.facts.update(old_leader=old[0], old_epoch=old[1], new_leader=leader,
+                             new_epoch=epoch, election_s=round(time.time() - rec.started, 2))
+            return
+        yield ELECTION_POLL
+    rec.facts.update(old_leader=old[0], old_epoch=old[1], new_leader=old[0], new_epoch=old[1],
+                     election_s=None)
+
+
 def kill_node(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
+    old = ctx.lease() if ctx.cluster.redis_url else (None, None)
     _kill(rec, node.pids(), "node processes")
+    rec.facts["whole_node"] = True
+    if old[0] == node.node_id:  # the leader's whole node: agent, masters, workers
+        yield from follow_election(ctx, rec, old)
     if rec.fault.duration:
         yield rec.fault.duration
         node.start()
@@ -169,7 +218,9 @@ def kill_leader(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
         raise RuntimeError(f"the registry names pid {pid} for leader {leader}, which is not "
                            "one of its live masters")
     _kill(rec, [pid], f"leader {leader}'s registered master")
-    yield from ()
+    # With a peer master the agent may live on and keep the lease: then the report says
+    # the leader stayed, after ELECTION_WAIT.
+    yield from follow_election(ctx, rec, (str(leader), status.get("epoch")))
 
 
 def pause_node(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
@@ -242,11 +293,43 @@ def rolling_upgrade(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
         raise RuntimeError(rec.detail)
 
 
+def join_node(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
+    """Start one more node; record when it was ready and, behind a front, when HAProxy
+    sent it its first request."""
+    node = ctx.cluster.add_node()
+    rec.node = node.node_id
+    rec.detail = f"started {node.node_id} on {node.url}"
+    deadline = time.time() + JOIN_READY_TIMEOUT
+    while not _registered_ready(ctx, node):
+        if time.time() > deadline:
+            raise RuntimeError(f"{node.node_id} not ready after {JOIN_READY_TIMEOUT:g}s; "
+                               f"see {node.log_path}")
+        yield UPGRADE_POLL
+    ready = time.time()
+    rec.facts["ready_s_after_start"] = round(ready - rec.started, 2)
+    rec.facts["ready_at"] = ready
+    rec.ended = ready
+    rec.detail += f"; ready after {ready - rec.started:.1f}s"
+    if ctx.front is None:
+        rec.detail += " (no front: Locust's node list is fixed, the new node gets no load)"
+
+
+def _registered_ready(ctx: FaultContext, node: Any) -> bool:
+    if not node.ready():
+        return False
+    if not ctx.cluster.redis_url:
+        return True
+    status = ctx.cluster.status_or_none() or {}
+    return any(n.get("node_id") == node.node_id and n.get("alive") and n.get("state") == "ready"
+               for n in status.get("nodes", []))
+
+
 ACTIONS = {
     "kill-worker": kill_worker, "kill-master": kill_master, "kill-node": kill_node,
     "kill-leader": kill_leader, "pause-node": pause_node, "usr2": usr2,
     "hup": signal_masters(signal.SIGHUP), "stop-redis": stop_redis,
     "sentinel-failover": sentinel_failover, "rolling-upgrade": rolling_upgrade,
+    "join-node": join_node,
 }
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 RECOVERED_SHARE = 0.8  # of the baseline requests/s
+PAUSE_THROUGHPUT_SHARE = 0.5  # behind a front, of the offered requests/s while a node is hung
+JOIN_SERVES_WITHIN = 2.0  # behind a front, seconds from ready to a joining node's first request
 BASELINE_SECONDS = 5  # full seconds before a fault that set its baseline
 
 
@@ -156,6 +158,8 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
         if f.get("survived") is False:
             problems.append(f"{f['label']} at {f['at']:g}s lost {f['failed']} requests "
                             f"(allowed {f['allowed_failures']})")
+    if report["cluster"].get("front"):
+        problems += front_problems(report["faults"])
     if totals["failed_before_any_fault"]:
         problems.append(f"{totals['failed_before_any_fault']} requests failed before any fault")
     theirs = totals["locust_json"]
@@ -167,6 +171,65 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
     if not totals["requests"]:
         problems.append("no request completed")
     return {"ok": not problems, "problems": problems}
+
+
+def front_problems(faults: list[dict[str, Any]]) -> list[str]:
+    """Behind a front, a hung node must not stall the rest and a joining node must serve."""
+    problems = []
+    for f in faults:
+        facts = f.get("facts") or {}
+        if f["outcome"] not in ("done", "running"):
+            continue
+        if f["action"] == "join-node":
+            delay = facts.get("first_request_after_ready_s")
+            if delay is None:
+                problems.append(f"{f['label']} at {f['at']:g}s: the new node never got a "
+                                f"request through the front")
+            elif delay > JOIN_SERVES_WITHIN:
+                problems.append(f"{f['label']} at {f['at']:g}s: first request {delay:g}s after "
+                                f"ready (allowed {JOIN_SERVES_WITHIN:g}s)")
+        if f["action"] == "pause-node":
+            share = facts.get("pause_throughput_share")
+            if share is not None and share < PAUSE_THROUGHPUT_SHARE:
+                problems.append(f"{f['label']} at {f['at']:g}s: throughput fell to {share:.0%} "
+                                f"of the offered load while the node was hung (allowed "
+                                f"{PAUSE_THROUGHPUT_SHARE:.0%})")
+            if facts.get("front_out_s") is None:
+                problems.append(f"{f['label']} at {f['at']:g}s: HAProxy never took the paused "
+                                f"node out")
+    return problems
+
+
+def fact_lines(report: dict[str, Any]) -> list[str]:
+    """One line per measured fact: elections, the front taking a node out, a join."""
+    lines = []
+    for f in report["faults"]:
+        facts = f.get("facts") or {}
+        at = f"{f['at']:>6g}  {f['label']:<26}"
+        if "new_leader" in facts:
+            if facts.get("election_s") is None:
+                lines.append(f"{at} leader stayed {facts['old_leader']} (epoch "
+                             f"{facts['old_epoch']})")
+            else:
+                lines.append(f"{at} new leader {facts['new_leader']} epoch {facts['new_epoch']} "
+                             f"(was {facts['old_leader']} epoch {facts['old_epoch']}) within "
+                             f"{facts['election_s']:g} s")
+        if "front_out_s" in facts:
+            out = facts["front_out_s"]
+            sent = facts.get("sent_before_out")
+            lines.append(f"{at} HAProxy took {f['node']} ({facts.get('slot')}) out "
+                         + ("never" if out is None else f"after {out:g} s")
+                         + ("" if sent is None else f", {sent} requests sent to it before"))
+        if "pause_throughput_share" in facts:
+            lines.append(f"{at} throughput while hung: {facts['pause_throughput_share']:.0%} "
+                         f"of the offered load")
+        if f["action"] == "join-node" and "ready_s_after_start" in facts:
+            first = facts.get("first_request_after_ready_s")
+            lines.append(f"{at} {f['node']} ready {facts['ready_s_after_start']:g} s after start"
+                         + ("" if "slot" not in facts and first is None else
+                            "; first request " + ("never" if first is None else
+                                                  f"{first:g} s after ready")))
+    return lines
 
 
 def _fmt(value: Any, unit: str = "", none: str = "-") -> str:
@@ -205,6 +268,14 @@ def summary_text(report: dict[str, Any]) -> str:
             f"{f['at']:>6g}  {f['label']:<26} {f['node'] or '':<5} {f.get('failed', 0):>6} "
             f"{allowed:>7} {f.get('retried', 0):>7} {recovery:>9} "
             f"{_fmt(f.get('min_rps')):>8} {_fmt(f.get('p95_max_ms'), ' ms'):>9}  {result}")
+    facts = fact_lines(report)
+    if facts:
+        lines += ["", *facts]
+    if not report["cluster"].get("front") and any(
+            f["allowed_failures"] is None and f["action"] in ("kill-node", "pause-node")
+            for f in report["faults"]):
+        lines += ["", "any: without a front the clients keep sending to a lost or hung node "
+                      "until they give up on it; run with --front haproxy to move the traffic"]
     v = report["verdict"]
     lines.append("")
     lines.append("verdict: " + ("every fault within its allowance" if v["ok"] else

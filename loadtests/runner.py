@@ -13,6 +13,7 @@ import heapq
 import json
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from loadtests import faults
-from loadtests.cluster import AttachedCluster, ClusterError, LocalCluster
+from loadtests.cluster import AttachedCluster, ClusterError, LocalCluster, free_ports
 from loadtests.faults import FaultContext, FaultRecord
+from loadtests.front import FrontError, HaproxyFront, front_facts
 from loadtests.locust_run import LocustError, LocustOutput, LocustRun
 from loadtests.procs import ProcessTracker
 from loadtests.redis_proc import RedisError
 from loadtests.report import build, summary_text
 from loadtests.scenario import (
     ACTIONS,
+    FRONTS,
     SCENARIOS,
     Scenario,
     ScenarioError,
@@ -62,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--duration", type=float, help="seconds of load")
     load.add_argument("--users", type=int, help="Locust users")
     load.add_argument("--rate", type=float, help="requests/s per user (0: unpaced)")
+    load.add_argument("--front", choices=FRONTS,
+                      help="haproxy: send the load through a real HAProxy that the registry "
+                           "drives (polycorn-ctl haproxy config/sync), as in production; none: "
+                           "Locust spreads it over the nodes itself")
     shape = p.add_argument_group("local cluster (override the scenario's [cluster])")
     shape.add_argument("--nodes", type=int)
     shape.add_argument("--masters", type=int, help="masters per node (2+: hand-off)")
@@ -86,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def scenario_from(args: argparse.Namespace) -> Scenario:
     scenario = load_scenario(args.scenario) if args.scenario else Scenario()
-    overrides = {k: getattr(args, k) for k in ("duration", "users", "rate")
+    overrides = {k: getattr(args, k) for k in ("duration", "users", "rate", "front")
                  if getattr(args, k) is not None}
     shape = {k: getattr(args, k) for k in ("nodes", "masters", "workers", "worker_class",
                                            "threads", "app", "app_dir")
@@ -95,6 +102,9 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
         cluster = parse_cluster({**vars(scenario.cluster), **shape})
         scenario = replace(scenario, cluster=cluster, **overrides)
     scenario = scenario.with_faults([parse_fault_flag(f) for f in args.fault])
+    if scenario.front != "none" and (args.attach or args.redis_mode == "none"):
+        raise ScenarioError("a front follows the registry of a cluster the runner starts: "
+                            "it needs the runner's own Redis and no --attach")
     if not args.attach:
         check_fits(scenario)
     elif any(f.at >= scenario.duration for f in scenario.faults):
@@ -212,20 +222,29 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
     except (ClusterError, RedisError, TargetError, OSError) as exc:
         say(f"chaos: error: the cluster did not start: {exc}")
         return EXIT_ENVIRONMENT
-    records = [FaultRecord(f, allowed_failures=faults.allowed_failures(f, shape))
+    front = None
+    if scenario.front == "haproxy":
+        front = HaproxyFront(tracker, run_dir, cluster.name, cluster.redis_url,
+                             free_ports(1)[0])
+        try:
+            front.start(len(cluster.nodes), say)
+        except (FrontError, OSError, subprocess.SubprocessError) as exc:
+            say(f"chaos: error: the front did not start: {exc}")
+            return EXIT_ENVIRONMENT
+    records = [FaultRecord(f, allowed_failures=faults.allowed_failures(f, shape, bool(front)))
                for f in scenario.faults]
     for rec in records:
         reason = faults.unavailable_reason(rec.fault, cluster)
         if reason:
             rec.outcome, rec.detail = "unavailable", reason
             say(f"  unavailable: {rec.fault.label} at {rec.fault.at:g}s: {reason}")
-    urls = [n.url for n in cluster.nodes.values()]
+    urls = [front.url] if front else [n.url for n in cluster.nodes.values()]
     say(f"load: {scenario.users} users x {scenario.rate:g} req/s for {scenario.duration:g}s "
         f"over {', '.join(urls)}")
     try:
         locust = LocustRun(scenario, urls, out, tracker)
         t0 = locust.wait_started()
-        ctx = FaultContext(cluster, tracker, run_dir, random.Random(args.seed))
+        ctx = FaultContext(cluster, tracker, run_dir, random.Random(args.seed), front)
         timeline = Timeline(ctx, tracker, say)
         for rec in records:
             if rec.outcome == "pending":
@@ -235,19 +254,25 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
     except LocustError as exc:
         say(f"chaos: error: {exc}")
         return EXIT_ENVIRONMENT
-    return _report(args, scenario, cluster, records, output, out, run_dir, say)
+    if front is not None:
+        front.stop_sampling()
+        front_facts(front, records, cluster, scenario.offered_rps, output.seconds)
+    return _report(args, scenario, cluster, records, output, out, run_dir, say, front)
 
 
 def _report(args: argparse.Namespace, scenario: Scenario, cluster: Any,
             records: list[FaultRecord], output: LocustOutput, out: Path, run_dir: Path,
-            say) -> int:
+            say, front: HaproxyFront | None = None) -> int:
     files = {"report": str(out / "report.json"), "timeline": str(out / "timeline.jsonl"),
              "locust_json": str(out / "locust.json"), "locust_log": str(out / "locust.log"),
              "run_dir": str(run_dir)}
     if not args.no_plot:
         files["plot"] = str(out / "chaos.png")
     info = {"mode": "attached" if args.attach else "local", "name": cluster.name,
-            "redis": cluster.redis_url, "nodes": {n.node_id: n.url for n in cluster.nodes.values()}}
+            "redis": cluster.redis_url, "nodes": {n.node_id: n.url for n in cluster.nodes.values()},
+            "front": None if front is None else {
+                "kind": "haproxy", "url": front.url, "config": str(front.config),
+                "log": str(front.log_path), "sync_log": str(front.sync_log)}}
     report = build(scenario, records, output, info, files)
     if not args.no_plot:
         from loadtests.plot import plot

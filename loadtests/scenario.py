@@ -43,7 +43,10 @@ ACTIONS: dict[str, ActionSpec] = {
                                          "after `duration`"),
     "sentinel-failover": ActionSpec(False, None, "SENTINEL FAILOVER of the cluster's service"),
     "rolling-upgrade": ActionSpec(False, None, "cluster-wide rolling upgrade led by the leader"),
+    "join-node": ActionSpec(False, None, "start one more node; behind a front it must get "
+                                         "requests within JOIN_SERVES_WITHIN s of ready"),
 }
+FRONTS = ("none", "haproxy")
 NODE_ALIASES = ("leader", "follower")
 
 
@@ -94,6 +97,12 @@ class Scenario:
     paths: tuple[str, ...] = ("/",)
     cluster: ClusterShape = field(default_factory=ClusterShape)
     faults: tuple[Fault, ...] = ()
+    front: str = "none"  # "haproxy": the load goes through a registry-driven HAProxy
+
+    @property
+    def offered_rps(self) -> float | None:
+        """Requests/s the users send when nothing stalls them (None: unpaced)."""
+        return self.users * self.rate if self.rate else None
 
     def with_faults(self, extra: list[Fault]) -> Scenario:
         return replace(self, faults=tuple(sorted((*self.faults, *extra), key=lambda f: f.at)))
@@ -155,9 +164,15 @@ def parse_cluster(data: dict[str, Any]) -> ClusterShape:
     return shape
 
 
+def parse_front(value: Any) -> str:
+    if value not in FRONTS:
+        raise ScenarioError(f"front must be one of {', '.join(FRONTS)}, not {value!r}")
+    return str(value)
+
+
 def parse_scenario(data: dict[str, Any], name: str = "custom") -> Scenario:
     _known("scenario", data, {"name", "duration", "users", "rate", "paths", "cluster", "fault",
-                              "faults"})
+                              "faults", "front"})
     raw_faults = [*data.get("fault", []), *data.get("faults", [])]
     scenario = Scenario(
         name=str(data.get("name", name)),
@@ -166,6 +181,7 @@ def parse_scenario(data: dict[str, Any], name: str = "custom") -> Scenario:
         rate=float(_number("rate", data.get("rate", 25.0))),
         paths=tuple(data.get("paths", ["/"])),
         cluster=parse_cluster(data.get("cluster", {})),
+        front=parse_front(data.get("front", "none")),
     )
     return scenario.with_faults([parse_fault(f) for f in raw_faults])
 
