@@ -136,3 +136,56 @@ def test_what_each_fault_may_cost():
              ("kill-worker", None): None}
     for (action, shape), allowed in cases.items():
         assert allowed_failures(Fault(5.0, action), shape) == allowed, (action, shape)
+    # Behind a front a lost or joining node costs nothing; a hung one gets its bound later.
+    assert allowed_failures(Fault(5.0, "kill-node"), two, front=True) == 0
+    assert allowed_failures(Fault(5.0, "join-node"), two, front=True) == 0
+    assert allowed_failures(Fault(5.0, "pause-node"), two, front=True) is None
+
+
+FRONT = {"front": {"kind": "haproxy", "url": "http://127.0.0.1:1"}}
+
+
+def test_behind_a_front_a_late_join_and_a_stalled_pause_are_problems():
+    seconds = [second(t) for t in range(40)]
+    late = record(10.0, "join-node", None,
+                  facts={"ready_s_after_start": 3.0, "first_request_after_ready_s": 2.6})
+    never = record(20.0, "join-node", None, facts={"ready_s_after_start": 3.0})
+    stalled = record(30.0, "pause-node", "n2",
+                     facts={"front_out_s": 0.6, "pause_throughput_share": 0.3})
+    report = build(Scenario(duration=40), [late, never, stalled],
+                   Output(seconds, {"requests": 4000, "failures": 0}), FRONT, {})
+    assert report["verdict"]["problems"] == [
+        "join-node at 10s: first request 2.6s after ready (allowed 2s)",
+        "join-node at 20s: the new node never got a request through the front",
+        "pause-node n2 at 30s: throughput fell to 30% of the offered load while the node "
+        "was hung (allowed 50%)"]
+    # The same facts without a front are figures, not problems.
+    assert build(Scenario(duration=40), [late, never, stalled],
+                 Output(seconds, {"requests": 4000, "failures": 0}), {}, {})["verdict"]["ok"]
+
+
+def test_the_summary_names_the_new_leader_and_what_the_front_did():
+    seconds = [second(t) for t in range(40)]
+    leader = record(10.0, "kill-node", "n1", facts={
+        "old_leader": "n1", "old_epoch": 3, "new_leader": "n2", "new_epoch": 4,
+        "election_s": 6.8, "front_out_s": 0.4, "slot": "n1"})
+    stayed = record(20.0, "kill-leader", None, facts={
+        "old_leader": "n2", "old_epoch": 4, "new_leader": "n2", "new_epoch": 4,
+        "election_s": None})
+    join = record(30.0, "join-node", None, facts={
+        "ready_s_after_start": 2.5, "first_request_after_ready_s": 0.3, "slot": "n3"})
+    join.node = "n4"  # join-node names no node: the runner picks the next id
+    text = summary_text(build(Scenario(duration=40), [leader, stayed, join],
+                              Output(seconds, {"requests": 4000, "failures": 0}), FRONT, {}))
+    assert "new leader n2 epoch 4 (was n1 epoch 3) within 6.8 s" in text
+    assert "leader stayed n2 (epoch 4)" in text
+    assert "HAProxy took n1 (n1) out after 0.4 s" in text
+    assert "n4 ready 2.5 s after start; first request 0.3 s after ready" in text
+    assert "without a front" not in text
+
+
+def test_without_a_front_the_summary_says_why_node_faults_may_cost_anything():
+    seconds = [second(t) for t in range(30)]
+    text = summary_text(build(Scenario(duration=30), [record(10.0, "kill-node", "n2")],
+                              Output(seconds, {"requests": 3000, "failures": 0}), {}, {}))
+    assert "without a front the clients keep sending to a lost or hung node" in text

@@ -21,19 +21,24 @@ from loadtests.scenario import (
 )
 
 STANDARD_FAULTS = ["kill-worker", "kill-master", "usr2", "kill-leader", "stop-redis"]
+HOST_FAULTS = ["pause-node", "kill-node", "join-node"]
 
 
-@pytest.mark.parametrize("name,duration", [("standard", 120), ("ci", 60)])
-def test_shipped_scenarios_run_the_standard_faults_on_three_nodes_of_two_masters(name, duration):
+@pytest.mark.parametrize("name,duration,front,actions", [
+    ("standard", 120, "haproxy", STANDARD_FAULTS + HOST_FAULTS),
+    ("ci", 60, "none", STANDARD_FAULTS)])
+def test_shipped_scenarios_run_the_standard_faults_on_three_nodes_of_two_masters(
+        name, duration, front, actions):
     scenario = load_scenario(SCENARIOS / f"{name}.toml")
     check_fits(scenario)
     assert scenario.name == name
     assert scenario.duration == duration
-    assert [f.action for f in scenario.faults] == STANDARD_FAULTS
+    assert scenario.front == front
+    assert [f.action for f in scenario.faults] == actions
     assert scenario.cluster == ClusterShape(nodes=3, masters=2, workers=4)
     gaps = [b.at - a.at for a, b in zip(scenario.faults, scenario.faults[1:], strict=False)]
     assert min(gaps) >= 10, "each fault needs a window of its own"
-    assert scenario.faults[-1].at + scenario.faults[-1].duration < duration - 5
+    assert all(f.at + (f.duration or 0) < duration - 5 for f in scenario.faults)
 
 
 def test_json_and_toml_give_the_same_scenario(tmp_path):
@@ -120,6 +125,13 @@ def test_every_action_is_documented_and_labelled():
         assert Fault(1.0, name, "n1" if spec.targets_node else None).label.startswith(name)
     assert Fault(1.0, "kill-master", "n2", None, 1).label == "kill-master n2 m1"
     assert Fault(1.0, "pause-node", "n2", 2.0).label == "pause-node n2 2s"
+
+
+def test_the_front_is_none_or_haproxy():
+    assert parse_scenario({"front": "haproxy"}).front == "haproxy"
+    assert parse_scenario({}).front == "none"
+    with pytest.raises(ScenarioError, match="front must be one of none, haproxy"):
+        parse_scenario({"front": "nginx"})
 
 
 def test_worker_concurrency_bounds_what_a_worker_kill_may_lose():

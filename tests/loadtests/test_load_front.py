@@ -1,0 +1,91 @@
+"""What the chaos runner reads from HAProxy: its log lines, and the facts per fault.
+
+The log lines are HAProxy 2.6's own output (`log stdout format iso` with the
+generated log-format); the facts are computed from a log and `show stat` samples
+recorded in a run directory, as the runner does after the load.
+"""
+
+from __future__ import annotations
+
+from loadtests.faults import FaultRecord
+from loadtests.front import HaproxyFront, front_facts, parse_log, taken_out_at
+from loadtests.procs import ProcessTracker
+from loadtests.scenario import Fault
+
+T0 = 1_796_297_600
+
+LOG = f"""\
+[WARNING]  (6512) : Server polycorn/n1 is UP/READY (leaving forced maintenance).
+2026-12-03T11:33:58.743193+00:00 Server polycorn/n1 is UP/READY (leaving forced maintenance).
+2026-12-03T11:33:59.294363+00:00 {T0 + 10}.281 polycorn/n2 200 8 ----
+2026-12-03T11:33:59.294363+00:00 {T0 + 10}.400 polycorn/n2 200 9 ----
+2026-12-03T11:33:59.294363+00:00 {T0 + 10}.900 polycorn/n2 504 2001 sH--
+2026-12-03T11:33:59.294363+00:00 {T0 + 11}.100 polycorn/n1 200 3 ----
+2026-12-03T11:33:59.294363+00:00 {T0 + 12}.100 polycorn/n2 200 3 ----
+2026-12-03T11:33:59.294363+00:00 {T0 + 9}.999 polycorn/<NOSRV> 503 0 SC--
+[WARNING]  (6512) : Server polycorn/n2 is DOWN, reason: Layer7 timeout, check duration: 200ms.
+"""
+
+
+def iso(t: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def test_request_and_state_lines_are_read_from_haproxys_log():
+    text = LOG + f"{iso(T0 + 10.95)} Server polycorn/n2 is DOWN, reason: Layer7 timeout.\n"
+    requests, changes = parse_log(text)
+    assert [(r.server, r.status, r.total_ms, r.termination) for r in requests[:3]] == [
+        ("n2", 200, 8, "----"), ("n2", 200, 9, "----"), ("n2", 504, 2001, "sH--")]
+    assert requests[0].accepted == T0 + 10.281
+    assert requests[-1].server == "<NOSRV>"
+    assert [(c.server, c.state) for c in changes] == [("n1", "UP"), ("n2", "DOWN")]
+    assert abs(changes[-1].at - (T0 + 10.95)) < 1e-3
+
+
+def front_in(tmp_path, log: str, samples) -> HaproxyFront:
+    front = HaproxyFront(ProcessTracker(tmp_path), tmp_path, "c", "redis://127.0.0.1:1", 1)
+    front.log_path.write_text(log)
+    front.samples = samples
+    return front
+
+
+def row(status: str, port: int, stot: int = 0) -> dict:
+    return {"status": status, "addr": f"127.0.0.1:{port}", "stot": str(stot)}
+
+
+class Node:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
+class Cluster:
+    nodes = {"n1": Node(8001), "n2": Node(8002), "n4": Node(8004)}
+
+
+def test_a_paused_node_may_lose_what_haproxy_sent_it_before_taking_it_out(tmp_path):
+    samples = [(T0 + 10.0, {"n1": row("UP", 8001), "n2": row("UP", 8002)}),
+               (T0 + 11.0, {"n1": row("UP", 8001), "n2": row("DOWN", 8002)})]
+    log = LOG + f"{iso(T0 + 10.95)} Server polycorn/n2 is DOWN, reason: Layer7 timeout.\n"
+    front = front_in(tmp_path, log, samples)
+    assert taken_out_at(front, "n2", T0 + 10.2) == T0 + 10.95  # the log beats the sampler
+    pause = FaultRecord(Fault(10.0, "pause-node", "n2", 5.0), node="n2", started=T0 + 10.2,
+                        ended=T0 + 15.2)
+    seconds = [{"t": T0 + t, "requests": 400 if t in (11, 12) else 500} for t in range(20)]
+    front_facts(front, [pause], Cluster(), 500.0, seconds)
+    # accepted at .281, .400 and .900 of second 10, before the DOWN at 10.95; not 11.1 (n1)
+    assert pause.allowed_failures == 3
+    assert pause.facts["slot"] == "n2"
+    assert pause.facts["front_out_s"] == 0.75
+    assert pause.facts["pause_throughput_share"] == 0.9  # seconds 11-14: (2 x 400 + 2 x 500) / 2000
+
+
+def test_a_joining_node_is_timed_to_its_first_request(tmp_path):
+    samples = [(T0 + 11.0, {"n3": row("UP", 8004)})]
+    log = f"{iso(T0 + 12.5)} {T0 + 12}.500 polycorn/n3 200 1 ----\n"
+    join = FaultRecord(Fault(8.0, "join-node"), node="n4", started=T0 + 8.0)
+    join.facts["ready_at"] = T0 + 12.0
+    front_facts(front_in(tmp_path, log, samples), [join], Cluster(), 500.0, [])
+    assert join.facts["slot"] == "n3"
+    assert join.facts["first_request_after_ready_s"] == 0.5
