@@ -143,10 +143,16 @@ class FaultContext:
         if target == "leader":
             return self.cluster.nodes[self.leader()]
         if target == "follower":
-            leader = self.leader()
-            followers = sorted(n for n in self.cluster.nodes if n != leader)
+            status = self.cluster.status()
+            leader = status.get("leader")
+            if not leader:
+                raise RuntimeError("the registry names no leader right now")
+            # A live follower: after a kill-node the dead node is still in the cluster's
+            # list, and a fault on it would prove nothing.
+            alive = {str(n.get("node_id")) for n in status.get("nodes", []) if n.get("alive")}
+            followers = sorted(n for n in self.cluster.nodes if n != leader and n in alive)
             if not followers:
-                raise RuntimeError("no follower: the leader is the only node")
+                raise RuntimeError("no live follower: the leader is the only live node")
             return self.cluster.nodes[followers[0]]
         return self.cluster.nodes[target]
 
@@ -225,6 +231,8 @@ def kill_leader(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
 
 def pause_node(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
     pids = node.pids()
+    if not pids:
+        raise RuntimeError(f"no live process of {node.node_id} to pause")
     rec.pids = signal_pids(pids, signal.SIGSTOP)
     rec.detail = f"SIGSTOP {len(rec.pids)} processes"
     try:

@@ -1,7 +1,7 @@
 """The chaos runner's front: a real HAProxy driven by the registry, as in production.
 
-`polycorn-ctl haproxy config` writes the config (here with HAProxy's log on its
-stdout, one line per request and per server state change), `haproxy -db` runs it
+`polycorn-ctl haproxy config` writes the config (HAProxy's log on its stdout, one
+line per request and per server state change), `haproxy -db` runs it
 in the foreground and `polycorn-ctl haproxy sync` keeps its backend in step with
 the registry. All three run under the process tracker. A sampler thread reads
 HAProxy's own counters (`show stat`) every SAMPLE_EVERY seconds, so the report
@@ -24,14 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.procs import ProcessTracker, signal_pids
+from polycorn.ha.haproxy.runtime import RuntimeApi, RuntimeApiError
 
 BACKEND = "polycorn"
 SLOTS = 16
 START_TIMEOUT = 20.0
 SAMPLE_EVERY = 0.1  # seconds between two `show stat` reads
 INSTALL_HINT = "haproxy not found on PATH (Debian/Ubuntu: apt-get install haproxy; or `make deps`)"
-# `log-format "%Ts.%ms %b/%s %ST %Ta %tsc"`: accept time, backend/server, status, total time.
-_REQUEST_LINE = re.compile(r" (\d+)\.(\d{3}) ([\w.-]+)/([\w.<>-]+) (-?\d+) (-?\d+) (\S+)$")
+# HAProxy's `option httplog` line: client, [accept date], frontend, backend/server,
+# TR/Tw/Tc/Tr/Ta timers, status, bytes, two cookies, termination state, ...
+_REQUEST_LINE = re.compile(
+    r" \[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3})\] \S+ ([\w.-]+)/(\S+) "
+    r"-?\d+/-?\d+/-?\d+/-?\d+/\+?(-?\d+) (-?\d+) \S+ \S+ \S+ (\S{4}) ")
+# `log stdout format iso`: state changes are logged with the time they happened.
 _STATE_LINE = re.compile(r"^(\S+T\S+) Server ([\w.-]+)/([\w.-]+) is (\w+)")
 
 
@@ -41,9 +46,7 @@ class FrontError(RuntimeError):
 
 def runtime_command(socket_path: str, command: str, timeout: float = 1.0) -> str:
     """One command on HAProxy's runtime API (one per connection; the answer ends at EOF)."""
-    from polycorn.ha.haproxy.runtime import RuntimeAPI
-
-    return RuntimeAPI(f"unix:{socket_path}", timeout=timeout).command(command)
+    return RuntimeApi(socket_path, timeout=timeout).command(command)
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,9 @@ def parse_log(text: str) -> tuple[list[Request], list[StateChange]]:
     for line in text.splitlines():
         m = _REQUEST_LINE.search(line)
         if m:
-            accepted = int(m[1]) + int(m[2]) / 1000
-            requests.append(Request(accepted, m[4], int(m[5]), int(m[6]), m[7]))
+            # The accept date is in HAProxy's local time, as a naive datetime reads it.
+            accepted = datetime.strptime(m[1], "%d/%b/%Y:%H:%M:%S.%f").timestamp()
+            requests.append(Request(accepted, m[3], int(m[5]), int(m[4]), m[6]))
             continue
         m = _STATE_LINE.match(line)
         if m:
@@ -107,7 +111,7 @@ class HaproxyFront:
             raise FrontError(INSTALL_HINT)
         argv = [sys.executable, "-m", "polycorn.ha.ctl", "haproxy", "config", *self.ctl_args(),
                 "--bind", f"127.0.0.1:{self.port}", "--slots", str(SLOTS),
-                "--runtime-api", f"unix:{self.socket}", "--log", "stdout"]
+                "--runtime-api", f"unix:{self.socket}", "--health-path", "/"]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             raise FrontError(f"polycorn-ctl haproxy config failed: {done.stderr.strip()[-400:]}")
@@ -164,7 +168,7 @@ class HaproxyFront:
                 last = self.up_addresses()
                 if len(last) >= expected:
                     return
-            except OSError as exc:
+            except RuntimeApiError as exc:
                 last = exc
             time.sleep(0.1)
         raise FrontError(f"the front has {last!r} up, not {expected} nodes, after {timeout:g}s; "
@@ -174,7 +178,7 @@ class HaproxyFront:
         while not self._stop.wait(SAMPLE_EVERY):
             try:
                 self.samples.append((time.time(), self.servers()))
-            except OSError:
+            except RuntimeApiError:
                 continue  # HAProxy restarting: the next sample will tell
 
     def stop_sampling(self) -> None:

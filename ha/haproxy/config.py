@@ -143,7 +143,9 @@ global
     # The sync writes the slots' state here after every change, so a reload or a
     # restart starts with every slot as it was instead of all disabled.
     server-state-file {opts.state_path}
-    log stdout format raw local0
+    # On standard output (haproxy -db, systemd, a container), each line with its ISO 8601
+    # time: server state changes carry no time of their own.
+    log stdout format iso local0
 
 defaults
     mode http

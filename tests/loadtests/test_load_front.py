@@ -14,18 +14,6 @@ from loadtests.scenario import Fault
 
 T0 = 1_796_297_600
 
-LOG = f"""\
-[WARNING]  (6512) : Server polycorn/n1 is UP/READY (leaving forced maintenance).
-2026-12-03T11:33:58.743193+00:00 Server polycorn/n1 is UP/READY (leaving forced maintenance).
-2026-12-03T11:33:59.294363+00:00 {T0 + 10}.281 polycorn/n2 200 8 ----
-2026-12-03T11:33:59.294363+00:00 {T0 + 10}.400 polycorn/n2 200 9 ----
-2026-12-03T11:33:59.294363+00:00 {T0 + 10}.900 polycorn/n2 504 2001 sH--
-2026-12-03T11:33:59.294363+00:00 {T0 + 11}.100 polycorn/n1 200 3 ----
-2026-12-03T11:33:59.294363+00:00 {T0 + 12}.100 polycorn/n2 200 3 ----
-2026-12-03T11:33:59.294363+00:00 {T0 + 9}.999 polycorn/<NOSRV> 503 0 SC--
-[WARNING]  (6512) : Server polycorn/n2 is DOWN, reason: Layer7 timeout, check duration: 200ms.
-"""
-
 
 def iso(t: float) -> str:
     from datetime import UTC, datetime
@@ -33,12 +21,38 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat()
 
 
+def accept_date(t: float) -> str:
+    """HAProxy's httplog accept date, in local time."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(t).strftime("%d/%b/%Y:%H:%M:%S.%f")[:-3]
+
+
+def request_line(t: float, server: str, status: int, ta: int, state: str = "----") -> str:
+    """A line as HAProxy 2.6 writes it with `log stdout format iso` and `option httplog`."""
+    return (f"{iso(t)} 127.0.0.1:47942 [{accept_date(t)}] polycorn_front polycorn/{server} "
+            f"0/0/0/0/{ta} {status} 116 - - {state} 1/1/0/0/0 0/0 \"GET / HTTP/1.1\"")
+
+
+LOG = "\n".join([
+    "[WARNING]  (6512) : Server polycorn/n1 is UP/READY (leaving forced maintenance).",
+    f"{iso(T0 + 1)} Server polycorn/n1 is UP/READY (leaving forced maintenance).",
+    request_line(T0 + 10.281, "n2", 200, 8),
+    request_line(T0 + 10.400, "n2", 200, 9),
+    request_line(T0 + 10.900, "n2", 504, 2001, "sH--"),
+    request_line(T0 + 11.100, "n1", 200, 3),
+    request_line(T0 + 12.100, "n2", 200, 3),
+    request_line(T0 + 9.999, "<NOSRV>", 503, 0, "SC--"),
+    "[WARNING]  (6512) : Server polycorn/n2 is DOWN, reason: Layer7 timeout, check duration: "
+    "200ms.", ""])
+
+
 def test_request_and_state_lines_are_read_from_haproxys_log():
     text = LOG + f"{iso(T0 + 10.95)} Server polycorn/n2 is DOWN, reason: Layer7 timeout.\n"
     requests, changes = parse_log(text)
     assert [(r.server, r.status, r.total_ms, r.termination) for r in requests[:3]] == [
         ("n2", 200, 8, "----"), ("n2", 200, 9, "----"), ("n2", 504, 2001, "sH--")]
-    assert requests[0].accepted == T0 + 10.281
+    assert abs(requests[0].accepted - (T0 + 10.281)) < 1e-6
     assert requests[-1].server == "<NOSRV>"
     assert [(c.server, c.state) for c in changes] == [("n1", "UP"), ("n2", "DOWN")]
     assert abs(changes[-1].at - (T0 + 10.95)) < 1e-3
@@ -83,9 +97,17 @@ def test_a_paused_node_may_lose_what_haproxy_sent_it_before_taking_it_out(tmp_pa
 
 def test_a_joining_node_is_timed_to_its_first_request(tmp_path):
     samples = [(T0 + 11.0, {"n3": row("UP", 8004)})]
-    log = f"{iso(T0 + 12.5)} {T0 + 12}.500 polycorn/n3 200 1 ----\n"
+    log = request_line(T0 + 12.5, "n3", 200, 1) + "\n"
     join = FaultRecord(Fault(8.0, "join-node"), node="n4", started=T0 + 8.0)
     join.facts["ready_at"] = T0 + 12.0
     front_facts(front_in(tmp_path, log, samples), [join], Cluster(), 500.0, [])
     assert join.facts["slot"] == "n3"
     assert join.facts["first_request_after_ready_s"] == 0.5
+
+
+def test_the_generated_config_logs_what_the_runner_reads():
+    from polycorn.ha.haproxy.config import FrontOptions, render
+
+    text = render(FrontOptions(cluster="c", redis="redis://127.0.0.1:1"))
+    assert "log stdout format iso" in text  # state changes need a time of their own
+    assert "option httplog" in text
