@@ -199,7 +199,12 @@ def follow_election(ctx: FaultContext, rec: FaultRecord, old: tuple[str | None, 
 
 def kill_node(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
     old = ctx.lease() if ctx.cluster.redis_url else (None, None)
-    _kill(rec, node.pids(), "node processes")
+    pids = node.pids()
+    # A host that vanishes tells no one: stop every process first, so that none of
+    # them (the agent seeing its master's socket close, say) resigns or deregisters
+    # in the moment between two of the kills.
+    signal_pids(pids, signal.SIGSTOP)
+    _kill(rec, pids, "node processes")
     rec.facts["whole_node"] = True
     if old[0] == node.node_id:  # the leader's whole node: agent, masters, workers
         yield from follow_election(ctx, rec, old)
