@@ -23,8 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from loadtests.procs import ProcessTracker, signal_pids
 from polycorn.ha.haproxy.runtime import RuntimeApi, RuntimeApiError
+
+from loadtests.procs import ProcessTracker, signal_pids
 
 BACKEND = "polycorn"
 SLOTS = 16
