@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS := test,ha,fast,deploy,load,proctitle
 
-.PHONY: test demo lint bench deps clean
+.PHONY: test test-slow demo lint bench deps clean
 
 deps:
 	bash scripts/system-deps.sh
@@ -17,8 +17,13 @@ $(VENV)/.installed: pyproject.toml
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
+# The suite CI runs; long scenarios (marked slow: many seeds, whole chaos runs) are
+# left to `make test-slow`, whose figures go in the notes.
 test: deps $(VENV)/.installed lint
-	$(PY) -m pytest -n 2 -q -p no:cacheprovider
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider -m "not slow"
+
+test-slow: deps $(VENV)/.installed
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider -m slow
 
 # Two minutes of load on a local three-node cluster while it is hurt (loadtests/
 # scenarios/standard.toml); prints the summary, leaves report.json and chaos.png in
