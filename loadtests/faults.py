@@ -66,6 +66,10 @@ def allowed_failures(fault: Fault, shape: ClusterShape | None, front: bool = Fal
     masters = shape.masters if shape else 1
     if fault.action in ("kill-node", "join-node") and front:
         return 0
+    if fault.action == "join-node":
+        # Without a front the new node gets no load (Locust's list is fixed) and its
+        # window inherits whatever an earlier lost node still costs.
+        return None
     if fault.action == "kill-worker":
         return shape.worker_concurrency() if shape else None
     if fault.action in ("kill-master", "kill-leader"):

@@ -139,6 +139,7 @@ def test_what_each_fault_may_cost():
     # Behind a front a lost or joining node costs nothing; a hung one gets its bound later.
     assert allowed_failures(Fault(5.0, "kill-node"), two, front=True) == 0
     assert allowed_failures(Fault(5.0, "join-node"), two, front=True) == 0
+    assert allowed_failures(Fault(5.0, "join-node"), two) is None
     assert allowed_failures(Fault(5.0, "pause-node"), two, front=True) is None
 
 
