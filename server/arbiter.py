@@ -35,7 +35,7 @@ from polycorn.server.liveness import SlotTable
 from polycorn.server.masters import GroupStop, MasterGroup
 from polycorn.server.sidecar import ChannelClosed, SidecarSupervisor
 from polycorn.server.sockets import Listener
-from polycorn.server.upgrade import Inherited, Upgrade, reexec_argv, status_path
+from polycorn.server.upgrade import Inherited, Upgrade, reexec_argv, remove_status, status_path
 
 log = logging.getLogger("polycorn.error")
 
@@ -198,6 +198,8 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
             self.group.close(successor=bool(self.successor))
         if self.cfg.pidfile:
             pidfile.remove_if_ours(self.cfg.pidfile, self.pid)
+        if not self.successor:  # else the new master has made the status file its own
+            remove_status(self.status_file, self.pid)
         with contextlib.suppress(Exception):
             self.cfg.on_exit(self)
         log.info("Shutting down: Master")

@@ -124,10 +124,21 @@ def read_record(path: str) -> dict[str, Any] | None:
 
 def write_record(path: str, record: dict[str, Any]) -> None:
     """Atomically (a temporary name renamed over): a reader never sees half a record."""
+    write_atomic(path, json.dumps(record))
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write text to a temporary name and rename it over path, mode 0644 (Gunicorn's).
+
+    The mode is set outright, not left to the umask: these files name a process
+    that others signal, so they are never writable by group or world.
+    """
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w") as f:
-            json.dump(record, f)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(text)
         os.replace(tmp, path)
     except OSError:
         with contextlib.suppress(OSError):

@@ -33,7 +33,7 @@ from polycorn.server.masters import (
     worker_share,
 )
 from polycorn.server.plugins import discover
-from polycorn.server.process import apply_process_settings
+from polycorn.server.process import apply_process_settings, umask
 from polycorn.server.sockets import BindError, close_all, create_listeners
 from polycorn.server.upgrade import inherit_from_parent, reexec_argv
 
@@ -113,6 +113,11 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
         except pidfile.PidfileError as exc:
             fail(str(exc), 1)
     group, listeners = None, []
+
+    def bind_all() -> list[Any]:
+        with umask(cfg.umask):  # Gunicorn's --umask: the mode of Unix socket files
+            return create_listeners(cfg.bind, cfg.backlog, os.environ, cfg.reuse_port)
+
     try:
         if inherited is not None:
             listeners = inherited.listeners
@@ -129,15 +134,13 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
                 if not started_by_peer:  # an operator's fresh start forgets an old stop
                     MasterGroup.stop_marker_clear(cfg.handoff)
                 index_lock = MasterGroup.claim_index(cfg.handoff, index, inherited_lock)
-            listeners, owner = acquire_or_fetch(
-                cfg.handoff, lambda: create_listeners(cfg.bind, cfg.backlog, os.environ,
-                                                      cfg.reuse_port))
+            listeners, owner = acquire_or_fetch(cfg.handoff, bind_all)
             if owner is not None:  # nobody served the path: the node starts afresh
                 MasterGroup.drain_marker_clear(cfg.handoff)
             group = MasterGroup(cfg, listeners, owner, index, index_lock, reexec_argv(),
                                 startup_cwd)
         else:
-            listeners = create_listeners(cfg.bind, cfg.backlog, os.environ, cfg.reuse_port)
+            listeners = bind_all()
     except AlreadyRunning as exc:
         log.info("%s; exiting", exc)
         return 0

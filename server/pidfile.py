@@ -68,15 +68,10 @@ def check_free(path: str, allowed: set[int] = frozenset()) -> None:
 
 
 def write(path: str, pid: int) -> None:
-    tmp = f"{path}.{pid}.tmp"
     try:
         identity.write_record(stamp_path(path), identity.stamp(pid))
-        with open(tmp, "w") as f:
-            f.write(f"{pid}\n")
-        os.replace(tmp, path)
+        identity.write_atomic(path, f"{pid}\n")  # mode 0644, whatever the umask
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise PidfileError(f"cannot write pid file {path}: {exc.strerror}") from None
 
 

@@ -8,8 +8,10 @@ on in every later generation, set by an old one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 # What -e/--env replaced: KEY -> the value before (None: it was unset).
@@ -17,7 +19,12 @@ _replaced: dict[str, str | None] = {}
 
 
 def apply_process_settings(cfg: Any) -> str | None:
-    """raw_env, chdir, pythonpath and umask (Gunicorn's order); the chdir error, if any."""
+    """raw_env, chdir and pythonpath (Gunicorn's order); the chdir error, if any.
+
+    The umask is not set here: like Gunicorn, --umask shapes only the Unix socket
+    files we bind (see `umask`); the master keeps the umask it was started with,
+    so its pid, status and log files are not world-writable under the default 0.
+    """
     for key, value in cfg.env.items():
         _replaced.setdefault(key, os.environ.get(key))
         os.environ[key] = value
@@ -30,8 +37,17 @@ def apply_process_settings(cfg: Any) -> str | None:
     for path in reversed([os.getcwd(), *cfg.pythonpath_list]):
         if path not in sys.path:
             sys.path.insert(0, path)
-    os.umask(cfg.umask)
     return None
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run the block under `mask` (--umask: Unix socket files), then restore the old one."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def successor_environ() -> dict[str, str]:

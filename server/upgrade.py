@@ -193,3 +193,17 @@ def write_status(path: str | None, record: dict[str, Any]) -> None:
         identity.write_record(path, record)
     except OSError as exc:
         log.warning("cannot write upgrade status %s: %s", path, exc)
+
+
+def remove_status(path: str | None, pid: int) -> None:
+    """On exit: remove the status file if it still records this master.
+
+    A stale file names a pid the kernel may give to another process. After a
+    promotion the new master has rewritten it with its own pid, and it stays.
+    """
+    if not path:
+        return
+    record = identity.read_record(path)
+    if record is not None and record.get("pid") == pid:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
