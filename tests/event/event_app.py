@@ -10,13 +10,15 @@ file of FILE_SIZE bytes), /_/write (PEP 3333 write()), /_/fail (raises),
 
 import json
 import os
-import tempfile
 import time
 from urllib.parse import parse_qs
 
 CHUNK = b"x" * 65536
 FILE_SIZE = 300_000
-_file_path = os.path.join(tempfile.gettempdir(), f"polycorn-event-test-{os.getpid()}.bin")
+# The /_/file payload lives in the test's own directory (EVENT_APP_DIR, set by
+# EventServer), which pytest removes: never in the shared temp dir, where one file
+# per worker pid piled up.
+FILE_NAME = "event-file.bin"
 
 
 def _query(environ, name, default):
@@ -57,10 +59,13 @@ def chunked(environ, start_response):
 
 
 def file_response(environ, start_response):
-    if not os.path.exists(_file_path):
-        with open(_file_path, "wb") as f:
+    path = os.path.join(os.environ["EVENT_APP_DIR"], FILE_NAME)
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.tmp"  # workers may race to write it
+        with open(tmp, "wb") as f:
             f.write(bytes(range(256)) * (FILE_SIZE // 256) + b"z" * (FILE_SIZE % 256))
-    f = open(_file_path, "rb")  # noqa: SIM115 - closed by the server through the wrapper
+        os.replace(tmp, path)
+    f = open(path, "rb")  # noqa: SIM115 - closed by the server through the wrapper
     start_response("200 OK", [("Content-Length", str(FILE_SIZE))])
     return environ["wsgi.file_wrapper"](f, 32768)
 

@@ -26,6 +26,8 @@ class EventServer:
     def __init__(self, tmp_path: Path, *flags: str, env: dict | None = None,
                  app: str = "event_app:application") -> None:
         self.port = free_port()
+        self.dir = tmp_path
+        env = {**(env or {}), "EVENT_APP_DIR": str(tmp_path)}
         self.server = Polycorn(["-k", "event", "-b", f"127.0.0.1:{self.port}", *flags, app],
                                cwd=HERE, env=env, log_path=tmp_path / f"event-{self.port}.log")
         self.server.wait_port(self.port)

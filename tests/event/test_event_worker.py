@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
-from event_app import FILE_SIZE
+from event_app import FILE_NAME, FILE_SIZE
 from event_support import VARIANTS, EventServer, Reader, exchange, request, rss_kib
 from support.procs import wait_until
 
@@ -169,6 +171,9 @@ def test_file_wrapper_sends_the_whole_file(server) -> None:
             assert reader.closed()
         else:
             assert echo_of(reader.response())["uri"] == "/after"
+    # The payload sits in the test's directory, removed with it, not in the shared temp dir.
+    assert (server.dir / FILE_NAME).stat().st_size == FILE_SIZE
+    assert not list(Path(tempfile.gettempdir()).glob(f"polycorn-event-test-{server.one_worker()}.*"))
 
 
 def test_a_client_that_does_not_read_does_not_grow_the_worker(server, tmp_path) -> None:
