@@ -10,7 +10,7 @@
     polycorn-ctl upgrade --abort
     polycorn-ctl rollout [--json]         the current or last rolling upgrade
     polycorn-ctl redis-up [--port P] [--dir D]     prints the URL of a private redis-server
-    polycorn-ctl redis-down [--dir D]
+    polycorn-ctl redis-down [--dir D]              (D: ~/.local/state/polycorn/redis)
     polycorn-ctl haproxy config|sync|status ...   the HAProxy front (ha/haproxy/cli.py)
 
 The cluster subcommands take --redis (or $POLYCORN_REDIS) and --cluster (or
@@ -49,7 +49,6 @@ from polycorn.ha.settings import DEFAULT_CLUSTER
 from polycorn.ha.store import ClusterStore, StoreUnavailable
 from polycorn.ha.timing import Timing
 
-DEFAULT_REDIS_DIR = ".polycorn/redis"
 FOLLOW_BLOCK_MS = 500  # below the read timeout, so a blocking read never times out
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
@@ -85,11 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     haproxy_cli.add_parser(sub, common)
     up = sub.add_parser("redis-up", help="start a private redis-server; print its URL")
     up.add_argument("--port", type=int, default=None, help="port (default: a free one)")
-    up.add_argument("--dir", default=DEFAULT_REDIS_DIR, help="data, pid and log directory "
-                    "(default: %(default)s)")
+    up.add_argument("--dir", default=None, help="data, pid and log directory (default: "
+                    "$XDG_STATE_HOME/polycorn/redis, i.e. ~/.local/state/polycorn/redis)")
     down = sub.add_parser("redis-down", help="stop the private redis-server")
-    down.add_argument("--dir", default=DEFAULT_REDIS_DIR, help="its directory "
-                      "(default: %(default)s)")
+    down.add_argument("--dir", default=None, help="its directory (default: as redis-up's)")
     return parser
 
 
@@ -214,20 +212,21 @@ def _print_event(event: Event, as_json: bool) -> None:
 
 
 def cmd_redis_up(args) -> int:
-    from polycorn.ha.redis_up import RedisUpError, redis_up
+    from polycorn.ha.redis_up import RedisUpError, default_dir, redis_up
 
     try:
-        print(redis_up(Path(args.dir), args.port))
+        print(redis_up(Path(args.dir) if args.dir else default_dir(), args.port))
     except RedisUpError as exc:
         raise CtlError(str(exc), EXIT_REDIS_UP) from None
     return EXIT_OK
 
 
 def cmd_redis_down(args) -> int:
-    from polycorn.ha.redis_up import RedisUpError, redis_down
+    from polycorn.ha.redis_up import RedisUpError, default_dir, redis_down
 
     try:
-        print(f"stopped redis-server (pid {redis_down(Path(args.dir))})")
+        directory = Path(args.dir) if args.dir else default_dir()
+        print(f"stopped redis-server (pid {redis_down(directory)})")
     except RedisUpError as exc:
         raise CtlError(str(exc), EXIT_REDIS_UP) from None
     return EXIT_OK

