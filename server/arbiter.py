@@ -48,12 +48,11 @@ SIGNALS = {signal.SIGHUP: "hup", signal.SIGTERM: "term", signal.SIGINT: "int",
 class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
     """The master process of one node (Gunicorn's `server` in hooks)."""
 
-    def __init__(self, cfg: Any, listeners: list[Listener], *, app: Any = None,
-                 sidecars: list | None = None, reload_config: Any = None,
-                 group: MasterGroup | None = None, inherited: Inherited | None = None,
+    def __init__(self, cfg: Any, *, app: Any = None, sidecars: list | None = None,
+                 reload_config: Any = None, inherited: Inherited | None = None,
                  argv: list[str] | None = None, cwd: str = "", index: int = 0) -> None:
         self.cfg = cfg
-        self.listeners = listeners
+        self.listeners: list[Listener] = []
         self.app = app  # loaded here only with --preload
         self.log = log
         self.pid = os.getpid()
@@ -89,7 +88,7 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
             os.set_blocking(fd, False)
         self.sidecars = SidecarSupervisor(sidecars or [], self._close_for_sidecar,
                                           cfg.proc_name_resolved)
-        self.group = group
+        self.group: MasterGroup | None = None
         self.index = index
         self.inherited = inherited  # set while we are a new generation awaiting promotion
         self.argv = argv or reexec_argv()
@@ -98,6 +97,12 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
         self.upgrade_attempt = 0
         self.successor = 0  # pid of the master we handed over to
         self.status_file = status_path(cfg.pidfile, index)
+
+    def attach(self, listeners: list[Listener], group: MasterGroup | None = None) -> None:
+        """The sockets (bound after on_starting, as in Gunicorn) and the master group."""
+        self.listeners = listeners
+        self.group = group
+        inherited = self.inherited
         if (inherited is not None and inherited.drained) or (group and group.node_drained):
             # Drained before an upgrade, or by another master of the node: the workers
             # answer the health path with 503 from their first request, with no window
@@ -106,6 +111,21 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
             self.drained = True
         if group is not None and inherited is None:
             group.join()  # a new generation joins once promoted
+
+    # ---- what Gunicorn's hooks read from `server` ---------------------------
+
+    @property
+    def proc_name(self) -> str:
+        return self.cfg.proc_name_resolved
+
+    @property
+    def LISTENERS(self) -> list[Listener]:  # noqa: N802 - Gunicorn's name
+        return self.listeners
+
+    @property
+    def WORKERS(self) -> dict[int, Any]:  # noqa: N802 - Gunicorn's name
+        """pid -> worker object, as Gunicorn's arbiter keeps them (a fresh dict)."""
+        return {pid: rec.worker for pid, rec in self.workers.items()}
 
     # ---- start and stop -----------------------------------------------------
 
@@ -126,9 +146,14 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
             self.cleanup()
         return self.exit_status
 
-    def start(self) -> None:
+    def starting(self) -> None:
+        """Gunicorn's first hooks, before any socket is bound: nworkers_changed(server,
+        workers, None) as its arbiter's setup sets the count, then on_starting."""
         log.info("Starting polycorn %s", _version())
+        self.cfg.nworkers_changed(self, self.num_workers, None)
         self.cfg.on_starting(self)
+
+    def start(self) -> None:
         self.install_signals()
         for listener in self.listeners:
             log.info("Listening at: http://%s (%s)", listener, self.pid)

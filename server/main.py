@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from polycorn.server import exitcodes, pidfile, proctitle
+from polycorn.server import daemon, exitcodes, pidfile, proctitle
 from polycorn.server.app import AppImportError, load_app
 from polycorn.server.arbiter import Arbiter
 from polycorn.server.config.errors import ConfigError
@@ -45,20 +45,8 @@ def fail(message: str, status: int, details: str = "") -> NoReturn:
         sys.stderr.write(details.rstrip() + "\n")
     sys.stderr.write(f"polycorn: error: {message}\n")
     sys.stderr.flush()
+    daemon.finish(status)
     raise SystemExit(status)
-
-
-def daemonize() -> None:
-    """Detach (double fork, new session), as `gunicorn -D` does."""
-    if os.fork():
-        os._exit(0)
-    os.setsid()
-    if os.fork():
-        os._exit(0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -69,7 +57,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         cfg = load_config(args, os.environ, plugins=plugins)
     except ConfigError as exc:
         fail(str(exc), exc.exit_status, getattr(exc, "details", ""))
-    raise SystemExit(run(cfg, args, plugins))
+    status = run(cfg, args, plugins)
+    daemon.finish(status)  # a daemon that returns before it was ready (already running)
+    raise SystemExit(status)
 
 
 def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
@@ -112,6 +102,27 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
             pidfile.check_free(cfg.pidfile)
         except pidfile.PidfileError as exc:
             fail(str(exc), 1)
+    if int(cfg.masters) > 1:
+        cfg.set("workers", worker_share(int(cfg.workers), int(cfg.masters), index), "--masters")
+    # Gunicorn's order from here: detach, preload, on_starting, bind; so hooks and the
+    # preloaded app live in the process that serves (see daemon.py for the errors).
+    if cfg.daemon and inherited is None and not started_by_peer:
+        daemon.detach()
+    app = None
+    if cfg.preload_app:
+        try:
+            app = load_app(cfg.app_spec)
+        except AppImportError as exc:  # 3 or 4 as without --preload (Gunicorn says 1)
+            fail(str(exc), exc.exit_status, getattr(exc, "traceback", "") or "")
+
+    def reload_config() -> Any:
+        fresh = load_config(args, os.environ, plugins=plugins)
+        setup_logging(fresh)
+        return fresh
+
+    arbiter = Arbiter(cfg, app=app, sidecars=sidecars, reload_config=reload_config,
+                      inherited=inherited, argv=reexec_argv(), cwd=startup_cwd, index=index)
+    arbiter.starting()  # nworkers_changed and on_starting, before any socket is bound
     group, listeners = None, []
 
     def bind_all() -> list[Any]:
@@ -146,32 +157,14 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
         return 0
     except (BindError, HandoffError) as exc:
         fail(str(exc), 1)
-    if int(cfg.masters) > 1:
-        cfg.set("workers", worker_share(int(cfg.workers), int(cfg.masters), index), "--masters")
-    app = None
-    if cfg.preload_app:
-        try:
-            app = load_app(cfg.app_spec)
-        except AppImportError as exc:  # 3 or 4 as without --preload (Gunicorn says 1)
-            close_all(listeners, unlink=group is None)
-            fail(str(exc), exc.exit_status, getattr(exc, "traceback", "") or "")
-    if cfg.daemon and inherited is None and not started_by_peer:
-        daemonize()
     if cfg.pidfile and inherited is None and (group is None or group.owner is not None):
         try:
             pidfile.write(cfg.pidfile, os.getpid())
         except pidfile.PidfileError as exc:
             close_all(listeners, unlink=group is None)
             fail(str(exc), 1)
-
-    def reload_config() -> Any:
-        fresh = load_config(args, os.environ, plugins=plugins)
-        setup_logging(fresh)
-        return fresh
-
-    arbiter = Arbiter(cfg, listeners, app=app, sidecars=sidecars, reload_config=reload_config,
-                      group=group, inherited=inherited, argv=reexec_argv(), cwd=startup_cwd,
-                      index=index)
+    arbiter.attach(listeners, group)
+    daemon.ready()
     try:
         status = arbiter.run()
     except Exception as exc:  # a bug in the master: say it in one line, detail at debug

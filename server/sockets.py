@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): passed sockets start at fd 3
 
@@ -82,6 +83,13 @@ class Listener:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def __getattr__(self, name: str) -> Any:
+        # Gunicorn's listeners proxy their socket (server.LISTENERS[0].getsockname()
+        # in hooks); dunder and dataclass lookups must not recurse into it.
+        if name.startswith("__") or name in ("sock", "address"):
+            raise AttributeError(name)
+        return getattr(self.sock, name)
 
     def __str__(self) -> str:
         if self.sock.family in (socket.AF_INET, socket.AF_INET6):

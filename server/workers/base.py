@@ -68,12 +68,34 @@ class Worker:
         self.max_requests = self._max_requests(cfg)
         self.handler: Any = None
         self.server = server  # the arbiter, as Gunicorn's hooks receive it
+        self.booted = False  # Gunicorn's: True once post_worker_init has run
+        self.aborted = False  # Gunicorn's: the master's timeout (SIGABRT) stopped us
         self._wake_r = self._wake_w = -1
 
-    # Gunicorn's hooks read worker.alive.
+    # ---- what Gunicorn's hooks read from `worker` ---------------------------
+
     @property
     def alive(self) -> bool:
         return self.state is RunState.RUNNING
+
+    @property
+    def wsgi(self) -> Any:
+        """The WSGI callable (Gunicorn's worker.wsgi; worker.app is the same here)."""
+        return self.app
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        """The listening sockets this worker accepts on."""
+        return [listener.sock for listener in self.listeners]
+
+    @property
+    def nr(self) -> int:
+        """Requests served so far (Gunicorn's counter name)."""
+        return self.requests
+
+    @property
+    def timeout(self) -> float:
+        return float(getattr(self.cfg, "timeout", 30) or 0)
 
     @staticmethod
     def _max_requests(cfg: Any) -> int:
@@ -124,6 +146,7 @@ class Worker:
                 # The app loaded but cannot serve: a failed boot, as a raising hook is.
                 self._fail(WORKER_BOOT_ERROR, f"health check GET {path} answered {status}")
         self.cfg.post_worker_init(self)
+        self.booted = True
         if getattr(self.cfg, "reload", False):
             Reloader(lambda path: self.drain(f"{path} changed")).start()
         self.slots.set_state(self.slot, WorkerState.READY)
@@ -170,6 +193,7 @@ class Worker:
         self.drain("TERM")
 
     def _on_quit(self, signum: int, frame: Any) -> None:
+        self.state = RunState.STOPPED  # so a request cut short answers 500, then we exit
         self.cfg.worker_int(self)
         sys.exit(0)
 
@@ -178,6 +202,10 @@ class Worker:
         # tells an app that hangs from a worker that waited on something it must not.
         log.error("worker %s aborted: no heartbeat within --timeout %ss; it was in %s",
                   os.getpid(), self.cfg.timeout, where(frame))
+        # The SystemExit below unwinds the app call it interrupts; the request cycle
+        # answers 500 and runs post_request first.
+        self.state = RunState.STOPPED
+        self.aborted = True
         self.cfg.worker_abort(self)
         sys.exit(1)
 

@@ -109,6 +109,7 @@ class EventWorker(Worker):
 
     def _on_quit_signal(self, signum: int, frame: Any) -> None:
         # INT/QUIT: quick stop (Gunicorn's meaning), without waiting for anything.
+        self.state = RunState.STOPPED
         self.cfg.worker_int(self)
         self._stop_now(0)
 
@@ -116,6 +117,8 @@ class EventWorker(Worker):
         # ABRT: the master saw no heartbeat within --timeout (an app call blocks the loop).
         log.error("worker %s aborted: no heartbeat within --timeout %ss; it was in %s",
                   os.getpid(), self.cfg.timeout, where(frame))
+        self.state = RunState.STOPPED
+        self.aborted = True
         self.cfg.worker_abort(self)
         self._stop_now(1)
 

@@ -246,6 +246,8 @@ class HTTPProtocol(asyncio.Protocol):
                     self._write_ready_body(head, body, second, resp)
         except Exception as exc:
             return self._app_failed(exc)
+        except SystemExit as exc:
+            return self._app_exited(exc)
         return self._finish_cycle(complete=True)
 
     def _write_ready_body(self, head: bytes, first: bytes, second: Any, resp: AppResponse) -> None:
@@ -291,6 +293,8 @@ class HTTPProtocol(asyncio.Protocol):
                 write(tail)
         except Exception as exc:
             return self._app_failed(exc)
+        except SystemExit as exc:
+            return self._app_exited(exc)
         if self.phase is _WRITING:
             # Resumed by resume_writing: carry on with pipelined requests, if any.
             if self._finish_cycle(complete=True):
@@ -376,7 +380,16 @@ class HTTPProtocol(asyncio.Protocol):
         self.phase = _READING
         return True
 
-    def _app_failed(self, exc: Exception) -> bool:
+    def _app_exited(self, exc: SystemExit) -> bool:
+        """The worker stops now (ABRT after --timeout, INT/QUIT) inside the app: answer
+        500 and run post_request, as Gunicorn does, then go on exiting. An app's own
+        sys.exit() is only an error (the worker lives on)."""
+        self._app_failed(exc)
+        if not self.ctx.worker.alive:
+            raise exc
+        return False
+
+    def _app_failed(self, exc: BaseException) -> bool:
         """Answer an exception from the app or its response: 500 if nothing was sent yet."""
         environ = self.environ
         if self.phase is _CLOSED:

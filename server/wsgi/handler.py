@@ -151,6 +151,9 @@ class ClientConnection:
         # getsockname only where it says more than the listener's address (a wildcard).
         local_addr = sock.getsockname() if self._builder.wants_local_addr else None
         self._client_entries = self._builder.client_entries(client_addr, local_addr)
+        # Gunicorn's key for the client socket: Flask-Sock and simple-websocket take the
+        # connection over through it (and then raise StopIteration, see _serve).
+        self._client_entries[0]["gunicorn.socket"] = sock
         # os.sendfile writes kernel to kernel: only a plain socket (not TLS) can take it.
         self._sendfile_ok = handler.sendfile_enabled and not tls
         self._end: _End | None = None
@@ -289,19 +292,39 @@ class ClientConnection:
         if handler.pre_request is not None or handler.post_request is not None:
             hook_req = HookRequest(request, environ, self.client_addr)
         resp: AppResponse | None = None
+        stop: SystemExit | None = None
         try:
             if handler.pre_request is not None:
                 handler.pre_request(handler.worker, hook_req)
             resp = run_app(handler.app_for(request.target), environ, start)
             self._send_response(resp, request)
             answered: tuple[str | None, list] = (start.status, start.headers)
+        except StopIteration:
+            answered = self._taken_over(environ)
         except Exception as exc:
             answered = self._fail(exc, environ)
+        except SystemExit as exc:
+            # The worker stops now (SIGABRT after --timeout: worker_abort; INT/QUIT) and
+            # the exit unwound the app: answer 500 and run post_request first, as
+            # Gunicorn does. An app's own sys.exit() is just an error (the worker lives).
+            answered = self._fail(exc, environ)
+            if not getattr(handler.worker, "alive", True):
+                stop = exc
         finally:
             if resp is not None:
                 self._close_app(resp, environ)
         self._after_response(environ, hook_req, answered, started)
+        if stop is not None:
+            raise stop
         return self._finish_cycle(body)
+
+    def _taken_over(self, environ: dict) -> tuple[str | None, list]:
+        """StopIteration from the app: it took the socket over (gunicorn.socket, e.g. a
+        WebSocket) and answered on it; we only close the connection, as Gunicorn does."""
+        log.debug("connection %s %s taken over by the application; closing",
+                  environ.get("REQUEST_METHOD"), environ.get("RAW_URI"))
+        self._end = _End.ABORT
+        return None, []
 
     def _close_app(self, resp: AppResponse, environ: dict) -> None:
         try:
@@ -485,7 +508,7 @@ class ClientConnection:
 
     # -- failures
 
-    def _fail(self, exc: Exception, environ: dict) -> tuple[str | None, list]:
+    def _fail(self, exc: BaseException, environ: dict) -> tuple[str | None, list]:
         """Answer an exception from the app (or from its response); the status logged, if any."""
         if self._end is _End.ABORT:
             # The client went away (reset, timeout, closed): its consequence in the app

@@ -39,6 +39,33 @@ def test_daemon_detaches_and_winch_stops_its_workers(port, tmp_path):
         kill_all([master, *descendants(master)])
 
 
+def test_daemon_reports_its_start_to_the_shell(port, tmp_path):
+    """-D detaches before on_starting and bind (Gunicorn's order), yet the command still
+    ends with the bind error and status 1, or returns 0 once the pid file is written."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", port))
+    busy.listen()
+    pid_path = tmp_path / "d.pid"
+    argv = [sys.executable, "-m", "polycorn.server.main", "-D", "-b", f"127.0.0.1:{port}",
+            "-p", str(pid_path), "testapp:application"]
+    with busy:
+        failed = subprocess.run(argv, cwd=APPS, capture_output=True, text=True, timeout=20)
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1] == (
+        f"polycorn: error: cannot listen on 127.0.0.1:{port}: address already in use")
+    assert not pid_path.exists()
+    started = subprocess.run(argv, cwd=APPS, capture_output=True, text=True, timeout=20)
+    master = int(pid_path.read_text()) if pid_path.exists() else 0
+    try:
+        assert started.returncode == 0, started.stderr
+        assert master and alive(master)  # written before the command returned
+        assert os.getsid(master) != os.getsid(0)
+        wait_until(lambda: port_open(port), 10, what="the daemon to serve")
+    finally:
+        if master:
+            kill_all([master, *descendants(master)])
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs root")
 def test_workers_run_as_the_given_user_and_group(polycorn, port, tmp_path):
     nobody = pwd.getpwnam("nobody")
