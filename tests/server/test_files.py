@@ -30,8 +30,9 @@ def test_pid_and_status_files_are_0644_and_removed_at_stop(polycorn, port, tmp_p
                           wait_port=port, cwd=APPS)
     finally:
         os.umask(old)
-    status_path = tmp_path / "p.pid.m0"
     assert get(port, "/version")[0] == 200
+    status_path = wait_until(lambda: (p := tmp_path / "p.pid.m0").exists() and p, 10,
+                             what="the status file")
     assert stat.S_IMODE(pid_path.stat().st_mode) == 0o644
     assert stat.S_IMODE(status_path.stat().st_mode) == 0o644
     assert json.loads(status_path.read_text())["pid"] == server.pid
@@ -51,7 +52,9 @@ def test_pid_file_is_0644_even_under_a_permissive_umask(polycorn, port, tmp_path
     finally:
         os.umask(old)
     assert stat.S_IMODE(pid_path.stat().st_mode) == 0o644
-    assert stat.S_IMODE((tmp_path / "p.pid.m0").stat().st_mode) == 0o644
+    status_path = wait_until(lambda: (p := tmp_path / "p.pid.m0").exists() and p, 10,
+                             what="the status file")  # written once the loop starts
+    assert stat.S_IMODE(status_path.stat().st_mode) == 0o644
 
 
 def test_umask_option_shapes_the_unix_socket_file(polycorn, tmp_path):
