@@ -64,6 +64,7 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
         self.generation = 0  # the serving generation
         self.candidate: int | None = None  # generation booting during a reload
         self.candidate_deadline = 0.0
+        self.code_reload_at = 0.0  # --reload: when (time.time) the last code reload began
         self.previous_cfg: Any = None
         self.worker_age = 0
         self.boot_failures = 0
@@ -261,6 +262,7 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
             self.advance_stop()
             return
         self.enforce_timeouts()
+        self.follow_code_changes()
         self.advance_reload()
         self.advance_upgrade()
         self.manage_workers()

@@ -21,7 +21,7 @@ log = logging.getLogger("polycorn.error")
 
 class ReloadMixin:
 
-    def start_reload(self, why: str) -> None:
+    def start_reload(self, why: str, *, fresh_config: bool = True) -> None:
         if self.state is MasterState.BOOTING:
             self.deferred.append(self.handle_hup)  # done once the first workers are ready
             return
@@ -29,15 +29,16 @@ class ReloadMixin:
             log.warning("reload (%s) ignored: master is %s", why, self.state.value)
             return
         new_cfg = self.cfg
-        if self.reload_config is not None:
+        if self.reload_config is not None and fresh_config:
             try:
                 new_cfg = self.reload_config()
             except Exception as exc:
                 log.error("reload failed: bad configuration: %s", exc)
                 return
         self.previous_cfg, self.cfg = self.cfg, new_cfg
-        self.retitle()
-        self.cfg.on_reload(self)
+        if fresh_config:
+            self.retitle()
+            self.cfg.on_reload(self)
         self.state = MasterState.RELOADING
         self.candidate = self.generation + 1
         self.candidate_deadline = time.monotonic() + float(getattr(self.cfg, "upgrade_timeout", 60))
@@ -45,6 +46,23 @@ class ReloadMixin:
         self.candidate_target = target
         for _ in range(target):
             self.spawn_worker(self.candidate, self.cfg)
+
+    def follow_code_changes(self) -> None:
+        """--reload: a worker saw a source file change since our last reload began.
+
+        Gunicorn restarts each worker on its own, so a syntax error leaves nothing
+        serving; here the change starts a health-gated reload (the code only, not the
+        configuration, and no on_reload hook, as in Gunicorn). Checked only when
+        READY: a change seen during a reload starts the next one after it.
+        """
+        if self.state is not MasterState.READY or not getattr(self.cfg, "reload", False):
+            return
+        if self.slots.code_changed_at() > self.code_reload_at:
+            # Wall-clock, as file times are: an edit saved after this instant (which
+            # the new workers may not have imported) starts one more reload.
+            self.code_reload_at = time.time()
+            log.info("reload: the application's code changed")
+            self.start_reload("code change", fresh_config=False)
 
     def advance_reload(self) -> None:
         if self.candidate is None:

@@ -18,6 +18,8 @@ import time
 SLOT = struct.Struct("=dii240s")  # heartbeat, state, reason length, reason
 SLOT_SIZE = SLOT.size  # 256 bytes
 HEADER = struct.Struct("=i")  # node-wide flag the master sets for every worker: out of rotation
+CHANGED = struct.Struct("=d")  # at offset 8: mtime of the newest source change seen (--reload)
+CHANGED_OFFSET = 8
 HEADER_SIZE = 64
 
 
@@ -69,6 +71,19 @@ class SlotTable:
 
     def draining(self) -> bool:
         return HEADER.unpack_from(self._mem, 0)[0] == 1
+
+    def mark_code_changed(self, mtime: float) -> None:
+        """Worker side (--reload): a source file changed; the master reloads, health-gated.
+
+        The file's modification time, not when a worker noticed: every worker sees the
+        same edit, and the master reloads once for all of them (it compares this with
+        the wall-clock time its last reload began). Kept at the newest.
+        """
+        if mtime > self.code_changed_at():
+            CHANGED.pack_into(self._mem, CHANGED_OFFSET, mtime)
+
+    def code_changed_at(self) -> float:
+        return CHANGED.unpack_from(self._mem, CHANGED_OFFSET)[0]
 
     def close(self) -> None:
         self._mem.close()

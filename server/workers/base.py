@@ -148,7 +148,7 @@ class Worker:
         self.cfg.post_worker_init(self)
         self.booted = True
         if getattr(self.cfg, "reload", False):
-            Reloader(lambda path: self.drain(f"{path} changed")).start()
+            Reloader(self._code_changed).start()
         self.slots.set_state(self.slot, WorkerState.READY)
         log.debug("worker %s ready", self.pid)
 
@@ -211,6 +211,12 @@ class Worker:
 
     def _on_usr1(self, signum: int, frame: Any) -> None:
         reopen()
+
+    def _code_changed(self, path: str, mtime: float) -> None:
+        """--reload (in the reloader thread): the master reloads, health-gated; this
+        worker serves on until the new ones are ready, and keeps watching."""
+        log.info("worker %s: %s changed; asking master %s to reload", self.pid, path, self.ppid)
+        self.slots.mark_code_changed(mtime)
 
     def drain(self, reason: str) -> None:
         if self.state is RunState.RUNNING:

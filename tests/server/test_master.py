@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -182,6 +183,54 @@ def test_reload_restarts_workers_when_the_code_changes(polycorn, port, tmp_path)
     time.sleep(1.1)  # a new mtime, even on coarse file systems
     app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'two']\n")
     wait_until(lambda: get(port, "/")[1] == b"two", 15, what="the new code to be served")
+
+
+def test_reload_keeps_serving_through_a_syntax_error_and_reloads_on_the_fix(polycorn, port,
+                                                                          tmp_path):
+    """A save with a syntax error must not leave the server without workers: the old
+    ones serve on, the error is logged, and the fixed file is served within seconds."""
+    app = tmp_path / "live.py"
+    app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'one']\n")
+    server = polycorn("-b", f"127.0.0.1:{port}", "-w", "2", "--reload", "live:application",
+                      wait_port=port, cwd=tmp_path)
+    assert get(port, "/")[1] == b"one"
+    serving = set(ready_pids(server, 2))
+    time.sleep(1.1)  # a new mtime, even on coarse file systems
+    app.write_text("def application(e, s)\n    oops\n")
+    wait_until(lambda: "reload failed" in server.log(), 15, what="the failed reload")
+    assert "SyntaxError" in server.log()
+    for _ in range(5):  # answered at once, by the old code
+        assert get(port, "/", timeout=3)[1] == b"one"
+    assert set(server.workers()) == serving
+    app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'three']\n")
+    fixed = time.monotonic()
+    wait_until(lambda: get(port, "/", timeout=3)[1] == b"three", 15, what="the fixed code")
+    # One poll of the reloader (1 s), a boot, and margin for a busy machine; the old
+    # way waited out a boot back-off of up to 10 s.
+    assert time.monotonic() - fixed < 6
+    wait_until(lambda: not serving & set(server.workers()), 10, what="the old workers to go")
+
+
+def test_reload_watches_a_new_module_even_if_its_fix_keeps_an_old_mtime(polycorn, port,
+                                                                        tmp_path):
+    """A new module that fails on its first save was never imported: it is watched as a
+    file beside the app. Its fix copied with an old time (rsync -t, cp -p) still counts."""
+    app = tmp_path / "live.py"
+    app.write_text("def application(e, s):\n    s('200 OK', [])\n    return [b'one']\n")
+    server = polycorn("-b", f"127.0.0.1:{port}", "--reload", "live:application",
+                      wait_port=port, cwd=tmp_path)
+    assert get(port, "/")[1] == b"one"
+    time.sleep(1.1)
+    helper = tmp_path / "helper.py"
+    helper.write_text("WORD = b'two'\nwhat is this\n")
+    app.write_text("from helper import WORD\n\n"
+                   "def application(e, s):\n    s('200 OK', [])\n    return [WORD]\n")
+    wait_until(lambda: "reload failed" in server.log(), 15, what="the failed reload")
+    assert get(port, "/", timeout=3)[1] == b"one"
+    helper.write_text("WORD = b'two'\n")
+    an_hour_ago = time.time() - 3600
+    os.utime(helper, (an_hour_ago, an_hour_ago))
+    wait_until(lambda: get(port, "/", timeout=3)[1] == b"two", 15, what="the fixed module")
 
 
 def test_thread_worker_takes_a_new_client_while_keep_alive_ones_keep_it_busy(start, port):
