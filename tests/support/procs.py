@@ -147,7 +147,8 @@ class Polycorn:
     """
 
     def __init__(self, args: list[str], *, cwd: Path | str = EXAMPLES, env: dict | None = None,
-                 log_path: Path | None = None, auto_name: bool = True) -> None:
+                 log_path: Path | None = None, auto_name: bool = True,
+                 command: list[str] | None = None) -> None:
         self.name = name_in(args) or (unique_name() if auto_name else None)
         if name_in(args) is None and self.name is not None:
             args = ["-n", self.name, *args]
@@ -157,8 +158,9 @@ class Polycorn:
         full_env.pop("POLYCORN_CMD_ARGS", None)
         full_env.update(env or {})
         self._log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        # `command`: another way to start it (the installed console script, for the README).
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "polycorn.server.main", *args],
+            [*(command or [sys.executable, "-m", "polycorn.server.main"]), *args],
             cwd=cwd, env=full_env, stdout=self._log, stderr=self._log,
             start_new_session=True,
         )
