@@ -315,13 +315,30 @@ def run_line(session: Session, line: str) -> None:
         session.log.append(f"skipped (not a polycorn command): {line}")
         return
     argv = [session.expand(w) for w in words(session.fill(line))]
-    session.log.append(f"run: {shlex.join(argv)}")
+    argv, redirect = split_redirect(argv)
+    session.log.append(f"run: {shlex.join(argv)}" + (f" {redirect[0]} {redirect[1]}"
+                                                      if redirect else ""))
     if serves(argv):
         start_server(session, argv)
     elif is_follower(argv):
         start_follower(session, argv)
     else:
-        run_one_shot(session, argv)
+        out = run_one_shot(session, argv)
+        if redirect:  # `polycorn-ctl ... > FILE`: what a reader's shell would write
+            mode, path = redirect
+            with open(path, "a" if mode == ">>" else "w") as f:
+                f.write(out)
+
+
+def split_redirect(argv: list[str]) -> tuple[list[str], tuple[str, str] | None]:
+    """A trailing `> FILE` or `>> FILE` (the only shell syntax our lines use)."""
+    for i, word in enumerate(argv):
+        for mode in (">>", ">"):
+            if word.startswith(mode):
+                target = word[len(mode):] or (argv[i + 1] if i + 1 < len(argv) else "")
+                assert target, f"redirect without a file in {argv}"
+                return argv[:i], (mode, target)
+    return argv, None
 
 
 def end_block(session: Session) -> None:
