@@ -23,6 +23,9 @@ _report_fd = -1  # the pipe (our fd 2) while the foreground process waits; -1 af
 
 def detach() -> None:
     """Double fork and new session; returns in the daemon, never in the foreground."""
+    for stream in (sys.stdout, sys.stderr):  # else both processes would write it
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
     r, w = os.pipe()
     if os.fork():
         os.close(w)

@@ -122,7 +122,10 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
 
     arbiter = Arbiter(cfg, app=app, sidecars=sidecars, reload_config=reload_config,
                       inherited=inherited, argv=reexec_argv(), cwd=startup_cwd, index=index)
-    arbiter.starting()  # nworkers_changed and on_starting, before any socket is bound
+    try:
+        arbiter.starting()  # nworkers_changed and on_starting, before any socket is bound
+    except Exception as exc:
+        fail(f"start-up hook failed: {exc!r}", 1, traceback.format_exc())
     group, listeners = None, []
 
     def bind_all() -> list[Any]:

@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import textwrap
 import time
 
 import pytest
 from support.http import get
-from support.procs import ROOT, wait_until
+from support.procs import ROOT, port_open, wait_until
 
 APPS = ROOT / "tests" / "apps"
 
@@ -197,3 +199,18 @@ def test_an_apps_own_sys_exit_is_a_500_and_the_worker_lives(polycorn, port, tmp_
     before = get(port, "/")[1]
     assert get(port, "/exit")[0] == 500
     assert get(port, "/")[1] == before
+
+
+@pytest.mark.parametrize("daemon", [False, True])
+def test_a_failing_on_starting_ends_the_start_in_one_line(port, tmp_path, daemon):
+    """Raised before any socket is bound; with -D, the daemon's error reaches the shell."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("def on_starting(server):\n    raise RuntimeError('no database')\n")
+    argv = [sys.executable, "-m", "polycorn.server.main", "-c", str(conf), "-b",
+            f"127.0.0.1:{port}", *(["-D"] if daemon else []), "testapp:application"]
+    done = subprocess.run(argv, cwd=APPS, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "polycorn: error: start-up hook failed: RuntimeError('no database')")
+    assert "Traceback" not in done.stderr
+    assert not port_open(port)
