@@ -22,7 +22,6 @@ import json, os
 
 bind = "unix:{sock}"  # its directory does not exist yet: on_starting makes it
 workers = 2
-proc_name = "hooked"
 LOG = os.environ["HOOK_LOG"]
 
 
@@ -84,9 +83,10 @@ def test_start_hooks_run_in_gunicorns_order_with_gunicorns_objects(polycorn, tmp
     got = notes(log)
     assert [n["hook"] for n in got[:2]] == ["nworkers_changed", "on_starting"]
     assert (got[0]["new"], got[0]["old"]) == (2, None)
-    assert got[1] == {"hook": "on_starting", "listeners": 0, "proc_name": "hooked"}
+    # The test harness names each server (-n), which Gunicorn's proc_name is.
+    assert got[1] == {"hook": "on_starting", "listeners": 0, "proc_name": server.name}
     ready = next(n for n in got if n["hook"] == "when_ready")
-    assert ready["listeners"] == [str(sock)] and ready["proc_name"] == "hooked"
+    assert ready["listeners"] == [str(sock)] and ready["proc_name"] == server.name
     assert len(ready["workers"]) == 2 and sorted(ready["alive"]) == ready["workers"]
     inits = [n for n in got if n["hook"] == "post_worker_init"]
     assert {n["pid"] for n in inits} == set(ready["workers"])
