@@ -22,6 +22,10 @@ from typing import Any
 from polycorn.server import identity, pidfile
 
 POLL = 0.05
+# How long a record may still name an old master that has exited before its successor
+# wrote its own: the new master records itself when it handles "promote", which a busy
+# host can delay past the old master's (quick, when idle) drain.
+SUCCESSOR_GRACE = 5.0
 
 
 def status_files(pid_path: str) -> list[str]:
@@ -41,6 +45,7 @@ def upgrade_one(path: str, timeout: float, out: Any) -> tuple[bool, str]:
     attempt = int(before.get("attempt", 0))
     os.kill(pid, signal.SIGUSR2)
     deadline = time.monotonic() + timeout
+    gone_since: float | None = None
     while time.monotonic() < deadline:
         now = identity.read_record(path) or {}
         now_pid, state = int(now.get("pid", 0)), now.get("state")
@@ -53,7 +58,12 @@ def upgrade_one(path: str, timeout: float, out: Any) -> tuple[bool, str]:
         elif now_pid and now_pid != pid and state == "running":
             return True, f"master {now.get('index')}: {pid} -> {now_pid}"
         if now_pid == pid and not identity.verified_pid(before, identity.written_at(path)):
-            return False, f"master {pid} died during the upgrade"
+            # A promoted old master drains and exits on its own; under load it can be gone
+            # before its successor has written this file. Only a file that still names it
+            # after SUCCESSOR_GRACE means it died.
+            gone_since = gone_since or time.monotonic()
+            if time.monotonic() - gone_since > SUCCESSOR_GRACE:
+                return False, f"master {pid} died during the upgrade"
         time.sleep(POLL)
     return False, f"master {pid}: no outcome within {timeout:g}s"
 

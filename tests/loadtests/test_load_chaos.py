@@ -209,3 +209,28 @@ def test_a_cluster_rolling_upgrade_loses_nothing(tmp_path):
     assert "exit 0" in fault["detail"]
     assert fault["failed"] == 0 and fault["allowed_failures"] == 0
     assert code == 0, output
+
+
+@pytest.mark.slow
+def test_behind_the_front_a_lost_a_hung_and_a_new_host_cost_nothing(tmp_path):
+    """--front haproxy: the leader's whole node killed, a follower hung, a node joining."""
+    code, report, output = chaos(
+        tmp_path / "front", "--duration", "40", "--front", "haproxy", "--users", "10",
+        "--rate", "20", "--fault", "6:kill-node:leader",
+        "--fault", "18:pause-node:follower:duration=4", "--fault", "30:join-node")
+    assert report["cluster"]["front"]["kind"] == "haproxy"
+    faults = by_action(report)
+    kill, pause, join = faults["kill-node"], faults["pause-node"], faults["join-node"]
+    assert kill["allowed_failures"] == join["allowed_failures"] == 0
+    assert kill["failed"] == 0 and join["failed"] == 0, output
+    facts = kill["facts"]
+    # The leader's host vanished: another node leads under a newer epoch.
+    assert facts["new_leader"] != facts["old_leader"] and facts["new_epoch"] > facts["old_epoch"]
+    assert facts["front_out_s"] is not None and facts["front_out_s"] < 2
+    # The hung host may cost what HAProxy sent it before taking it out, and no more.
+    assert pause["node"] != kill["node"]
+    assert pause["facts"]["front_out_s"] is not None
+    assert pause["failed"] <= pause["allowed_failures"] == pause["facts"]["sent_before_out"]
+    assert pause["facts"]["pause_throughput_share"] >= 0.5
+    assert join["facts"]["first_request_after_ready_s"] <= 2
+    assert code == 0, output

@@ -136,3 +136,48 @@ def test_a_stale_pid_file_does_not_block_a_start_but_a_live_master_does(polycorn
     server.signal(signal.SIGTERM)
     wait_until(lambda: not alive(server.pid), 20, what="the master to stop")
     assert not pid_path.exists() and not Path(pidfile.stamp_path(str(pid_path))).exists()
+
+
+# A master as `polycorn --upgrade` sees it, scripted: on USR2 it records "upgrading",
+# starts its successor and exits at once; the successor records itself only later.
+SCRIPTED_MASTER = r"""
+import os, signal, subprocess, sys, time
+from polycorn.server import identity
+path, delay = sys.argv[1], float(sys.argv[2])
+def record(state, pid=None):
+    identity.write_record(path, {**identity.stamp(pid), "index": 0, "state": state,
+                                 "attempt": 0})
+SUCCESSOR = ("import sys, time\nfrom polycorn.server import identity\n"
+             "time.sleep(float(sys.argv[2]))\n"
+             "identity.write_record(sys.argv[1], {**identity.stamp(), 'index': 0, "
+             "'state': 'running', 'attempt': 0})\ntime.sleep(60)\n")
+def usr2(*_):
+    record("upgrading")
+    subprocess.Popen([sys.executable, "-c", SUCCESSOR, path, str(delay)],
+                     start_new_session=True)
+    os._exit(0)
+signal.signal(signal.SIGUSR2, usr2)
+record("running")
+time.sleep(60)
+"""
+
+
+def test_an_old_master_gone_before_its_successor_recorded_itself_is_not_died(tmp_path):
+    """Under load the promoted old master can exit before the new one writes the file."""
+    from polycorn.server.upgrade_ctl import upgrade_one
+
+    status = tmp_path / "app.pid.m0"
+    master = subprocess.Popen([sys.executable, "-c", SCRIPTED_MASTER, str(status), "1.0"])
+    successor = 0
+    try:
+        wait_until(lambda: identity.verified_pid(identity.read_record(str(status))), 10,
+                   what="the scripted master's record")
+        ok, message = upgrade_one(str(status), 20, sys.stdout)
+        successor = int((identity.read_record(str(status)) or {}).get("pid") or 0)
+        assert ok, message
+        assert successor and successor != master.pid
+    finally:
+        master.kill()
+        master.wait()
+        if successor:
+            os.kill(successor, signal.SIGKILL)
