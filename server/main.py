@@ -117,6 +117,9 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
 
     def reload_config() -> Any:
         fresh = load_config(args, os.environ, plugins=plugins)
+        if int(fresh.masters) > 1:  # HUP: this master's share of -w, as at start
+            fresh.set("workers", worker_share(int(fresh.workers), int(fresh.masters), index),
+                      "--masters")
         setup_logging(fresh)
         return fresh
 

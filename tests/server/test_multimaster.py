@@ -93,6 +93,27 @@ def test_term_to_the_owner_stops_the_whole_group(polycorn, port, tmp_path):
     assert not masters(pid_path)
 
 
+def test_hup_keeps_each_masters_share_of_the_workers(polycorn, port, tmp_path):
+    """-w is the node's total: after a HUP each master runs its share again, not -w."""
+    pid_path = tmp_path / "p.pid"
+    node = polycorn("-b", f"127.0.0.1:{port}", "-w", "4", "--masters", "2", "--handoff",
+                    str(tmp_path / "h.sock"), "-p", str(pid_path), "testapp:application",
+                    wait_port=port, cwd=APPS)
+    wait_until(lambda: len(masters(pid_path)) == 2 and worker_count(pid_path) == 4, 15,
+               what="two masters with two workers each")
+    for pid in masters(pid_path).values():
+        os.kill(pid, signal.SIGHUP)
+    done = wait_until(lambda: re.findall(r"reload complete: (\d+) new workers", node.log())
+                      if node.log().count("reload complete") >= 2 else None, 30,
+                      what="both masters' reloads")
+    assert done == ["2", "2"], node.log()
+    wait_until(lambda: worker_count(pid_path) == 4, 15, what="four workers in all")
+    group = masters(pid_path).values()
+    assert sorted(sum(1 for c in children(m) if alive(c) and c not in group)
+                  for m in group) == [2, 2]
+    node.stop()
+
+
 def test_masters_without_handoff_is_refused(polycorn, port, tmp_path):
     result = subprocess.run([sys.executable, "-m", "polycorn.server.main", "--masters", "2",
                              "testapp:application"], cwd=APPS, capture_output=True, text=True)
