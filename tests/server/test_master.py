@@ -135,6 +135,10 @@ def test_orphaned_worker_finishes_what_it_holds(start, port):
 def test_pid_file_written_and_removed(start, tmp_path):
     pid_path = tmp_path / "p.pid"
     server = start("-p", str(pid_path))
+    # The port opens when the listeners are bound; the pid file follows (failed once
+    # under load when read at once).
+    wait_until(lambda: pid_path.exists() and pid_path.read_text().strip(), 10,
+               what="the pid file")
     assert int(pid_path.read_text()) == server.pid
     server.signal(signal.SIGTERM)
     server.proc.wait(10)
