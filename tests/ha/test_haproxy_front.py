@@ -409,7 +409,11 @@ def test_a_get_in_flight_on_a_killed_node_is_resent_elsewhere_a_post_never(front
             assert (status, body) == (200, b"slept 1.00"), answers
         else:
             assert status == 502, answers
-    log = f.haproxy.log()
+    # HAProxy writes a request's line once it is done with it, which can be after the
+    # client read its answer: wait for all four (read at once, one was missing once).
+    log = wait_until(lambda: (text := f.haproxy.log()).count('"GET /sleep') >= 2
+                     and text.count('"POST /sleep') >= 2 and text, 10,
+                     what="HAProxy's four log lines")
     posts = [line for line in log.splitlines() if '"POST /sleep' in line]
     assert len(posts) == 2 and all(f"{BACKEND}/{slots['p2']} " in p and "/+" not in p
                                    for p in posts), posts
