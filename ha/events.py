@@ -47,6 +47,11 @@ ROLLOUT_DONE = "rollout_done"
 ROLLOUT_FAILED = "rollout_failed"  # halted at its first failed node
 ROLLOUT_ABORTED = "rollout_aborted"  # polycorn-ctl upgrade --abort
 
+# The event a heartbeat logs when a node's state changes to this one ("booting" logs
+# none); the HEARTBEAT script and the memory store both read it.
+STATE_EVENTS: dict[str, str] = {"ready": NODE_READY, "draining": NODE_DRAINING,
+                                "upgrading": NODE_UPGRADING, "stopping": NODE_STOPPING}
+
 # Relayed from the master (docs/internals.md); the rollout reads these.
 UPGRADE_STARTED = "upgrade_started"
 UPGRADE_PROMOTED = "upgrade_promoted"

@@ -159,9 +159,9 @@ class MemoryStore(ClusterStore):
             self._log(now, ev.NODE_JOINED, info.node_id, 0, "heartbeat resumed",
                       incarnation=str(incarnation))
             return Heartbeat.REJOINED
-        if old.get("state") != info.state.value and info.state is not NodeState.BOOTING:
-            self._log(now, f"node_{info.state.value}", info.node_id, 0, "state changed",
-                      incarnation=str(incarnation))
+        kind = ev.STATE_EVENTS.get(info.state.value)  # none for booting
+        if old.get("state") != info.state.value and kind:
+            self._log(now, kind, info.node_id, 0, "state changed", incarnation=str(incarnation))
         return Heartbeat.REFRESHED
 
     def deregister(self, node_id: str, incarnation: int, kind: str, reason: str,

@@ -15,10 +15,10 @@ from typing import TypeVar
 
 import redis
 from polycorn.ha import events as ev
-from polycorn.ha import lua, lua_duties
 from polycorn.ha.commands import NodeCommand
 from polycorn.ha.events import Event
 from polycorn.ha.keys import ClusterKeys
+from polycorn.ha.lua import SCRIPTS
 from polycorn.ha.registry import Departure, NodeInfo, NodeRecord, record_from_hash
 from polycorn.ha.rollout import NodeRollout, Rollout
 from polycorn.ha.snapshot import ClusterSnapshot, Lease, Member
@@ -51,12 +51,7 @@ class RedisStore(ClusterStore):
         self.client = client
         self.keys = ClusterKeys(cluster)
         self.replica_ack_ms = replica_ack_ms
-        self._scripts = {name: client.register_script(getattr(lua, name)) for name in (
-            "ACQUIRE_LEASE", "RENEW_LEASE", "RESIGN_LEASE", "REGISTER", "HEARTBEAT",
-            "DEREGISTER", "DECLARE_DEAD", "SEND_COMMAND")}
-        self._scripts.update({name: client.register_script(getattr(lua_duties, name))
-                              for name in ("GRANT_WORKERS", "CREATE_ROLLOUT", "ISSUE_UPGRADE",
-                                           "FINISH_UPGRADE", "ABORT_ROLLOUT")})
+        self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
 
     def _run(self, name: str, keys: list[str], args: list) -> object:
         return self._scripts[name](keys=keys, args=args)

@@ -1,6 +1,6 @@
 """The Lua scripts behind the leader's duties: capacity grants and rolling upgrades.
 
-As in lua.py, every leader write is accepted only while the caller's exact lease
+As in lease.py, every leader write is accepted only while the caller's exact lease
 value is the lease, and every invariant of a rollout (one entry moves at a time,
 at most `max_unavailable` nodes hold an upgrade slot) is checked inside the
 script, so it holds even if two processes believe they lead. Entries are JSON
@@ -10,9 +10,12 @@ headed by its KEYS, ARGV and return values.
 
 from __future__ import annotations
 
-from polycorn.ha.lua import NOW_MS
+from polycorn.ha.lua.render import NOW_MS, render
 
-GRANT_WORKERS = """
+__all__ = ["GRANT_WORKERS", "CREATE_ROLLOUT", "ISSUE_UPGRADE", "FINISH_UPGRADE",
+           "ABORT_ROLLOUT"]
+
+GRANT_WORKERS = render("""
 -- KEYS[1] lease, KEYS[2] grants hash, KEYS[3] the node's command queue, KEYS[4] events
 -- ARGV[1] caller's lease value, ARGV[2] node id, ARGV[3] grant JSON ('' removes the
 -- grant), ARGV[4] command wire form ('' sends none), ARGV[5] queue cap, ARGV[6] queue TTL
@@ -36,9 +39,9 @@ if ARGV[7] ~= '' then
              'workers', ARGV[12])
 end
 return 1
-"""
+""")
 
-CREATE_ROLLOUT = NOW_MS + """
+CREATE_ROLLOUT = render(NOW_MS + """
 -- KEYS[1] rollout hash, KEYS[2] rollout node entries, KEYS[3] upgrade slots, KEYS[4] events
 -- ARGV[1] events maxlen, ARGV[2] rollout id, ARGV[3] reason, ARGV[4] k = how many of
 -- the following ARGV are the rollout's field, value pairs; then node id, entry JSON pairs
@@ -51,12 +54,12 @@ local k = tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + k))
 redis.call('HSET', KEYS[1], 'created_ms', now)
 redis.call('HSET', KEYS[2], unpack(ARGV, 5 + k))
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[1], '*', 'event', 'rollout_started',
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[1], '*', 'event', ${ROLLOUT_STARTED},
            'node', '', 'epoch', 0, 'reason', ARGV[3], 'rollout', ARGV[2])
 return {1, ARGV[2]}
-"""
+""")
 
-ISSUE_UPGRADE = """
+ISSUE_UPGRADE = render("""
 -- KEYS[1] lease, KEYS[2] rollout hash, KEYS[3] rollout node entries, KEYS[4] upgrade
 -- slots, KEYS[5] the node's command queue, KEYS[6] events
 -- ARGV[1] caller's lease value, ARGV[2] rollout id, ARGV[3] node id, ARGV[4] the entry
@@ -88,14 +91,14 @@ redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 redis.call('RPUSH', KEYS[5], ARGV[5])
 redis.call('LTRIM', KEYS[5], -tonumber(ARGV[6]), -1)
 redis.call('PEXPIRE', KEYS[5], ARGV[7])
-local kind = 'rollout_node_started'
-if outcome == 'reissued' then kind = 'rollout_node_reissued' end
+local kind = ${ROLLOUT_NODE_STARTED}
+if outcome == 'reissued' then kind = ${ROLLOUT_NODE_REISSUED} end
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[10], '*', 'event', kind, 'node', ARGV[3],
            'epoch', ARGV[8], 'reason', ARGV[11], 'by', ARGV[9], 'rollout', ARGV[2])
 return outcome
-"""
+""")
 
-FINISH_UPGRADE = NOW_MS + """
+FINISH_UPGRADE = render(NOW_MS + """
 -- KEYS[1] lease, KEYS[2] rollout hash, KEYS[3] rollout node entries, KEYS[4] upgrade
 -- slots, KEYS[5] events
 -- ARGV[1] caller's lease value, ARGV[2] rollout id, ARGV[3] node id, ARGV[4] the entry
@@ -120,28 +123,28 @@ redis.call('SREM', KEYS[4], ARGV[3])
 if ARGV[5] == 'failed' then
   redis.call('HSET', KEYS[2], 'state', 'failed', 'failed_node', ARGV[3], 'reason', ARGV[8],
              'finished_ms', now)
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'event', 'rollout_node_failed',
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'event', ${ROLLOUT_NODE_FAILED},
              'node', ARGV[3], 'epoch', ARGV[6], 'reason', ARGV[8], 'by', ARGV[7],
              'rollout', ARGV[2])
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'event', 'rollout_failed',
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'event', ${ROLLOUT_FAILED},
              'node', ARGV[3], 'epoch', ARGV[6], 'reason', ARGV[8], 'by', ARGV[7],
              'rollout', ARGV[2])
   return 'failed'
 end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'event', 'rollout_node_done',
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'event', ${ROLLOUT_NODE_DONE},
            'node', ARGV[3], 'epoch', ARGV[6], 'reason', ARGV[8], 'by', ARGV[7],
            'rollout', ARGV[2])
 for _, value in ipairs(redis.call('HVALS', KEYS[3])) do
   if cjson.decode(value).step ~= 'done' then return 'running' end
 end
 redis.call('HSET', KEYS[2], 'state', 'done', 'finished_ms', now)
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'event', 'rollout_done',
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[9], '*', 'event', ${ROLLOUT_DONE},
            'node', '', 'epoch', ARGV[6], 'reason', 'every node upgraded', 'by', ARGV[7],
            'rollout', ARGV[2])
 return 'done'
-"""
+""")
 
-ABORT_ROLLOUT = NOW_MS + """
+ABORT_ROLLOUT = render(NOW_MS + """
 -- KEYS[1] rollout hash, KEYS[2] upgrade slots, KEYS[3] events
 -- ARGV[1] reason, ARGV[2] events maxlen
 -- returns the id of the rollout aborted, or false when none was running
@@ -149,7 +152,7 @@ if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return false end
 local id = redis.call('HGET', KEYS[1], 'id')
 redis.call('HSET', KEYS[1], 'state', 'aborted', 'reason', ARGV[1], 'finished_ms', now)
 redis.call('DEL', KEYS[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'event', 'rollout_aborted',
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'event', ${ROLLOUT_ABORTED},
            'node', '', 'epoch', 0, 'reason', ARGV[1], 'rollout', id)
 return id
-"""
+""")

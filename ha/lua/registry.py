@@ -1,63 +1,17 @@
-"""The Lua scripts behind every compare-and-set the cluster relies on.
+"""The registry scripts: register, heartbeat, deregister, declare a node dead.
 
-Each script runs atomically inside Redis, so an invariant holds even with two
-nodes believing they lead: a command or a death sentence is accepted only while
-the caller's exact lease value ("epoch:node") is the lease. Times come from the
-server's TIME, never from a node's clock. Each script is headed by its KEYS,
-ARGV and return values.
+Times come from the server's TIME, never from a node's clock; a death sentence is
+accepted only while the caller's exact lease value is the lease. Each script is
+headed by its KEYS, ARGV and return values.
 """
 
 from __future__ import annotations
 
-# Server time in milliseconds, as an exact decimal string (a Lua number would be
-# formatted with %.14g and could lose digits).
-NOW_MS = """
-local t = redis.call('TIME')
-local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-"""
+from polycorn.ha.lua.render import NOW_MS, render
 
-ACQUIRE_LEASE = """
--- KEYS[1] lease, KEYS[2] epoch counter, KEYS[3] events stream
--- ARGV[1] node id, ARGV[2] lease ms, ARGV[3] events maxlen, ARGV[4] reason,
--- ARGV[5] the highest epoch the caller has seen
--- returns the new epoch, or nil when a lease exists (no epoch is spent then)
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
--- If Redis lost the counter, never hand out an epoch the cluster has already seen:
--- the nodes' fences would reject the new leader's commands.
-if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(ARGV[5]) then
-  redis.call('SET', KEYS[2], ARGV[5])
-end
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], epoch .. ':' .. ARGV[1], 'PX', ARGV[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'event', 'leader_elected',
-           'node', ARGV[1], 'epoch', epoch, 'reason', ARGV[4])
-return epoch
-"""
+__all__ = ["REGISTER", "HEARTBEAT", "DEREGISTER", "DECLARE_DEAD"]
 
-RENEW_LEASE = """
--- KEYS[1] lease
--- ARGV[1] expected lease value "epoch:node", ARGV[2] lease ms
--- returns 1 when extended, 0 when the lease is not (or no longer) that value
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
-RESIGN_LEASE = """
--- KEYS[1] lease, KEYS[2] events stream
--- ARGV[1] expected lease value, ARGV[2] node id, ARGV[3] epoch, ARGV[4] reason,
--- ARGV[5] events maxlen
--- returns 1 when deleted, 0 when the lease is not that value
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'event', 'leader_resigned',
-           'node', ARGV[2], 'epoch', ARGV[3], 'reason', ARGV[4])
-return 1
-"""
-
-REGISTER = NOW_MS + """
+REGISTER = render(NOW_MS + """
 -- KEYS[1] incarnations hash, KEYS[2] node hash, KEYS[3] members zset, KEYS[4] events,
 -- KEYS[5] dead hash, KEYS[6] lost hash, KEYS[7] roster
 -- ARGV[1] node id, ARGV[2] node TTL ms, ARGV[3] events maxlen, ARGV[4] configured workers
@@ -71,17 +25,17 @@ redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('HDEL', KEYS[6], ARGV[1])
 if tonumber(ARGV[4]) > 0 then redis.call('HSET', KEYS[7], ARGV[1], ARGV[4]) end
 if redis.call('HDEL', KEYS[5], ARGV[1]) == 1 then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'event', 'node_rejoined',
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'event', ${NODE_REJOINED},
              'node', ARGV[1], 'epoch', 0, 'reason', 'back after being declared dead',
              'incarnation', inc)
 else
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'event', 'node_joined',
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'event', ${NODE_JOINED},
              'node', ARGV[1], 'epoch', 0, 'reason', 'registered', 'incarnation', inc)
 end
 return inc
-"""
+""")
 
-HEARTBEAT = NOW_MS + """
+HEARTBEAT = render(NOW_MS + """
 -- KEYS[1] incarnations hash, KEYS[2] node hash, KEYS[3] members zset, KEYS[4] events,
 -- KEYS[5] dead hash, KEYS[6] roster hash
 -- ARGV[1] node id, ARGV[2] incarnation, ARGV[3] node TTL ms, ARGV[4] events maxlen,
@@ -108,18 +62,20 @@ if ARGV[5] == 'ready' and tonumber(ARGV[6]) > 0 then
   redis.call('HSET', KEYS[6], ARGV[1], ARGV[6])
 end
 if not old then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event', 'node_joined',
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event', ${NODE_JOINED},
              'node', ARGV[1], 'epoch', 0, 'reason', 'heartbeat resumed', 'incarnation', ARGV[2])
   return 'rejoined'
 end
-if old ~= ARGV[5] and ARGV[5] ~= 'booting' then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event', 'node_' .. ARGV[5],
+-- events.STATE_EVENTS: a state change logs its event; 'booting' has none
+local kind = (${STATE_EVENTS})[ARGV[5]]
+if old ~= ARGV[5] and kind then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'event', kind,
              'node', ARGV[1], 'epoch', 0, 'reason', 'state changed', 'incarnation', ARGV[2])
 end
 return 'refreshed'
-"""
+""")
 
-DEREGISTER = """
+DEREGISTER = render("""
 -- KEYS[1] incarnations hash, KEYS[2] node hash, KEYS[3] members zset, KEYS[4] events,
 -- KEYS[5] the node's command queue, KEYS[6] roster, KEYS[7] lost hash, KEYS[8] grants
 -- ARGV[1] node id, ARGV[2] incarnation, ARGV[3] event kind, ARGV[4] reason, ARGV[5] maxlen,
@@ -141,9 +97,9 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'event', ARGV[3],
            'node', ARGV[1], 'epoch', 0, 'reason', ARGV[4], 'incarnation', ARGV[2],
            'departure', ARGV[6])
 return 1
-"""
+""")
 
-DECLARE_DEAD = NOW_MS + """
+DECLARE_DEAD = render(NOW_MS + """
 -- KEYS[1] lease, KEYS[2] members zset, KEYS[3] the node's hash, KEYS[4] events,
 -- KEYS[5] dead hash, KEYS[6] lost hash, KEYS[7] grants
 -- ARGV[1] caller's lease value, ARGV[2] node id, ARGV[3] node TTL ms, ARGV[4] epoch,
@@ -164,19 +120,7 @@ redis.call('HDEL', KEYS[7], ARGV[2])
 -- every value a string: cjson would print a large number with too few digits
 redis.call('HSET', KEYS[5], ARGV[2], cjson.encode({since_ms = now, reason = ARGV[6],
                                                    epoch = ARGV[4], by = ARGV[5]}))
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'event', 'node_dead',
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'event', ${NODE_DEAD},
            'node', ARGV[2], 'epoch', ARGV[4], 'reason', ARGV[6], 'by', ARGV[5])
 return 1
-"""
-
-SEND_COMMAND = """
--- KEYS[1] lease, KEYS[2] the target incarnation's command queue
--- ARGV[1] caller's lease value, ARGV[2] command wire form, ARGV[3] queue cap,
--- ARGV[4] queue TTL ms (a queue nobody reads, e.g. of a dead node, goes away)
--- returns 1 when queued, 0 when the caller's lease is not the lease
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return 1
-"""
+""")
