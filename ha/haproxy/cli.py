@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 
-from polycorn.ha.ctl_common import EXIT_HAPROXY, EXIT_OK, EXIT_REDIS, EXIT_USAGE, CtlError
+from polycorn.ha.ctl.common import EXIT_HAPROXY, EXIT_OK, EXIT_REDIS, EXIT_USAGE, CtlError
 from polycorn.ha.haproxy import config as cfg
 from polycorn.ha.redis_url import RedisUrlError, parse_redis_url
 from polycorn.ha.timing import Timing

@@ -36,6 +36,16 @@ def test_unreachable_redis_is_one_line_exit_3():
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
+def test_the_console_script_resolves_to_the_ctl_package(capsys):
+    # pyproject's `polycorn-ctl = polycorn.ha.ctl:main` survives ha/ctl/ being a package
+    from importlib.metadata import entry_points
+    script = next(e for e in entry_points(group="console_scripts") if e.name == "polycorn-ctl")
+    assert script.value == "polycorn.ha.ctl:main"
+    with pytest.raises(SystemExit) as exit_:
+        script.load()(["--help"])
+    assert exit_.value.code == 0 and "redis-up" in capsys.readouterr().out
+
+
 def test_usage_errors_exit_2():
     env = {k: v for k, v in os.environ.items() if k != "POLYCORN_REDIS"}
     done = subprocess.run([sys.executable, "-m", "polycorn.ha.ctl", "status"], env=env,

@@ -14,7 +14,7 @@
     polycorn-ctl haproxy config|sync|status ...   the HAProxy front (ha/haproxy/cli.py)
 
 The cluster subcommands take --redis (or $POLYCORN_REDIS) and --cluster (or
-$POLYCORN_CLUSTER, default "default"). Exit codes (ctl_common.py): 0 done; 1
+$POLYCORN_CLUSTER, default "default"). Exit codes (common.py): 0 done; 1
 nothing to show or do; 2 usage error, bad URL or unknown node; 3 Redis unreachable
 or failing; 4 redis-up/redis-down failed; 5 a request did not complete (rollout
 failed or aborted, drain not seen in time); 6 a rollout is already running; 7
@@ -31,8 +31,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from polycorn.ha import ctl_actions
-from polycorn.ha.ctl_common import (
+from polycorn.ha.ctl import actions
+from polycorn.ha.ctl.common import (
     EXIT_EMPTY,
     EXIT_OK,
     EXIT_REDIS,
@@ -40,7 +40,7 @@ from polycorn.ha.ctl_common import (
     EXIT_USAGE,
     CtlError,
 )
-from polycorn.ha.ctl_status import node_table, rollout_line, status_object
+from polycorn.ha.ctl.status import node_table, rollout_line, status_object
 from polycorn.ha.events import Event
 from polycorn.ha.haproxy import cli as haproxy_cli
 from polycorn.ha.redis_url import RedisTarget, RedisUrlError, parse_redis_url
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_requests(sub, common: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
-    """The subcommands that ask the leader for work (ctl_actions.py)."""
+    """The subcommands that ask the leader for work (actions.py)."""
     for verb, text in (("drain", "take a node out of rotation: health path 503, keeps "
                         "serving"), ("undrain", "put a drained node back")):
         p = sub.add_parser(verb, parents=[common], help=text)
@@ -234,11 +234,11 @@ def cmd_redis_down(args) -> int:
 
 CLUSTER_COMMANDS = {"status": cmd_status, "nodes": cmd_status, "leader": cmd_leader,
                     "events": cmd_events,
-                    "drain": lambda a, s, t: ctl_actions.cmd_drain(a, s),
-                    "undrain": lambda a, s, t: ctl_actions.cmd_drain(a, s),
-                    "forget": lambda a, s, t: ctl_actions.cmd_forget(a, s),
-                    "upgrade": lambda a, s, t: ctl_actions.cmd_upgrade(a, s),
-                    "rollout": lambda a, s, t: ctl_actions.cmd_rollout(a, s)}
+                    "drain": lambda a, s, t: actions.cmd_drain(a, s),
+                    "undrain": lambda a, s, t: actions.cmd_drain(a, s),
+                    "forget": lambda a, s, t: actions.cmd_forget(a, s),
+                    "upgrade": lambda a, s, t: actions.cmd_upgrade(a, s),
+                    "rollout": lambda a, s, t: actions.cmd_rollout(a, s)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

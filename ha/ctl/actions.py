@@ -15,7 +15,7 @@ import math
 import time
 import uuid
 
-from polycorn.ha.ctl_common import (
+from polycorn.ha.ctl.common import (
     EXIT_BUSY,
     EXIT_EMPTY,
     EXIT_OK,
@@ -24,7 +24,7 @@ from polycorn.ha.ctl_common import (
     CtlError,
     requester,
 )
-from polycorn.ha.ctl_status import rollout_line
+from polycorn.ha.ctl.status import rollout_line
 from polycorn.ha.registry import NodeState
 from polycorn.ha.rollout import NodeRollout, Rollout, RolloutState, Step
 from polycorn.ha.store import ClusterStore, StoreUnavailable
