@@ -23,6 +23,7 @@ from typing import Any
 from polycorn.ha import events as ev
 from polycorn.ha.backoff import Backoff
 from polycorn.ha.campaign import Campaign
+from polycorn.ha.decision import Decision
 from polycorn.ha.duties import LeaderDuties
 from polycorn.ha.election import Election
 from polycorn.ha.events import Event
@@ -77,7 +78,7 @@ class Agent:
         self.next_cycle = 0.0
         self.exit_reason: str | None = None
         self.exit_departure: Departure | None = None  # set when the way out is known
-        self._routine_logged: set[str] = set()  # routine sentences already logged at info
+        self._routine_logged: set[str] = set()  # routine topics already logged at info
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -369,21 +370,18 @@ class Agent:
         except StoreUnavailable as exc:
             log.warning("cluster: %s", exc)
 
-    def _say(self, sentence: str) -> None:
-        """Log each decision; a routine one ('no action', 'renewed'...) only the first time
-        since the last real decision, so a steady leader does not fill the log."""
-        routine = sentence.startswith(("no action", "following", "renewed", "lease vacant",
-                                       "holding off"))
-        if not routine:
+    def _say(self, said: Decision | str) -> None:
+        """Log each decision; a routine one (Decision.routine_topic) only the first time
+        per topic since the last real decision, so a steady leader does not fill the log."""
+        decision = said if isinstance(said, Decision) else Decision(said)
+        if not decision.routine:
             self._routine_logged.clear()
-            log.info("cluster: %s", sentence)
-            return
-        head = sentence.split(",")[0]
-        if head in self._routine_logged:
-            log.debug("cluster: %s", sentence)
+            log.info("cluster: %s", decision.sentence)
+        elif decision.routine_topic in self._routine_logged:
+            log.debug("cluster: %s", decision.sentence)
         else:
-            self._routine_logged.add(head)
-            log.info("cluster: %s", sentence)
+            self._routine_logged.add(decision.routine_topic)
+            log.info("cluster: %s", decision.sentence)
 
 
 def _address(binds: list[str]) -> str:

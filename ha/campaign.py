@@ -2,7 +2,7 @@
 
 One call per agent cycle: ask Election.plan() what to do with this cycle's
 snapshot, do it (acquire, renew, resign), report the outcome back, and return
-the sentence that says what was decided and why. The send time of an acquire or
+the Decision that says what was decided and why (ha/decision.py). The send time of an acquire or
 renew (monotonic) is taken *before* the call: the lease in Redis started no
 earlier, so the local deadline stays inside it.
 """
@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from polycorn.ha import events as ev
+from polycorn.ha.decision import Decision
 from polycorn.ha.election import Action, Election, Plan
 from polycorn.ha.events import Event
 from polycorn.ha.snapshot import ClusterSnapshot
@@ -32,7 +33,7 @@ class Campaign:
     def lease_ms(self) -> int:
         return int(self.election.timing.lease * 1000)
 
-    def cycle(self, snap: ClusterSnapshot, eligible: bool, why_not: str = "") -> str:
+    def cycle(self, snap: ClusterSnapshot, eligible: bool, why_not: str = "") -> Decision:
         """Decide and act once; StoreUnavailable propagates (the caller backs off)."""
         plan = self.election.plan(snap, self.clock(), eligible, why_not)
         handler = {Action.WAIT: self._wait, Action.ACQUIRE: self._acquire,
@@ -40,35 +41,36 @@ class Campaign:
                    Action.STEP_DOWN: self._stepped_down}[plan.action]
         return handler(plan)
 
-    def _wait(self, plan: Plan) -> str:
-        return plan.sentence
+    def _wait(self, plan: Plan) -> Decision:
+        return Decision(plan.sentence, plan.routine_topic)
 
-    def _acquire(self, plan: Plan) -> str:
+    def _acquire(self, plan: Plan) -> Decision:
         sent = self.clock()
         epoch = self.store.acquire_lease(self.election.node_id, self.lease_ms, plan.sentence,
                                          self.seen_epoch())
         if epoch is None:
-            return self.election.acquire_lost("another node took the lease first")
-        return self.election.acquired(epoch, sent)
+            return Decision(self.election.acquire_lost("another node took the lease first"))
+        return Decision(self.election.acquired(epoch, sent))
 
-    def _renew(self, plan: Plan) -> str:
+    def _renew(self, plan: Plan) -> Decision:
         assert plan.lease is not None
         sent = self.clock()
         if self.store.renew_lease(plan.lease, self.lease_ms):
-            return self.election.renewed(sent, self.clock())
+            return Decision(self.election.renewed(sent, self.clock()),
+                            routine_topic=f"renewed epoch {plan.lease.epoch}")
         sentence = self.election.renew_refused()
         self.announce_step_down(plan.lease.epoch, sentence)
-        return sentence
+        return Decision(sentence)
 
-    def _resign(self, plan: Plan) -> str:
+    def _resign(self, plan: Plan) -> Decision:
         assert plan.lease is not None
-        why = plan.sentence.partition(": ")[2] or plan.sentence
+        why = plan.reason or plan.sentence
         self.store.resign_lease(plan.lease, why)
-        return self.election.resigned(why)
+        return Decision(self.election.resigned(why))
 
-    def _stepped_down(self, plan: Plan) -> str:
+    def _stepped_down(self, plan: Plan) -> Decision:
         self.announce_step_down(plan.lease.epoch if plan.lease else 0, plan.sentence)
-        return plan.sentence
+        return Decision(plan.sentence)
 
     def resign_now(self, reason: str) -> str | None:
         """Give the lease back at once (master gone, shutting down); None if not leader."""

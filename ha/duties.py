@@ -19,6 +19,7 @@ from enum import Enum
 
 from polycorn.ha import events as ev
 from polycorn.ha.capacity import CapacityDuty
+from polycorn.ha.decision import Decision
 from polycorn.ha.drain import DrainDuty
 from polycorn.ha.election import Election
 from polycorn.ha.events import Event
@@ -53,8 +54,8 @@ class LeaderDuties:
     def ttl(self) -> float:
         return self.election.timing.node_ttl
 
-    def cycle(self, store_stable_for: float) -> str | None:
-        """Run the duties once; a sentence when something was decided, else None.
+    def cycle(self, store_stable_for: float) -> Decision | None:
+        """Run the duties once; a Decision when something was decided, else None.
         `store_stable_for`: seconds since this agent's last failed Redis call."""
         if not self.election.is_leader(self.clock()):
             self._forget()
@@ -76,7 +77,7 @@ class LeaderDuties:
             sentence = duty.cycle(view, lease)
             if sentence:
                 said.append(sentence)
-        return "; ".join(said) or None
+        return Decision("; ".join(said)) if said else None
 
     # -- is Redis itself healthy? ------------------------------------------------------
 
@@ -92,16 +93,16 @@ class LeaderDuties:
                             stable_for=store_stable_for, changed_ago=self.redis.changed_ago(now),
                             grace=self.election.timing.recovery_grace)
 
-    def _pause(self, hold: Hold, lease: Lease) -> str:
+    def _pause(self, hold: Hold, lease: Lease) -> Decision:
         if self.mode is Mode.PAUSED and self.hold is not None and self.hold.cause is hold.cause:
             self.hold = hold
-            return f"holding off, {hold.reason}"  # routine: logged once by the agent
+            return Decision(f"holding off, {hold.reason}", routine_topic="holding off")
         if self.mode is Mode.ACTIVE:
             self.paused_at = self.clock()
         self.mode, self.hold = Mode.PAUSED, hold
         self.store.emit(Event(ev.DUTIES_PAUSED, lease.holder, lease.epoch, hold.reason,
                               {"cause": hold.cause.value}))
-        return f"pausing my duties: {hold.reason}"
+        return Decision(f"pausing my duties: {hold.reason}")
 
     def _resume(self, lease: Lease) -> str:
         paused_for = self.clock() - self.paused_at

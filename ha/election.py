@@ -38,6 +38,8 @@ class Plan:
     action: Action
     sentence: str
     lease: Lease | None = None  # the lease to renew or resign
+    reason: str = ""  # RESIGN: why, as the leader_resigned event says it
+    routine_topic: str = ""  # WAIT: the topic under which a routine wait is logged once
 
 
 def _in(seconds: float) -> str:
@@ -100,12 +102,14 @@ class Election:
                     if snap.lease else "vacant")
             return self._step_down(f"the lease is {held}, not mine (epoch {self.lease.epoch})")
         if not eligible:
-            return Plan(Action.RESIGN, f"resigning epoch {self.lease.epoch}: {why_not}", self.lease)
+            return Plan(Action.RESIGN, f"resigning epoch {self.lease.epoch}: {why_not}", self.lease,
+                        reason=why_not)
         if now >= self.renew_at:
             return Plan(Action.RENEW, f"renewing epoch {self.lease.epoch}, deadline "
                         f"{_in(self.deadline - now)}", self.lease)
         return Plan(Action.WAIT, f"no action: I am {self.node_id}, the leader at epoch "
-                    f"{self.lease.epoch}, deadline {_in(self.deadline - now)}")
+                    f"{self.lease.epoch}, deadline {_in(self.deadline - now)}",
+                    routine_topic=f"no action: I am {self.node_id}")
 
     def _plan_as_non_leader(self, snap: ClusterSnapshot, now: float, eligible: bool,
                             why_not: str) -> Plan:
@@ -115,23 +119,28 @@ class Election:
             # stepped down on its deadline, or the agent restarted): give it back so
             # the others need not wait for it to expire.
             self.role = Role.FOLLOWER
-            return Plan(Action.RESIGN, f"releasing a stale lease: epoch {lease.epoch} is held "
-                        f"in my name but I do not lead with it", lease)
+            why = f"epoch {lease.epoch} is held in my name but I do not lead with it"
+            return Plan(Action.RESIGN, f"releasing a stale lease: {why}", lease, reason=why)
         if lease is not None:
             self.role = Role.FOLLOWER
-            return Plan(Action.WAIT, f"following {lease.holder} (epoch {lease.epoch})")
+            following = f"following {lease.holder} (epoch {lease.epoch})"
+            return Plan(Action.WAIT, following, routine_topic=following)
         if not eligible:
             self.role = Role.FOLLOWER
-            return Plan(Action.WAIT, f"lease vacant, not campaigning: {why_not}")
+            return Plan(Action.WAIT, f"lease vacant, not campaigning: {why_not}",
+                        routine_topic="lease vacant")
         if self.role is Role.FOLLOWER:
             self.role = Role.CANDIDATE
             self.attempt_at = now + self.timing.candidate_jitter * self.rng()
             if self.attempt_at > now:
-                return Plan(Action.WAIT, f"lease vacant: candidate, trying at "
-                            f"{_in(self.attempt_at - now)}")
+                return self._wait_as_candidate(now)
         if now >= self.attempt_at:
             return Plan(Action.ACQUIRE, f"lease vacant: campaigning after epoch {snap.epoch}")
-        return Plan(Action.WAIT, f"lease vacant: candidate, trying at {_in(self.attempt_at - now)}")
+        return self._wait_as_candidate(now)
+
+    def _wait_as_candidate(self, now: float) -> Plan:
+        return Plan(Action.WAIT, f"lease vacant: candidate, trying at "
+                    f"{_in(self.attempt_at - now)}", routine_topic="lease vacant: candidate")
 
     def _step_down(self, why: str) -> Plan:
         lease = self.lease

@@ -60,7 +60,8 @@ class World:
         self.election.renewed(self.t, self.t)
 
     def cycle(self, stable: float = 10.0) -> str | None:
-        return self.duties.cycle(stable)
+        decided = self.duties.cycle(stable)
+        return decided.sentence if decided else None
 
     def set(self, node: str, **changes) -> None:
         self.infos[node] = self.infos[node].evolve(**changes)

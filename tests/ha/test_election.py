@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from polycorn.ha import events as ev
 from polycorn.ha.campaign import Campaign
+from polycorn.ha.decision import Decision
 from polycorn.ha.election import Action, Election, Role
 from polycorn.ha.memory_store import MemoryStore
 from polycorn.ha.snapshot import ClusterSnapshot, Lease
@@ -28,7 +29,7 @@ class World:
         return c
 
     def cycle(self, node_id: str, eligible: bool = True, why: str = "") -> str:
-        return self.nodes[node_id].cycle(self.store.snapshot(), eligible, why)
+        return self.nodes[node_id].cycle(self.store.snapshot(), eligible, why).sentence
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
@@ -138,8 +139,8 @@ def test_renewal_refused_steps_down_at_once(world):
     world.advance(1.0)
     snap = world.store.snapshot()
     world.store.resign_lease(Lease("n1", 1), "lost between read and renew")
-    assert leader.cycle(snap, True) == ("stepping down from epoch 1: Redis refused the renewal "
-                                        "(the lease is no longer mine)")
+    assert leader.cycle(snap, True).sentence == ("stepping down from epoch 1: Redis refused the renewal "
+                                                 "(the lease is no longer mine)")
     assert not leader.election.is_leader(world.t)
 
 
@@ -184,3 +185,35 @@ def test_snapshot_is_what_plans_read():
     snap = ClusterSnapshot(0, Lease("n2", 7), 7, ())
     plan = e.plan(snap, 0.0, True)
     assert (plan.action, plan.sentence) == (Action.WAIT, "following n2 (epoch 7)")
+
+
+def test_routine_decisions_name_their_topic_and_real_ones_none(world):
+    # the agent logs a routine topic once until a real decision (no sentence parsing)
+    world.node("n1"), world.node("n2", rng=0.5)
+    decide = world.nodes["n1"].cycle
+    elected = decide(world.store.snapshot(), True)
+    assert not elected.routine
+    assert world.nodes["n2"].cycle(world.store.snapshot(), True) == Decision(
+        "following n1 (epoch 1)", "following n1 (epoch 1)")
+    assert decide(world.store.snapshot(), True).routine_topic == "no action: I am n1"
+    world.advance(1.0)
+    assert decide(world.store.snapshot(), True) == Decision(
+        "renewed epoch 1, deadline +4.0s", "renewed epoch 1")
+    resigned = decide(world.store.snapshot(), False, "node is draining")
+    assert not resigned.routine
+    assert decide(world.store.snapshot(), False, "x").routine_topic == "lease vacant"
+    world.nodes["n2"].election.role = Role.FOLLOWER  # a fresh candidate draws its jitter
+    assert world.nodes["n2"].cycle(world.store.snapshot(), True).routine_topic == \
+        "lease vacant: candidate"
+
+
+def test_the_resign_reason_is_carried_not_parsed_out_of_the_sentence(world):
+    # a reason with its own ": " reaches the event whole
+    world.node("n1")
+    elect(world, "n1")
+    why = "node is stopping: TERM received"
+    plan = world.nodes["n1"].election.plan(world.store.snapshot(), world.t, False, why)
+    assert (plan.action, plan.reason) == (Action.RESIGN, why)
+    assert world.cycle("n1", eligible=False, why=why) == f"resigned epoch 1: {why}"
+    resigned = [e for e in world.store.read_events() if e.kind == ev.LEADER_RESIGNED]
+    assert [e.reason for e in resigned] == [why]
