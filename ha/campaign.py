@@ -16,7 +16,7 @@ from polycorn.ha import events as ev
 from polycorn.ha.decision import Decision
 from polycorn.ha.election import Action, Election, Plan
 from polycorn.ha.events import Event
-from polycorn.ha.snapshot import ClusterSnapshot
+from polycorn.ha.snapshot import ElectionSnapshot
 from polycorn.ha.store import ClusterStore, StoreUnavailable
 
 
@@ -33,7 +33,7 @@ class Campaign:
     def lease_ms(self) -> int:
         return int(self.election.timing.lease * 1000)
 
-    def cycle(self, snap: ClusterSnapshot, eligible: bool, why_not: str = "") -> Decision:
+    def cycle(self, snap: ElectionSnapshot, eligible: bool, why_not: str = "") -> Decision:
         """Decide and act once; StoreUnavailable propagates (the caller backs off)."""
         plan = self.election.plan(snap, self.clock(), eligible, why_not)
         handler = {Action.WAIT: self._wait, Action.ACQUIRE: self._acquire,

@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from polycorn.ha import events as ev
+from polycorn.ha.cluster_state import ClusterState, Grant
 from polycorn.ha.commands import NodeCommand
 from polycorn.ha.events import Event
 from polycorn.ha.registry import NodeRecord, NodeState
 from polycorn.ha.snapshot import Lease
 from polycorn.ha.store import ClusterStore
-from polycorn.ha.view import ClusterView, Grant
 
 GRANT_CONFIRM_MS = 3000  # a grant the node's workers_target does not show by then is re-sent
 
@@ -36,7 +36,7 @@ class CapacityPlan:
         return f"covering {', '.join(self.covering)}: {self.owed} workers owed"
 
 
-def plan_capacity(view: ClusterView) -> CapacityPlan:
+def plan_capacity(view: ClusterState) -> CapacityPlan:
     """Spread the dead nodes' workers over the ready survivors (pure)."""
     covering = tuple(sorted(n for n in view.dead if n in view.roster))
     owed = sum(view.roster[n] for n in covering)
@@ -54,7 +54,7 @@ def plan_capacity(view: ClusterView) -> CapacityPlan:
     return CapacityPlan(covering, owed, {n: e for n, e in extra.items() if e}, owed - placed)
 
 
-def _is_survivor(record: NodeRecord, view: ClusterView) -> bool:
+def _is_survivor(record: NodeRecord, view: ClusterState) -> bool:
     node_id = record.info.node_id
     # A drained node is out of the load balancer's rotation: extra workers there serve
     # nobody, so they go to the others.
@@ -70,7 +70,7 @@ class CapacityDuty:
     def forget(self) -> None:
         self.short_reported = 0
 
-    def cycle(self, view: ClusterView, lease: Lease) -> str | None:
+    def cycle(self, view: ClusterState, lease: Lease) -> str | None:
         plan = plan_capacity(view)
         records = sorted(view.alive(), key=lambda r: r.info.node_id)  # a stable order
         said = [s for r in records if (s := self._node(view, lease, plan, r))]
@@ -85,7 +85,7 @@ class CapacityDuty:
             return None
         return f"capacity ({plan.describe()}): {'; '.join(said)}"
 
-    def _node(self, view: ClusterView, lease: Lease, plan: CapacityPlan,
+    def _node(self, view: ClusterState, lease: Lease, plan: CapacityPlan,
               record: NodeRecord) -> str | None:
         node_id, info = record.info.node_id, record.info
         extra = plan.extra.get(node_id, 0)
@@ -116,7 +116,7 @@ class CapacityDuty:
             return f"{node_id} re-sent set_workers {target} (it reports {info.workers_target})"
         return None
 
-    def _grant(self, view: ClusterView, lease: Lease, record: NodeRecord, plan: CapacityPlan,
+    def _grant(self, view: ClusterState, lease: Lease, record: NodeRecord, plan: CapacityPlan,
                target: int, kind: str) -> str:
         info = record.info
         extra = target - info.workers_configured

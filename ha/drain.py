@@ -9,11 +9,11 @@ drained again, and a command lost with a leader is simply sent again.
 
 from __future__ import annotations
 
+from polycorn.ha.cluster_state import ClusterState
 from polycorn.ha.commands import NodeCommand
 from polycorn.ha.registry import NodeState
 from polycorn.ha.snapshot import Lease
 from polycorn.ha.store import ClusterStore
-from polycorn.ha.view import ClusterView
 
 RESEND_MS = 3000  # a node that does not report the change by then gets the command again
 
@@ -26,7 +26,7 @@ class DrainDuty:
     def forget(self) -> None:
         self.sent.clear()
 
-    def cycle(self, view: ClusterView, lease: Lease) -> str | None:
+    def cycle(self, view: ClusterState, lease: Lease) -> str | None:
         said = []
         for record in view.alive():
             node_id, state = record.info.node_id, record.info.state

@@ -19,6 +19,7 @@ from enum import Enum
 
 from polycorn.ha import events as ev
 from polycorn.ha.capacity import CapacityDuty
+from polycorn.ha.cluster_state import ClusterState
 from polycorn.ha.decision import Decision
 from polycorn.ha.drain import DrainDuty
 from polycorn.ha.election import Election
@@ -28,7 +29,6 @@ from polycorn.ha.registry import lapsed_members
 from polycorn.ha.rollout_duty import RolloutDuty
 from polycorn.ha.snapshot import Lease
 from polycorn.ha.store import ClusterStore
-from polycorn.ha.view import ClusterView
 
 
 class Mode(Enum):
@@ -62,7 +62,7 @@ class LeaderDuties:
             return None
         lease = self.election.lease
         assert lease is not None
-        view = self.store.view(int(self.ttl * 1000))
+        view = self.store.cluster_state(int(self.ttl * 1000))
         believed, hold = self._judge_health(view, store_stable_for)
         if hold is not None:
             return self._pause(hold, lease)
@@ -70,7 +70,7 @@ class LeaderDuties:
         declared = self._declare(view, lease, believed)
         if declared:
             said.append(declared)
-            view = self.store.view(int(self.ttl * 1000))  # the survivors act on it now
+            view = self.store.cluster_state(int(self.ttl * 1000))  # the survivors act on it now
         for duty in (self.capacity, self.drain, self.rollout):
             if not self.election.is_leader(self.clock()):  # the deadline may pass mid-way
                 break
@@ -81,7 +81,7 @@ class LeaderDuties:
 
     # -- is Redis itself healthy? ------------------------------------------------------
 
-    def _judge_health(self, view: ClusterView, store_stable_for: float
+    def _judge_health(self, view: ClusterState, store_stable_for: float
                       ) -> tuple[list[str], Hold | None]:
         """The lapsed nodes to believe dead, or why no duty may run now (ha/guard.py)."""
         now = self.clock()
@@ -121,7 +121,7 @@ class LeaderDuties:
 
     # -- declaring the dead ------------------------------------------------------------
 
-    def _declare(self, view: ClusterView, lease: Lease, lapsed: list[str]) -> str | None:
+    def _declare(self, view: ClusterState, lease: Lease, lapsed: list[str]) -> str | None:
         reasons = {}
         for node_id in lapsed:
             member = view.snap.member(node_id)

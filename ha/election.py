@@ -1,6 +1,6 @@
 """Leader election as a pure state machine: follower, candidate, leader.
 
-No I/O: the caller reads a ClusterSnapshot, asks `plan()` what to do, performs it
+No I/O: the caller reads a ElectionSnapshot, asks `plan()` what to do, performs it
 against the store and reports the outcome back (`acquired`, `renewed`, ...). Every
 step returns one sentence saying what was decided and why (logged; asserted in
 tests). "I am leader" is `deadline > now` on the local monotonic clock, and only a
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from polycorn.ha.snapshot import ClusterSnapshot, Lease
+from polycorn.ha.snapshot import ElectionSnapshot, Lease
 from polycorn.ha.timing import Timing
 
 
@@ -77,7 +77,7 @@ class Election:
 
     # -- deciding ------------------------------------------------------------------
 
-    def plan(self, snap: ClusterSnapshot, now: float, eligible: bool, why_not: str = "") -> Plan:
+    def plan(self, snap: ElectionSnapshot, now: float, eligible: bool, why_not: str = "") -> Plan:
         """Decide this cycle's one action from the snapshot and the local clock."""
         if self.role is Role.LEADER:
             return self._plan_as_leader(snap, now, eligible, why_not)
@@ -91,7 +91,7 @@ class Election:
                                    f"without a successful renewal").sentence
         return None
 
-    def _plan_as_leader(self, snap: ClusterSnapshot, now: float, eligible: bool,
+    def _plan_as_leader(self, snap: ElectionSnapshot, now: float, eligible: bool,
                         why_not: str) -> Plan:
         assert self.lease is not None
         if self.deadline <= now:
@@ -111,7 +111,7 @@ class Election:
                     f"{self.lease.epoch}, deadline {_in(self.deadline - now)}",
                     routine_topic=f"no action: I am {self.node_id}")
 
-    def _plan_as_non_leader(self, snap: ClusterSnapshot, now: float, eligible: bool,
+    def _plan_as_non_leader(self, snap: ElectionSnapshot, now: float, eligible: bool,
                             why_not: str) -> Plan:
         lease = snap.lease
         if lease is not None and lease.holder == self.node_id:

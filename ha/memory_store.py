@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from polycorn.ha import events as ev
+from polycorn.ha.cluster_state import ClusterState, DeadNode, Grant
 from polycorn.ha.commands import NodeCommand
 from polycorn.ha.events import Event
 from polycorn.ha.registry import Departure, NodeInfo, NodeRecord, NodeState, record_from_hash
 from polycorn.ha.rollout import NodeRollout, Rollout, RolloutState, Step
-from polycorn.ha.snapshot import ClusterSnapshot, Lease, Member
+from polycorn.ha.snapshot import ElectionSnapshot, Lease, Member
 from polycorn.ha.store import ClusterStore, FinishResult, Heartbeat, IssueResult, StoreUnavailable
-from polycorn.ha.view import ClusterView, DeadNode, Grant
 
 
 def _wall_ms() -> int:
@@ -73,20 +73,20 @@ class MemoryStore(ClusterStore):
 
     # -- reads ------------------------------------------------------------------------
 
-    def snapshot(self) -> ClusterSnapshot:
+    def snapshot(self) -> ElectionSnapshot:
         now = self._now()
         members = tuple(Member(n, s) for n, s in sorted(self._members.items(), key=lambda x: x[1]))
-        return ClusterSnapshot(now, self._current_lease(now), self._epoch, members)
+        return ElectionSnapshot(now, self._current_lease(now), self._epoch, members)
 
-    def nodes(self, ttl_ms: int) -> tuple[ClusterSnapshot, list[NodeRecord]]:
+    def nodes(self, ttl_ms: int) -> tuple[ElectionSnapshot, list[NodeRecord]]:
         snap = self.snapshot()
         return snap, [record_from_hash(m.node_id, self._node(m.node_id, snap.now_ms),
                                        m.heartbeat_ms, snap.now_ms, ttl_ms)
                       for m in snap.members]
 
-    def view(self, ttl_ms: int) -> ClusterView:
+    def cluster_state(self, ttl_ms: int) -> ClusterState:
         snap, records = self.nodes(ttl_ms)
-        return ClusterView(snap, tuple(records), dict(self._roster), dict(self._dead),
+        return ClusterState(snap, tuple(records), dict(self._roster), dict(self._dead),
                            dict(self._lost), dict(self._grants), frozenset(self._drained),
                            self._rollout, self.server_id)
 

@@ -15,15 +15,15 @@ from typing import TypeVar
 
 import redis
 from polycorn.ha import events as ev
+from polycorn.ha.cluster_state import ClusterState, DeadNode, Grant
 from polycorn.ha.commands import NodeCommand
 from polycorn.ha.events import Event
 from polycorn.ha.keys import ClusterKeys
 from polycorn.ha.lua import SCRIPTS
 from polycorn.ha.registry import Departure, NodeInfo, NodeRecord, record_from_hash
 from polycorn.ha.rollout import NodeRollout, Rollout
-from polycorn.ha.snapshot import ClusterSnapshot, Lease, Member
+from polycorn.ha.snapshot import ElectionSnapshot, Lease, Member
 from polycorn.ha.store import ClusterStore, FinishResult, Heartbeat, IssueResult, StoreUnavailable
-from polycorn.ha.view import ClusterView, DeadNode, Grant
 from redis.exceptions import RedisError
 
 COMMAND_QUEUE_CAP = 1000  # a node unreachable for long keeps only the newest commands
@@ -59,16 +59,16 @@ class RedisStore(ClusterStore):
     # -- reads ------------------------------------------------------------------------
 
     @_unavailable
-    def snapshot(self) -> ClusterSnapshot:
+    def snapshot(self) -> ElectionSnapshot:
         k = self.keys
         pipe = self.client.pipeline(transaction=True)
         pipe.time().get(k.lease).get(k.epoch).zrange(k.members, 0, -1, withscores=True)
         (sec, usec), lease, epoch, members = pipe.execute()
-        return ClusterSnapshot(sec * 1000 + usec // 1000, Lease.decode(lease), int(epoch or 0),
+        return ElectionSnapshot(sec * 1000 + usec // 1000, Lease.decode(lease), int(epoch or 0),
                                tuple(Member(n, int(s)) for n, s in members))
 
     @_unavailable
-    def nodes(self, ttl_ms: int) -> tuple[ClusterSnapshot, list[NodeRecord]]:
+    def nodes(self, ttl_ms: int) -> tuple[ElectionSnapshot, list[NodeRecord]]:
         snap = self.snapshot()
         pipe = self.client.pipeline(transaction=False)
         for m in snap.members:
@@ -78,7 +78,7 @@ class RedisStore(ClusterStore):
                       for m, h in zip(snap.members, hashes, strict=True)]
 
     @_unavailable
-    def view(self, ttl_ms: int) -> ClusterView:
+    def cluster_state(self, ttl_ms: int) -> ClusterState:
         k = self.keys
         snap = self.snapshot()
         pipe = self.client.pipeline(transaction=False)
@@ -92,7 +92,7 @@ class RedisStore(ClusterStore):
         roster, dead, lost, grants, drained, head, entries, slots, server = rest
         records = tuple(record_from_hash(m.node_id, h, m.heartbeat_ms, snap.now_ms, ttl_ms)
                         for m, h in zip(snap.members, hashes, strict=True))
-        return ClusterView(
+        return ClusterState(
             snap, records, {n: int(w) for n, w in roster.items()},
             {n: DeadNode.decode(n, text) for n, text in dead.items()}, dict(lost),
             {n: g for n, text in grants.items() if (g := Grant.decode(text)) is not None},

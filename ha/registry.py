@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, fields, replace
 from enum import Enum
 
-from polycorn.ha.snapshot import ClusterSnapshot
+from polycorn.ha.snapshot import ElectionSnapshot
 
 
 class Departure(Enum):
@@ -111,7 +111,7 @@ def record_from_hash(node_id: str, data: dict[str, str], heartbeat_ms: int,
     return NodeRecord(info, _int(data.get("incarnation")), heartbeat_ms, alive)
 
 
-def lapsed_members(snap: ClusterSnapshot, ttl_ms: int, me: str) -> list[str]:
+def lapsed_members(snap: ElectionSnapshot, ttl_ms: int, me: str) -> list[str]:
     """Members (other than me) whose last heartbeat is older than the node TTL."""
     return [m.node_id for m in snap.members
             if m.node_id != me and snap.now_ms - m.heartbeat_ms >= ttl_ms]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from polycorn.ha.cluster_state import ClusterState
 from polycorn.ha.commands import NodeCommand
 from polycorn.ha.events import Event
 from polycorn.ha.rollout import (
@@ -27,7 +28,6 @@ from polycorn.ha.rollout import (
 )
 from polycorn.ha.snapshot import Lease
 from polycorn.ha.store import ClusterStore, FinishResult, IssueResult
-from polycorn.ha.view import ClusterView
 
 EVENTS_PER_READ = 2000  # events since the oldest upgrade began; a rollout produces a few dozen
 
@@ -48,7 +48,7 @@ class RolloutDuty:
     def __init__(self, store: ClusterStore) -> None:
         self.store = store
 
-    def cycle(self, view: ClusterView, lease: Lease) -> str | None:
+    def cycle(self, view: ClusterState, lease: Lease) -> str | None:
         rollout = view.rollout
         if rollout is None or rollout.state is not RolloutState.RUNNING:
             return None
@@ -58,7 +58,7 @@ class RolloutDuty:
             self._start_next(view, lease, rollout, progress)
         return progress.sentence(rollout)
 
-    def _judge_upgrading(self, view: ClusterView, lease: Lease, rollout: Rollout,
+    def _judge_upgrading(self, view: ClusterState, lease: Lease, rollout: Rollout,
                          progress: Progress) -> None:
         upgrading = rollout.in_step(Step.UPGRADING)
         if not upgrading:
@@ -86,7 +86,7 @@ class RolloutDuty:
             elif verdict.verdict is Verdict.REISSUE:
                 self._issue(view, lease, rollout, entry, progress, verdict.reason)
 
-    def _start_next(self, view: ClusterView, lease: Lease, rollout: Rollout,
+    def _start_next(self, view: ClusterState, lease: Lease, rollout: Rollout,
                     progress: Progress) -> None:
         for entry in rollout.in_step(Step.PENDING):
             if entry.node_id in view.dead or entry.node_id in view.lost:
@@ -105,14 +105,14 @@ class RolloutDuty:
             elif issued is IssueResult.NO_SLOT:
                 return
 
-    def _fail(self, view: ClusterView, lease: Lease, rollout: Rollout, entry: NodeRollout,
+    def _fail(self, view: ClusterState, lease: Lease, rollout: Rollout, entry: NodeRollout,
               reason: str, progress: Progress) -> None:
         failed = entry.evolve(step=Step.FAILED, finished_ms=view.now_ms, reason=reason)
         if self.store.finish_upgrade(lease, rollout.id, failed, reason) is FinishResult.FAILED:
             progress.halted = True
             progress.said.append(f"{entry.node_id} FAILED ({reason}): rollout halted")
 
-    def _issue(self, view: ClusterView, lease: Lease, rollout: Rollout, entry: NodeRollout,
+    def _issue(self, view: ClusterState, lease: Lease, rollout: Rollout, entry: NodeRollout,
                progress: Progress, why: str) -> IssueResult | None:
         record = view.record(entry.node_id)
         if record is None or not record.alive or record.info.state not in SERVING_STATES:

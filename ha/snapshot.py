@@ -1,7 +1,10 @@
-"""An immutable view of the cluster, read from the store once per agent cycle.
+"""ElectionSnapshot: what every agent reads once per cycle to campaign (lease, epoch
+counter, members' heartbeats, Redis' time), in one cheap atomic read.
 
 Patroni's model: every decision in a cycle looks at the same snapshot, and each
 entry carries what a later compare-and-set needs (the lease's epoch). No policy here.
+The leader's wider read, with the registrations and the duties' records, is
+ClusterState (cluster_state.py), which holds one of these.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class Member(NamedTuple):
     heartbeat_ms: int  # Redis server time of its last heartbeat
 
 
-class ClusterSnapshot(NamedTuple):
+class ElectionSnapshot(NamedTuple):
     now_ms: int  # Redis server time when the snapshot was read
     lease: Lease | None
     epoch: int  # highest epoch ever granted (the counter); 0 before any election

@@ -11,12 +11,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from enum import Enum
 
+from polycorn.ha.cluster_state import ClusterState, Grant
 from polycorn.ha.commands import NodeCommand
 from polycorn.ha.events import Event
 from polycorn.ha.registry import Departure, NodeInfo, NodeRecord
 from polycorn.ha.rollout import NodeRollout, Rollout
-from polycorn.ha.snapshot import ClusterSnapshot, Lease
-from polycorn.ha.view import ClusterView, Grant
+from polycorn.ha.snapshot import ElectionSnapshot, Lease
 
 
 class StoreUnavailable(Exception):
@@ -56,15 +56,15 @@ class ClusterStore(ABC):
     # -- reads: one consistent view per call ----------------------------------------
 
     @abstractmethod
-    def snapshot(self) -> ClusterSnapshot:
+    def snapshot(self) -> ElectionSnapshot:
         """Lease, epoch counter, members and server time, read atomically."""
 
     @abstractmethod
-    def nodes(self, ttl_ms: int) -> tuple[ClusterSnapshot, list[NodeRecord]]:
+    def nodes(self, ttl_ms: int) -> tuple[ElectionSnapshot, list[NodeRecord]]:
         """The snapshot plus every member's registration (for polycorn-ctl)."""
 
     @abstractmethod
-    def view(self, ttl_ms: int) -> ClusterView:
+    def cluster_state(self, ttl_ms: int) -> ClusterState:
         """The snapshot, every member's registration and the duties' records (roster,
         dead, lost, grants, drain requests, rollout) and Redis' run id, for the leader."""
 

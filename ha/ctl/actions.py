@@ -15,6 +15,7 @@ import math
 import time
 import uuid
 
+from polycorn.ha.cluster_state import ClusterState
 from polycorn.ha.ctl.common import (
     EXIT_BUSY,
     EXIT_EMPTY,
@@ -28,17 +29,16 @@ from polycorn.ha.ctl.status import rollout_line
 from polycorn.ha.registry import NodeState
 from polycorn.ha.rollout import NodeRollout, Rollout, RolloutState, Step
 from polycorn.ha.store import ClusterStore, StoreUnavailable
-from polycorn.ha.view import ClusterView
 
 POLL = 0.2  # seconds between two looks at the registry while waiting
 WAIT_MARGIN = 60.0  # seconds a rollout wait allows beyond its nodes' own timeouts
 
 
-def _view(args: argparse.Namespace, store: ClusterStore) -> ClusterView:
-    return store.view(int(args.node_ttl * 1000))
+def _view(args: argparse.Namespace, store: ClusterStore) -> ClusterState:
+    return store.cluster_state(int(args.node_ttl * 1000))
 
 
-def _live_node(view: ClusterView, node_id: str, cluster: str):
+def _live_node(view: ClusterState, node_id: str, cluster: str):
     record = view.record(node_id)
     if record is None or not record.alive:
         live = ", ".join(sorted(r.info.node_id for r in view.alive())) or "none"

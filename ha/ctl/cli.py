@@ -135,7 +135,7 @@ def open_store(args: argparse.Namespace) -> tuple[ClusterStore, RedisTarget]:
 
 
 def cmd_status(args, store: ClusterStore, target: RedisTarget) -> int:
-    view = store.view(int(args.node_ttl * 1000))
+    view = store.cluster_state(int(args.node_ttl * 1000))
     status = status_object(args.cluster, view)
     live = [n for n in status["nodes"] if n["alive"]]
     if args.json:

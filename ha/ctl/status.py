@@ -1,4 +1,4 @@
-"""What `polycorn-ctl status` shows, built from one ClusterView (pure: no I/O).
+"""What `polycorn-ctl status` shows, built from one ClusterState (pure: no I/O).
 
 Per node: state, release, workers (ready now / configured / ceiling), heartbeat
 age, and a note for what the leader's duties are doing to it (extra workers
@@ -8,12 +8,12 @@ the leader declared dead stay listed until they rejoin or are forgotten.
 
 from __future__ import annotations
 
+from polycorn.ha.cluster_state import ClusterState
 from polycorn.ha.registry import NodeRecord, record_from_hash
 from polycorn.ha.rollout import Rollout, RolloutState, Step
-from polycorn.ha.view import ClusterView
 
 
-def status_object(cluster: str, view: ClusterView) -> dict:
+def status_object(cluster: str, view: ClusterState) -> dict:
     lease = view.snap.lease
     rollout = view.rollout
     return {"cluster": cluster, "leader": lease.holder if lease else None,
@@ -25,7 +25,7 @@ def status_object(cluster: str, view: ClusterView) -> dict:
             else None}
 
 
-def node_object(view: ClusterView, record: NodeRecord) -> dict:
+def node_object(view: ClusterState, record: NodeRecord) -> dict:
     node_id = record.info.node_id
     grant = view.grants.get(node_id)
     current = grant if grant and grant.incarnation == record.incarnation else None
@@ -34,7 +34,7 @@ def node_object(view: ClusterView, record: NodeRecord) -> dict:
             "covering": list(current.covering) if current and current.extra else []}
 
 
-def dead_object(view: ClusterView, node_id: str) -> dict:
+def dead_object(view: ClusterState, node_id: str) -> dict:
     dead = view.dead[node_id]
     blank = record_from_hash(node_id, {}, dead.since_ms, view.now_ms, 1)
     return {**blank.as_json(view.now_ms), "heartbeat_age": None,
@@ -58,7 +58,7 @@ def _note(node: dict, rollout: Rollout | None) -> str:
     return "; ".join(notes)
 
 
-def node_table(view: ClusterView, nodes: list[dict]) -> list[str]:
+def node_table(view: ClusterState, nodes: list[dict]) -> list[str]:
     lease = view.snap.lease
     rows = [("NODE", "STATE", "RELEASE", "WORKERS", "PID", "ADDRESS", "HEARTBEAT", "NOTE")]
     for j in nodes:

@@ -126,7 +126,7 @@ def run_status(args, opts: cfg.FrontOptions, api, open_store) -> int:
     store, target = open_store(args)
     registry_error = ""
     try:
-        nodes, problems = front_nodes(store.view(int(args.node_ttl * 1000)),
+        nodes, problems = front_nodes(store.cluster_state(int(args.node_ttl * 1000)),
                                       Resolver().resolve)
     except StoreUnavailable as exc:
         nodes, problems, registry_error = [], {}, f"cannot read Redis at {target.display()}: {exc}"

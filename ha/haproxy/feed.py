@@ -1,6 +1,6 @@
 """The sync's view of the registry, kept fresh by one reader thread.
 
-The thread reads the whole registry (one ClusterView), then waits on the events
+The thread reads the whole registry (one ClusterState), then waits on the events
 stream (XREAD with a short block): any event means "read again now", so the sync
 hears of a change within a few milliseconds of its event; with no event the view is
 read again every `period` anyway (worker counts and lapses make no event). When
@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from polycorn.ha.backoff import Backoff
+from polycorn.ha.cluster_state import ClusterState
 from polycorn.ha.guard import RedisWatch
 from polycorn.ha.store import ClusterStore, StoreUnavailable
-from polycorn.ha.view import ClusterView
 
 log = logging.getLogger("polycorn.haproxy")
 
@@ -28,7 +28,7 @@ BLOCK_MS = 200  # one XREAD wait; well below the Redis read timeout
 
 @dataclass(frozen=True)
 class Reading:
-    view: ClusterView | None  # the last good view (None before the first)
+    view: ClusterState | None  # the last good view (None before the first)
     read_at: float  # monotonic time of that read
     stable_for: float  # seconds since the last failed Redis call (inf: none failed)
     changed_ago: float  # seconds since Redis' run id changed
@@ -43,7 +43,7 @@ class RegistryFeed:
         self.period = period
         self.clock = clock
         self.watch = RedisWatch()
-        self._view: ClusterView | None = None
+        self._view: ClusterState | None = None
         self._read_at = 0.0
         self._failed_at: float | None = None  # the last failed call
         self._outage_since = 0.0  # the first failed call of the current outage
@@ -63,7 +63,7 @@ class RegistryFeed:
     def refresh(self) -> bool:
         """Read the registry once, now (the thread does so by itself); True if it answered."""
         try:
-            self._publish(self.store.view(self.ttl_ms))
+            self._publish(self.store.cluster_state(self.ttl_ms))
             return True
         except StoreUnavailable as exc:
             self._failed(str(exc))
@@ -92,7 +92,7 @@ class RegistryFeed:
                 if last_id is None:
                     latest = self.store.latest_events(1)
                     last_id = latest[0].id if latest else "0-0"
-                self._publish(self.store.view(self.ttl_ms))
+                self._publish(self.store.cluster_state(self.ttl_ms))
                 backoff.reset()
                 last_id = self._await_news(last_id)
             except StoreUnavailable as exc:
@@ -116,7 +116,7 @@ class RegistryFeed:
                 self._stop.wait(BLOCK_MS / 1000)
         return last_id
 
-    def _publish(self, view: ClusterView) -> None:
+    def _publish(self, view: ClusterState) -> None:
         now = self.clock()
         with self._lock:
             if self._error:

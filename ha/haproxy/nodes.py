@@ -1,4 +1,4 @@
-"""The registry as the front sees it: one FrontNode per node of a ClusterView.
+"""The registry as the front sees it: one FrontNode per node of a ClusterState.
 
 Alive nodes carry their registry state; a member whose heartbeat lapsed is LAPSED
 (with how long it has been silent, for the guard); a node the leader declared dead,
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from polycorn.ha.cluster_state import ClusterState
 from polycorn.ha.haproxy.reconcile import FrontNode, Presence
 from polycorn.ha.haproxy.resolve import AddressError
-from polycorn.ha.view import ClusterView
 
 Resolve = Callable[[str], tuple[str, int]]
 
 
-def front_nodes(view: ClusterView, resolve: Resolve) -> tuple[list[FrontNode], dict[str, str]]:
+def front_nodes(view: ClusterState, resolve: Resolve) -> tuple[list[FrontNode], dict[str, str]]:
     """(the nodes, node id -> why its address is unusable)."""
     nodes: list[FrontNode] = []
     problems: dict[str, str] = {}

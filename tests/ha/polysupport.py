@@ -122,7 +122,7 @@ class Sampler:
     def _run(self) -> None:
         store = self.cluster.store
         while not self._stop.wait(0.1):
-            view = store.view(TTL_MS)
+            view = store.cluster_state(TTL_MS)
             ready = sum(1 for r in view.records
                         if r.alive and r.info.state is NodeState.READY)
             self.max_not_ready = max(self.max_not_ready, self.expected - ready)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from polycorn.ha import events as ev
+from polycorn.ha.cluster_state import Grant
 from polycorn.ha.events import Event
 from polycorn.ha.plugin import plugin
 from polycorn.ha.registry import Departure, NodeInfo, NodeState
 from polycorn.ha.settings import NODE_ID_ENV
 from polycorn.ha.snapshot import Lease
-from polycorn.ha.view import Grant
 from polycorn.server import proctitle
 from polycorn.server.config.errors import ConfigError
 from polycorn.server.config.loader import load_config
@@ -326,6 +326,6 @@ def test_drain_of_a_node_nobody_carries_out_exits_5(shared_redis, cluster_name):
     args = ["--redis", shared_redis.url, "--cluster", cluster_name, "--node-ttl", "60"]
     done = ctl("drain", "n1", "--timeout", "0.5", *args)
     assert done.returncode == 5 and "still reports ready after 0.5s" in done.stderr
-    assert store.view(60_000).drained == {"n1"}
+    assert store.cluster_state(60_000).drained == {"n1"}
     assert ctl("undrain", "n1", "--no-wait", *args).returncode == 0
-    assert store.view(60_000).drained == frozenset()
+    assert store.cluster_state(60_000).drained == frozenset()

@@ -122,7 +122,7 @@ def test_a_node_that_left_on_purpose_is_not_dead_and_owed_nothing():
     w.silent.add("n3")
     w.tick(5.0)
     assert w.cycle() is None
-    view = w.store.view(TTL_MS)
+    view = w.store.cluster_state(TTL_MS)
     assert "n3" not in view.roster and view.dead == {}
 
 
@@ -133,7 +133,7 @@ def test_duties_pause_while_the_leaders_own_redis_calls_failed():
     assert w.cycle(stable=1.0) == ("pausing my duties: my own Redis calls failed 1.0s ago: "
                                    "heartbeats may have lapsed for the same reason")
     assert w.cycle(stable=1.2).startswith("holding off, my own Redis calls failed 1.2s ago")
-    assert w.duties.mode is Mode.PAUSED and w.store.view(TTL_MS).dead == {}
+    assert w.duties.mode is Mode.PAUSED and w.store.cluster_state(TTL_MS).dead == {}
     w.tick(0.5)
     assert w.cycle(stable=6.9).startswith("holding off")  # nodes may still be backing off
     said = w.cycle(stable=Timing().recovery_grace)
@@ -187,12 +187,12 @@ def test_plan_spreads_the_dead_nodes_workers_within_ceilings():
     w.tick(3.0)
     w.tick(3.0)
     w.cycle()  # n3 and n4 declared (a believed mass lapse)
-    plan = plan_capacity(w.store.view(TTL_MS))
+    plan = plan_capacity(w.store.cluster_state(TTL_MS))
     assert plan.covering == ("n3", "n4") and plan.owed == 4
     assert plan.extra == {"n1": 1, "n2": 1} and plan.short == 2  # ceilings of 3 each
     w.store.set_drained("n2", True, "test")
     w.set("n2", state=NodeState.DRAINING)
-    plan = plan_capacity(w.store.view(TTL_MS))
+    plan = plan_capacity(w.store.cluster_state(TTL_MS))
     assert plan.extra == {"n1": 1} and plan.short == 3  # a drained node serves nobody
 
 
@@ -222,7 +222,7 @@ def test_capacity_is_restored_then_given_back_when_the_node_returns():
     assert returned == ["n1", "n2"]
     w.tick(0.25)
     w.cycle()
-    assert w.store.view(TTL_MS).grants == {}  # given back and confirmed: closed
+    assert w.store.cluster_state(TTL_MS).grants == {}  # given back and confirmed: closed
 
 
 def test_a_lost_grant_command_is_sent_again():
@@ -293,7 +293,7 @@ def rollout(order=("n1", "n2", "n3"), k: int = 1, timeout: float = 60.0) -> Roll
 
 
 def upgrading(w: World) -> set[str]:
-    r = w.store.view(TTL_MS).rollout
+    r = w.store.cluster_state(TTL_MS).rollout
     return {e.node_id for e in r.entries() if e.step is Step.UPGRADING}
 
 
@@ -317,7 +317,7 @@ def test_rollout_one_at_a_time_leader_last():
     w.upgrade("n1")
     w.tick(0.5)
     assert w.cycle() == "rollout ro1: n1 done in 0.5s (r1 -> r2)"
-    r = w.store.view(TTL_MS).rollout
+    r = w.store.cluster_state(TTL_MS).rollout
     assert r.state is RolloutState.DONE
     assert [(e.node_id, e.step, e.old_release, e.new_release) for e in r.entries()] == [
         (n, Step.DONE, "r1", "r2") for n in ("n1", "n2", "n3")]
@@ -335,7 +335,7 @@ def test_rollout_halts_at_the_first_rollback():
     w.tick(0.25)
     assert w.cycle() == ("rollout ro1: n2 FAILED (rolled back: worker failed to boot: health "
                          "check GET /health answered 500): rollout halted")
-    r = w.store.view(TTL_MS).rollout
+    r = w.store.cluster_state(TTL_MS).rollout
     assert (r.state, r.failed_node, r.slots) == (RolloutState.FAILED, "n2", frozenset())
     w.tick(0.25)
     assert w.cycle() is None and w.apply("n3") == []  # nothing else is started
@@ -390,7 +390,7 @@ def test_a_dead_pending_node_halts_the_rollout():
     w.tick(3.0)
     said = w.cycle()
     assert "n3 FAILED (the node is dead: it cannot be upgraded)" in said
-    assert w.store.view(TTL_MS).rollout.state is RolloutState.FAILED
+    assert w.store.cluster_state(TTL_MS).rollout.state is RolloutState.FAILED
 
 
 def test_a_node_out_of_service_counts_against_max_unavailable():

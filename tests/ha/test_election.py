@@ -9,7 +9,7 @@ from polycorn.ha.campaign import Campaign
 from polycorn.ha.decision import Decision
 from polycorn.ha.election import Action, Election, Role
 from polycorn.ha.memory_store import MemoryStore
-from polycorn.ha.snapshot import ClusterSnapshot, Lease
+from polycorn.ha.snapshot import ElectionSnapshot, Lease
 from polycorn.ha.timing import Timing
 
 T = Timing()  # 1 s renew, 4 s step-down, 6 s lease
@@ -182,7 +182,7 @@ def test_ten_simultaneous_candidates_one_leader_one_epoch(world):
 
 def test_snapshot_is_what_plans_read():
     e = Election("n1", T, rng=lambda: 0.0)
-    snap = ClusterSnapshot(0, Lease("n2", 7), 7, ())
+    snap = ElectionSnapshot(0, Lease("n2", 7), 7, ())
     plan = e.plan(snap, 0.0, True)
     assert (plan.action, plan.sentence) == (Action.WAIT, "following n2 (epoch 7)")
 

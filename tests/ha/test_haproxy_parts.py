@@ -257,14 +257,14 @@ def test_front_nodes_from_a_view():
     now[0] += 2500  # n4 silent for 3.5 s
     lease = Lease("n1", store.acquire_lease("n1", 6000, "test"))
     store.deregister("n5", 1, "node_gone", "x")  # unknown: ignored
-    nodes, problems = front_nodes(store.view(3000), Resolver().resolve)
+    nodes, problems = front_nodes(store.cluster_state(3000), Resolver().resolve)
     by_id = {n.node_id: n for n in nodes}
     assert by_id["n1"] == FrontNode("n1", ("127.0.0.1", 8001), Presence.READY, 2, True, 0)
     assert by_id["n2"].presence is Presence.BOOTING
     assert by_id["n3"].endpoint is None and "Unix socket" in problems["n3"]
     assert by_id["n4"].presence is Presence.LAPSED and by_id["n4"].silent_ms == 3500
     assert store.declare_dead(lease, "n4", 3000, "silent")
-    nodes, _ = front_nodes(store.view(3000), Resolver().resolve)
+    nodes, _ = front_nodes(store.cluster_state(3000), Resolver().resolve)
     assert FrontNode("n4", None, Presence.DEAD) in nodes
 
 

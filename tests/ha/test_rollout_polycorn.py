@@ -36,7 +36,7 @@ def ctl(c: Cluster, *args: str, timeout: float = 240) -> subprocess.CompletedPro
 
 
 def report(c: Cluster) -> None:
-    rollout = c.store.view(TTL_MS).rollout
+    rollout = c.store.cluster_state(TTL_MS).rollout
     for e in rollout.entries():
         if e.step is Step.DONE:
             figure(f"rollout: {e.node_id} command -> new master ready", e.took())
@@ -89,7 +89,7 @@ def test_a_release_failing_its_health_check_halts_the_rollout(cluster):
     print(done.stdout, done.stderr)
     print(f"LOAD during the failed rollout: {load.result.summary()}")
     assert done.returncode == 5, done.stdout + done.stderr
-    rollout = c.store.view(TTL_MS).rollout
+    rollout = c.store.cluster_state(TTL_MS).rollout
     failed = rollout.failed_node
     assert rollout.state is RolloutState.FAILED and failed
     assert f"rollout {rollout.id} failed at {failed}: rolled back" in done.stderr
@@ -119,7 +119,7 @@ def test_leader_killed_mid_rollout_the_next_one_finishes_it(cluster):
         assert started.returncode == 0, started.stderr
 
         def one_done():
-            r = c.store.view(TTL_MS).rollout
+            r = c.store.cluster_state(TTL_MS).rollout
             return sum(e.step is Step.DONE for e in r.entries()) >= 1
         wait_until(one_done, 60, interval=0.1, what="the first node upgraded")
         leader = c.store.snapshot().lease
@@ -127,7 +127,7 @@ def test_leader_killed_mid_rollout_the_next_one_finishes_it(cluster):
         killed = time.monotonic()
 
         def finished():
-            r = c.store.view(TTL_MS).rollout
+            r = c.store.cluster_state(TTL_MS).rollout
             return r.state is not RolloutState.RUNNING and r
         rollout = wait_until(finished, 120, interval=0.2, what="the rollout to end")
         resumed_in = time.monotonic() - killed

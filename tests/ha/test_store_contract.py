@@ -11,6 +11,7 @@ import time
 
 import pytest
 from polycorn.ha import events as ev
+from polycorn.ha.cluster_state import Grant
 from polycorn.ha.commands import NodeCommand
 from polycorn.ha.memory_store import MemoryStore
 from polycorn.ha.redis_client import make_client
@@ -21,7 +22,6 @@ from polycorn.ha.rollout import NodeRollout, Rollout, RolloutState, Step
 from polycorn.ha.snapshot import Lease
 from polycorn.ha.store import FinishResult, Heartbeat, IssueResult
 from polycorn.ha.timing import Timing
-from polycorn.ha.view import Grant
 from support.procs import wait_until
 
 TTL = 300  # ms: short, so expiry tests stay fast against the real server
@@ -227,11 +227,11 @@ def test_departures_decide_what_the_cluster_is_owed(store):
     for node in ("n1", "n2", "n3"):
         inc = store.register(info(node, workers_configured=2), 5000)
         store.heartbeat(info(node, workers_configured=2), inc, 5000)  # ready: on the roster
-    assert store.view(5000).roster == {"n1": 2, "n2": 2, "n3": 2}
+    assert store.cluster_state(5000).roster == {"n1": 2, "n2": 2, "n3": 2}
     assert store.deregister("n1", 1, ev.NODE_GONE, "stopping", Departure.LEFT)
     assert store.deregister("n2", 1, ev.NODE_GONE, "master exited", Departure.LOST)
     assert store.deregister("n3", 1, ev.NODE_GONE, "died booting", Departure.ABORTED)
-    view = store.view(5000)
+    view = store.cluster_state(5000)
     assert view.roster == {"n2": 2, "n3": 2} and view.lost == {"n2": "master exited"}
     assert [r.info.node_id for r in view.records] == []
     gone = [e.extra["departure"] for e in store.read_events() if e.kind == ev.NODE_GONE]
@@ -240,7 +240,7 @@ def test_departures_decide_what_the_cluster_is_owed(store):
     lease = Lease("n9", epoch)
     assert not store.declare_dead(lease, "n3", 5000, "aborted: not lost, not a member")
     assert store.declare_dead(lease, "n2", 5000, "its agent reported its master gone")
-    view = store.view(5000)
+    view = store.cluster_state(5000)
     assert view.lost == {} and list(view.dead) == ["n2"]
     assert view.dead["n2"].epoch == epoch and view.dead["n2"].by == "n9"
     assert view.dead["n2"].since_ms >= view.now_ms - 5000
@@ -252,9 +252,9 @@ def test_a_node_declared_dead_must_rejoin_as_a_new_incarnation(store):
     store.advance(TTL)
     assert store.declare_dead(Lease("n1", epoch), "n2", TTL, "no heartbeat")
     assert store.heartbeat(info("n2"), inc, TTL) is Heartbeat.DECLARED_DEAD
-    assert store.view(TTL).records == ()  # nothing was written
+    assert store.cluster_state(TTL).records == ()  # nothing was written
     assert store.register(info("n2"), TTL) == inc + 1
-    view = store.view(TTL)
+    view = store.cluster_state(TTL)
     assert view.dead == {} and [r.incarnation for r in view.records] == [inc + 1]
     assert kinds(store)[-1] == (ev.NODE_REJOINED, "n2")
 
@@ -267,12 +267,12 @@ def test_grants_are_fenced_and_queue_their_command(store):
     assert not store.grant_workers(Lease("n1", epoch + 1), "n2", grant, cmd,
                                    ev.CAPACITY_GRANTED, "deposed")
     assert store.grant_workers(lease, "n2", grant, cmd, ev.CAPACITY_GRANTED, "covering n3")
-    assert store.view(5000).grants == {"n2": grant}
+    assert store.cluster_state(5000).grants == {"n2": grant}
     assert [NodeCommand.decode(w).id for w in store.take_commands("n2", 1)] == [cmd.id]
     event = store.read_events()[-1]
     assert (event.kind, event.node, event.extra["workers"]) == (ev.CAPACITY_GRANTED, "n2", "3")
     assert store.grant_workers(lease, "n2", None, None, "", "")  # closed, silently
-    assert store.view(5000).grants == {} and store.read_events()[-1].id == event.id
+    assert store.cluster_state(5000).grants == {} and store.read_events()[-1].id == event.id
 
 
 def two_node_rollout(k: int = 1) -> Rollout:
@@ -297,7 +297,7 @@ def test_the_upgrade_slot_bound_is_enforced_by_the_store(store):
     assert issue(store, lease, "n1") is IssueResult.NOT_PENDING  # same epoch: never twice
     assert [NodeCommand.decode(w).cmd for w in store.take_commands("n1", 1)] == ["upgrade"]
     assert store.take_commands("n2", 1) == []
-    view = store.view(5000)
+    view = store.cluster_state(5000)
     assert view.rollout.slots == {"n1"} and view.rollout.nodes["n1"].step is Step.UPGRADING
     done = NodeRollout("n1", Step.DONE, "a", 1, 42, "b", 2, 43)
     assert store.finish_upgrade(deposed, "r-1", done, "ready") is FinishResult.NOT_LEADER
@@ -307,7 +307,7 @@ def test_the_upgrade_slot_bound_is_enforced_by_the_store(store):
     failed = NodeRollout("n2", Step.FAILED, "a", 1, 42, reason="rolled back")
     assert store.finish_upgrade(lease, "r-1", failed, "rolled back") is FinishResult.FAILED
     assert issue(store, lease, "n3") is IssueResult.NOT_RUNNING  # halted
-    r = store.view(5000).rollout
+    r = store.cluster_state(5000).rollout
     assert (r.state, r.failed_node, r.reason, r.slots) == (
         RolloutState.FAILED, "n2", "rolled back", frozenset())
     assert r.nodes["n1"].new_release == "b" and r.created_ms > 0 and r.finished_ms > 0
@@ -337,13 +337,13 @@ def test_the_last_node_done_completes_the_rollout_and_abort(store):
     assert store.abort_rollout("operator") is None  # nothing running
     store.create_rollout(two_node_rollout(), "test")
     assert store.abort_rollout("operator") == "r-1"
-    assert store.view(5000).rollout.state is RolloutState.ABORTED
+    assert store.cluster_state(5000).rollout.state is RolloutState.ABORTED
 
 
 def test_drain_requests_and_forgetting_a_node(store):
     assert store.set_drained("n2", True, "maintenance")
     assert not store.set_drained("n2", True, "again")
-    assert store.view(5000).drained == {"n2"}
+    assert store.cluster_state(5000).drained == {"n2"}
     assert store.set_drained("n2", False, "done")
     assert [k for k, _ in kinds(store)] == [ev.DRAIN_REQUESTED] * 2 + [ev.UNDRAIN_REQUESTED]
     inc = store.register(info("n3", workers_configured=2), 5000)
@@ -351,5 +351,5 @@ def test_drain_requests_and_forgetting_a_node(store):
     assert store.deregister("n3", inc, ev.NODE_GONE, "crash", Departure.LOST)
     assert store.forget_node("n3", "decommissioned")
     assert not store.forget_node("n3", "again")
-    view = store.view(5000)
+    view = store.cluster_state(5000)
     assert view.roster == {} and view.lost == {} and view.server_id

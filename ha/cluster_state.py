@@ -1,6 +1,8 @@
-"""What the leader reads once per duty cycle: the registry plus the duties' own records.
+"""ClusterState: everything the cluster keeps in Redis, read at once: the election
+snapshot, the nodes' registrations and the duties' own records. The leader reads one
+per duty cycle; polycorn-ctl status and the HAProxy sync read it too.
 
-Like ClusterSnapshot, an immutable value with no policy: the nodes' registrations,
+Like ElectionSnapshot (snapshot.py), an immutable value with no policy: the nodes' registrations,
 the roster of capacity the cluster is owed, the death sentences, the extra workers
 granted, the drain requests and the rollout. Every decision of one cycle looks at
 the same view; every write it leads to is a compare-and-set in Lua.
@@ -15,7 +17,7 @@ from typing import NamedTuple
 
 from polycorn.ha.registry import NodeRecord
 from polycorn.ha.rollout import Rollout
-from polycorn.ha.snapshot import ClusterSnapshot
+from polycorn.ha.snapshot import ElectionSnapshot
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,8 @@ class Grant:
             return None
 
 
-class ClusterView(NamedTuple):
-    snap: ClusterSnapshot
+class ClusterState(NamedTuple):
+    snap: ElectionSnapshot
     records: tuple[NodeRecord, ...]  # every member with its registration (alive or not)
     roster: Mapping[str, int]  # node -> workers_configured, for every node that served
     dead: Mapping[str, DeadNode]
