@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from polycorn.ha.registry import NodeRecord
-from polycorn.ha.rollout import Rollout
+from polycorn.ha.rollout import RolloutRecord
 from polycorn.ha.snapshot import ElectionSnapshot
 
 
@@ -73,7 +73,7 @@ class ClusterState(NamedTuple):
     lost: Mapping[str, str]  # node -> why its agent reported its master gone
     grants: Mapping[str, Grant]
     drained: frozenset[str]
-    rollout: Rollout | None
+    rollout: RolloutRecord | None
     server_id: str  # Redis run id: a change means a failover or a restart
 
     @property

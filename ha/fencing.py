@@ -15,7 +15,9 @@ from enum import Enum
 from polycorn.ha.commands import NodeCommand
 
 
-class Verdict(Enum):
+class FenceVerdict(Enum):
+    """Why the fence admits or rejects a command."""
+
     ADMIT = "admit"
     STALE_EPOCH = "stale_epoch"
     OTHER_NODE = "other_node"
@@ -23,13 +25,13 @@ class Verdict(Enum):
 
 
 @dataclass(frozen=True)
-class Decision:
-    verdict: Verdict
+class FenceDecision:
+    verdict: FenceVerdict
     reason: str
 
     @property
     def admitted(self) -> bool:
-        return self.verdict is Verdict.ADMIT
+        return self.verdict is FenceVerdict.ADMIT
 
 
 class Fence:
@@ -42,17 +44,17 @@ class Fence:
         """Record an epoch seen anywhere (lease, counter): the fence only rises."""
         self.highest_epoch = max(self.highest_epoch, epoch)
 
-    def admit(self, command: NodeCommand) -> Decision:
+    def admit(self, command: NodeCommand) -> FenceDecision:
         if command.node_id != self.node_id:
-            return Decision(Verdict.OTHER_NODE,
+            return FenceDecision(FenceVerdict.OTHER_NODE,
                             f"command {command.id} is for node {command.node_id}, not {self.node_id}")
         if command.incarnation != self.incarnation:
-            return Decision(Verdict.OTHER_INCARNATION,
+            return FenceDecision(FenceVerdict.OTHER_INCARNATION,
                             f"command {command.id} is for incarnation {command.incarnation}, "
                             f"this agent serves incarnation {self.incarnation}")
         if command.epoch < self.highest_epoch:
-            return Decision(Verdict.STALE_EPOCH,
+            return FenceDecision(FenceVerdict.STALE_EPOCH,
                             f"command {command.id} ({command.cmd}) carries epoch {command.epoch}, "
                             f"older than epoch {self.highest_epoch} already seen")
         self.highest_epoch = command.epoch
-        return Decision(Verdict.ADMIT, f"command {command.id} ({command.cmd}) at epoch {command.epoch}")
+        return FenceDecision(FenceVerdict.ADMIT, f"command {command.id} ({command.cmd}) at epoch {command.epoch}")

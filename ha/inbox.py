@@ -15,7 +15,7 @@ from typing import Any
 from polycorn.ha import events as ev
 from polycorn.ha.commands import CommandError, NodeCommand
 from polycorn.ha.events import Event
-from polycorn.ha.fencing import Fence, Verdict
+from polycorn.ha.fencing import Fence, FenceVerdict
 from polycorn.ha.store import ClusterStore
 from polycorn.server.sidecar import Channel, ChannelClosed
 
@@ -45,7 +45,7 @@ class Inbox:
             return
         decision = self.fence.admit(command)
         details = {"id": command.id, "cmd": command.cmd, "by": command.issued_by}
-        if decision.verdict is Verdict.STALE_EPOCH:
+        if decision.verdict is FenceVerdict.STALE_EPOCH:
             log.warning("cluster: rejected %s", decision.reason)
             self._emit(ev.COMMAND_REJECTED_STALE, command.epoch, decision.reason,
                        {**details, "highest_epoch": str(self.fence.highest_epoch)})

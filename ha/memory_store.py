@@ -17,7 +17,7 @@ from polycorn.ha.cluster_state import ClusterState, DeadNode, Grant
 from polycorn.ha.commands import NodeCommand
 from polycorn.ha.events import Event
 from polycorn.ha.registry import Departure, NodeInfo, NodeRecord, NodeState, record_from_hash
-from polycorn.ha.rollout import NodeRollout, Rollout, RolloutState, Step
+from polycorn.ha.rollout import NodeRollout, RolloutRecord, RolloutState, Step
 from polycorn.ha.snapshot import ElectionSnapshot, Lease, Member
 from polycorn.ha.store import ClusterStore, FinishResult, Heartbeat, IssueResult, StoreUnavailable
 
@@ -43,7 +43,7 @@ class MemoryStore(ClusterStore):
         self._lost: dict[str, str] = {}
         self._grants: dict[str, Grant] = {}
         self._drained: set[str] = set()
-        self._rollout: Rollout | None = None
+        self._rollout: RolloutRecord | None = None
         self.server_id = "memory-1"  # change it to stand for a Redis failover or restart
 
     # -- helpers ----------------------------------------------------------------------
@@ -216,7 +216,7 @@ class MemoryStore(ClusterStore):
                       workers=workers)
         return True
 
-    def _running(self, rollout_id: str) -> Rollout | None:
+    def _running(self, rollout_id: str) -> RolloutRecord | None:
         r = self._rollout
         return r if r and r.id == rollout_id and r.state is RolloutState.RUNNING else None
 
@@ -279,7 +279,7 @@ class MemoryStore(ClusterStore):
 
     # -- operator requests ------------------------------------------------------------
 
-    def create_rollout(self, rollout: Rollout, reason: str) -> tuple[bool, str]:
+    def create_rollout(self, rollout: RolloutRecord, reason: str) -> tuple[bool, str]:
         now = self._now()
         if self._rollout is not None and self._rollout.state is RolloutState.RUNNING:
             return False, self._rollout.id

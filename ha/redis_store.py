@@ -21,7 +21,7 @@ from polycorn.ha.events import Event
 from polycorn.ha.keys import ClusterKeys
 from polycorn.ha.lua import SCRIPTS
 from polycorn.ha.registry import Departure, NodeInfo, NodeRecord, record_from_hash
-from polycorn.ha.rollout import NodeRollout, Rollout
+from polycorn.ha.rollout import NodeRollout, RolloutRecord
 from polycorn.ha.snapshot import ElectionSnapshot, Lease, Member
 from polycorn.ha.store import ClusterStore, FinishResult, Heartbeat, IssueResult, StoreUnavailable
 from redis.exceptions import RedisError
@@ -96,7 +96,7 @@ class RedisStore(ClusterStore):
             snap, records, {n: int(w) for n, w in roster.items()},
             {n: DeadNode.decode(n, text) for n, text in dead.items()}, dict(lost),
             {n: g for n, text in grants.items() if (g := Grant.decode(text)) is not None},
-            frozenset(drained), Rollout.from_hashes(head, entries, slots),
+            frozenset(drained), RolloutRecord.from_hashes(head, entries, slots),
             str(server.get("run_id", "")))
 
     @_unavailable
@@ -252,7 +252,7 @@ class RedisStore(ClusterStore):
     # -- operator requests ------------------------------------------------------------
 
     @_unavailable
-    def create_rollout(self, rollout: Rollout, reason: str) -> tuple[bool, str]:
+    def create_rollout(self, rollout: RolloutRecord, reason: str) -> tuple[bool, str]:
         k = self.keys
         head = {f: v for f, v in rollout.to_hash().items() if f != "created_ms"}
         head_args = [x for item in head.items() for x in item]

@@ -80,7 +80,10 @@ class NodeRollout:
 
 
 @dataclass(frozen=True)
-class Rollout:
+class RolloutRecord:
+    """The cluster's rolling upgrade as stored in Redis and driven by the leader
+    (deploy/rollout.py's Rollout is the host-by-host switch of releases over SSH)."""
+
     id: str
     state: RolloutState
     max_unavailable: int
@@ -104,7 +107,7 @@ class Rollout:
 
     @classmethod
     def from_hashes(cls, head: Mapping[str, str], entries: Mapping[str, str],
-                    slots: Iterable[str]) -> Rollout | None:
+                    slots: Iterable[str]) -> RolloutRecord | None:
         if not head.get("id"):
             return None
         return cls(id=head["id"], state=RolloutState(head.get("state", "running")),
@@ -139,7 +142,9 @@ class Rollout:
 # -- judging one upgrading node --------------------------------------------------------
 
 
-class Verdict(Enum):
+class UpgradeVerdict(Enum):
+    """What judge() says of one upgrading node."""
+
     WAIT = "wait"
     DONE = "done"
     FAILED = "failed"
@@ -148,7 +153,7 @@ class Verdict(Enum):
 
 @dataclass(frozen=True)
 class Judgement:
-    verdict: Verdict
+    verdict: UpgradeVerdict
     reason: str = ""
     record: NodeRecord | None = None  # the new incarnation, when done
 
@@ -164,34 +169,34 @@ def judge(entry: NodeRollout, record: NodeRecord | None, node_events: list[Event
     booting, which takes over when ready; only the timeout ends the wait."""
     rolled_back = [e for e in node_events if e.kind == ev.UPGRADE_ROLLED_BACK]
     if rolled_back:
-        return Judgement(Verdict.FAILED, f"rolled back: {rolled_back[-1].reason or 'no reason'}")
+        return Judgement(UpgradeVerdict.FAILED, f"rolled back: {rolled_back[-1].reason or 'no reason'}")
     if record is not None and record.alive and record.incarnation > entry.old_incarnation:
         if record.info.pid == entry.old_pid:
             # The old master registered again: it rolled back (its event may be lost).
-            return Judgement(Verdict.FAILED, "rolled back: the old master is serving again")
+            return Judgement(UpgradeVerdict.FAILED, "rolled back: the old master is serving again")
         if record.info.state in SERVING_STATES and record.info.workers > 0:
-            return Judgement(Verdict.DONE, f"new master pid {record.info.pid} ready", record)
+            return Judgement(UpgradeVerdict.DONE, f"new master pid {record.info.pid} ready", record)
     elapsed = (now_ms - entry.started_ms) / 1000
     if elapsed > timeout:
-        return Judgement(Verdict.FAILED, f"no new master ready within {timeout:g}s")
+        return Judgement(UpgradeVerdict.FAILED, f"no new master ready within {timeout:g}s")
     started = any(e.kind == ev.UPGRADE_STARTED for e in node_events)
     if (entry.epoch < my_epoch and not started and record is not None and record.alive
             and record.incarnation == entry.old_incarnation
             and record.info.state in SERVING_STATES):
         # Issued under an older epoch, so the node's fence may have rejected it; the
         # master ignores a second upgrade while one runs, so re-sending is safe.
-        return Judgement(Verdict.REISSUE, f"issued at epoch {entry.epoch} and not started")
-    return Judgement(Verdict.WAIT, f"upgrading for {elapsed:.1f}s")
+        return Judgement(UpgradeVerdict.REISSUE, f"issued at epoch {entry.epoch} and not started")
+    return Judgement(UpgradeVerdict.WAIT, f"upgrading for {elapsed:.1f}s")
 
 
-def next_candidates(rollout: Rollout, me: str) -> list[NodeRollout]:
+def next_candidates(rollout: RolloutRecord, me: str) -> list[NodeRollout]:
     """Pending nodes in rollout order, the leader's own node last (upgrading it hands
     the lease over, so it is kept for when nothing else is left)."""
     pending = rollout.in_step(Step.PENDING)
     return sorted(pending, key=lambda e: e.node_id == me)
 
 
-def free_slots(rollout: Rollout, records: Mapping[str, NodeRecord],
+def free_slots(rollout: RolloutRecord, records: Mapping[str, NodeRecord],
                finished: frozenset[str] = frozenset()) -> int:
     """How many more nodes may start now: max_unavailable, minus the slots held (but
     not those `finished` this cycle), minus rollout nodes out of service for another

@@ -18,10 +18,10 @@ from polycorn.ha.events import Event
 from polycorn.ha.rollout import (
     SERVING_STATES,
     NodeRollout,
-    Rollout,
+    RolloutRecord,
     RolloutState,
     Step,
-    Verdict,
+    UpgradeVerdict,
     free_slots,
     judge,
     next_candidates,
@@ -40,7 +40,7 @@ class Progress:
     finished: set[str] = field(default_factory=set)  # nodes done this cycle: slots freed
     halted: bool = False
 
-    def sentence(self, rollout: Rollout) -> str | None:
+    def sentence(self, rollout: RolloutRecord) -> str | None:
         return f"rollout {rollout.id}: {'; '.join(self.said)}" if self.said else None
 
 
@@ -58,7 +58,7 @@ class RolloutDuty:
             self._start_next(view, lease, rollout, progress)
         return progress.sentence(rollout)
 
-    def _judge_upgrading(self, view: ClusterState, lease: Lease, rollout: Rollout,
+    def _judge_upgrading(self, view: ClusterState, lease: Lease, rollout: RolloutRecord,
                          progress: Progress) -> None:
         upgrading = rollout.in_step(Step.UPGRADING)
         if not upgrading:
@@ -69,7 +69,7 @@ class RolloutDuty:
                            if e.node == entry.node_id and e.time_ms >= entry.started_ms]
             verdict = judge(entry, view.record(entry.node_id), node_events, view.now_ms,
                             rollout.timeout, lease.epoch)
-            if verdict.verdict is Verdict.DONE:
+            if verdict.verdict is UpgradeVerdict.DONE:
                 new = verdict.record
                 assert new is not None
                 done = entry.evolve(step=Step.DONE, new_release=new.info.release,
@@ -80,13 +80,13 @@ class RolloutDuty:
                     progress.finished.add(entry.node_id)
                     progress.said.append(f"{entry.node_id} done in {done.took():.1f}s "
                                          f"({entry.old_release} -> {done.new_release})")
-            elif verdict.verdict is Verdict.FAILED:
+            elif verdict.verdict is UpgradeVerdict.FAILED:
                 self._fail(view, lease, rollout, entry, verdict.reason, progress)
                 return
-            elif verdict.verdict is Verdict.REISSUE:
+            elif verdict.verdict is UpgradeVerdict.REISSUE:
                 self._issue(view, lease, rollout, entry, progress, verdict.reason)
 
-    def _start_next(self, view: ClusterState, lease: Lease, rollout: Rollout,
+    def _start_next(self, view: ClusterState, lease: Lease, rollout: RolloutRecord,
                     progress: Progress) -> None:
         for entry in rollout.in_step(Step.PENDING):
             if entry.node_id in view.dead or entry.node_id in view.lost:
@@ -105,14 +105,14 @@ class RolloutDuty:
             elif issued is IssueResult.NO_SLOT:
                 return
 
-    def _fail(self, view: ClusterState, lease: Lease, rollout: Rollout, entry: NodeRollout,
+    def _fail(self, view: ClusterState, lease: Lease, rollout: RolloutRecord, entry: NodeRollout,
               reason: str, progress: Progress) -> None:
         failed = entry.evolve(step=Step.FAILED, finished_ms=view.now_ms, reason=reason)
         if self.store.finish_upgrade(lease, rollout.id, failed, reason) is FinishResult.FAILED:
             progress.halted = True
             progress.said.append(f"{entry.node_id} FAILED ({reason}): rollout halted")
 
-    def _issue(self, view: ClusterState, lease: Lease, rollout: Rollout, entry: NodeRollout,
+    def _issue(self, view: ClusterState, lease: Lease, rollout: RolloutRecord, entry: NodeRollout,
                progress: Progress, why: str) -> IssueResult | None:
         record = view.record(entry.node_id)
         if record is None or not record.alive or record.info.state not in SERVING_STATES:

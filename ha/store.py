@@ -15,7 +15,7 @@ from polycorn.ha.cluster_state import ClusterState, Grant
 from polycorn.ha.commands import NodeCommand
 from polycorn.ha.events import Event
 from polycorn.ha.registry import Departure, NodeInfo, NodeRecord
-from polycorn.ha.rollout import NodeRollout, Rollout
+from polycorn.ha.rollout import NodeRollout, RolloutRecord
 from polycorn.ha.snapshot import ElectionSnapshot, Lease
 
 
@@ -144,7 +144,7 @@ class ClusterStore(ABC):
     # -- operator requests (polycorn-ctl): desired state the leader carries out --------
 
     @abstractmethod
-    def create_rollout(self, rollout: Rollout, reason: str) -> tuple[bool, str]:
+    def create_rollout(self, rollout: RolloutRecord, reason: str) -> tuple[bool, str]:
         """Store a new rollout unless one is running: (True, its id) or (False, the id
         of the running one)."""
 

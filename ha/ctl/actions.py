@@ -27,7 +27,7 @@ from polycorn.ha.ctl.common import (
 )
 from polycorn.ha.ctl.status import rollout_line
 from polycorn.ha.registry import NodeState
-from polycorn.ha.rollout import NodeRollout, Rollout, RolloutState, Step
+from polycorn.ha.rollout import NodeRollout, RolloutRecord, RolloutState, Step
 from polycorn.ha.store import ClusterStore, StoreUnavailable
 
 POLL = 0.2  # seconds between two looks at the registry while waiting
@@ -109,7 +109,7 @@ def cmd_upgrade(args: argparse.Namespace, store: ClusterStore) -> int:
     if not records:
         raise CtlError(f"cluster {args.cluster!r} has no live nodes to upgrade", EXIT_EMPTY)
     order = tuple(r.info.node_id for r in records)
-    rollout = Rollout(uuid.uuid4().hex[:8], RolloutState.RUNNING, args.max_unavailable,
+    rollout = RolloutRecord(uuid.uuid4().hex[:8], RolloutState.RUNNING, args.max_unavailable,
                       args.timeout, order,
                       {r.info.node_id: NodeRollout(r.info.node_id, old_release=r.info.release,
                                                    old_incarnation=r.incarnation,
@@ -172,7 +172,7 @@ def progress_line(entry: NodeRollout) -> str:
     return f"{entry.node_id}: pending"
 
 
-def final_report(rollout: Rollout) -> int:
+def final_report(rollout: RolloutRecord) -> int:
     took = max(0, rollout.finished_ms - rollout.created_ms) / 1000
     print(f"rollout {rollout.id} {rollout.state.value} in {took:.1f}s")
     for line in rollout_table(rollout):
@@ -184,7 +184,7 @@ def final_report(rollout: Rollout) -> int:
                       EXIT_UNFINISHED)
 
 
-def rollout_table(rollout: Rollout) -> list[str]:
+def rollout_table(rollout: RolloutRecord) -> list[str]:
     rows = [("NODE", "RESULT", "OLD RELEASE", "NEW RELEASE", "SECONDS", "REASON")]
     for e in rollout.entries():
         rows.append((e.node_id, e.step.value, e.old_release or "-", e.new_release or "-",

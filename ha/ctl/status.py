@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from polycorn.ha.cluster_state import ClusterState
 from polycorn.ha.registry import NodeRecord, record_from_hash
-from polycorn.ha.rollout import Rollout, RolloutState, Step
+from polycorn.ha.rollout import RolloutRecord, RolloutState, Step
 
 
 def status_object(cluster: str, view: ClusterState) -> dict:
@@ -43,7 +43,7 @@ def dead_object(view: ClusterState, node_id: str) -> dict:
             "dead_reason": dead.reason, "declared_by": dead.by, "declared_epoch": dead.epoch}
 
 
-def _note(node: dict, rollout: Rollout | None) -> str:
+def _note(node: dict, rollout: RolloutRecord | None) -> str:
     notes = []
     if node.get("dead_reason"):
         notes.append(f"declared dead at epoch {node['declared_epoch']}: {node['dead_reason']}")
@@ -77,7 +77,7 @@ def node_table(view: ClusterState, nodes: list[dict]) -> list[str]:
     return lines + ["(WORKERS: ready now / configured / ceiling)"]
 
 
-def rollout_line(rollout: Rollout, now_ms: int) -> str:
+def rollout_line(rollout: RolloutRecord, now_ms: int) -> str:
     """One line summing up a rollout: its state, progress and what is upgrading now."""
     entries = rollout.entries()
     done = sum(1 for e in entries if e.step is Step.DONE)

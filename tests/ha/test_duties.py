@@ -12,7 +12,7 @@ from polycorn.ha.election import Election
 from polycorn.ha.events import Event
 from polycorn.ha.memory_store import MemoryStore
 from polycorn.ha.registry import Departure, NodeInfo, NodeState
-from polycorn.ha.rollout import NodeRollout, Rollout, RolloutState, Step
+from polycorn.ha.rollout import NodeRollout, RolloutRecord, RolloutState, Step
 from polycorn.ha.snapshot import Lease
 from polycorn.ha.timing import Timing
 
@@ -287,8 +287,8 @@ def test_a_drained_node_that_restarts_is_drained_again():
 # -- rolling upgrades ----------------------------------------------------------------------
 
 
-def rollout(order=("n1", "n2", "n3"), k: int = 1, timeout: float = 60.0) -> Rollout:
-    return Rollout("ro1", RolloutState.RUNNING, k, timeout, tuple(order),
+def rollout(order=("n1", "n2", "n3"), k: int = 1, timeout: float = 60.0) -> RolloutRecord:
+    return RolloutRecord("ro1", RolloutState.RUNNING, k, timeout, tuple(order),
                    {n: NodeRollout(n) for n in order})
 
 

@@ -7,7 +7,7 @@ import pytest
 from polycorn.ha.backoff import Backoff
 from polycorn.ha.commands import CommandError, NodeCommand
 from polycorn.ha.events import Event
-from polycorn.ha.fencing import Fence, Verdict
+from polycorn.ha.fencing import Fence, FenceVerdict
 from polycorn.ha.redis_url import RedisKind, RedisUrlError, parse_redis_url
 from polycorn.ha.registry import default_node_id, default_release
 from polycorn.ha.timing import Timing, TimingError
@@ -95,10 +95,10 @@ def test_command_round_trip_and_validation():
 def test_fence_rejects_older_epochs_other_nodes_and_incarnations():
     fence = Fence("n1", incarnation=2)
     fence.observe(5)
-    assert fence.admit(NodeCommand("n1", 2, 4, "ttin", 1)).verdict is Verdict.STALE_EPOCH
+    assert fence.admit(NodeCommand("n1", 2, 4, "ttin", 1)).verdict is FenceVerdict.STALE_EPOCH
     assert fence.admit(NodeCommand("n1", 2, 5, "ttin", 1)).admitted
-    assert fence.admit(NodeCommand("n1", 1, 5, "ttin", 1)).verdict is Verdict.OTHER_INCARNATION
-    assert fence.admit(NodeCommand("n2", 2, 5, "ttin", 1)).verdict is Verdict.OTHER_NODE
+    assert fence.admit(NodeCommand("n1", 1, 5, "ttin", 1)).verdict is FenceVerdict.OTHER_INCARNATION
+    assert fence.admit(NodeCommand("n2", 2, 5, "ttin", 1)).verdict is FenceVerdict.OTHER_NODE
     assert fence.admit(NodeCommand("n1", 2, 7, "ttou", 1)).admitted
     assert fence.highest_epoch == 7  # a command's epoch raises the fence too
     stale = fence.admit(NodeCommand("n1", 2, 6, "ttou", 1, id="c6"))

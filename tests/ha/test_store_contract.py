@@ -18,7 +18,7 @@ from polycorn.ha.redis_client import make_client
 from polycorn.ha.redis_store import RedisStore
 from polycorn.ha.redis_url import parse_redis_url
 from polycorn.ha.registry import Departure, NodeInfo, NodeState
-from polycorn.ha.rollout import NodeRollout, Rollout, RolloutState, Step
+from polycorn.ha.rollout import NodeRollout, RolloutRecord, RolloutState, Step
 from polycorn.ha.snapshot import Lease
 from polycorn.ha.store import FinishResult, Heartbeat, IssueResult
 from polycorn.ha.timing import Timing
@@ -275,8 +275,8 @@ def test_grants_are_fenced_and_queue_their_command(store):
     assert store.cluster_state(5000).grants == {} and store.read_events()[-1].id == event.id
 
 
-def two_node_rollout(k: int = 1) -> Rollout:
-    return Rollout("r-1", RolloutState.RUNNING, k, 60.0, ("n1", "n2", "n3"),
+def two_node_rollout(k: int = 1) -> RolloutRecord:
+    return RolloutRecord("r-1", RolloutState.RUNNING, k, 60.0, ("n1", "n2", "n3"),
                    {n: NodeRollout(n, old_release="a") for n in ("n1", "n2", "n3")})
 
 
@@ -326,7 +326,7 @@ def test_a_newer_leader_may_reissue_an_upgrading_node(store):
 
 
 def test_the_last_node_done_completes_the_rollout_and_abort(store):
-    store.create_rollout(Rollout("r-2", RolloutState.RUNNING, 2, 60.0, ("n1",),
+    store.create_rollout(RolloutRecord("r-2", RolloutState.RUNNING, 2, 60.0, ("n1",),
                                  {"n1": NodeRollout("n1")}), "test")
     lease = Lease("n9", store.acquire_lease("n9", 10_000, "test"))
     store.issue_upgrade(lease, "r-2", NodeRollout("n1", Step.UPGRADING, epoch=lease.epoch),
