@@ -2,10 +2,10 @@
 snapshot, the nodes' registrations and the duties' own records. The leader reads one
 per duty cycle; polycorn-ctl status and the HAProxy sync read it too.
 
-Like ElectionSnapshot (snapshot.py), an immutable value with no policy: the nodes' registrations,
-the roster of capacity the cluster is owed, the death sentences, the extra workers
-granted, the drain requests and the rollout. Every decision of one cycle looks at
-the same view; every write it leads to is a compare-and-set in Lua.
+Like ElectionSnapshot (snapshot.py), an immutable value with no policy: the nodes'
+registrations, the roster of capacity the cluster is owed, the death sentences, the
+extra workers granted, the drain requests and the rollout. Every decision of one
+cycle looks at the same state; every write it leads to is a compare-and-set in Lua.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class Heartbeat(Enum):
 
 
 class IssueResult(Enum):
-    """What ISSUE_UPGRADE did (lua_duties.py)."""
+    """What ISSUE_UPGRADE did (lua/duties.py)."""
 
     ISSUED = "issued"  # a pending node took an upgrade slot; its command is queued
     REISSUED = "reissued"  # an upgrading node issued under an older epoch got it again
