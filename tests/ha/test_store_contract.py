@@ -105,6 +105,17 @@ def test_register_heartbeat_and_state_events(store):
     assert kinds(store) == [(ev.NODE_JOINED, "n1"), (ev.NODE_READY, "n1")]
 
 
+def test_every_state_change_logs_its_event_and_booting_none(store):
+    # the HEARTBEAT script's table comes from events.STATE_EVENTS (ha/lua/render.py)
+    inc = store.register(info("n1", NodeState.BOOTING), TTL)
+    for state in (NodeState.READY, NodeState.DRAINING, NodeState.UPGRADING,
+                  NodeState.STOPPING, NodeState.BOOTING, NodeState.READY):
+        assert store.heartbeat(info("n1", state), inc, TTL) is Heartbeat.REFRESHED
+    assert kinds(store) == [(ev.NODE_JOINED, "n1"), (ev.NODE_READY, "n1"),
+                            (ev.NODE_DRAINING, "n1"), (ev.NODE_UPGRADING, "n1"),
+                            (ev.NODE_STOPPING, "n1"), (ev.NODE_READY, "n1")]
+
+
 def test_lapsed_node_is_seen_dead_then_rejoins(store):
     inc = store.register(info("n1"), TTL)
     store.advance(TTL)
