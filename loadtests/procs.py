@@ -27,22 +27,13 @@ from pathlib import Path
 from polycorn.server import identity, proctitle
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            # the command name may hold spaces and parentheses: split after the last ')'
-            return f.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
 def alive(pid: int) -> bool:
-    fields = _stat_fields(pid)
+    fields = identity.stat_fields(pid)
     return fields is not None and fields[0] != b"Z"
 
 
 def parent(pid: int) -> int | None:
-    fields = _stat_fields(pid)
+    fields = identity.stat_fields(pid)
     return int(fields[1]) if fields else None
 
 

@@ -25,7 +25,7 @@ from typing import Any
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
-def _stat_fields(pid: int) -> list[bytes] | None:
+def stat_fields(pid: int) -> list[bytes] | None:
     """The fields of /proc/PID/stat after the command name (field 3 is index 0)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -39,7 +39,7 @@ def start_time(pid: int) -> int | None:
     """The start time of a live process (None: no such process, or a zombie)."""
     if pid <= 0:
         return None
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     if not fields or fields[0] == b"Z":  # an unreaped zombie is not a running process
         return None
     try:
