@@ -464,7 +464,7 @@ MENTION = re.compile(r"expected one argument|the following arguments are require
 def test_every_inline_command_parses(session, capsys):
     """`polycorn ...` in the prose: each one parses with the real parser (an unknown
     option or subcommand fails; a mention without its argument is fine)."""
-    from polycorn.ha.ctl import build_parser
+    from polycorn.ha.ctl.cli import build_parser
     from polycorn.server.config.errors import ConfigError
 
     session.parse_only = True
