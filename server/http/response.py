@@ -70,27 +70,7 @@ def frame_response(
                 app_sets_server = True
         parts += (name, b": ", value, b"\r\n")
 
-    writer: BodyWriter
-    if status < 200 or status == 204:
-        # RFC 9110 8.6: no Content-Length in a 1xx or 204; neither has a body.
-        # After a 1xx as final answer (101) the connection is no longer HTTP/1.1.
-        writer = NO_BODY
-        persistent = persistent and status >= 200
-    elif request.method == b"HEAD" or status == 304:
-        # RFC 9110 9.3.2, 15.4.5: the length of the body not sent is kept.
-        writer = NO_BODY
-        if content_length is not None:
-            parts += (b"Content-Length: ", content_length, b"\r\n")
-    elif content_length is not None:
-        writer = ContentLengthWriter(int(content_length))
-        parts += (b"Content-Length: ", content_length, b"\r\n")
-    elif request.http_version == b"1.1":
-        writer = ChunkedWriter()
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    else:
-        writer = CloseDelimitedWriter()  # RFC 9112 6.3 (8)
-        persistent = False
-
+    writer, persistent = _choose_body_framing(request, status, content_length, persistent, parts)
     if not persistent:
         parts.append(b"Connection: close\r\n")
     elif request.http_version == b"1.0":
@@ -101,6 +81,27 @@ def frame_response(
         parts.append(b"Server: " + SERVER_NAME + b"\r\n")
     parts.append(b"\r\n")
     return ResponseHead(b"".join(parts), writer, persistent)
+
+
+def _choose_body_framing(request: Request, status: int, content_length: bytes | None,
+                         persistent: bool, parts: list[bytes]) -> tuple[BodyWriter, bool]:
+    """The body's writer and the connection's persistence; appends the framing field to parts."""
+    if status < 200 or status == 204:
+        # RFC 9110 8.6: no Content-Length in a 1xx or 204; neither has a body.
+        # After a 1xx as final answer (101) the connection is no longer HTTP/1.1.
+        return NO_BODY, persistent and status >= 200
+    if request.method == b"HEAD" or status == 304:
+        # RFC 9110 9.3.2, 15.4.5: the length of the body not sent is kept.
+        if content_length is not None:
+            parts += (b"Content-Length: ", content_length, b"\r\n")
+        return NO_BODY, persistent
+    if content_length is not None:
+        parts += (b"Content-Length: ", content_length, b"\r\n")
+        return ContentLengthWriter(int(content_length)), persistent
+    if request.http_version == b"1.1":
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+        return ChunkedWriter(), persistent
+    return CloseDelimitedWriter(), False  # RFC 9112 6.3 (8)
 
 
 def _validate(status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
