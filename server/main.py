@@ -15,6 +15,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from polycorn.server import daemon, exitcodes, pidfile, proctitle
@@ -35,7 +36,7 @@ from polycorn.server.masters import (
 from polycorn.server.plugins import discover
 from polycorn.server.process import apply_process_settings, umask
 from polycorn.server.sockets import BindError, close_all, create_listeners
-from polycorn.server.upgrade import inherit_from_parent, reexec_argv
+from polycorn.server.upgrade import Inherited, inherit_from_parent, reexec_argv
 
 log = logging.getLogger("polycorn.error")
 
@@ -63,13 +64,57 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
-
+    """Run the command ``cfg`` asks for; the master's exit status."""
     if cfg.upgrade:
         from polycorn.server.upgrade_ctl import upgrade_command
         return upgrade_command(cfg)
     if cfg.print_config or cfg.check_config:
         from polycorn.server.config.check import run_check
         return run_check(cfg)
+    return serve(cfg, args, plugins)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """How this master came to be: fresh, a USR2 successor (inherited) or started by a peer."""
+
+    inherited: Inherited | None
+    started_by_peer: bool
+    index: int  # this master's place in a --masters group
+    inherited_lock: int | None  # the index lock a starting peer took on our behalf
+    cwd: str  # the directory before --chdir: a re-exec starts from here
+
+
+def serve(cfg: Any, args: list[str], plugins: list[Any]) -> int:
+    """Check, bind and run the master: Gunicorn's order of hooks, detach, preload and bind."""
+    cwd = prepare_process(cfg)
+    sidecars = load_sidecars(cfg, plugins)
+    origin = read_origin(cwd)
+    check_pidfile_free(cfg, origin)
+    if int(cfg.masters) > 1:
+        cfg.set("workers", worker_share(int(cfg.workers), int(cfg.masters), origin.index),
+                "--masters")
+    # Gunicorn's order from here: detach, preload, on_starting, bind; so hooks and the
+    # preloaded app live in the process that serves (see daemon.py for the errors).
+    if cfg.daemon and origin.inherited is None and not origin.started_by_peer:
+        daemon.detach()
+    app = preload(cfg)
+    arbiter = start_arbiter(cfg, args, plugins, origin, app, sidecars)
+    try:
+        listeners, group = obtain_listeners(cfg, origin)
+    except AlreadyRunning as exc:
+        log.info("%s; exiting", exc)
+        return 0
+    except (BindError, HandoffError) as exc:
+        fail(str(exc), 1)
+    write_pidfile(cfg, origin, listeners, group)
+    arbiter.attach(listeners, group)
+    daemon.ready()
+    return run_arbiter(arbiter, listeners, group)
+
+
+def prepare_process(cfg: Any) -> str:
+    """Checks, logging, title and process settings; the directory from before --chdir."""
     if int(cfg.masters) > 1 and not cfg.handoff:
         fail("--masters needs --handoff PATH: the masters pass the listeners through it",
              exitcodes.ERROR)
@@ -84,10 +129,18 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
         fail(problem, exitcodes.ERROR)
     if not cfg.app_spec:
         fail("no application module specified (MODULE:CALLABLE)", exitcodes.USAGE)
+    return startup_cwd
+
+
+def load_sidecars(cfg: Any, plugins: list[Any]) -> list[Any]:
     try:
-        sidecars = [s for plugin in plugins for s in plugin.sidecars(cfg)]
+        return [s for plugin in plugins for s in plugin.sidecars(cfg)]
     except ConfigError as exc:
         fail(str(exc), exc.exit_status)
+
+
+def read_origin(cwd: str) -> Origin:
+    """Take what the environment hands this master (sockets, index, lock), once."""
     inherited = inherit_from_parent(os.environ)
     started_by_peer = inherited is None and ENV_INDEX in os.environ
     index = int(os.environ.get(ENV_INDEX, "0") or 0)
@@ -96,81 +149,104 @@ def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
     # it by hand-off instead, so the variable must not outlive this process's start.
     lock_fd = os.environ.pop(ENV_INDEX_LOCK, "")
     inherited_lock = int(lock_fd) if started_by_peer and lock_fd.isdigit() else None
+    return Origin(inherited, started_by_peer, index, inherited_lock, cwd)
+
+
+def check_pidfile_free(cfg: Any, origin: Origin) -> None:
     # A master joining a hand-off group shares the pid file with a live owner.
-    if cfg.pidfile and inherited is None and not cfg.handoff:
+    if cfg.pidfile and origin.inherited is None and not cfg.handoff:
         try:
             pidfile.check_free(cfg.pidfile)
         except pidfile.PidfileError as exc:
             fail(str(exc), 1)
-    if int(cfg.masters) > 1:
-        cfg.set("workers", worker_share(int(cfg.workers), int(cfg.masters), index), "--masters")
-    # Gunicorn's order from here: detach, preload, on_starting, bind; so hooks and the
-    # preloaded app live in the process that serves (see daemon.py for the errors).
-    if cfg.daemon and inherited is None and not started_by_peer:
-        daemon.detach()
-    app = None
-    if cfg.preload_app:
-        try:
-            app = load_app(cfg.app_spec)
-        except AppImportError as exc:  # 3 or 4 as without --preload (Gunicorn says 1)
-            fail(str(exc), exc.exit_status, getattr(exc, "traceback", "") or "")
+
+
+def preload(cfg: Any) -> Any:
+    """The app, loaded in the master with --preload; None otherwise."""
+    if not cfg.preload_app:
+        return None
+    try:
+        return load_app(cfg.app_spec)
+    except AppImportError as exc:  # 3 or 4 as without --preload (Gunicorn says 1)
+        fail(str(exc), exc.exit_status, getattr(exc, "traceback", "") or "")
+
+
+def start_arbiter(cfg: Any, args: list[str], plugins: list[Any], origin: Origin, app: Any,
+                  sidecars: list[Any]) -> Arbiter:
+    """The master, its start-up hooks run (nworkers_changed, on_starting) before any bind."""
 
     def reload_config() -> Any:
         fresh = load_config(args, os.environ, plugins=plugins)
         if int(fresh.masters) > 1:  # HUP: this master's share of -w, as at start
-            fresh.set("workers", worker_share(int(fresh.workers), int(fresh.masters), index),
-                      "--masters")
+            fresh.set("workers", worker_share(int(fresh.workers), int(fresh.masters),
+                                              origin.index), "--masters")
         setup_logging(fresh)
         return fresh
 
     arbiter = Arbiter(cfg, app=app, sidecars=sidecars, reload_config=reload_config,
-                      inherited=inherited, argv=reexec_argv(), cwd=startup_cwd, index=index)
+                      inherited=origin.inherited, argv=reexec_argv(), cwd=origin.cwd,
+                      index=origin.index)
     try:
         arbiter.starting()  # nworkers_changed and on_starting, before any socket is bound
     except Exception as exc:
         fail(f"start-up hook failed: {exc!r}", 1, traceback.format_exc())
-    group, listeners = None, []
+    return arbiter
 
-    def bind_all() -> list[Any]:
-        with umask(cfg.umask):  # Gunicorn's --umask: the mode of Unix socket files
-            return create_listeners(cfg.bind, cfg.backlog, os.environ, cfg.reuse_port)
 
-    try:
-        if inherited is not None:
-            listeners = inherited.listeners
-            extra = inherited.extra_fds
-            owner = None
-            if "handoff_sock" in extra:
-                owner = HandoffOwner(cfg.handoff, extra["handoff_lock"], listeners,
-                                     socket.socket(fileno=extra["handoff_sock"]))
-            group = MasterGroup(cfg, listeners, owner, index, extra.get("index_lock"),
-                                reexec_argv(), startup_cwd) if cfg.handoff else None
-        elif cfg.handoff:
-            index_lock = None
-            if int(cfg.masters) > 1:
-                if not started_by_peer:  # an operator's fresh start forgets an old stop
-                    MasterGroup.stop_marker_clear(cfg.handoff)
-                index_lock = MasterGroup.claim_index(cfg.handoff, index, inherited_lock)
-            listeners, owner = acquire_or_fetch(cfg.handoff, bind_all)
-            if owner is not None:  # nobody served the path: the node starts afresh
-                MasterGroup.drain_marker_clear(cfg.handoff)
-            group = MasterGroup(cfg, listeners, owner, index, index_lock, reexec_argv(),
-                                startup_cwd)
-        else:
-            listeners = bind_all()
-    except AlreadyRunning as exc:
-        log.info("%s; exiting", exc)
-        return 0
-    except (BindError, HandoffError) as exc:
-        fail(str(exc), 1)
-    if cfg.pidfile and inherited is None and (group is None or group.owner is not None):
+def obtain_listeners(cfg: Any, origin: Origin) -> tuple[list[Any], MasterGroup | None]:
+    """The listening sockets, and the hand-off group with --handoff: inherited from the
+    master we replace, passed by (or bound for) the group, or bound afresh."""
+    if origin.inherited is not None:
+        return inherited_listeners(cfg, origin, origin.inherited)
+    if cfg.handoff:
+        return group_listeners(cfg, origin)
+    return bind_all(cfg), None
+
+
+def inherited_listeners(cfg: Any, origin: Origin, inherited: Inherited
+                        ) -> tuple[list[Any], MasterGroup | None]:
+    listeners = inherited.listeners
+    extra = inherited.extra_fds
+    owner = None
+    if "handoff_sock" in extra:
+        owner = HandoffOwner(cfg.handoff, extra["handoff_lock"], listeners,
+                             socket.socket(fileno=extra["handoff_sock"]))
+    group = MasterGroup(cfg, listeners, owner, origin.index, extra.get("index_lock"),
+                        reexec_argv(), origin.cwd) if cfg.handoff else None
+    return listeners, group
+
+
+def group_listeners(cfg: Any, origin: Origin) -> tuple[list[Any], MasterGroup]:
+    index_lock = None
+    if int(cfg.masters) > 1:
+        if not origin.started_by_peer:  # an operator's fresh start forgets an old stop
+            MasterGroup.stop_marker_clear(cfg.handoff)
+        index_lock = MasterGroup.claim_index(cfg.handoff, origin.index, origin.inherited_lock)
+    listeners, owner = acquire_or_fetch(cfg.handoff, lambda: bind_all(cfg))
+    if owner is not None:  # nobody served the path: the node starts afresh
+        MasterGroup.drain_marker_clear(cfg.handoff)
+    group = MasterGroup(cfg, listeners, owner, origin.index, index_lock, reexec_argv(),
+                        origin.cwd)
+    return listeners, group
+
+
+def bind_all(cfg: Any) -> list[Any]:
+    with umask(cfg.umask):  # Gunicorn's --umask: the mode of Unix socket files
+        return create_listeners(cfg.bind, cfg.backlog, os.environ, cfg.reuse_port)
+
+
+def write_pidfile(cfg: Any, origin: Origin, listeners: list[Any],
+                  group: MasterGroup | None) -> None:
+    # In a hand-off group only the owner of the listeners writes it.
+    if cfg.pidfile and origin.inherited is None and (group is None or group.owner is not None):
         try:
             pidfile.write(cfg.pidfile, os.getpid())
         except pidfile.PidfileError as exc:
             close_all(listeners, unlink=group is None)
             fail(str(exc), 1)
-    arbiter.attach(listeners, group)
-    daemon.ready()
+
+
+def run_arbiter(arbiter: Arbiter, listeners: list[Any], group: MasterGroup | None) -> int:
     try:
         status = arbiter.run()
     except Exception as exc:  # a bug in the master: say it in one line, detail at debug
