@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ from typing import Any
 
 from polycorn.ha.haproxy.runtime import RuntimeApi, RuntimeApiError
 
-from loadtests.procs import ProcessTracker, signal_pids
+from loadtests.procs import ProcessTracker
 
 BACKEND = "polycorn"
 SLOTS = 16
@@ -43,11 +44,6 @@ _STATE_LINE = re.compile(r"^(\S+T\S+) Server ([\w.-]+)/([\w.-]+) is (\w+)")
 
 class FrontError(RuntimeError):
     pass
-
-
-def runtime_command(socket_path: str, command: str, timeout: float = 1.0) -> str:
-    """One command on HAProxy's runtime API (one per connection; the answer ends at EOF)."""
-    return RuntimeApi(socket_path, timeout=timeout).command(command)
 
 
 @dataclass(frozen=True)
@@ -98,6 +94,7 @@ class HaproxyFront:
         self.socket = run_dir / "haproxy.sock"
         self.log_path = run_dir / "haproxy.log"
         self.sync_log = run_dir / "haproxy-sync.log"
+        self.api = RuntimeApi(str(self.socket), timeout=1.0)
         self.haproxy: subprocess.Popen | None = None
         self.sync: subprocess.Popen | None = None
         self.samples: list[tuple[float, dict[str, dict[str, str]]]] = []
@@ -108,7 +105,7 @@ class HaproxyFront:
         return ["--cluster", self.cluster, "--redis", self.redis_url, "--backend", BACKEND]
 
     def start(self, expected_nodes: int, say=print) -> None:
-        if not _which("haproxy"):
+        if shutil.which("haproxy") is None:
             raise FrontError(INSTALL_HINT)
         argv = [sys.executable, "-m", "polycorn.ha.ctl", "haproxy", "config", *self.ctl_args(),
                 "--bind", f"127.0.0.1:{self.port}", "--slots", str(SLOTS),
@@ -138,17 +135,9 @@ class HaproxyFront:
         self.haproxy = self.tracker.spawn(["haproxy", "-db", "-f", str(self.config)],
                                           log_path=self.log_path, cwd=self.run_dir)
 
-    def restart_haproxy(self) -> int:
-        """Kill HAProxy and start it again on the same config; returns the new pid."""
-        assert self.haproxy is not None
-        signal_pids([self.haproxy.pid], 9)
-        self.haproxy.wait(5)
-        self.start_haproxy()
-        return self.haproxy.pid
-
     def servers(self) -> dict[str, dict[str, str]]:
         """slot name -> `show stat` row, for the backend's servers."""
-        text = runtime_command(str(self.socket), "show stat")
+        text = self.api.command("show stat")
         rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
         return {r["svname"]: r for r in rows
                 if r.get("pxname") == BACKEND and r["svname"] not in ("FRONTEND", "BACKEND")}
@@ -201,11 +190,6 @@ class HaproxyFront:
         except OSError:
             return [], []
 
-
-def _which(name: str) -> bool:
-    import shutil
-
-    return shutil.which(name) is not None
 
 
 def _out_of_rotation(status: str) -> bool:

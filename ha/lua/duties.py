@@ -15,6 +15,17 @@ from polycorn.ha.lua.render import NOW_MS, render
 __all__ = ["GRANT_WORKERS", "CREATE_ROLLOUT", "ISSUE_UPGRADE", "FINISH_UPGRADE",
            "ABORT_ROLLOUT"]
 
+# The guard both rollout steps open with: only the lease holder acts, and only on the
+# rollout named while it runs (KEYS[1] lease, KEYS[2] rollout hash, ARGV[1] the caller's
+# lease value, ARGV[2] rollout id).
+LEADER_OF_RUNNING_ROLLOUT = """\
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'not_leader' end
+if redis.call('HGET', KEYS[2], 'id') ~= ARGV[2]
+   or redis.call('HGET', KEYS[2], 'state') ~= 'running' then
+  return 'not_running'
+end
+"""
+
 GRANT_WORKERS = render("""
 -- KEYS[1] lease, KEYS[2] grants hash, KEYS[3] the node's command queue, KEYS[4] events
 -- ARGV[1] caller's lease value, ARGV[2] node id, ARGV[3] grant JSON ('' removes the
@@ -68,12 +79,7 @@ ISSUE_UPGRADE = render("""
 -- returns 'issued' (a pending node took a slot), 'reissued' (an upgrading node issued
 -- under an older epoch got its command again), or why not: 'not_leader', 'not_running',
 -- 'no_slot' (max_unavailable nodes already upgrading), 'not_pending'
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'not_leader' end
-if redis.call('HGET', KEYS[2], 'id') ~= ARGV[2]
-   or redis.call('HGET', KEYS[2], 'state') ~= 'running' then
-  return 'not_running'
-end
-local raw = redis.call('HGET', KEYS[3], ARGV[3])
+""" + LEADER_OF_RUNNING_ROLLOUT + """local raw = redis.call('HGET', KEYS[3], ARGV[3])
 if not raw then return 'not_pending' end
 local entry = cjson.decode(raw)
 local outcome
@@ -106,12 +112,7 @@ FINISH_UPGRADE = render(NOW_MS + """
 -- id, ARGV[8] reason, ARGV[9] events maxlen
 -- returns the rollout's state afterwards ('running', 'done', 'failed'), or why nothing
 -- was written: 'not_leader', 'not_running', 'not_upgrading'
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'not_leader' end
-if redis.call('HGET', KEYS[2], 'id') ~= ARGV[2]
-   or redis.call('HGET', KEYS[2], 'state') ~= 'running' then
-  return 'not_running'
-end
-local raw = redis.call('HGET', KEYS[3], ARGV[3])
+""" + LEADER_OF_RUNNING_ROLLOUT + """local raw = redis.call('HGET', KEYS[3], ARGV[3])
 if not raw then return 'not_upgrading' end
 local step = cjson.decode(raw).step
 -- a pending node may fail (it died before its turn), only an upgrading one is done
