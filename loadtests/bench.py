@@ -10,6 +10,12 @@ figure is the median over repetitions; the ratio is taken to gunicorn sync of
 the same repetition, so a noisy neighbour moves both. Servers that are not
 installed are skipped. Every server started is killed by pid, also on Ctrl-C.
 
+Before/after: `--against before=/path/to/other/checkout` runs every selected polycorn
+server a second time from that checkout (named `polycorn-event@before`...), interleaved
+with the current one in every repetition; the report then adds the CPU per request of
+this tree against that one (median of the per-repetition ratios). Make the other
+checkout with `git worktree add /tmp/before <commit>`.
+
 Memory: the worker's RSS when idle after its first request (it counts the pages
 shared with the master), and its private dirty memory when idle again after the
 runs (what each more worker costs; the kernel shares the rest).
@@ -33,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -54,6 +61,7 @@ class Server:
     available: Callable[[], bool]
     env: dict = field(default_factory=dict)
     asgi: bool = False  # runs the asgi_* twins of the apps
+    pythonpath: tuple[str, ...] = ()  # before loadtests/: another checkout's packages
 
 
 def _module(name: str) -> Callable[[], bool]:
@@ -107,6 +115,53 @@ SERVERS = {s.name: s for s in [
            and _module("httptools")(), asgi=True),
     Server("bjoern", _bjoern, _module("bjoern")),
 ]}
+
+
+def package_shim(tree: Path, workdir: Path, label: str) -> Path:
+    """A folder whose `polycorn` package is the checkout `tree`, as its pyproject maps it.
+
+    The editable install's finder comes after PYTHONPATH on sys.meta_path, so a
+    server started with this folder first on PYTHONPATH imports the other tree.
+    """
+    with open(tree / "pyproject.toml", "rb") as f:
+        mapping = tomllib.load(f)["tool"]["setuptools"]["package-dir"]
+    root = Path(tempfile.mkdtemp(prefix=f"tree-{label}-", dir=workdir))
+    for package, folder in sorted(mapping.items()):
+        target = root.joinpath(*package.split("."))
+        if package == "polycorn":
+            target.mkdir(parents=True)
+            for item in (tree / folder).iterdir():
+                (target / item.name).symlink_to(item)
+        else:
+            target.symlink_to((tree / folder).resolve())
+    return root
+
+
+def against(servers: list[Server], spec: str, workdir: Path) -> list[Server]:
+    """The polycorn servers of `servers` again, each running from the checkout of `spec`."""
+    label, _, tree = spec.partition("=")
+    tree_path = Path(tree).resolve()
+    if not label or not (tree_path / "pyproject.toml").is_file():
+        raise SystemExit(f"bench: --against wants LABEL=CHECKOUT, got {spec!r}")
+    shim = str(package_shim(tree_path, workdir, label))
+    return [Server(f"{s.name}@{label}", s.command, s.available, s.env, s.asgi, (shim,))
+            for s in servers if s.name.startswith("polycorn-")]
+
+
+def cpu_against(runs: list[Run]) -> list[dict]:
+    """CPU per request of each polycorn server over its `@label` twin, per repetition."""
+    by_key = {(r.rep, r.app, r.mode, r.server): r for r in runs}
+    ratios: dict[tuple[str, str, str], list[float]] = {}
+    for (rep, app, mode, name), run in by_key.items():
+        if "@" not in name:
+            continue
+        ours = by_key.get((rep, app, mode, name.split("@")[0]))
+        if ours and run.cpu_us_per_request:
+            ratios.setdefault((app, mode, name), []).append(
+                ours.cpu_us_per_request / run.cpu_us_per_request)
+    return [{"app": app, "mode": mode, "against": name, "repetitions": len(values),
+             "cpu_ratio": statistics.median(values)}
+            for (app, mode, name), values in sorted(ratios.items())]
 
 
 # -- processes ---------------------------------------------------------------------------
@@ -177,7 +232,8 @@ class Running:
     def __init__(self, server: Server, app: str, threads: int, cpu: str, log: Path) -> None:
         self.port = _free_port()
         argv = server.command(self.port, app, threads)
-        env = {**os.environ, **server.env, "PYTHONPATH": str(HERE)}
+        env = {**os.environ, **server.env,
+               "PYTHONPATH": os.pathsep.join([*server.pythonpath, str(HERE)])}
         env.pop("POLYCORN_CMD_ARGS", None)
         env.pop("GUNICORN_CMD_ARGS", None)
         self._log = open(log, "ab")  # noqa: SIM115 - closed in stop()
@@ -339,7 +395,8 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def markdown(rows: list[dict], args: argparse.Namespace, skipped: dict[str, str]) -> str:
+def markdown(rows: list[dict], args: argparse.Namespace, skipped: dict[str, str],
+             runs: list[Run] = ()) -> str:
     out = [f"Conditions: {_conditions(args)}", ""]
     for app in args.apps:
         for mode in args.modes:
@@ -359,6 +416,14 @@ def markdown(rows: list[dict], args: argparse.Namespace, skipped: dict[str, str]
                     f"| {_fmt(r['worker_private_mib'], '.1f')} "
                     f"| {_fmt(r['master_rss_mib'], '.1f')} |")
             out.append("")
+    compared = cpu_against(runs)
+    if compared:
+        out += ["### CPU per request, this tree / the other checkout (below 1: this tree is "
+                "cheaper)", "", "| app | mode | against | repetitions | CPU ratio |",
+                "|---|---|---|---:|---:|"]
+        out += [f"| {c['app']} | {c['mode']} | {c['against']} | {c['repetitions']} "
+                f"| {c['cpu_ratio']:.3f} |" for c in compared]
+        out.append("")
     for name, why in skipped.items():
         out.append(f"Skipped {name}: {why}.")
     return "\n".join(out)
@@ -393,6 +458,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=4, help="for the thread/gthread workers")
     parser.add_argument("--server-cpu", default="1")
     parser.add_argument("--client-cpu", default="0")
+    parser.add_argument("--against", metavar="LABEL=CHECKOUT",
+                        help="also run the polycorn servers from another checkout, "
+                        "interleaved, and compare CPU per request")
     parser.add_argument("--json", metavar="OUT", help="write every run and the summary here")
     args = parser.parse_args(argv)
     args.apps = [a for a in args.apps.split(",") if a]
@@ -417,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     runs: list[Run] = []
     workdir = Path(tempfile.mkdtemp(prefix="polycorn-bench-"))
+    if args.against:
+        servers += against(servers, args.against, workdir)
     post_script = workdir / "post.lua"
     post_script.write_text(f'wrk.method = "POST"\nwrk.body = string.rep("x", {POST_BODY_SIZE})\n'
                            'wrk.headers["Content-Type"] = "application/octet-stream"\n')
@@ -439,11 +509,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted; reporting what was measured", file=sys.stderr)
     rows = summarize(runs)
-    print(markdown(rows, args, skipped))
+    print(markdown(rows, args, skipped, runs))
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"conditions": _conditions(args), "runs": [asdict(r) for r in runs],
-             "summary": rows, "skipped": skipped}, indent=2))
+             "summary": rows, "cpu_against": cpu_against(runs), "skipped": skipped},
+            indent=2))
     return 0
 
 

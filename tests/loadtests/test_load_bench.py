@@ -1,10 +1,26 @@
-"""bench.py's pure parts: reading wrk's report and the summary's ratios (no servers)."""
+"""bench.py's pure parts: reading wrk's report, the summary's ratios, the other checkout (no servers)."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from loadtests.bench import BASELINE, Run, parse_args, parse_wrk, summarize
+from loadtests.bench import (
+    BASELINE,
+    SERVERS,
+    Run,
+    against,
+    cpu_against,
+    package_shim,
+    parse_args,
+    parse_wrk,
+    summarize,
+)
 
 WRK_OUT = """Running 5s test @ http://127.0.0.1:40000/
   1 threads and 50 connections
@@ -58,3 +74,38 @@ def test_unknown_names_are_refused() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--only", "gunicorn-sync,nginx"])
     assert parse_args(["--apps", "hello", "--modes", "close"]).modes == ["close"]
+
+
+def test_cpu_against_the_other_checkout_is_the_median_of_per_repetition_ratios() -> None:
+    def cpu(rep: int, server: str, us: float) -> Run:
+        return dataclasses.replace(run(rep, server, 1000), cpu_us_per_request=us)
+    runs = [cpu(0, "polycorn-event", 9.0), cpu(0, "polycorn-event@before", 10.0),
+            cpu(1, "polycorn-event", 12.0), cpu(1, "polycorn-event@before", 10.0),
+            cpu(2, "polycorn-event", 10.0), cpu(2, "polycorn-event@before", 10.0),
+            cpu(3, "polycorn-event@before", 10.0)]  # no twin in this repetition: left out
+    [row] = cpu_against(runs)
+    assert row == {"app": "hello", "mode": "keep-alive", "against": "polycorn-event@before",
+                   "repetitions": 3, "cpu_ratio": pytest.approx(1.0)}
+
+
+def test_the_other_checkout_is_what_its_servers_import(tmp_path: Path) -> None:
+    tree = tmp_path / "release"
+    (tree / "polycorn").mkdir(parents=True)
+    (tree / "polycorn" / "__init__.py").write_text("")
+    (tree / "server").mkdir()
+    (tree / "server" / "__init__.py").write_text("MARK = 'release'\n")
+    (tree / "pyproject.toml").write_text(
+        '[tool.setuptools.package-dir]\n"polycorn" = "polycorn"\n"polycorn.server" = "server"\n')
+    shim = package_shim(tree, tmp_path, "old")
+    env = {**os.environ, "PYTHONPATH": str(shim)}
+    out = subprocess.run([sys.executable, "-c", "import polycorn.server as s; print(s.MARK)"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "release"  # before the editable install's own tree
+    twins = against([SERVERS["gunicorn-sync"], SERVERS["polycorn-event"]],
+                    f"old={tree}", tmp_path)
+    assert [t.name for t in twins] == ["polycorn-event@old"]
+    linked = Path(twins[0].pythonpath[0], "polycorn", "server")
+    assert linked.resolve() == (tree / "server").resolve()
+    with pytest.raises(SystemExit):
+        against([SERVERS["polycorn-event"]], f"old={tmp_path / 'nothing'}", tmp_path)
