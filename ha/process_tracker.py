@@ -1,15 +1,16 @@
-"""Every process the chaos runner starts, found again and killed by pid, also on Ctrl-C.
+"""The one process tracker: every process that a tool or a test starts (the chaos runner,
+the Redis launcher, the test fixtures), found again and killed by pid, also on Ctrl-C.
 
 Each child starts in a session of its own, so the terminal's Ctrl-C reaches only
 the runner, which then cleans up. Masters start peers and successors in new
 sessions, and their process titles replace their command lines, so neither
 descendants nor arguments find them all. The tracker finds processes two ways,
-neither by command-line text: every pid it has seen is written with its start
-time to the run directory's ledger (`pids.jsonl`), so a pid is signalled only
-while it is still that process, and a fresh tracker on the same run directory
-finds what an interrupted run left; and every polycorn process of the run carries
+neither by command-line text: every pid it has seen is kept with its start time,
+so a pid is signalled only while it is still that process (with a run directory,
+also written to its ledger `pids.jsonl`, so a fresh tracker on the same directory
+finds what an interrupted run left); and every polycorn process of a run carries
 the run's tag in its proc name (-n NAME@TAG, its title `polycorn: master
-[NAME@TAG]`), which finds the masters no one saw start.
+[NAME@TAG]`), which finds the masters no one saw start. Standard library only.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def descendants(*pids: int) -> list[int]:
 def _named(match) -> list[int]:
     found = []
     for pid in _all_pids():
+        if pid == os.getpid():
+            continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 name = proctitle.name_of(f.read())
@@ -94,6 +97,23 @@ def signal_pids(pids: Iterable[int], sig: int) -> list[int]:
     return sent
 
 
+def stop_pid(pid: int, timeout: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL if the process outlives `timeout`; True once it is gone.
+    A child of ours is reaped by its Popen (or the caller); this only waits for it to die."""
+    if not signal_pids([pid], signal.SIGTERM):
+        return True
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        if time.monotonic() > deadline:
+            signal_pids([pid], signal.SIGKILL)
+            deadline = time.monotonic() + 5.0  # SIGKILL cannot be refused: a short wait
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            break
+        time.sleep(0.02)
+    return not alive(pid)
+
+
 def _ancestors() -> set[int]:
     out, pid = set(), os.getpid()
     while pid and pid not in out:
@@ -103,18 +123,26 @@ def _ancestors() -> set[int]:
 
 
 class ProcessTracker:
-    """Starts children in their own sessions and kills all of them, and theirs, at the end."""
+    """Starts children in their own sessions and kills all of them, and theirs, at the end.
 
-    def __init__(self, run_dir: Path) -> None:
-        run_dir = run_dir.resolve()
-        # The run's tag: derived from its directory, so a fresh tracker finds it again.
-        self.tag = hashlib.sha256(str(run_dir).encode()).hexdigest()[:10]
-        self.ledger = run_dir / "pids.jsonl"
+    With a run directory it keeps a ledger there and tags the run's polycorn processes;
+    without one (a test's own processes) it remembers pids in memory only."""
+
+    def __init__(self, run_dir: Path | None = None) -> None:
+        self.tag: str | None = None
+        self.ledger: Path | None = None
+        if run_dir is not None:
+            run_dir = run_dir.resolve()
+            # The run's tag: derived from its directory, so a fresh tracker finds it again.
+            self.tag = hashlib.sha256(str(run_dir).encode()).hexdigest()[:10]
+            self.ledger = run_dir / "pids.jsonl"
         self.popens: list[subprocess.Popen] = []
         self.seen: dict[int, int] = {}  # pid -> start time (clock ticks after boot)
 
     def proc_name(self, label: str) -> str:
         """The -n NAME of a polycorn process of this run."""
+        if self.tag is None:
+            raise ValueError("a tracker without a run directory tags no process")
         return f"{label}@{self.tag}"
 
     def spawn(self, argv: list[str], *, log_path: Path, cwd: Path | str | None = None,
@@ -124,8 +152,12 @@ class ProcessTracker:
                                     stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.popens.append(proc)
-        self._remember([proc.pid])
+        self.remember(proc.pid)
         return proc
+
+    def remember(self, *pids: int) -> None:
+        """Track processes someone else started (a child's children, a peer master)."""
+        self._remember(pids)
 
     def _remember(self, pids: Iterable[int]) -> None:
         new = []
@@ -134,11 +166,13 @@ class ProcessTracker:
             if pid not in self.seen and start is not None:
                 self.seen[pid] = start
                 new.append({"pid": pid, "start": start})
-        if new:
+        if new and self.ledger is not None:
             with contextlib.suppress(OSError), open(self.ledger, "a") as f:
                 f.write("".join(json.dumps(rec) + "\n" for rec in new))
 
     def _read_ledger(self) -> None:
+        if self.ledger is None:
+            return
         try:
             lines = self.ledger.read_text().splitlines()
         except OSError:
@@ -147,6 +181,9 @@ class ProcessTracker:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 rec = json.loads(line)
                 self.seen.setdefault(int(rec["pid"]), int(rec["start"]))
+
+    def __contains__(self, pid: int) -> bool:
+        return pid in self.seen
 
     def live(self) -> set[int]:
         """Pids seen that are still the very process seen (not a later one with its pid)."""
@@ -157,7 +194,8 @@ class ProcessTracker:
         killed master are re-parented and only their tag finds them later)."""
         self._read_ledger()
         mine = _ancestors()
-        roots = (self.live() | set(tagged_pids(self.tag))) - mine
+        tagged = set(tagged_pids(self.tag)) if self.tag else set()
+        roots = (self.live() | tagged) - mine
         self._remember([*roots, *descendants(*roots)])
         return self.live() - mine
 

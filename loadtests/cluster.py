@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from polycorn.ha.process_tracker import ProcessTracker, alive, descendants, named_pids, parent
+from polycorn.ha.redis_launcher import RedisServer, SentinelGroup
 from polycorn.server import identity
 
-from loadtests.procs import ProcessTracker, alive, descendants, named_pids, parent
-from loadtests.redis_proc import RedisSetup
 from loadtests.scenario import ClusterShape
 from loadtests.targets import TargetError, normalize_url, read_status
 
@@ -74,7 +74,7 @@ class LocalNode:
         self.tracker = tracker
         self.run_dir = run_dir
         # Its processes' proc name: titles `polycorn: master [chaos-n1@TAG]`, and how the
-        # tracker finds them (see procs.py).
+        # tracker finds them (see ha/process_tracker.py).
         self.proc_name = tracker.proc_name(f"{cluster_name}-{node_id}")
 
     def argv(self) -> list[str]:
@@ -141,6 +141,46 @@ class LocalNode:
         return f"{self.node_id} {self.url} masters {sorted(self.masters().values())}"
 
 
+class ClusterRedis:
+    """The runner's own Redis: one server, or a Sentinel group (a master, a replica, three
+    sentinels), with the append-only file on so a restart after a crash keeps the
+    cluster's epochs; every process runs under the tracker."""
+
+    SERVICE = "polycorn"
+
+    def __init__(self, tracker: ProcessTracker, directory: Path, mode: str) -> None:
+        self.mode = mode  # "single" or "sentinel"
+        self.tracker = tracker
+        self.directory = directory
+        self.single: RedisServer | None = None
+        self.group: SentinelGroup | None = None
+
+    def start(self) -> None:
+        if self.mode == "sentinel":
+            self.group = SentinelGroup(self.tracker, self.directory, self.SERVICE,
+                                       append_only=True)
+        else:
+            self.single = RedisServer(self.tracker, self.directory, append_only=True).start()
+
+    @property
+    def url(self) -> str:
+        return self.group.url if self.group else self._single().url
+
+    def current_primary(self) -> RedisServer:
+        return self.group.current_master() if self.group else self._single()
+
+    def failover(self) -> str:
+        if self.group is None:
+            raise RuntimeError("no Sentinel group: start the runner with --redis-mode sentinel")
+        before = self.group.request_failover()
+        return f"SENTINEL FAILOVER {self.SERVICE} (master was port {before})"
+
+    def _single(self) -> RedisServer:
+        if self.single is None:
+            raise RuntimeError("the cluster's Redis is not started")
+        return self.single
+
+
 class LocalCluster:
     """A private Redis and N nodes of one app, all on 127.0.0.1, all torn down by pid."""
 
@@ -152,7 +192,7 @@ class LocalCluster:
         self.run_dir = run_dir
         self.tracker = tracker
         self.name = name
-        self.redis = RedisSetup(tracker, run_dir, redis_mode) if redis_mode != "none" else None
+        self.redis = ClusterRedis(tracker, run_dir, redis_mode) if redis_mode != "none" else None
         self.nodes: dict[str, LocalNode] = {}
 
     @property

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtests.procs import ProcessTracker, signal_pids
+from polycorn.ha.process_tracker import ProcessTracker, signal_pids
+
 from loadtests.scenario import NODE_ALIASES, ClusterShape, Fault
 
 Steps = Generator[float, None, None]

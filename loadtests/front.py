@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from polycorn.ha.haproxy.runtime import RuntimeApi, RuntimeApiError
-
-from loadtests.procs import ProcessTracker
+from polycorn.ha.process_tracker import ProcessTracker
 
 BACKEND = "polycorn"
 SLOTS = 16

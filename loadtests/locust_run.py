@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests.procs import ProcessTracker
+from polycorn.ha.process_tracker import ProcessTracker
+
 from loadtests.scenario import Scenario
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"

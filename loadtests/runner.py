@@ -21,13 +21,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from polycorn.ha.process_tracker import ProcessTracker
+from polycorn.ha.redis_launcher import RedisLaunchError
+
 from loadtests import faults
 from loadtests.cluster import AttachedCluster, ClusterError, LocalCluster, free_ports
 from loadtests.faults import FaultContext, FaultRecord
 from loadtests.front import FrontError, HaproxyFront, front_facts
 from loadtests.locust_run import LocustError, LocustOutput, LocustRun
-from loadtests.procs import ProcessTracker
-from loadtests.redis_proc import RedisError
 from loadtests.report import build, summary_text
 from loadtests.scenario import (
     ACTIONS,
@@ -219,7 +220,7 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
             f"{scenario.cluster.app} in {run_dir}")
     try:
         cluster.start(say)
-    except (ClusterError, RedisError, TargetError, OSError) as exc:
+    except (ClusterError, RedisLaunchError, TargetError, OSError) as exc:
         say(f"chaos: error: the cluster did not start: {exc}")
         return EXIT_ENVIRONMENT
     front = None

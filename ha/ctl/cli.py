@@ -212,22 +212,22 @@ def _print_event(event: Event, as_json: bool) -> None:
 
 
 def cmd_redis_up(args) -> int:
-    from polycorn.ha.redis_up import RedisUpError, default_dir, redis_up
+    from polycorn.ha.redis_launcher import RedisLaunchError, default_dir, redis_up
 
     try:
         print(redis_up(Path(args.dir) if args.dir else default_dir(), args.port))
-    except RedisUpError as exc:
+    except RedisLaunchError as exc:
         raise CtlError(str(exc), EXIT_REDIS_UP) from None
     return EXIT_OK
 
 
 def cmd_redis_down(args) -> int:
-    from polycorn.ha.redis_up import RedisUpError, default_dir, redis_down
+    from polycorn.ha.redis_launcher import RedisLaunchError, default_dir, redis_down
 
     try:
         directory = Path(args.dir) if args.dir else default_dir()
         print(f"stopped redis-server (pid {redis_down(directory)})")
-    except RedisUpError as exc:
+    except RedisLaunchError as exc:
         raise CtlError(str(exc), EXIT_REDIS_UP) from None
     return EXIT_OK
 

@@ -18,10 +18,10 @@ from deployfleet import (
     HOSTS,
     ROOT,
     Fleet,
-    RedisServer,
     build_wheels,
     kill_services,
     service_base,
+    start_redis,
 )
 
 FAB = str(Path(sys.executable).with_name("fab"))
@@ -41,9 +41,9 @@ def wheels(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("deploy-redis"))
+    server = start_redis(tmp_path_factory.mktemp("deploy-redis"))
     yield server
-    server.stop()
+    server.crash()
 
 
 @pytest.fixture(scope="session")

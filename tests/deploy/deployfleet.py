@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from polycorn.ha.process_tracker import ProcessTracker
+from polycorn.ha.redis_launcher import RedisServer
 from support.procs import (
     alive,
     descendants,
@@ -29,7 +31,6 @@ from support.procs import (
 
 ROOT = Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
-REDIS_SERVER = "redis-server"
 # The interpreter the hosts create release virtualenvs from (the filesystem outside
 # /srv is shared with the hosts, so the test's own base Python is there too).
 HOST_PYTHON = getattr(sys, "_base_executable", sys.executable)
@@ -162,29 +163,10 @@ def pids_with_first_arg(program: str) -> list[int]:
     return found
 
 
-class RedisServer:
-    """A private redis-server on a free loopback port, no persistence."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.dir = workdir / f"redis-{self.port}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.dir / "server.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        wait_until(lambda: port_open(self.port), 10, what="redis-server")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        kill_all([self.proc.pid], signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
+def start_redis(workdir: Path) -> RedisServer:
+    """A private redis-server on a free loopback port, no persistence, under its own
+    tracker (stop it with .crash(): SIGKILL by pid)."""
+    return RedisServer(ProcessTracker(), workdir).start()
 
 
 # -- wheels -------------------------------------------------------------------------------

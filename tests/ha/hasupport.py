@@ -1,153 +1,40 @@
-"""Real redis-server and Sentinel processes for the ha/ tests, cleaned up by pid.
+"""Real redis-server and Sentinel processes for the ha/ tests, and fake nodes; all
+cleaned up by pid.
 
-Each server is private: a free loopback port, its own directory, no persistence
-(`--save "" --appendonly no`). Faults are injected on the real process: SIGSTOP,
-SIGKILL, DEBUG SLEEP, SENTINEL FAILOVER.
+The Redis processes come from the one launcher (polycorn.ha.redis_launcher): each
+server is private (a free loopback port, its own directory, no persistence), and
+faults are injected on the real process: SIGSTOP, SIGKILL, DEBUG SLEEP, SENTINEL
+FAILOVER.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
-import redis
-from support.procs import free_port, wait_until
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-class RedisProc:
-    """One redis-server (or sentinel) process."""
-
-    def __init__(self, workdir: Path, *, port: int | None = None, extra: list[str] | None = None,
-                 sentinel_conf: str | None = None) -> None:
-        self.port = port or free_port()
-        self.dir = workdir / f"redis-{self.port}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.extra = extra or []
-        self.sentinel_conf = sentinel_conf
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        log = open(self.dir / "server.log", "ab")  # noqa: SIM115 - closed with the process
-        if self.sentinel_conf is not None:
-            conf = self.dir / "sentinel.conf"
-            conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
-                            + self.sentinel_conf)
-            argv = [REDIS_SERVER, str(conf), "--sentinel"]
-        else:
-            argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                    "--save", "", "--appendonly", "no", "--dir", str(self.dir), *self.extra]
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
-        log.close()
-        wait_until(self.ping, 10, what=f"redis on port {self.port}")
-
-    def client(self, **kw) -> redis.Redis:
-        return redis.Redis(port=self.port, host="127.0.0.1", decode_responses=True,
-                           socket_timeout=2, socket_connect_timeout=1, **kw)
-
-    def ping(self) -> bool:
-        try:
-            with self.client() as c:
-                return bool(c.ping())
-        except redis.RedisError:
-            return False
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL by pid and reap; the port is free again afterwards."""
-        if self.proc is None:
-            return
-        self.signal(signal.SIGCONT)  # a stopped process must not stay a zombie holder
-        self.signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        self.proc = None
+from polycorn.ha.process_tracker import ProcessTracker
+from polycorn.ha.redis_launcher import RedisServer, SentinelGroup
+from support.procs import wait_until
 
 
 class RedisFarm:
-    """Every Redis process a test started; all killed at teardown."""
+    """Every Redis process a test started, under one tracker; all killed at teardown."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.procs: list[RedisProc] = []
+        self.tracker = ProcessTracker()
 
-    def server(self, **kw) -> RedisProc:
-        proc = RedisProc(self.workdir, **kw)
-        self.procs.append(proc)
-        return proc
+    def server(self, **kw) -> RedisServer:
+        return RedisServer(self.tracker, self.workdir, **kw).start()
 
     def sentinel_group(self, service: str = "polymaster") -> SentinelGroup:
-        return SentinelGroup(self, service)
+        return SentinelGroup(self.tracker, self.workdir, service)
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.kill()
-
-
-class SentinelGroup:
-    """A master, one replica and three sentinels with short timers (testing-notes.md)."""
-
-    def __init__(self, farm: RedisFarm, service: str) -> None:
-        self.service = service
-        # no diskless-sync delay: the replica is online in milliseconds, not 5 s
-        self.master = farm.server(extra=["--repl-diskless-sync-delay", "0"])
-        self.replica = farm.server(extra=["--replicaof", "127.0.0.1", str(self.master.port),
-                                          "--repl-diskless-sync-delay", "0"])
-        wait_until(self._replica_online, 10, what="replica online")
-        conf = (f"sentinel monitor {service} 127.0.0.1 {self.master.port} 2\n"
-                f"sentinel down-after-milliseconds {service} 2000\n"
-                f"sentinel failover-timeout {service} 10000\n"
-                f"sentinel parallel-syncs {service} 1\n")
-        self.sentinels = [farm.server(sentinel_conf=conf) for _ in range(3)]
-        wait_until(self._sentinels_agree, 15, what="sentinels see each other and the replica")
-
-    def _replica_online(self) -> bool:
-        with self.master.client() as c:
-            replica = c.info("replication").get("slave0")
-            return isinstance(replica, dict) and replica.get("state") == "online"
-
-    def _sentinels_agree(self) -> bool:
-        for s in self.sentinels:
-            with s.client() as c:
-                fields = c.execute_command("SENTINEL", "MASTER", self.service)
-                if isinstance(fields, list):  # RESP2 without redis-py's parser: flat pairs
-                    fields = dict(zip(fields[::2], fields[1::2], strict=True))
-                if int(fields["num-other-sentinels"]) < 2 or int(fields["num-slaves"]) < 1:
-                    return False
-        return True
-
-    @property
-    def url(self) -> str:
-        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"sentinel://{hosts}/{self.service}/0"
-
-    def master_port(self) -> int:
-        with self.sentinels[0].client() as c:
-            return int(c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)[1])
-
-    def failover(self) -> float:
-        """SENTINEL FAILOVER; return seconds until the sentinels name a new master."""
-        before = self.master_port()
-        start = time.monotonic()
-        with self.sentinels[0].client() as c:
-            c.execute_command("SENTINEL", "FAILOVER", self.service)
-        wait_until(lambda: self.master_port() != before, 20, what="sentinel failover")
-        return time.monotonic() - start
+        self.tracker.kill_all()
 
 
 FAKE_MASTER = Path(__file__).with_name("fake_master.py")

@@ -292,7 +292,7 @@ def test_redis_restarted_empty_leaves_the_backend_unchanged(front):
     before = f.haproxy.servers()
     with f.load() as load:
         load.wait_requests(300)
-        f.redis.kill()
+        f.redis.crash()
         f.redis.start()
         restarted = time.monotonic()
         changed = _unchanged(f, before, 9.0)  # past the recovery grace (7 s)

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from polycorn.ha.process_tracker import ProcessTracker, tagged_pids
 
 from loadtests.cluster import LocalCluster
 from loadtests.faults import ctl_has_command
-from loadtests.procs import ProcessTracker, tagged_pids
 from loadtests.scenario import SCENARIOS, ClusterShape
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,9 +7,10 @@ recorded in a run directory, as the runner does after the load.
 
 from __future__ import annotations
 
+from polycorn.ha.process_tracker import ProcessTracker
+
 from loadtests.faults import FaultRecord
 from loadtests.front import HaproxyFront, front_facts, parse_log, taken_out_at
-from loadtests.procs import ProcessTracker
 from loadtests.scenario import Fault
 
 T0 = 1_796_297_600

@@ -18,10 +18,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from polycorn.ha.process_tracker import ProcessTracker
 
 from loadtests.cluster import LocalCluster
 from loadtests.locust_run import LOCUSTFILE
-from loadtests.procs import ProcessTracker
 from loadtests.scenario import ClusterShape
 
 ROOT = Path(__file__).resolve().parents[2]
