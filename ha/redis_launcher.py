@@ -68,6 +68,16 @@ def answers_ping(port: int, host: str = HOST) -> bool:
         return False
 
 
+def served_by(port: int, host: str = HOST) -> int | None:
+    """The pid of the redis-server answering on the port (INFO server), None if none answers."""
+    try:
+        with redis.Redis(host=host, port=port, socket_timeout=0.5,
+                         socket_connect_timeout=0.5) as c:
+            return int(c.info("server")["process_id"])
+    except (redis.RedisError, OSError, KeyError, ValueError):
+        return None
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, what: str,
              interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
@@ -127,11 +137,13 @@ class RedisServer:
         return [binary, str(conf), "--sentinel"]
 
     def start(self, timeout: float = START_TIMEOUT) -> RedisServer:
-        """Start it and return once it answers PING (or raise, naming its log)."""
+        """Start it and return once it answers on its port (or raise, naming its log).
+        Ready means this very process answers: a port taken by another server must not
+        pass for a start."""
         log = self.dir / "server.log"
         self.proc = self.tracker.spawn(self.argv(), log_path=log)
         deadline = time.monotonic() + timeout
-        while not answers_ping(self.port):
+        while served_by(self.port) != self.proc.pid:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RedisLaunchError(f"redis-server on port {self.port} did not start; "
                                        f"see {log}")

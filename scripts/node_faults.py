@@ -33,7 +33,7 @@ from support.procs import (  # noqa: E402
     descendants,
     free_port,
     kill_all,
-    pids_named,
+    named_pids,
     port_open,
     unique_name,
     wait_until,
@@ -72,7 +72,7 @@ def ctl_upgrade(pid_path: Path) -> tuple[int, float, str]:
 
 
 def cleanup(name: str) -> None:
-    pids = set(pids_named(name))
+    pids = set(named_pids(name))
     for pid in list(pids):
         pids.update(descendants(pid))
     kill_all(pids)

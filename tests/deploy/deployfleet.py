@@ -24,7 +24,7 @@ from support.procs import (
     descendants,
     free_port,
     kill_all,
-    pids_named,
+    named_pids,
     port_open,
     wait_until,
 )
@@ -142,7 +142,7 @@ def kill_services(services: list[str]) -> None:
     victims: set[int] = set()
     for service in services:
         python = f"{service_base(service)}/current/venv/bin/python"
-        for pid in {*pids_named(service), *pids_with_first_arg(python)}:
+        for pid in {*named_pids(service), *pids_with_first_arg(python)}:
             victims.update([pid, *descendants(pid)])
     kill_all(victims, signal.SIGKILL)
 

@@ -16,7 +16,7 @@ from support.procs import (
     ROOT,
     alive,
     descendants,
-    pids_named,
+    named_pids,
     port_open,
     unique_name,
     wait_until,
@@ -68,7 +68,7 @@ def site(tmp_path, polycorn, port):
 
 def the_service(name: str) -> list[int]:
     """Every process of the service: masters of all generations, workers (by proc name)."""
-    return pids_named(name)
+    return named_pids(name)
 
 
 def cmdline(pid: int) -> bytes:

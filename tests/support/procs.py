@@ -1,4 +1,8 @@
-"""Start real polycorn processes on free loopback ports and clean them up by pid."""
+"""Start real polycorn processes on free loopback ports and clean them up by pid.
+
+The /proc helpers and the pid bookkeeping are the project's one process tracker
+(polycorn.ha.process_tracker), re-exported here under the names the tests use.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,17 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from polycorn.server import identity, proctitle
+from polycorn.ha.process_tracker import (
+    ProcessTracker,
+    alive,
+    children,
+    descendants,
+    named_pids,
+    signal_pids,
+)
+
+__all__ = ["EXAMPLES", "ROOT", "Polycorn", "alive", "children", "descendants", "free_port",
+           "kill_all", "name_in", "named_pids", "port_open", "unique_name", "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -25,88 +39,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of pid, read from /proc."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # the command name may contain spaces and parentheses: split after the last ')'
-        ppid = int(stat.rsplit(b")", 1)[1].split()[1])
-        if ppid == pid:
-            out.append(int(entry))
-    return out
-
-
-def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        for child in children(todo.pop()):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-        return state != b"Z"
-    except OSError:
-        return False
-
-
-def pids_named(name: str) -> list[int]:
-    """Every live polycorn process of proc name `name` (-n): masters, workers, agents,
-    found by their title `polycorn: ROLE [NAME]`, or by `-n NAME` before they set one."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if proctitle.is_named(cmdline, name) and alive(int(entry)):
-            found.append(int(entry))
-    return found
-
-
 def unique_name() -> str:
     """A proc name (-n) no other test uses: it finds this test's processes again."""
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
 def kill_all(pids: Iterable[int], sig: int = signal.SIGKILL) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
-
-class Seen:
-    """Pids remembered with their start times: a pid is signalled later only while it
-    is still the process we saw (never one that got the number after it exited)."""
-
-    def __init__(self) -> None:
-        self.starts: dict[int, int] = {}
-
-    def add(self, *pids: int) -> None:
-        for pid in pids:
-            start = identity.start_time(pid)
-            if start is not None:
-                self.starts.setdefault(pid, start)
-
-    def live(self) -> list[int]:
-        return [p for p, start in self.starts.items() if identity.start_time(p) == start]
-
-    def __contains__(self, pid: int) -> bool:
-        return pid in self.starts
+    signal_pids(pids, sig)
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
@@ -165,13 +104,14 @@ class Polycorn:
             start_new_session=True,
         )
         self.pid = self.proc.pid
-        self.seen = Seen()
-        self.seen.add(self.pid)
+        # Every pid it spawned, with its start time: killed later only while still that process.
+        self.seen = ProcessTracker()
+        self.seen.remember(self.pid)
 
     def track(self) -> list[int]:
         """Remember every descendant now alive, so stop() can kill it even if orphaned."""
         now = descendants(self.pid)
-        self.seen.add(*now)
+        self.seen.remember(*now)
         return now
 
     def workers(self) -> list[int]:
@@ -197,8 +137,8 @@ class Polycorn:
         self.track()
         # Masters started by other masters (peers, upgrades) live in sessions of
         # their own, and outlive the master that started them: find them by name.
-        for pid in pids_named(self.name) if self.name else ():
-            self.seen.add(pid, *descendants(pid))
+        for pid in named_pids(self.name) if self.name else ():
+            self.seen.remember(pid, *descendants(pid))
         kill_all(self.seen.live(), signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
