@@ -266,14 +266,22 @@ def signal_masters(sig: signal.Signals):
 def usr2(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
     """`polycorn --upgrade PIDFILE`: each master re-executes, health-gated, in turn."""
     log_path = ctx.run_dir / f"upgrade-{node.node_id}-{int(time.time())}.log"
-    proc = ctx.tracker.spawn(node.upgrade_argv(), log_path=log_path, cwd=ctx.run_dir)
+    yield from _run_command(ctx, rec, node.upgrade_argv(), log_path, "polycorn --upgrade",
+                            f" {node.pidfile.name}", tail=3)
+
+
+def _run_command(ctx: FaultContext, rec: FaultRecord, argv: list[str], log_path: Path,
+                 what: str, args: str = "", tail: int = 2) -> Steps:
+    """Run a command under the tracker, polling until it exits; the fault ends with it and
+    fails with its exit status and the last `tail` lines of its output."""
+    proc = ctx.tracker.spawn(argv, log_path=log_path, cwd=ctx.run_dir)
     rec.pids = [proc.pid]
-    rec.detail = f"polycorn --upgrade {node.pidfile.name} (pid {proc.pid})"
+    rec.detail = f"{what}{args} (pid {proc.pid})"
     while proc.poll() is None:
         yield UPGRADE_POLL
     rec.ended = time.time()
     output = log_path.read_text(errors="replace").strip().splitlines()
-    rec.detail = f"polycorn --upgrade exit {proc.returncode}: {' | '.join(output[-3:])}"
+    rec.detail = f"{what} exit {proc.returncode}: {' | '.join(output[-tail:])}"
     if proc.returncode != 0:
         raise RuntimeError(rec.detail)
 
@@ -299,16 +307,7 @@ def rolling_upgrade(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
     argv = [sys.executable, "-m", "polycorn.ha.ctl", "upgrade", "--wait", "--cluster",
             ctx.cluster.name, "--redis", ctx.cluster.redis_url]
     log_path = ctx.run_dir / f"rolling-upgrade-{int(time.time())}.log"
-    proc = ctx.tracker.spawn(argv, log_path=log_path, cwd=ctx.run_dir)
-    rec.pids = [proc.pid]
-    rec.detail = f"polycorn-ctl upgrade (pid {proc.pid})"
-    while proc.poll() is None:
-        yield UPGRADE_POLL
-    rec.ended = time.time()
-    output = log_path.read_text(errors="replace").strip().splitlines()
-    rec.detail = f"polycorn-ctl upgrade exit {proc.returncode}: {' | '.join(output[-2:])}"
-    if proc.returncode != 0:
-        raise RuntimeError(rec.detail)
+    yield from _run_command(ctx, rec, argv, log_path, "polycorn-ctl upgrade")
 
 
 def join_node(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
