@@ -33,6 +33,7 @@ from polycorn.server.arbiter_upgrade import UpgradeMixin
 from polycorn.server.arbiter_workers import WorkersMixin
 from polycorn.server.liveness import SlotTable
 from polycorn.server.masters import GroupStop, MasterGroup
+from polycorn.server.messages import Failed, speak
 from polycorn.server.sidecar import ChannelClosed, SidecarSupervisor
 from polycorn.server.sockets import Listener
 from polycorn.server.upgrade import Inherited, Upgrade, reexec_argv, remove_status, status_path
@@ -141,7 +142,8 @@ class Arbiter(WorkersMixin, ReloadMixin, UpgradeMixin, SidecarMixin, StopMixin):
             self.exit_status = exc.exit_status
             if self.inherited is not None:  # tell the old master why, so it can report it
                 with contextlib.suppress(ChannelClosed, OSError):
-                    self.inherited.channel.send({"type": "failed", "reason": exc.reason})
+                    self.inherited.channel.send(
+                        Failed(exc.reason).to_wire(speak(self.inherited.wire_version)))
             self.kill_everything()
         finally:
             self.cleanup()

@@ -7,22 +7,22 @@ upgrade) are executed by the loop and answered with a result.
 
 from __future__ import annotations
 
-from typing import Any
-
 from polycorn.server.arbiter_state import LEAVING_STATES
+from polycorn.server.messages import Command, Hello, MasterEvent, Received, Result, State
 from polycorn.server.sidecar import SidecarProcess
 
 
 class SidecarMixin:
 
-    def _hello(self) -> dict[str, Any]:
-        return {"type": "hello", "pid": self.pid, "node": {
-            "bind": [str(lst) for lst in self.listeners],
-            "workers": int(self.cfg.workers),
-            "max_workers": self.max_workers(),
-            "proc_name": getattr(self.cfg, "proc_name", None),
-            "release": getattr(self.cfg, "release", None),
-        }}
+    def _hello(self) -> Hello:
+        return Hello(
+            pid=self.pid,
+            bind=tuple(str(lst) for lst in self.listeners),
+            workers=int(self.cfg.workers),
+            max_workers=self.max_workers(),
+            proc_name=getattr(self.cfg, "proc_name", None),
+            release=getattr(self.cfg, "release", None),
+        )
 
     def max_workers(self) -> int:
         return int(self.cfg.max_workers_resolved)
@@ -35,26 +35,27 @@ class SidecarMixin:
         if state is not None:
             self.public_state = state
         ready = sum(1 for r in self.live() if r.ready_seen)
-        self.sidecars.broadcast({
-            "type": "state", "state": self.public_state,
-            "workers": ready, "workers_target": self.num_workers,
-            "workers_configured": int(self.cfg.workers), "max_workers": self.max_workers(),
-            "pid": self.pid, "reason": reason})
+        self.sidecars.broadcast(State(
+            state=self.public_state,
+            workers=ready, workers_target=self.num_workers,
+            workers_configured=int(self.cfg.workers), max_workers=self.max_workers(),
+            pid=self.pid, reason=reason))
 
     def broadcast_event(self, event: str, reason: str) -> None:
-        self.sidecars.broadcast({"type": "event", "event": event, "reason": reason})
+        self.sidecars.broadcast(MasterEvent(event, reason))
 
-    def handle_sidecar_message(self, proc: SidecarProcess, msg: dict[str, Any]) -> None:
-        if msg.get("type") != "command":
+    def handle_sidecar_message(self, proc: SidecarProcess, received: Received) -> None:
+        msg = received.message
+        if not isinstance(msg, Command):
             return
-        cmd, cid = msg.get("cmd"), msg.get("id")
+        cmd, cid, step = msg.cmd, msg.id, 1 if msg.n is None else msg.n
         ok, reason = True, ""
         if cmd == "ttin":
-            self.set_num_workers(min(self.max_workers(), self.num_workers + int(msg.get("n", 1))))
+            self.set_num_workers(min(self.max_workers(), self.num_workers + step))
         elif cmd == "ttou":
-            self.set_num_workers(self.num_workers - int(msg.get("n", 1)))
+            self.set_num_workers(self.num_workers - step)
         elif cmd == "set_workers":
-            n = int(msg.get("n", self.cfg.workers))
+            n = int(self.cfg.workers if msg.n is None else msg.n)
             if not 0 <= n <= self.max_workers():
                 ok, reason = False, f"{n} workers is outside 0..{self.max_workers()}"
             else:
@@ -71,7 +72,7 @@ class SidecarMixin:
                 self.start_upgrade()
         else:
             ok, reason = False, f"unknown command {cmd!r}"
-        self.sidecars.reply(proc, {"type": "result", "id": cid, "ok": ok, "reason": reason})
+        self.sidecars.reply(proc, Result(cid, ok, reason), received.version)
 
     def set_drained(self, drained: bool) -> None:
         """polycorn-ctl drain/undrain: keep serving, but answer the health path with 503."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from polycorn.server import identity, pidfile, systemd
 from polycorn.server.arbiter_state import MasterState
+from polycorn.server.messages import FOR_NEW_MASTER, Promote, receive
 from polycorn.server.sidecar import ChannelClosed
 from polycorn.server.upgrade import Outcome, Upgrade, write_status
 
@@ -85,9 +86,11 @@ class UpgradeMixin:
                 self.inherited.channel.close()
                 self.inherited = None
             return
-        for msg in messages:
-            if msg.get("type") == "promote":
+        for received in receive(messages, FOR_NEW_MASTER, f"new master (old master "
+                                f"{self.inherited.old_pid})", log, "ignored it"):
+            if isinstance(received.message, Promote):
                 self.promoted("promoted by the old master")
+                return
 
     def promoted(self, why: str) -> None:
         assert self.inherited is not None

@@ -27,6 +27,7 @@ from polycorn.server.arbiter_state import (
 )
 from polycorn.server.exitcodes import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from polycorn.server.liveness import WorkerState
+from polycorn.server.messages import Ready, speak
 from polycorn.server.sidecar import ChannelClosed
 from polycorn.server.workers.base import WORKER_SIGNALS
 
@@ -277,7 +278,8 @@ class WorkersMixin:
                 self.cfg.when_ready(self)
                 if self.inherited is not None:
                     try:  # the old master promotes us, or rolls us back
-                        self.inherited.channel.send({"type": "ready", "pid": self.pid})
+                        self.inherited.channel.send(
+                            Ready(self.pid).to_wire(speak(self.inherited.wire_version)))
                     except ChannelClosed:
                         self.promoted("the old master is gone")
                 else:

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from polycorn.server import proctitle
+from polycorn.server import messages, proctitle
+from polycorn.server.messages import Hello, Message, Received, State
 
 log = logging.getLogger("polycorn.error")
 
@@ -132,8 +133,8 @@ class SidecarSupervisor:
         self.proc_name = proc_name  # NAME in the sidecars' process titles
         self._close_in_child = close_in_child  # closes the master's own fds after fork
         self.stopping = False  # the master is stopping: a sidecar that exits stays down
-        self.last_hello: dict[str, Any] | None = None
-        self.last_state: dict[str, Any] | None = None
+        self.last_hello: Hello | None = None
+        self.last_state: State | None = None
 
     def channels(self) -> dict[int, SidecarProcess]:
         return {p.channel.fileno(): p for p in self.procs if p.channel is not None}
@@ -177,7 +178,7 @@ class SidecarSupervisor:
         # A restarted sidecar must learn the node's current facts at once.
         for msg in (self.last_hello, self.last_state):
             if msg is not None:
-                self._send(proc, msg)
+                self._send(proc, msg, messages.WIRE_VERSION)
 
     def reaped(self, pid: int, status: str) -> bool:
         """Called by the master's reaper; True when pid was one of ours."""
@@ -197,33 +198,39 @@ class SidecarSupervisor:
                 return True
         return False
 
-    def broadcast(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "hello":
+    def broadcast(self, message: Message) -> None:
+        """To every sidecar, in WIRE_VERSION: the master speaks first on this channel."""
+        if isinstance(message, Hello):
             self.last_hello = message
-        elif message.get("type") == "state":
+        elif isinstance(message, State):
             self.last_state = message
         for proc in self.procs:
             if proc.channel is not None:
-                self._send(proc, message)
+                self._send(proc, message, messages.WIRE_VERSION)
 
-    def reply(self, proc: SidecarProcess, message: dict[str, Any]) -> None:
+    def reply(self, proc: SidecarProcess, message: Message, version: int) -> None:
+        """An answer, in the version the sidecar spoke (messages.speak)."""
         if proc.channel is not None:
-            self._send(proc, message)
+            self._send(proc, message, messages.speak(version))
 
-    def _send(self, proc: SidecarProcess, message: dict[str, Any]) -> None:
+    def _send(self, proc: SidecarProcess, message: Message, version: int) -> None:
         try:
             assert proc.channel is not None
-            proc.channel.send(message)
+            proc.channel.send(message.to_wire(version))
         except (ChannelClosed, BlockingIOError, OSError) as exc:
             # A sidecar that does not read its channel must not stall the master.
             log.warning("sidecar %s: message dropped: %s", proc.spec.name, exc)
 
-    def read(self, proc: SidecarProcess) -> list[dict[str, Any]]:
+    def read(self, proc: SidecarProcess) -> list[Received]:
+        """The sidecar's commands; a message this release cannot read is logged and dropped."""
         assert proc.channel is not None
         try:
-            return proc.channel.receive_ready()
+            raws = proc.channel.receive_ready()
         except ChannelClosed:
             return []
+        return messages.receive(raws, messages.FOR_MASTER_FROM_SIDECAR, f"master {self.proc_name}",
+                                log, f"dropped it (sent by sidecar {proc.spec.name}, pid "
+                                f"{proc.pid}); the master carries on")
 
     def stop(self, sig: int) -> None:
         self.stopping = True

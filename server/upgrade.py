@@ -24,8 +24,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from polycorn.server import identity
+from polycorn.server import identity, messages
 from polycorn.server.handoff import receive_listeners, send_listeners
+from polycorn.server.messages import Failed, Promote, Ready, Received
 from polycorn.server.process import successor_environ
 from polycorn.server.sidecar import Channel, ChannelClosed
 from polycorn.server.sockets import Listener
@@ -50,6 +51,7 @@ class Inherited:
     extra_fds: dict[str, int] = field(default_factory=dict)  # "handoff_lock", "handoff_sock", "index_lock"
     old_pid: int = 0
     drained: bool = False  # the node was drained (polycorn-ctl drain): stay so from the start
+    wire_version: int = 1  # the old master's, from its hand-off header: we answer in it
 
 
 def inherit_from_parent(environ: dict[str, str]) -> Inherited | None:
@@ -62,7 +64,7 @@ def inherit_from_parent(environ: dict[str, str]) -> Inherited | None:
     listeners, info, extra = receive_listeners(sock)
     sock.setblocking(False)
     return Inherited(Channel(sock), listeners, extra, int(info.get("owner", 0)),
-                     bool(info.get("drained", False)))
+                     bool(info.get("drained", False)), messages.announced_version(info))
 
 
 class Upgrade:
@@ -109,7 +111,9 @@ class Upgrade:
         ours.settimeout(5)
         try:
             send_listeners(ours, listeners, {"owner": os.getpid(), "attempt": self.attempt,
-                                             "drained": drained}, extra_fds)
+                                             "drained": drained,
+                                             messages.ANNOUNCE_KEY: messages.WIRE_VERSION},
+                           extra_fds)
         except OSError as exc:
             self.fail(f"could not pass the sockets: {exc}")
         ours.setblocking(False)
@@ -125,25 +129,41 @@ class Upgrade:
         if self.channel is not None:
             try:
                 for msg in self.channel.receive_ready():
-                    self._handle(msg)
+                    self._receive(msg)
             except ChannelClosed:
                 self.fail("the new master closed its channel before it was ready")
         if self.outcome is Outcome.UPGRADING and time.monotonic() > self.deadline:
             self.fail(f"the new master was not ready within {self.timeout:g}s")
         return self.outcome
 
-    def _handle(self, msg: dict[str, Any]) -> None:
-        kind = msg.get("type")
-        if kind == "ready":
+    def _receive(self, raw: dict[str, Any]) -> None:
+        if self.outcome is not Outcome.UPGRADING:
+            return
+        try:
+            received = messages.from_wire(raw, messages.FOR_OLD_MASTER)
+        except messages.MessageError as exc:
+            # A new master this release cannot understand can never be promoted by it:
+            # roll back now, with the reason, rather than at the readiness timeout.
+            log.warning(messages.refusal_line(
+                f"master (upgrade attempt {self.attempt})", exc,
+                f"rolling back the new master {self.new_pid}"))
+            self.fail(f"the new master {self.new_pid} sent a message this release cannot "
+                      f"read: {exc.reason}")
+            return
+        self._handle(received)
+
+    def _handle(self, received: Received) -> None:
+        msg = received.message
+        if isinstance(msg, Ready):
             assert self.channel is not None
-            try:
-                self.channel.send({"type": "promote"})
+            try:  # in the version the new master spoke: an older release reads it
+                self.channel.send(Promote().to_wire(messages.speak(received.version)))
             except ChannelClosed:
                 self.fail("the new master vanished at promotion")
                 return
             self.outcome = Outcome.PROMOTED
-        elif kind == "failed":
-            self.fail(str(msg.get("reason") or "the new master failed"))
+        elif isinstance(msg, Failed):
+            self.fail(msg.reason or "the new master failed")
 
     def child_exited(self, status_text: str) -> None:
         if self.outcome is Outcome.UPGRADING:
