@@ -32,6 +32,8 @@ from polycorn.ha.inbox import Inbox
 from polycorn.ha.registry import LEADER_STATES, Departure, NodeInfo, NodeState
 from polycorn.ha.settings import ClusterConfig
 from polycorn.ha.store import ClusterStore, Heartbeat, StoreUnavailable
+from polycorn.server import messages
+from polycorn.server.messages import Hello, MasterEvent, Result, State
 from polycorn.server.sidecar import Channel, ChannelClosed
 
 log = logging.getLogger("polycorn.error.cluster")
@@ -145,42 +147,49 @@ class Agent:
 
     # -- messages from the master --------------------------------------------------------
 
-    def handle_message(self, msg: dict[str, Any]) -> None:
-        kind = msg.get("type")
-        if kind == "hello":
+    def handle_message(self, raw: dict[str, Any]) -> None:
+        """One message from the master, as the channel delivered it."""
+        for received in messages.receive(
+                [raw], messages.FOR_SIDECAR, f"agent of node {self.config.node_id}", log,
+                "dropped it; the agent carries on"):
+            # Commands go back in the version the master speaks (messages.speak).
+            self.inbox.peer_version = received.version
+            self._dispatch(received.message)
+
+    def _dispatch(self, msg: messages.Message) -> None:
+        if isinstance(msg, Hello):
             self._on_hello(msg)
-        elif kind == "state":
+        elif isinstance(msg, State):
             self._on_state(msg)
-        elif kind == "event":
+        elif isinstance(msg, MasterEvent):
             self._on_event(msg)
-        elif kind == "result":
+        elif isinstance(msg, Result):
             self._best_effort(lambda: self.inbox.result(msg))
-        else:
-            log.debug("ignoring message %r", msg)
 
-    def _on_hello(self, msg: dict[str, Any]) -> None:
-        node = msg.get("node") or {}
+    def _on_hello(self, msg: Hello) -> None:
         self.info = self.info.evolve(
-            pid=int(msg.get("pid") or self.info.pid),
-            address=self.config.advertise or _address(node.get("bind") or []),
-            workers_configured=int(node.get("workers") or 0),
-            max_workers=int(node.get("max_workers") or 0))
+            pid=msg.pid or self.info.pid,
+            address=self.config.advertise or _address(list(msg.bind)),
+            workers_configured=msg.workers,
+            max_workers=msg.max_workers)
 
-    def _on_state(self, msg: dict[str, Any]) -> None:
+    def _on_state(self, msg: State) -> None:
         try:
-            state = NodeState(msg.get("state"))
+            state = NodeState(msg.state)
         except ValueError:
-            log.warning("unknown node state %r from the master", msg.get("state"))
+            log.warning("unknown node state %r from the master", msg.state)
             return
         before = self.info
-        configured = int(msg.get("workers_configured", before.workers_configured))
+
+        def said(value: int | None, otherwise: int) -> int:
+            return otherwise if value is None else value
+        configured = said(msg.workers_configured, before.workers_configured)
         self.info = before.evolve(
-            state=state, pid=int(msg.get("pid") or before.pid),
-            workers=int(msg.get("workers", before.workers)),
+            state=state, pid=msg.pid or before.pid,
+            workers=said(msg.workers, before.workers),
             workers_configured=configured,
-            workers_target=int(msg["workers_target"] if "workers_target" in msg
-                               else before.workers_target or configured),
-            max_workers=int(msg.get("max_workers", before.max_workers)))
+            workers_target=said(msg.workers_target, before.workers_target or configured),
+            max_workers=said(msg.max_workers, before.max_workers))
         after = self.info
         if (after.state, after.workers, after.workers_target) != (
                 before.state, before.workers, before.workers_target):
@@ -189,13 +198,13 @@ class Agent:
             # leader states also resigns in that same cycle.
             self.heartbeat_at = self.next_cycle = 0.0
 
-    def _on_event(self, msg: dict[str, Any]) -> None:
-        name = str(msg.get("event") or "")
+    def _on_event(self, msg: MasterEvent) -> None:
+        name = msg.event
         if not ev.EVENT_NAME.match(name):
             log.warning("dropping master event with a bad name %r", name)
             return
         self._best_effort(lambda: self.store.emit(Event(
-            name, self.config.node_id, self.election.epoch, str(msg.get("reason") or ""),
+            name, self.config.node_id, self.election.epoch, msg.reason,
             {"incarnation": str(self.incarnation)})))
         if name == ev.UPGRADE_ROLLED_BACK and self.membership in (Membership.REGISTERED,
                                                                    Membership.SUPERSEDED):

@@ -11,6 +11,8 @@ import json
 import uuid
 from dataclasses import dataclass
 
+from polycorn.server.messages import Command
+
 # The verbs a master accepts on its sidecar channel (docs/internals.md).
 VERBS = frozenset({"ttin", "ttou", "set_workers", "upgrade", "drain", "undrain", "reload"})
 VERBS_WITH_COUNT = frozenset({"ttin", "ttou", "set_workers"})
@@ -53,9 +55,6 @@ class NodeCommand:
         except (ValueError, KeyError, TypeError) as exc:
             raise CommandError(f"unparsable command {text[:80]!r}: {exc}") from None
 
-    def to_master(self) -> dict:
+    def to_master(self) -> Command:
         """The sidecar-protocol message relaying this command to the node's master."""
-        msg: dict = {"type": "command", "id": self.id, "cmd": self.cmd}
-        if self.n is not None:
-            msg["n"] = self.n
-        return msg
+        return Command(self.id, self.cmd, self.n)

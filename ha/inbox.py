@@ -10,13 +10,14 @@ event. Rejections are logged as events too (command_rejected_stale, ...).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from polycorn.ha import events as ev
 from polycorn.ha.commands import CommandError, NodeCommand
 from polycorn.ha.events import Event
 from polycorn.ha.fencing import Fence, FenceVerdict
 from polycorn.ha.store import ClusterStore
+from polycorn.server import messages
+from polycorn.server.messages import Result
 from polycorn.server.sidecar import Channel, ChannelClosed
 
 log = logging.getLogger("polycorn.error.cluster")
@@ -31,6 +32,7 @@ class Inbox:
         self.channel = channel
         self.node_id = node_id
         self.pending: dict[str, NodeCommand] = {}  # relayed, awaiting the master's result
+        self.peer_version: int | None = None  # the master's wire version, once it spoke
 
     def poll(self) -> None:
         """Take, fence and relay the queued commands (StoreUnavailable propagates)."""
@@ -54,7 +56,7 @@ class Inbox:
             self._emit(ev.COMMAND_REJECTED, command.epoch, decision.reason, details)
             return
         try:
-            self.channel.send(command.to_master())
+            self.channel.send(command.to_master().to_wire(messages.speak(self.peer_version)))
         except ChannelClosed:
             return  # the loop sees the EOF and leaves
         log.info("cluster: relayed %s", decision.reason)
@@ -62,13 +64,13 @@ class Inbox:
         if len(self.pending) > MAX_PENDING:
             self.pending.pop(next(iter(self.pending)))
 
-    def result(self, msg: dict[str, Any]) -> None:
+    def result(self, msg: Result) -> None:
         """The master answered a relayed command: log the outcome as an event."""
-        command = self.pending.pop(str(msg.get("id")), None)
+        command = self.pending.pop(msg.id, None)
         if command is None:
             return
-        ok = bool(msg.get("ok"))
-        self._emit(ev.COMMAND_RESULT, command.epoch, str(msg.get("reason") or ""),
+        ok = msg.ok
+        self._emit(ev.COMMAND_RESULT, command.epoch, msg.reason,
                    {"id": command.id, "cmd": command.cmd, "ok": "1" if ok else "0",
                     "by": command.issued_by})
 
