@@ -312,7 +312,7 @@ def wire_version(raw: Any) -> int:
     if VERSION_KEY not in raw:
         return 1
     seen = raw[VERSION_KEY]
-    if isinstance(seen, bool) or seen not in READABLE:
+    if not isinstance(seen, int) or isinstance(seen, bool) or seen not in READABLE:
         raise UnknownVersion(f"wire version {seen!r} is not one this release reads "
                              f"({', '.join(map(str, sorted(READABLE)))})",
                              version=seen, kind=raw.get("type"))
