@@ -86,8 +86,9 @@ class UpgradeMixin:
                 self.inherited.channel.close()
                 self.inherited = None
             return
-        for received in receive(messages, FOR_NEW_MASTER, f"new master (old master "
-                                f"{self.inherited.old_pid})", log, "ignored it"):
+        for received in receive(messages, FOR_NEW_MASTER, "new master", log,
+                                f"ignored it (sent by the old master {self.inherited.old_pid}); "
+                                "taking over when the old master exits"):
             if isinstance(received.message, Promote):
                 self.promoted("promoted by the old master")
                 return

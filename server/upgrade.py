@@ -145,8 +145,8 @@ class Upgrade:
             # A new master this release cannot understand can never be promoted by it:
             # roll back now, with the reason, rather than at the readiness timeout.
             log.warning(messages.refusal_line(
-                f"master (upgrade attempt {self.attempt})", exc,
-                f"rolling back the new master {self.new_pid}"))
+                "master", exc, f"rolling back the new master {self.new_pid} "
+                f"(upgrade attempt {self.attempt})"))
             self.fail(f"the new master {self.new_pid} sent a message this release cannot "
                       f"read: {exc.reason}")
             return
