@@ -138,12 +138,12 @@ class Agent:
             os.read(wake_r, 512)
         if self.channel.fileno() in ready:
             try:
-                messages = self.channel.receive_ready()
+                raws = self.channel.receive_ready()
             except ChannelClosed:
                 self.exit_reason = "master exited (EOF on the sidecar channel)"
                 return
-            for message in messages:
-                self.handle_message(message)
+            for raw in raws:
+                self.handle_message(raw)
 
     # -- messages from the master --------------------------------------------------------
 
