@@ -138,7 +138,7 @@ def usr2_to(base: Path, rel: Path, master: int, pid_path: Path, server) -> int:
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{server.log()}") from None
     wait_until(lambda: not alive(master), 35, what=f"the old master {master} to drain and exit")
-    server.seen.add(successor)
+    server.seen.remember(successor)
     assert os.path.realpath(f"/proc/{successor}/cwd") == str(rel)
     assert f"upgrade promoted: new master pid {successor}" in server.log()
     return successor
