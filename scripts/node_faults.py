@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from polycorn.server import identity, pidfile
-from polycorn.server.upgrade_ctl import status_files
+from polycorn.server.upgrade_command import status_files
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

@@ -20,23 +20,23 @@ from typing import Any, NoReturn
 
 from polycorn.server import daemon, exitcodes, pidfile, proctitle
 from polycorn.server.app import AppImportError, load_app
-from polycorn.server.arbiter import Arbiter
 from polycorn.server.config.errors import ConfigError
 from polycorn.server.config.loader import load_config
 from polycorn.server.config.settings import logical_cwd
 from polycorn.server.handoff import HandoffError, HandoffOwner, acquire_or_fetch
 from polycorn.server.logs import setup_logging
-from polycorn.server.masters import (
+from polycorn.server.master.arbiter import Arbiter
+from polycorn.server.master.peers import (
     ENV_INDEX,
     ENV_INDEX_LOCK,
     AlreadyRunning,
     MasterGroup,
     worker_share,
 )
+from polycorn.server.master.successor import Inherited, inherit_from_parent, reexec_argv
 from polycorn.server.plugins import discover
 from polycorn.server.process import apply_process_settings, umask
 from polycorn.server.sockets import BindError, close_all, create_listeners
-from polycorn.server.upgrade import Inherited, inherit_from_parent, reexec_argv
 
 log = logging.getLogger("polycorn.error")
 
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 def run(cfg: Any, args: list[str], plugins: list[Any]) -> int:
     """Run the command ``cfg`` asks for; the master's exit status."""
     if cfg.upgrade:
-        from polycorn.server.upgrade_ctl import upgrade_command
+        from polycorn.server.upgrade_command import upgrade_command
         return upgrade_command(cfg)
     if cfg.print_config or cfg.check_config:
         from polycorn.server.config.check import run_check

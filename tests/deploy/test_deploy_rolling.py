@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from deployfleet import HOSTS, kill_services, wheel_arg
 from polycorn.server import identity, proctitle
-from polycorn.server.upgrade_ctl import status_files
+from polycorn.server.upgrade_command import status_files
 from support.http import get
 from support.load import Load
 from support.procs import port_open, wait_until

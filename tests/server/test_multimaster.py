@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from polycorn.server import identity
-from polycorn.server.masters import AlreadyRunning, MasterGroup
-from polycorn.server.upgrade_ctl import status_files
+from polycorn.server.master.peers import AlreadyRunning, MasterGroup
+from polycorn.server.upgrade_command import status_files
 from support.load import Load
 from support.procs import ROOT, alive, children, wait_until
 

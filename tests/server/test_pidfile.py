@@ -164,7 +164,7 @@ time.sleep(60)
 
 def test_an_old_master_gone_before_its_successor_recorded_itself_is_not_died(tmp_path):
     """Under load the promoted old master can exit before the new one writes the file."""
-    from polycorn.server.upgrade_ctl import upgrade_one
+    from polycorn.server.upgrade_command import upgrade_one
 
     status = tmp_path / "app.pid.m0"
     master = subprocess.Popen([sys.executable, "-c", SCRIPTED_MASTER, str(status), "1.0"])

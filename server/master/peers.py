@@ -94,7 +94,7 @@ class MasterGroup:
         os.write(fd, f"{os.getpid()}\n".encode())
         return fd
 
-    def upgrade_fds(self) -> dict[str, int]:
+    def successor_fds(self) -> dict[str, int]:
         """Descriptors a successor (USR2) must inherit to be this master without a gap."""
         fds: dict[str, int] = {}
         if self.owner is not None:
@@ -115,7 +115,8 @@ class MasterGroup:
     def select_fds(self) -> list[int]:
         return [] if self.owner is None else [self.owner.fileno()]
 
-    def readable(self, fd: int) -> bool:
+    def serve_handoff_request(self, fd: int) -> bool:
+        """If fd is the hand-off socket: serve the peer asking for the listeners (True)."""
         if self.owner is not None and fd == self.owner.fileno():
             self.owner.serve_ready()
             return True
