@@ -16,7 +16,7 @@ import os
 import signal
 from typing import Any
 
-from polycorn.server import pidfile, proctitle, systemd
+from polycorn.server import pidfile, systemd
 from polycorn.server.liveness import SlotTable
 from polycorn.server.master.loop import SIGNALS, MasterLoop
 from polycorn.server.master.peers import GroupStop, MasterGroup
@@ -348,7 +348,7 @@ class Arbiter:
 
     def retitle(self) -> None:
         """A HUP may bring a new -n/--name: the master and later children show it."""
-        proctitle.set_title("master", self.cfg.proc_name_resolved)
+        self.system.set_title("master", self.cfg.proc_name_resolved)
         self.supervisor.proc_name = self.cfg.proc_name_resolved
 
     def _close_master_fds(self) -> None:

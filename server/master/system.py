@@ -72,6 +72,11 @@ class System:
             os._exit(127)
         return pid
 
+    def set_title(self, role: str, name: str) -> None:
+        """The process title (`polycorn: master [NAME]`), as ps shows it."""
+        from polycorn.server import proctitle
+        proctitle.set_title(role, name)
+
     def freeze_for_fork(self) -> None:
         """Keep what the master holds shared with its workers (copy-on-write).
 
