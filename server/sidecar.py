@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from polycorn.server import messages, proctitle
+from polycorn.server.master.system import System
 from polycorn.server.messages import Hello, Message, Received, State
 
 log = logging.getLogger("polycorn.error")
@@ -128,7 +129,8 @@ class SidecarSupervisor:
     """Master-side: start, watch and restart sidecars; route their messages."""
 
     def __init__(self, specs: list[Sidecar], close_in_child: Callable[[], None],
-                 proc_name: str = "polycorn") -> None:
+                 proc_name: str = "polycorn", system: System | None = None) -> None:
+        self.system = system or System()  # fork, kill, clock: a fake one in unit tests
         self.procs = [SidecarProcess(spec) for spec in specs]
         self.proc_name = proc_name  # NAME in the sidecars' process titles
         self._close_in_child = close_in_child  # closes the master's own fds after fork
@@ -145,14 +147,14 @@ class SidecarSupervisor:
     def start_due(self) -> None:
         if self.stopping:
             return
-        now = time.monotonic()
+        now = self.system.monotonic()
         for proc in self.procs:
             if proc.pid == 0 and now >= proc.restart_at:
                 self._spawn(proc)
 
     def _spawn(self, proc: SidecarProcess) -> None:
         master_end, child_end = socket.socketpair()
-        pid = os.fork()
+        pid = self.system.fork()
         if pid == 0:  # child
             status = 0
             try:
@@ -173,7 +175,7 @@ class SidecarSupervisor:
                 os._exit(status)
         child_end.close()
         master_end.setblocking(False)
-        proc.pid, proc.channel, proc.started = pid, Channel(master_end), time.monotonic()
+        proc.pid, proc.channel, proc.started = pid, Channel(master_end), self.system.monotonic()
         log.info("sidecar %s started (pid %s)", proc.spec.name, pid)
         # A restarted sidecar must learn the node's current facts at once.
         for msg in (self.last_hello, self.last_state):
@@ -186,10 +188,11 @@ class SidecarSupervisor:
             if proc.pid == pid:
                 if proc.channel is not None:
                     proc.channel.close()
-                ran = time.monotonic() - proc.started
+                ran = self.system.monotonic() - proc.started
                 proc.failures = 0 if ran > STABLE_AFTER else proc.failures + 1
                 delay = min(BACKOFF_MAX, 0.5 * (2 ** proc.failures)) if proc.failures else 0.1
-                proc.pid, proc.channel, proc.restart_at = 0, None, time.monotonic() + delay
+                proc.pid, proc.channel = 0, None
+                proc.restart_at = self.system.monotonic() + delay
                 if self.stopping:
                     log.info("sidecar %s (pid %s) exited: %s", proc.spec.name, pid, status)
                 else:
@@ -237,4 +240,4 @@ class SidecarSupervisor:
         for proc in self.procs:
             if proc.pid:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, sig)
+                    self.system.kill(proc.pid, sig)

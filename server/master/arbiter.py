@@ -69,7 +69,7 @@ class Arbiter:
         self.slots = SlotTable()
         self.rotation = Rotation(self.slots)
         self.supervisor = SidecarSupervisor(sidecars or [], self._close_for_sidecar,
-                                            cfg.proc_name_resolved)
+                                            cfg.proc_name_resolved, self.system)
         self.announcer = Announcer(self.supervisor, self.lifecycle, self.config, self.rotation,
                                    pid=self.pid, counts=self._worker_counts)
         self.pool = WorkerPool(self.system, self.lifecycle, self.config, self.slots,

@@ -16,13 +16,6 @@ from polycorn.server.master.state import Lifecycle, MasterState
 from support.fake_system import FakeSystem, boot, make_master, turns
 
 
-@pytest.fixture
-def system():
-    fake = FakeSystem()
-    yield fake
-    fake.close()
-
-
 def recording_loop(system: FakeSystem, readers=None):
     calls: list[str] = []
     handlers = {name: (lambda name=name: calls.append(name)) for name in SIGNALS.values()}

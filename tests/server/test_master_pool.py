@@ -8,14 +8,7 @@ import pytest
 from polycorn.server.exitcodes import WORKER_BOOT_ERROR
 from polycorn.server.master.pool import EARLY_DEATH, KILL_AFTER_ABORT
 from polycorn.server.master.state import HaltServer, MasterState
-from support.fake_system import FakeSystem, boot, make_master, mark_ready, run_for, turns
-
-
-@pytest.fixture
-def system():
-    fake = FakeSystem()
-    yield fake
-    fake.close()
+from support.fake_system import boot, make_master, mark_ready, run_for, turns
 
 
 def test_boot_spawns_the_count_and_turns_ready_when_every_worker_is(system):

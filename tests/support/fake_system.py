@@ -1,6 +1,6 @@
 """A fake of the master's OS seam (server/master/system.py) for fast unit tests.
 
-Nothing forks: fork() hands out pids, kill() records signals, waitpid() plays
+Nothing forks: fork() hands out pids, kill() records signals (SIGKILL kills), waitpid() plays
 back the exits a test scripted with exit()/die(), the clocks move only when a
 test (or a wait) moves them. select() asks the real kernel, without waiting,
 so real pipes and socketpairs (a sidecar's channel, the successor's) work.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import select
+import signal
 import socket
 import time
 
@@ -44,11 +45,15 @@ class FakeSystem(System):
         if pid not in self.alive:
             raise ProcessLookupError(pid)
         self.signals.append((pid, sig))
+        if sig == signal.SIGKILL:  # the one signal nothing survives
+            self.die(pid, sig)
 
     def killpg(self, pgid: int, sig: int) -> None:
         if pgid not in self.alive:
             raise ProcessLookupError(pgid)
         self.group_signals.append((pgid, sig))
+        if sig == signal.SIGKILL:
+            self.die(pgid, sig)
 
     def waitpid(self, pid: int, options: int) -> tuple[int, int]:
         for i, (done, status) in enumerate(self.exits):

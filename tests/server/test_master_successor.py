@@ -1,0 +1,149 @@
+"""The USR2 handshake on a fake OS: both sides, over a real socketpair, without exec.
+
+The fake's spawn_successor keeps the new master's end of the socketpair, as exec
+would have: the test plays the new master (receives the listeners, says "ready"
+or "failed") or the old one (sends "promote").
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+
+from polycorn.server import identity, messages
+from polycorn.server.handoff import receive_listeners
+from polycorn.server.master.state import MasterState
+from polycorn.server.master.successor import Inherited
+from polycorn.server.sidecar import Channel
+from support.fake_system import FakeSystem, boot, make_master, mark_ready, run_for, turns
+
+
+def usr2(master, system: FakeSystem) -> tuple[int, Channel]:
+    """USR2; the new master's pid and its end of the channel (listeners received)."""
+    master.loop.enqueue(signal.SIGUSR2)
+    turns(master)
+    assert master.lifecycle.state is MasterState.UPGRADING
+    (new_pid,) = system.successors
+    end = system.successors[new_pid]
+    end.settimeout(5)
+    _, info, _ = receive_listeners(end)
+    assert info["attempt"] == 1 and info["drained"] is False
+    assert info[messages.ANNOUNCE_KEY] == messages.WIRE_VERSION  # the successor answers in it
+    return new_pid, Channel(end)
+
+
+def status_of(tmp_path) -> dict:
+    return identity.read_record(str(tmp_path / "p.pid.m0")) or {}
+
+
+def test_ready_is_answered_promote_and_the_old_master_drains(system, tmp_path):
+    master = make_master(system, "--pid", str(tmp_path / "p.pid"))
+    workers = boot(master)
+    new_pid, channel = usr2(master, system)
+    assert system.successor_argv == [["polycorn-next"]]
+    assert status_of(tmp_path)["state"] == "upgrading"
+    channel.send({"type": "ready", "pid": new_pid})
+    turns(master)
+    assert channel.recv(timeout=5) == {"type": "promote"}
+    assert master.successor == new_pid
+    assert master.lifecycle.state is MasterState.DRAINING
+    assert sorted(system.sent(signal.SIGTERM)) == workers
+    for pid in workers:
+        system.exit(pid)
+    turns(master)
+    assert master.lifecycle.state is MasterState.STOPPED
+    system.exit(new_pid)  # the promoted successor's later exit is not ours to report
+    turns(master)
+
+
+def test_failed_rolls_back_with_its_reason(system, tmp_path):
+    master = make_master(system, "--pid", str(tmp_path / "p.pid"))
+    workers = boot(master)
+    new_pid, channel = usr2(master, system)
+    channel.send({"type": "failed", "reason": "worker failed to boot: ImportError"})
+    turns(master)
+    assert system.group_signals == [(new_pid, signal.SIGKILL)]  # its whole process group
+    assert master.lifecycle.state is MasterState.READY and master.successor == 0
+    status = status_of(tmp_path)
+    assert (status["state"], status["reason"], status["new_pid"]) == (
+        "rolled_back", "worker failed to boot: ImportError", new_pid)
+    assert system.sent(signal.SIGTERM) == []  # the old workers never stopped
+    assert sorted(r.pid for r in master.pool.live()) == workers
+
+
+def test_a_successor_that_dies_is_rolled_back(system, tmp_path):
+    master = make_master(system, "--pid", str(tmp_path / "p.pid"))
+    boot(master)
+    new_pid, _ = usr2(master, system)
+    system.exit(new_pid, 1)
+    turns(master)
+    assert master.lifecycle.state is MasterState.READY
+    assert status_of(tmp_path)["reason"] == "the new master exited (exit status 1)"
+
+
+def test_a_successor_not_ready_in_time_is_rolled_back(system, tmp_path):
+    master = make_master(system, "--pid", str(tmp_path / "p.pid"), "--upgrade-timeout", "5")
+    boot(master)
+    new_pid, _ = usr2(master, system)
+    run_for(master, system, 6)
+    assert system.group_signals == [(new_pid, signal.SIGKILL)]
+    assert status_of(tmp_path)["reason"] == "the new master was not ready within 5s"
+
+
+def test_a_usr2_while_upgrading_is_ignored_and_a_sidecar_told_why(system):
+    master = make_master(system)
+    boot(master)
+    usr2(master, system)
+    master.loop.enqueue(signal.SIGUSR2)
+    turns(master)
+    assert len(system.successors) == 1
+    assert master.commands.run("upgrade") == (False, "master is upgrading")
+
+
+def test_the_new_master_says_ready_and_serves_once_promoted(system, tmp_path):
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    old_master = Channel(theirs)
+    try:
+        master = make_master(system, "--pid", str(tmp_path / "p.pid"),
+                             inherited=Inherited(Channel(ours), [], old_pid=4242))
+        assert master.commands.run("upgrade") == (
+            False, "this master is itself a new generation, not yet promoted")
+        turns(master)
+        mark_ready(master)
+        turns(master)
+        assert old_master.recv(timeout=5) == {"type": "ready", "pid": master.pid}
+        assert master.predecessor.active
+        old_master.send({"type": "promote"})
+        turns(master)
+        assert not master.predecessor.active
+        status = status_of(tmp_path)
+        assert (status["state"], status["upgraded_from"]) == ("running", 4242)
+        assert (tmp_path / "p.pid").read_text().strip() == str(master.pid)
+    finally:
+        theirs.close()
+
+
+def test_the_new_master_keeps_booting_when_the_old_one_vanishes(system):
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    master = make_master(system, inherited=Inherited(Channel(ours), [], old_pid=4242))
+    turns(master)
+    theirs.close()  # the old master died while we boot
+    turns(master)
+    assert not master.predecessor.active
+    assert master.lifecycle.state is MasterState.BOOTING
+    mark_ready(master)
+    turns(master)
+    assert master.lifecycle.state is MasterState.READY
+
+
+def test_a_successor_speaking_an_unknown_wire_version_is_rolled_back_at_once(system, tmp_path):
+    master = make_master(system, "--pid", str(tmp_path / "p.pid"))
+    boot(master)
+    new_pid, channel = usr2(master, system)
+    channel.send({"type": "ready", "pid": new_pid, "version": 99})
+    turns(master)
+    assert system.group_signals == [(new_pid, signal.SIGKILL)]
+    assert master.lifecycle.state is MasterState.READY
+    assert "cannot read" in status_of(tmp_path)["reason"]
