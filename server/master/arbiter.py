@@ -100,7 +100,7 @@ class Arbiter:
         """The sockets (bound after on_starting, as in Gunicorn) and the master group."""
         self.listeners = listeners
         self.group = group
-        self.pool.listeners = listeners
+        self.pool.attach(listeners)
         self.succession.attach(listeners, group)
         self.predecessor.attach(group)
         self.stop.attach(group)

@@ -24,11 +24,11 @@ import enum
 import fcntl
 import logging
 import os
-import time
 from typing import Any
 
 from polycorn.server import pidfile
 from polycorn.server.handoff import HandoffOwner, try_lock
+from polycorn.server.master.system import System
 from polycorn.server.process import successor_environ
 from polycorn.server.sockets import Listener
 
@@ -63,7 +63,9 @@ class MasterGroup:
     """Hand-off ownership and, with --masters N, the supervision of the other masters."""
 
     def __init__(self, cfg: Any, listeners: list[Listener], owner: HandoffOwner | None,
-                 index: int, index_lock: int | None, argv: list[str], cwd: str) -> None:
+                 index: int, index_lock: int | None, argv: list[str], cwd: str,
+                 system: System | None = None) -> None:
+        self.system = system or System()
         self.cfg = cfg
         self.path: str | None = cfg.handoff
         self.count = int(getattr(cfg, "masters", 1) or 1)
@@ -125,10 +127,10 @@ class MasterGroup:
     # -- the periodic checks ------------------------------------------------------
 
     def seconds_to_tick(self) -> float:
-        return max(0.0, self.next_tick - time.monotonic()) if self.path else 1.0
+        return max(0.0, self.next_tick - self.system.monotonic()) if self.path else 1.0
 
     def tick(self, stopping: bool) -> None:
-        now = time.monotonic()
+        now = self.system.monotonic()
         if not self.path or now < self.next_tick:
             return
         self.next_tick = now + TICK
@@ -174,7 +176,7 @@ class MasterGroup:
         env[ENV_INDEX_LOCK] = str(lock_fd)
         for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "POLYCORN_UPGRADE_FD"):
             env.pop(key, None)
-        pid = os.fork()
+        pid = self.system.fork()
         if pid == 0:
             try:
                 os.set_inheritable(lock_fd, True)
@@ -289,7 +291,7 @@ class MasterGroup:
             return False
         for attempt in range(MEMBER_PROBES):
             if attempt:
-                time.sleep(MEMBER_PROBE_GAP)
+                self.system.sleep(MEMBER_PROBE_GAP)
             try:
                 fd = try_lock(f"{self.path}.masters")
             except OSError:

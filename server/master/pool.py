@@ -82,6 +82,10 @@ class WorkerPool:
     def cfg(self) -> Any:
         return self.config.cfg
 
+    def attach(self, listeners: list[Any]) -> None:
+        """The listening sockets every worker spawned from now on accepts on."""
+        self.listeners = listeners
+
     # ---- counts and generations ----------------------------------------------
 
     def set_num_workers(self, n: int) -> None:
