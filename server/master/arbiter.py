@@ -78,8 +78,10 @@ class Arbiter:
                                on_change=self.announcer.state,
                                on_candidate_failed=self._candidate_failed,
                                other_child=self._other_child_exited)
-        self.reload = Reload(self.system, self.lifecycle, self.config, self.pool, self.announcer,
-                             server=self, reload_config=reload_config, retitle=self.retitle)
+        # Named apart from Gunicorn's arbiter methods (reload, stop) a hook might call.
+        self.hot_reload = Reload(self.system, self.lifecycle, self.config, self.pool,
+                                 self.announcer, server=self, reload_config=reload_config,
+                                 retitle=self.retitle)
         self.status = StatusFile(self.system, status_path(cfg.pidfile, index), pid=self.pid,
                                  index=index)
         self.predecessor = Predecessor(inherited, self.lifecycle, self.config, self.status,
@@ -88,10 +90,11 @@ class Arbiter:
                                      self.announcer, self.status, self.predecessor, server=self,
                                      argv=argv or reexec_argv(), cwd=cwd or os.getcwd(),
                                      on_promoted=self._drain_for_successor)
-        self.stop = Stop(self.system, self.lifecycle, self.config, self.pool, self.rotation,
+        self.shutdown = Stop(self.system, self.lifecycle, self.config, self.pool, self.rotation,
                          self.announcer, self.succession, self.supervisor, pid=self.pid)
-        self.commands = SidecarCommands(self.supervisor, self.announcer, self.pool, self.reload,
-                                        self.succession, set_drained=self.set_drained)
+        self.commands = SidecarCommands(self.supervisor, self.announcer, self.pool,
+                                        self.hot_reload, self.succession,
+                                        set_drained=self.set_drained)
         self.loop = MasterLoop(self.system, self.lifecycle,
                                {name: getattr(self, f"handle_{name}") for name in SIGNALS.values()},
                                duties=self.duties, timeout=self.next_timeout, readers=self.readers)
@@ -103,7 +106,7 @@ class Arbiter:
         self.pool.attach(listeners)
         self.succession.attach(listeners, group)
         self.predecessor.attach(group)
-        self.stop.attach(group)
+        self.shutdown.attach(group)
         inherited = self.predecessor.inherited
         if (inherited is not None and inherited.drained) or (group and group.node_drained):
             # Drained before an upgrade, or by another master of the node: the workers
@@ -156,7 +159,7 @@ class Arbiter:
             self.halt_reason = exc.reason
             self.exit_status = exc.exit_status
             self.predecessor.report_failed(exc.reason)  # the old master reports it
-            self.stop.kill_everything()
+            self.shutdown.kill_everything()
         finally:
             self.cleanup()
         return self.exit_status
@@ -201,26 +204,26 @@ class Arbiter:
         if self.group is not None:
             self.follow_group(self.group, leaving)
         if self.lifecycle.state is MasterState.DEREGISTERING:
-            self.stop.advance_deregister()
+            self.shutdown.advance_deregister()
             return
         if self.lifecycle.leaving:
-            self.stop.advance_stop()
+            self.shutdown.advance_stop()
             return
         self.pool.enforce_timeouts()
-        self.reload.follow_code_changes()
-        self.reload.advance()
+        self.hot_reload.follow_code_changes()
+        self.hot_reload.advance()
         self.succession.advance()
         self.pool.manage()
         self.notice_readiness()
 
     def next_timeout(self) -> float:
-        if self.lifecycle.state is MasterState.BOOTING or self.reload.in_progress:
+        if self.lifecycle.state is MasterState.BOOTING or self.hot_reload.in_progress:
             return 0.05  # readiness is polled from shared memory while booting
         timeout = 0.5
         if self.group is not None:
             timeout = min(timeout, self.group.seconds_to_tick())
         if self.lifecycle.state is MasterState.DEREGISTERING:
-            timeout = min(timeout, self.stop.seconds_to_deregistered())
+            timeout = min(timeout, self.shutdown.seconds_to_deregistered())
         return timeout
 
     def readers(self) -> dict[int, Any]:
@@ -263,9 +266,9 @@ class Arbiter:
             log.info("master %s: a peer master asked the group to stop (%s)", self.pid,
                      request.value)
             if request is GroupStop.DEREGISTER:
-                self.stop.stop_gracefully("a peer master's TERM", announce=False)
+                self.shutdown.stop_gracefully("a peer master's TERM", announce=False)
             else:
-                self.stop.begin_stop(graceful=True, announce=False)
+                self.shutdown.begin_stop(graceful=True, announce=False)
 
     # ---- the signal table (run in the loop, not in signal context) ------------
 
@@ -273,13 +276,13 @@ class Arbiter:
         pass  # reaping happens on every turn of the loop
 
     def handle_hup(self) -> None:
-        self.reload.start("HUP")
+        self.hot_reload.start("HUP")
 
     def handle_term(self) -> None:
-        self.stop.stop_gracefully("TERM")
+        self.shutdown.stop_gracefully("TERM")
 
     def handle_int(self) -> None:
-        self.stop.begin_stop(graceful=False)
+        self.shutdown.begin_stop(graceful=False)
 
     handle_quit = handle_int
 
@@ -312,10 +315,10 @@ class Arbiter:
         return self.pool.ready_count(), self.pool.num_workers
 
     def _candidate_failed(self, reason: str) -> None:
-        self.reload.abort(reason)
+        self.hot_reload.abort(reason)
 
     def _drain_for_successor(self) -> None:
-        self.stop.begin_stop(graceful=True, announce=False)
+        self.shutdown.begin_stop(graceful=True, announce=False)
 
     def _other_child_exited(self, pid: int, status: int) -> None:
         """A reaped child that is no worker: a sidecar, our successor, a peer master."""

@@ -86,6 +86,6 @@ def test_a_stop_during_an_upgrade_rolls_it_back_first(system, tmp_path):
 def test_kill_everything_kills_and_reaps(system):
     master = make_master(system)
     workers = boot(master)
-    master.stop.kill_everything()
+    master.shutdown.kill_everything()
     assert sorted(system.sent(signal.SIGKILL)) == workers
     assert not system.exits
