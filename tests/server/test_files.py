@@ -51,6 +51,8 @@ def test_pid_file_is_0644_even_under_a_permissive_umask(polycorn, port, tmp_path
                  wait_port=port, cwd=APPS)
     finally:
         os.umask(old)
+    # The pid file follows the bound port: wait for it rather than read it at once.
+    wait_until(pid_path.exists, 10, what="the pid file")
     assert stat.S_IMODE(pid_path.stat().st_mode) == 0o644
     status_path = wait_until(lambda: (p := tmp_path / "p.pid.m0").exists() and p, 10,
                              what="the status file")  # written once the loop starts
