@@ -63,6 +63,8 @@ def build_parser(settings: Sequence[Setting]) -> argparse.ArgumentParser:
             kwargs["action"] = setting.action
         if setting.metavar and setting.action not in ("store_true", "store_false"):
             kwargs["metavar"] = setting.metavar
+        if setting.optional_value:
+            kwargs.update(nargs="?", const=setting.const)
         group.add_argument(*setting.flags, **kwargs)
     return parser
 

@@ -5,7 +5,7 @@ the installed Gunicorn's own list to keep it so).
 
 Two policies, by section: IGNORED settings are harmless to drop (metrics, syslog,
 control socket, knobs of features that are refused anyway) and only earn a warning
-when set; REFUSED settings would change what is served (TLS, PROXY protocol, HTTP/2,
+when set; REFUSED settings would change what is served (TLS, HTTP/2,
 paste apps, dirty workers), so setting one is a ConfigError: serving plain HTTP where
 TLS was asked for must never happen silently.
 """
@@ -132,8 +132,6 @@ COMPAT_SETTINGS: tuple[Setting, ...] = (
     _refused("keyfile", ("--keyfile",), None, _TLS),
     _refused("ca_certs", ("--ca-certs",), None, _TLS),
     _refused("ciphers", ("--ciphers",), None, _TLS),
-    _refused("proxy_protocol", ("--proxy-protocol",), "off",
-             "the PROXY protocol is not supported", action="store_true"),
     _refused("protocol", ("--protocol",), "http", "only HTTP is served (no uwsgi protocol)",
              allowed=("http",)),
     _refused("ssl_context", (), None, _TLS),

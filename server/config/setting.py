@@ -21,3 +21,7 @@ class Setting:
     action: str | None = None  # argparse action: None (store), "store_true", "append"
     section: str = "server"
     metavar: str | None = None
+    # A flag whose value may be left out (argparse nargs="?"): given bare it means `const`
+    # (Gunicorn's --proxy-protocol alone is "auto").
+    optional_value: bool = False
+    const: Any = None

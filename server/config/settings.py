@@ -189,8 +189,15 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     _s("header_map", ("--header-map",), "drop", v.header_map,
        "Request headers whose name holds '_': drop them, refuse the request (400), or "
        "map them like dashes (dangerous).", section="server mechanics", metavar="STRING"),
+    Setting("proxy_protocol", ("--proxy-protocol",), "off", v.proxy_protocol,
+            "PROXY protocol (HAProxy's send-proxy): off, v1, v2 or auto (either version; "
+            "the flag alone means auto). From a --proxy-allow-from source the header is "
+            "then required on every connection; other sources are served as plain HTTP "
+            "and refused with 403 if they send one.",
+            section="server mechanics", metavar="MODE", optional_value=True, const="auto"),
     _s("proxy_allow_ips", ("--proxy-allow-from",), "127.0.0.1,::1", v.ip_network_list,
-       "Front-end IPs allowed to send PROXY protocol headers (comma-separated, or *).",
+       "Front-end IPs or networks allowed to send PROXY protocol headers (comma-separated, "
+       "or *); Unix-socket peers always are.",
        section="server mechanics", metavar="STRING"),
     _s("reuse_port", ("--reuse-port",), False, v.as_bool,
        "Set SO_REUSEPORT on listening sockets.",

@@ -19,6 +19,9 @@ from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 HEADER_MAP_CHOICES = ("drop", "refuse", "dangerous")
+# Gunicorn's spellings of --proxy-protocol and the mode each means.
+PROXY_PROTOCOL_MODES = {"off": "off", "false": "off", "0": "off", "none": "off",
+                        "auto": "auto", "true": "auto", "1": "auto", "v1": "v1", "v2": "v2"}
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 
 # Worker names Polycorn serves, and the Gunicorn spellings that mean the same thing.
@@ -156,6 +159,21 @@ def ip_network_list(value: Any) -> list[str]:
         except ValueError as exc:
             raise ValueError(f"{item!r} is not an IP address or network: {exc}") from None
     return items
+
+
+def proxy_protocol(value: Any) -> str:
+    """--proxy-protocol as Gunicorn reads it: off, v1, v2 or auto (also false/0/none and
+    true/1; a bool from a config file; None is off)."""
+    if value is None:
+        return "off"
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    if not isinstance(value, str):
+        raise ValueError(f"expected off, v1, v2 or auto, not a {_type_name(value)}")
+    mode = PROXY_PROTOCOL_MODES.get(value.strip().lower())
+    if mode is None:
+        raise ValueError(f"{value!r} is not one of off, v1, v2, auto")
+    return mode
 
 
 def header_name_list(value: Any) -> list[str]:

@@ -77,7 +77,7 @@ def test_an_ignored_gunicorn_setting_warns_with_the_reason(tmp_path, name):
 REFUSED_SAMPLES = {"certfile": "'/etc/ssl/c.pem'", "http2_cleartext": "'both'",
                    "dirty_apps": "['app.ml:Model']", "dirty_workers": "2",
                    "ssl_context": "lambda conf, factory: factory()",
-                   "proxy_protocol": "True", "paste": "'dev.ini'"}
+                   "paste": "'dev.ini'"}
 
 
 @pytest.mark.parametrize("name", sorted(REFUSED_SAMPLES))

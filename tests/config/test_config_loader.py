@@ -326,7 +326,6 @@ def test_ignored_gunicorn_settings_warn():
 @pytest.mark.parametrize("args, fragment", [
     (["--certfile", "c.pem"], "does not terminate TLS"),
     (["--keyfile", "k.pem"], "does not terminate TLS"),
-    (["--proxy-protocol"], "PROXY protocol is not supported"),
     (["--paste", "dev.ini"], "PasteDeploy"),
     (["--http-protocols", "h2,h1"], "only HTTP/1.x"),
     (["--protocol", "uwsgi"], "no uwsgi protocol"),
