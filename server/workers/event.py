@@ -20,6 +20,8 @@ from typing import Any
 from polycorn.server.workers.base import RunState, Worker, log, where
 from polycorn.server.workers.event_context import ServingContext, new_event_loop
 from polycorn.server.workers.event_protocol import HTTPProtocol
+from polycorn.server.workers.proxy_gate import ProxyGate
+from polycorn.server.workers.proxy_gate_event import gated_factory
 
 
 class EventWorker(Worker):
@@ -28,6 +30,7 @@ class EventWorker(Worker):
         self.ctx = ServingContext(self, loop, on_last_connection=self._on_last_connection)
         self._shutting_down = False
         loop.set_exception_handler(self._on_loop_exception)
+        self.proxy_gate = ProxyGate.from_config(self.cfg)
         self._graceful_deadline: float | None = None
         self._exit_status: int | None = None  # set by QUIT/INT (0) or ABRT (1): stop now
         for listener in self.listeners:
@@ -50,7 +53,7 @@ class EventWorker(Worker):
 
         def protocol() -> HTTPProtocol:
             return HTTPProtocol(ctx, builder)
-        return protocol
+        return gated_factory(self.proxy_gate, protocol)  # the PROXY header first, if on
 
     # -- the loop's own callbacks ------------------------------------------------------
 

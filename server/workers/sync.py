@@ -14,6 +14,7 @@ import socket
 from typing import Any
 
 from polycorn.server.workers.base import RunState, Worker
+from polycorn.server.workers.proxy_gate import ProxyGate
 from polycorn.server.wsgi.client_waits import ClientWaits
 from polycorn.server.wsgi.handler import ClientConnection
 
@@ -24,6 +25,7 @@ class SyncWorker(Worker):
         # client gets --timeout for its request head and for any stall (client_waits.py).
         self.waits = ClientWaits(self.notify, self.select_timeout,
                                  float(getattr(self.cfg, "timeout", 30) or 30))
+        self.proxy_gate = ProxyGate.from_config(self.cfg)
         fds = [*self.listeners, *self.wait_fds]
         listeners = {lst.fileno(): lst for lst in self.listeners}
         while self.state is RunState.RUNNING:
@@ -52,8 +54,13 @@ class SyncWorker(Worker):
 
     def serve(self, sock: socket.socket, addr: object, server_addr: Any) -> None:
         # server_addr: what Listener.server_name() gives (host and port, or a Unix path)
+        proxied = None
+        if self.proxy_gate is not None:  # the PROXY header first, before HTTP or TLS
+            admitted, proxied = self.proxy_gate.admit(sock, addr, self.notify, self.select_timeout)
+            if not admitted:
+                return
         conn = ClientConnection(self.handler, sock, addr, server_addr, keep_alive=False,
-                                waits=self.waits)
+                                waits=self.waits, proxied=proxied)
         try:
             conn.serve_one()
         finally:

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from polycorn.server.workers.base import RunState, Worker, log
+from polycorn.server.workers.proxy_gate import ProxyGate
 from polycorn.server.wsgi.client_waits import ClientWaits
 from polycorn.server.wsgi.handler import ClientConnection
 
@@ -42,6 +43,7 @@ class ThreadWorker(Worker):
         self.waits = ClientWaits(_no_heartbeat, self.select_timeout,
                                  float(getattr(self.cfg, "timeout", 30) or 30))
         self.lock = threading.Lock()
+        self.proxy_gate = ProxyGate.from_config(self.cfg)
         self.returned: collections.deque[tuple[Any, bool]] = collections.deque()
         self.idle: collections.OrderedDict[Any, float] = collections.OrderedDict()
         self.done_r, self.done_w = os.pipe()
@@ -120,10 +122,30 @@ class ThreadWorker(Worker):
         if accepted is None:
             return False
         sock, addr = accepted
+        if self.proxy_gate is not None:
+            # The PROXY header is read in a pool thread: this loop never waits on a client.
+            self.inflight += 1
+            self.pool.submit(self._serve_proxied, sock, addr, listener.server_name())
+            return True
         conn = ClientConnection(self.handler, sock, addr, listener.server_name(), keep_alive=True,
                                 waits=self.waits)
         self._submit(conn)
         return True
+
+    def _serve_proxied(self, sock: Any, addr: Any, server_name: Any) -> None:
+        """In a pool thread: the connection's PROXY header, then its requests."""
+        try:
+            admitted, proxied = self.proxy_gate.admit(sock, addr)
+        except Exception:
+            log.exception("worker %s: error reading a PROXY header", self.pid)
+            admitted = False
+            sock.close()
+        if not admitted:
+            self.returned.append((_REFUSED, False))
+            self._wake_main()
+            return
+        self._serve(ClientConnection(self.handler, sock, addr, server_name, keep_alive=True,
+                                     waits=self.waits, proxied=proxied))
 
     def _submit(self, conn: Any) -> None:
         self.inflight += 1
@@ -143,6 +165,9 @@ class ThreadWorker(Worker):
             log.exception("worker %s: error serving a connection", self.pid)
             keep = False
         self.returned.append((conn, keep))
+        self._wake_main()
+
+    def _wake_main(self) -> None:
         try:
             os.write(self.done_w, b".")
         except BlockingIOError:
@@ -183,6 +208,16 @@ class ThreadWorker(Worker):
             except (KeyError, ValueError):
                 pass
             conn.close()
+
+
+class _RefusedConnection:
+    """What a pool thread gives back for a connection the PROXY gate refused (already closed)."""
+
+    def close(self) -> None:
+        pass
+
+
+_REFUSED = _RefusedConnection()
 
 
 def _no_heartbeat() -> None:

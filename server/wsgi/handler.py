@@ -136,7 +136,8 @@ class ClientConnection:
     """
 
     def __init__(self, handler: WSGIHandler, sock: socket.socket, client_addr: Any,
-                 server_addr: Any, *, keep_alive: bool, waits: ClientWaits | None = None) -> None:
+                 server_addr: Any, *, keep_alive: bool, waits: ClientWaits | None = None,
+                 proxied: Any = None) -> None:
         self.handler = handler
         self.sock = sock
         self._waits = waits
@@ -151,6 +152,8 @@ class ClientConnection:
         # getsockname only where it says more than the listener's address (a wildcard).
         local_addr = sock.getsockname() if self._builder.wants_local_addr else None
         self._client_entries = self._builder.client_entries(client_addr, local_addr)
+        if proxied is not None:  # a PROXY protocol header (workers/proxy_gate.py)
+            self._client_entries = proxied.environ_entries(self._client_entries)
         # Gunicorn's key for the client socket: Flask-Sock and simple-websocket take the
         # connection over through it (and then raise StopIteration, see _serve).
         self._client_entries[0]["gunicorn.socket"] = sock
