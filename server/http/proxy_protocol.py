@@ -12,7 +12,8 @@ Bytes that cannot begin a header are refused at once, not after a timeout.
 
 from __future__ import annotations
 
-import ipaddress
+import re
+import socket
 import struct
 from dataclasses import dataclass
 from typing import Final
@@ -27,6 +28,13 @@ MODES: Final = ("v1", "v2", "auto")
 _FAMILY_SIZES: Final = {0x0: 0, 0x1: 12, 0x2: 36, 0x3: 216}
 _FAMILY_NAMES: Final = {0x1: "TCP4", 0x2: "TCP6", 0x3: "UNIX"}
 _STREAM: Final = 0x1
+_OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rb"\.".join([_OCTET] * 4))
+_IPV6_CHARS = re.compile(rb"[0-9A-Fa-f:.]{2,45}")
+_PORT_RE = rb"0|[1-9][0-9]{0,4}"  # ASCII digits only, no sign, no leading zero
+_PORT = re.compile(_PORT_RE)
+_V1_TCP4 = re.compile(b"PROXY TCP4 (%s) (%s) (%s) (%s)\r\n" % (
+    _IPV4.pattern, _IPV4.pattern, _PORT_RE, _PORT_RE))
 _LENGTH = struct.Struct("!H")
 _PORTS = struct.Struct("!HH")
 
@@ -67,6 +75,10 @@ def _is_prefix(data: bytes | bytearray | memoryview, of: bytes) -> bool:
 def detect(data: bytes | bytearray, mode: str = "auto") -> int | None:
     """Which version the bytes begin (1 or 2), 0 if they cannot begin a header of
     `mode`, None if too few bytes arrived to say. Decides on the shortest prefix."""
+    if data.startswith(V1_PREFIX):  # the usual cases first, without slicing
+        return 1 if mode != "v2" else 0
+    if data.startswith(V2_SIGNATURE):
+        return 2 if mode != "v1" else 0
     v1 = mode != "v2" and _is_prefix(data, V1_PREFIX)
     v2 = mode != "v1" and _is_prefix(data, V2_SIGNATURE)
     if v1 and len(data) >= len(V1_PREFIX):
@@ -103,6 +115,12 @@ def parse(data: bytes | bytearray, mode: str = "auto") -> ProxyHeader | None:
 # -- version 1 -----------------------------------------------------------------------------
 
 def _parse_v1(data: bytes | bytearray) -> ProxyHeader | None:
+    fast = _V1_TCP4.match(data)
+    if fast is not None:  # the usual line in one regex; anything else takes the long way
+        src, dst, sport, dport = fast.groups()
+        if int(sport) <= 65535 and int(dport) <= 65535:
+            return ProxyHeader(1, "PROXY", "TCP4", (src.decode(), int(sport)),
+                               (dst.decode(), int(dport)), fast.end())
     window = bytes(data[:V1_MAX_LENGTH])
     end = window.find(b"\r\n")
     if end < 0:
@@ -135,21 +153,24 @@ def _parse_v1(data: bytes | bytearray) -> ProxyHeader | None:
 
 
 def _v1_address(field: bytes, family: str) -> str:
+    if family == "TCP4":
+        # Exactly four decimals 0-255 without leading zeroes (the spec's "octal confusion").
+        if _IPV4.fullmatch(field) is None:
+            raise ProxyProtocolError(f"v1 TCP4 address {field[:40]!r} is not valid")
+        return field.decode("ascii")
+    # Hex groups and colons (a dotted IPv4 tail, as HAProxy writes a v4-mapped address);
+    # no scope id. inet_pton checks the rest; inet_ntop gives the one canonical spelling.
     try:
-        text = field.decode("ascii")
-        if family == "TCP4":
-            # ipaddress refuses leading zeroes, as the spec does ("octal confusion").
-            return str(ipaddress.IPv4Address(text))
-        if not text or not all(c in "0123456789abcdefABCDEF:." for c in text):
-            raise ValueError(text)  # no scope ids, no spaces: only the canonical forms
-        return str(ipaddress.IPv6Address(text))
-    except ValueError:
-        raise ProxyProtocolError(f"v1 {family} address {field[:40]!r} is not valid") from None
+        if _IPV6_CHARS.fullmatch(field) is None:
+            raise ValueError
+        return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6,
+                                                                  field.decode("ascii")))
+    except (ValueError, OSError):
+        raise ProxyProtocolError(f"v1 TCP6 address {field[:40]!r} is not valid") from None
 
 
 def _v1_port(field: bytes) -> int:
-    # bytes.isdigit is ASCII-only: no signs, spaces or other scripts' digits get through.
-    if not field.isdigit() or len(field) > 5 or (len(field) > 1 and field[:1] == b"0"):
+    if _PORT.fullmatch(field) is None:
         raise ProxyProtocolError(f"v1 port {field[:8]!r} is not a decimal in 0-65535")
     port = int(field)
     if port > 65535:
@@ -205,13 +226,13 @@ def _v2_check_fixed(data: bytes | bytearray) -> tuple[str, int, int]:
 def _v2_addresses(payload: bytes, family_byte: int
                   ) -> tuple[tuple[str, int | None], tuple[str, int | None]]:
     if family_byte == 0x1:
-        src, dst = ipaddress.IPv4Address(payload[0:4]), ipaddress.IPv4Address(payload[4:8])
         sport, dport = _PORTS.unpack_from(payload, 8)
-        return (str(src), sport), (str(dst), dport)
+        return ((socket.inet_ntop(socket.AF_INET, payload[0:4]), sport),
+                (socket.inet_ntop(socket.AF_INET, payload[4:8]), dport))
     if family_byte == 0x2:
-        src6, dst6 = ipaddress.IPv6Address(payload[0:16]), ipaddress.IPv6Address(payload[16:32])
         sport, dport = _PORTS.unpack_from(payload, 32)
-        return (str(src6), sport), (str(dst6), dport)
+        return ((socket.inet_ntop(socket.AF_INET6, payload[0:16]), sport),
+                (socket.inet_ntop(socket.AF_INET6, payload[16:32]), dport))
     # AF_UNIX: two 108-byte sun_path fields, NUL-padded.
     return (_unix_path(payload[0:108]), None), (_unix_path(payload[108:216]), None)
 

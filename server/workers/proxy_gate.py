@@ -46,6 +46,7 @@ FIRST_PEEK = 536
 # A disallowed peer that sent a prefix of a signature ("P", "PRO"): poll again this often.
 PREFIX_RECHECK = 0.005
 _MSG_PEEK = socket.MSG_PEEK
+_PEEK_NOW = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +158,11 @@ class ProxyGate:
                      heartbeat: Callable[[], None] | None, slice_: float) -> ProxyHeader:
         consumed = bytearray()
         while True:
-            _wait_readable(sock, deadline, heartbeat, slice_, consumed)
-            chunk = sock.recv(_peek_size(consumed), _MSG_PEEK)
+            try:  # the header usually came with the connection: no poll() then
+                chunk = sock.recv(_peek_size(consumed), _PEEK_NOW)
+            except BlockingIOError:
+                _wait_readable(sock, deadline, heartbeat, slice_, consumed)
+                chunk = sock.recv(_peek_size(consumed), _MSG_PEEK)
             if not chunk:
                 raise Refused(f"closed after {len(consumed)} bytes of a PROXY header",
                               quiet=not consumed)

@@ -66,7 +66,7 @@ VALID = {
          ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 65535), "PROXY", 1)),
     "v1 tcp6 v4-mapped (haproxy mixing families)": (
         b"PROXY TCP6 ::ffff:192.0.2.1 ::1 5 6\r\n",
-        ("TCP6", ("::ffff:c000:201", 5), ("::1", 6), "PROXY", 1)),
+        ("TCP6", ("::ffff:192.0.2.1", 5), ("::1", 6), "PROXY", 1)),
     "v1 unknown short": (b"PROXY UNKNOWN\r\n", ("UNKNOWN", None, None, "PROXY", 1)),
     "v1 unknown with junk (ignored per spec)": (
         b"PROXY UNKNOWN ffff:f...f:ffff whatever 1 2\r\n", ("UNKNOWN", None, None, "PROXY", 1)),
