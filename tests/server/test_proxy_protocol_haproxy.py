@@ -1,7 +1,8 @@
 """Behind a real HAProxy: `send-proxy` (v1) and `send-proxy-v2` to one polycorn running
 `--proxy-protocol` (auto), on every worker class. The client connects to HAProxy from
 127.0.0.3, HAProxy to polycorn from 127.0.0.1: the app must see the client. HAProxy's own
-health checks (`check-send-proxy`; v2 sends the LOCAL command) must find the server up.
+health checks (`check-send-proxy`; v2 sends the LOCAL command) must find the server up,
+and a HUP under load through it fails no request.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import csv
 import io
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+from support.load import Load
 from support.procs import ROOT, Polycorn, free_port, kill_all, port_open, wait_until
 
 APPS = ROOT / "tests" / "apps"
@@ -137,3 +140,19 @@ def test_haproxy_health_checks_are_healthy_and_v2_checks_are_local(front) -> Non
     v1_checks = [ln for ln in lines if "/health-v1 " in ln]
     assert v1_checks and all(ln.endswith(" 200") for ln in v1_checks), v1_checks
     assert "PROXY protocol refused" not in front["poly"].log()
+
+
+def test_hup_under_load_through_haproxy_fails_no_request(front) -> None:
+    # Polycorn's reload keeps its promise with the PROXY protocol on: the load goes through
+    # send-proxy-v2 (fresh and keep-alive connections), and HUP replaces every worker.
+    poly = front["poly"]
+    before = set(wait_until(lambda: poly.workers(), 10, what="the worker"))
+    with Load(front["v2"], "/hup", threads=4) as load:
+        load.wait_requests(50)
+        poly.signal(signal.SIGHUP)
+        wait_until(lambda: (w := set(poly.workers())) and not (w & before), 20,
+                   what="new workers after HUP")
+        load.wait_requests(50)
+    result = load.result
+    assert result.ok >= 100 and result.failed == 0, (result.ok, result.failed, dict(result.errors))
+    assert "reload complete" in poly.log()
