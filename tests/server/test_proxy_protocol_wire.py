@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -321,3 +324,32 @@ def test_gunicorn_answers_the_same_to_a_header_and_a_forbidden_peer(server, guni
             "203.0.113.7", "51234", "TCP4")
         forbidden = exchange(port, header, source=OTHER)[0]
         assert forbidden.startswith(b"HTTP/1.1 403 Forbidden\r\n"), (port, forbidden)
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_unix_socket_peers_must_send_a_header(worker) -> None:
+    # Gunicorn: a peer without an IP address is always an allowed front end.
+    short = Path(tempfile.mkdtemp(prefix="ppu-"))
+    path = str(short / "s.sock")
+    threads = ("--threads", "2") if worker == "thread" else ()
+    proc = Polycorn(["-k", worker, *threads, "-b", f"unix:{path}", "proxyapp:application",
+                     "--proxy-protocol"], cwd=APPS, log_path=short / "server.log")
+    try:
+        wait_until(lambda: os.path.exists(path) and proc.workers(), 15, what="the unix socket")
+
+        def over_unix(data: bytes) -> bytes:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(10)
+                sock.connect(path)
+                sock.sendall(data)
+                return read_all(sock)
+
+        env = answer_json(over_unix(b"PROXY TCP6 2001:db8::5 2001:db8::1 7 8\r\n"
+                                    + request("/unix")))
+        assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("2001:db8::5", "7")
+        assert over_unix(request("/unix-no-header")) == b""
+        wait_until(lambda: "PROXY protocol refused for unix socket peer" in proc.log(), 10,
+                   what="the refusal line")
+    finally:
+        proc.stop()
+        shutil.rmtree(short, ignore_errors=True)
