@@ -6,7 +6,8 @@ ClientHello), or ProxyProtocolError with the reason. Strict as the spec asks of 
 receiver: a v1 line of at most 107 bytes ended by CRLF with the exact field grammar
 (canonical decimal, no leading zeroes, ports 0-65535, addresses of the named
 family); a v2 signature, version 2, command LOCAL or PROXY, an assigned family and
-transport, an address block the announced length holds, and TLVs that fit it.
+transport, an address block the announced length holds, TLVs that fit it, and the
+CRC32c TLV's checksum when one is sent (section 2.2.3).
 Bytes that cannot begin a header are refused at once, not after a timeout.
 """
 
@@ -28,6 +29,7 @@ MODES: Final = ("v1", "v2", "auto")
 _FAMILY_SIZES: Final = {0x0: 0, 0x1: 12, 0x2: 36, 0x3: 216}
 _FAMILY_NAMES: Final = {0x1: "TCP4", 0x2: "TCP6", 0x3: "UNIX"}
 _STREAM: Final = 0x1
+PP2_TYPE_CRC32C: Final = 0x03
 _OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rb"\.".join([_OCTET] * 4))
 _IPV6_CHARS = re.compile(rb"[0-9A-Fa-f:.]{2,45}")
@@ -199,6 +201,8 @@ def _parse_v2(data: bytes | bytearray) -> ProxyHeader | None:
         raise ProxyProtocolError(f"v2 address block of {len(payload)} bytes is shorter "
                                  f"than family {family_byte:#x} needs ({need})")
     tlvs = _v2_tlvs(payload[need:]) if need else ()
+    if any(kind == PP2_TYPE_CRC32C for kind, _ in tlvs):
+        _check_crc32c(bytes(data[:length]), V2_FIXED_LENGTH + need)
     if family_byte == 0x0 or transport != _STREAM:
         # UNSPEC, or a datagram family on a stream: the spec's fallback is UNSPEC.
         return ProxyHeader(2, "PROXY", "UNKNOWN", None, None, length, tlvs)
@@ -256,6 +260,47 @@ def _v2_tlvs(rest: bytes) -> tuple[tuple[int, bytes], ...]:
         tlvs.append((kind, rest[start:start + size]))
         offset = start + size
     return tuple(tlvs)
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1  # Castagnoli, reflected
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C_TABLE: Final = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC32c (RFC 4960 appendix B), as section 2.2.3 asks for the PP2_TYPE_CRC32C TLV."""
+    crc = 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _check_crc32c(header: bytes, tlv_start: int) -> None:
+    """Section 2.2.3: a receiver that supports the checksum MUST verify it, computed over
+    the whole header with the checksum field zeroed; a mismatch makes the header invalid."""
+    offset = tlv_start
+    while offset < len(header):
+        kind = header[offset]
+        (size,) = _LENGTH.unpack_from(header, offset + 1)
+        if kind == PP2_TYPE_CRC32C:
+            if size != 4:
+                raise ProxyProtocolError(f"v2 CRC32C TLV of {size} bytes, not 4")
+            value = offset + 3
+            (sent,) = struct.unpack_from("!I", header, value)
+            zeroed = header[:value] + b"\0\0\0\0" + header[value + 4:]
+            if crc32c(zeroed) != sent:
+                raise ProxyProtocolError("v2 CRC32C checksum does not match the header")
+            return
+        offset += 3 + size
 
 
 class ProxyHeaderReader:

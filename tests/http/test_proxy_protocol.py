@@ -14,6 +14,7 @@ from polycorn.server.http.proxy_protocol import (
     ProxyHeader,
     ProxyHeaderReader,
     ProxyProtocolError,
+    crc32c,
     detect,
     parse,
 )
@@ -103,6 +104,34 @@ def test_valid_header_whole_bytewise_and_rest_untouched(name: str, after: bytes)
     whole = ProxyHeaderReader().feed(wire + after)
     assert whole == (header, after)
     assert feed_bytewise(wire + after) == (header, after)
+
+
+def with_crc(extra: bytes = b"", wrong: bool = False) -> bytes:
+    """A v2 TCP4 header with a PP2_TYPE_CRC32C TLV, checksummed as section 2.2.3 says."""
+    zeroed = v2(block=v4_block() + extra + tlv(0x03, b"\0\0\0\0"))
+    value = crc32c(zeroed) ^ (1 if wrong else 0)
+    return zeroed[:-4] + struct.pack("!I", value)
+
+
+def test_crc32c_check_value() -> None:
+    assert crc32c(b"123456789") == 0xE3069283  # RFC 3720 / the standard CRC-32C check
+
+
+def test_a_correct_crc32c_is_accepted() -> None:
+    wire = with_crc(tlv(0x05, b"id"))
+    header = parse(wire + TRAILING)
+    assert header is not None and header.length == len(wire)
+    assert header.source == ("192.0.2.1", 56324)
+
+
+@pytest.mark.parametrize("wire", [
+    with_crc(wrong=True),
+    with_crc(tlv(0x05, b"id"), wrong=True),
+    v2(block=v4_block() + tlv(0x03, b"\0\0\0")),
+], ids=["wrong", "wrong after another TLV", "three bytes"])
+def test_a_bad_crc32c_is_refused(wire: bytes) -> None:
+    with pytest.raises(ProxyProtocolError, match="CRC32C"):
+        parse(wire)
 
 
 def test_tlvs_are_returned_in_order() -> None:

@@ -42,12 +42,17 @@ frontend v1
 frontend v2
     bind 127.0.0.1:{v2}
     default_backend v2
+frontend v2crc
+    bind 127.0.0.1:{v2crc}
+    default_backend v2crc
 backend v1
     option httpchk GET /health-v1
     server s1 127.0.0.1:{server} send-proxy check check-send-proxy inter 200ms
 backend v2
     option httpchk GET /health-v2
     server s1 127.0.0.1:{server} send-proxy-v2 check check-send-proxy inter 200ms
+backend v2crc
+    server s1 127.0.0.1:{server} send-proxy-v2 proxy-v2-options crc32c,unique-id
 """
 
 
@@ -66,7 +71,7 @@ def show_stat(sock_path: str) -> list[dict[str, str]]:
 @pytest.fixture(scope="module", params=("sync", "thread", "event"))
 def front(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"haproxy-{request.param}")
-    server_port, v1, v2 = free_port(), free_port(), free_port()
+    server_port, v1, v2, v2crc = free_port(), free_port(), free_port(), free_port()
     threads = ("--threads", "4") if request.param == "thread" else ()
     poly = Polycorn(["-k", request.param, *threads, "-w", "1", "-b", f"127.0.0.1:{server_port}",
                      "--access-logfile", str(tmp / "access.log"),
@@ -76,16 +81,17 @@ def front(request, tmp_path_factory):
     short = Path(tempfile.mkdtemp(prefix="pph-"))  # a Unix socket path must be short
     stats = str(short / "admin.sock")
     config = tmp / "haproxy.cfg"
-    config.write_text(CONFIG.format(socket=stats, v1=v1, v2=v2, server=server_port))
+    config.write_text(CONFIG.format(socket=stats, v1=v1, v2=v2, v2crc=v2crc, server=server_port))
     log = open(tmp / "haproxy.log", "wb")  # noqa: SIM115 - the child holds it
     proc = None
     try:
         poly.wait_port(server_port)
         proc = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=log, stderr=log,
                                 start_new_session=True)
-        wait_until(lambda: port_open(v1) and port_open(v2) and Path(stats).exists(), 10,
+        wait_until(lambda: port_open(v1) and port_open(v2) and port_open(v2crc)
+                   and Path(stats).exists(), 10,
                    what="haproxy")
-        yield {"v1": v1, "v2": v2, "stats": stats, "access": tmp / "access.log", "poly": poly,
+        yield {"v1": v1, "v2": v2, "v2crc": v2crc, "stats": stats, "access": tmp / "access.log", "poly": poly,
                "haproxy_log": tmp / "haproxy.log"}
     finally:
         if proc is not None:
@@ -112,7 +118,7 @@ def through(port: int, path: str) -> tuple[dict, tuple[str, int]]:
     return json.loads(body), local
 
 
-@pytest.mark.parametrize("version", ["v1", "v2"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v2crc"])  # v2crc: HAProxy's CRC32c TLV
 def test_the_app_sees_the_client_behind_haproxy(front, version) -> None:
     env, local = through(front[version], f"/through-{version}")
     assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == (CLIENT, str(local[1]))
