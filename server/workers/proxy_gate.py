@@ -249,11 +249,13 @@ def _close(sock: socket.socket, answer: bytes | None) -> None:
 
 
 def _drain(sock: socket.socket, patience: float, limit: int = 64 * 1024) -> None:
-    """Discard input until EOF, `limit` bytes or `patience` seconds without data."""
+    """Discard input until EOF, `limit` bytes or `patience` seconds in all (a client that
+    trickles bytes must not hold the sync worker longer)."""
     got = 0
+    deadline = time.monotonic() + patience
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
-    while got < limit and poller.poll(patience * 1000):
+    while got < limit and poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
         data = sock.recv(65536)
         if not data:
             return
