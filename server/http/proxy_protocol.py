@@ -28,6 +28,7 @@ MODES: Final = ("v1", "v2", "auto")
 # v2 families (high nibble of byte 14) -> address block size for a stream or datagram.
 _FAMILY_SIZES: Final = {0x0: 0, 0x1: 12, 0x2: 36, 0x3: 216}
 _FAMILY_NAMES: Final = {0x1: "TCP4", 0x2: "TCP6", 0x3: "UNIX"}
+_COMMANDS: Final = {0x0: "LOCAL", 0x1: "PROXY"}
 _STREAM: Final = 0x1
 PP2_TYPE_CRC32C: Final = 0x03
 _OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -201,7 +202,7 @@ def _parse_v2(data: bytes | bytearray) -> ProxyHeader | None:
         raise ProxyProtocolError(f"v2 address block of {len(payload)} bytes is shorter "
                                  f"than family {family_byte:#x} needs ({need})")
     tlvs = _v2_tlvs(payload[need:]) if need else ()
-    if any(kind == PP2_TYPE_CRC32C for kind, _ in tlvs):
+    if tlvs and any(kind == PP2_TYPE_CRC32C for kind, _ in tlvs):
         _check_crc32c(bytes(data[:length]), V2_FIXED_LENGTH + need)
     if family_byte == 0x0 or transport != _STREAM:
         # UNSPEC, or a datagram family on a stream: the spec's fallback is UNSPEC.
@@ -215,7 +216,7 @@ def _v2_check_fixed(data: bytes | bytearray) -> tuple[str, int, int]:
     ver_cmd = data[12]
     if ver_cmd >> 4 != 2:
         raise ProxyProtocolError(f"v2 version {ver_cmd >> 4} is not 2")
-    command = {0x0: "LOCAL", 0x1: "PROXY"}.get(ver_cmd & 0xF)
+    command = _COMMANDS.get(ver_cmd & 0xF)
     if command is None:
         raise ProxyProtocolError(f"v2 command {ver_cmd & 0xF} is not LOCAL or PROXY")
     if len(data) < 14:
