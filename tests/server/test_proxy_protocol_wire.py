@@ -353,3 +353,13 @@ def test_unix_socket_peers_must_send_a_header(worker) -> None:
     finally:
         proc.stop()
         shutil.rmtree(short, ignore_errors=True)
+
+
+def test_the_one_difference_from_gunicorn_no_header_from_an_allowed_source(server,
+                                                                           gunicorn_port
+                                                                           ) -> None:
+    # Gunicorn's auto guesses: without a header it serves the request as the front end's
+    # own. The spec forbids guessing, so Polycorn drops the connection (README).
+    plain = request("/difference")
+    assert answer_json(exchange(gunicorn_port, plain)[0])["REMOTE_ADDR"] == FRONT
+    assert exchange(server.port, plain)[0] == b""
