@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from polycorn.server import identity, pidfile
-from polycorn.server.upgrade_command import status_files
+from polycorn.server import pidfile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -33,6 +32,7 @@ from support.procs import (  # noqa: E402
     descendants,
     free_port,
     kill_all,
+    live_masters,
     named_pids,
     port_open,
     unique_name,
@@ -152,15 +152,7 @@ def multi_master_scenario(work: Path) -> list[dict]:
                     work / "multi.log")
 
     def masters() -> dict[int, int]:
-        out = {}
-        for path in status_files(str(pid_path)):  # exact names: never a half-written .tmp
-            try:
-                rec = json.loads(Path(path).read_text())
-            except (ValueError, FileNotFoundError):
-                continue
-            if identity.verified_pid(rec):  # never a process that took a dead master's pid
-                out[rec["index"]] = rec["pid"]
-        return out
+        return live_masters(pid_path)
 
     def workers() -> int:
         group = set(masters().values())

@@ -10,33 +10,18 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from polycorn.server import identity
 from polycorn.server.master.peers import AlreadyRunning, MasterGroup
-from polycorn.server.upgrade_command import status_files
 from support.load import Load
-from support.procs import ROOT, alive, children, wait_until
+from support.procs import ROOT, alive, children, live_masters, wait_until
 
 APPS = ROOT / "tests" / "apps"
 
 
-def masters(pid_path) -> dict[int, int]:
-    """index -> pid of each live master, from the status files (their stamps verified)."""
-    out = {}
-    for path in status_files(str(pid_path)):  # exact names: never a half-written .tmp
-        try:
-            record = json.loads(Path(path).read_text())
-        except (ValueError, FileNotFoundError):
-            continue
-        if identity.verified_pid(record):
-            out[record["index"]] = record["pid"]
-    return out
-
 
 def worker_count(pid_path) -> int:
-    group = set(masters(pid_path).values())
+    group = set(live_masters(pid_path).values())
     # A master restarted by its peer is that peer's child: count workers only.
     return sum(1 for pid in group for c in children(pid) if alive(c) and c not in group)
 
@@ -47,16 +32,16 @@ def test_kill_9_of_either_master_loses_no_request(polycorn, port, tmp_path):
     first = polycorn("-b", f"127.0.0.1:{port}", "-w", "4", "--masters", "2", "--handoff",
                      str(handoff), "-p", str(pid_path), "testapp:application", wait_port=port,
                      cwd=APPS)
-    wait_until(lambda: len(masters(pid_path)) == 2 and worker_count(pid_path) == 4, 15,
+    wait_until(lambda: len(live_masters(pid_path)) == 2 and worker_count(pid_path) == 4, 15,
                what="two masters with two workers each")
     recovery = []
     with Load(port, "/pid", threads=6) as load:
         load.wait_requests(100)
         for index in (0, 1, 0):  # the first master, then its peer, then the first again
-            victim = masters(pid_path)[index]
+            victim = live_masters(pid_path)[index]
             killed_at = time.monotonic()
             os.kill(victim, signal.SIGKILL)
-            wait_until(lambda v=victim, i=index: masters(pid_path).get(i, v) != v
+            wait_until(lambda v=victim, i=index: live_masters(pid_path).get(i, v) != v
                        and worker_count(pid_path) == 4, 10,
                        what=f"master {index} restarted with its workers")
             recovery.append(time.monotonic() - killed_at)
@@ -68,7 +53,7 @@ def test_kill_9_of_either_master_loses_no_request(polycorn, port, tmp_path):
     assert max(recovery) < 10.0, recovery
     # The pid file names the master that owns the hand-off path.
     owner = int(pid_path.read_text())
-    assert owner in masters(pid_path).values()
+    assert owner in live_masters(pid_path).values()
     # The hand-off path answers with the very same listening socket.
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(handoff))
@@ -85,12 +70,12 @@ def test_term_to_the_owner_stops_the_whole_group(polycorn, port, tmp_path):
     polycorn("-b", f"127.0.0.1:{port}", "-w", "2", "--masters", "2", "--handoff",
              str(tmp_path / "h.sock"), "-p", str(pid_path), "testapp:application",
              wait_port=port, cwd=APPS)
-    wait_until(lambda: len(masters(pid_path)) == 2, 15, what="two masters")
-    group = list(masters(pid_path).values())
+    wait_until(lambda: len(live_masters(pid_path)) == 2, 15, what="two masters")
+    group = list(live_masters(pid_path).values())
     os.kill(int(pid_path.read_text()), signal.SIGTERM)
     wait_until(lambda: not any(alive(p) for p in group), 15, what="every master to stop")
     time.sleep(1)
-    assert not masters(pid_path)
+    assert not live_masters(pid_path)
 
 
 def test_hup_keeps_each_masters_share_of_the_workers(polycorn, port, tmp_path):
@@ -99,16 +84,16 @@ def test_hup_keeps_each_masters_share_of_the_workers(polycorn, port, tmp_path):
     node = polycorn("-b", f"127.0.0.1:{port}", "-w", "4", "--masters", "2", "--handoff",
                     str(tmp_path / "h.sock"), "-p", str(pid_path), "testapp:application",
                     wait_port=port, cwd=APPS)
-    wait_until(lambda: len(masters(pid_path)) == 2 and worker_count(pid_path) == 4, 15,
+    wait_until(lambda: len(live_masters(pid_path)) == 2 and worker_count(pid_path) == 4, 15,
                what="two masters with two workers each")
-    for pid in masters(pid_path).values():
+    for pid in live_masters(pid_path).values():
         os.kill(pid, signal.SIGHUP)
     done = wait_until(lambda: re.findall(r"reload complete: (\d+) new workers", node.log())
                       if node.log().count("reload complete") >= 2 else None, 30,
                       what="both masters' reloads")
     assert done == ["2", "2"], node.log()
     wait_until(lambda: worker_count(pid_path) == 4, 15, what="four workers in all")
-    group = masters(pid_path).values()
+    group = live_masters(pid_path).values()
     assert sorted(sum(1 for c in children(m) if alive(c) and c not in group)
                   for m in group) == [2, 2]
     node.stop()
@@ -130,7 +115,7 @@ def test_each_peer_is_started_once(polycorn, port, tmp_path, count):
     first = polycorn("-b", f"127.0.0.1:{port}", "-w", str(count), "--masters", str(count),
                      "--handoff", str(tmp_path / "h.sock"), "-p", str(pid_path),
                      "testapp:application", wait_port=port, cwd=APPS)
-    wait_until(lambda: len(masters(pid_path)) == count and worker_count(pid_path) == count, 20,
+    wait_until(lambda: len(live_masters(pid_path)) == count and worker_count(pid_path) == count, 20,
                what=f"{count} masters with their workers")
     time.sleep(1.0)  # ten more ticks of every master: none may start another copy
     log = first.log()
@@ -138,7 +123,7 @@ def test_each_peer_is_started_once(polycorn, port, tmp_path, count):
         starts = re.findall(rf"started master {index} \(pid \d+\)", log)
         assert len(starts) == 1, log
     assert "already running" not in log, log
-    assert len(masters(pid_path)) == count
+    assert len(live_masters(pid_path)) == count
 
 
 def test_an_inherited_lock_fd_is_trusted_only_for_its_own_file(tmp_path):

@@ -18,6 +18,7 @@ from support.procs import (
     descendants,
     named_pids,
     port_open,
+    switch_release,
     unique_name,
     wait_until,
 )
@@ -37,13 +38,6 @@ def make_release(base: Path, name: str, *, version: str, broken_import: bool = F
     return rel
 
 
-def switch(base: Path, rel: Path) -> None:
-    """Capistrano's atomic switch: a new symlink renamed over `current`."""
-    tmp = base / "current.tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(rel)
-    os.replace(tmp, base / "current")
-
 
 def ctl_upgrade(pid_path: Path, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "polycorn.server.main", "--upgrade", str(pid_path)],
@@ -55,7 +49,7 @@ def site(tmp_path, polycorn, port):
     """A Capistrano-style site with release A live, served from `current`."""
     base = tmp_path / "site"
     switch_to = make_release(base, "A", version="A")
-    switch(base, switch_to)
+    switch_release(base, switch_to)
     pid_path = tmp_path / "polycorn.pid"
 
     def start(*extra: str):
@@ -81,7 +75,7 @@ def test_usr2_to_a_new_release_under_load(site, port):
     server = start()
     with Load(port) as load:
         load.wait_requests(50)
-        switch(base, make_release(base, "B", version="B"))
+        switch_release(base, make_release(base, "B", version="B"))
         result = ctl_upgrade(pid_path, base)
         assert result.returncode == 0, result.stderr
         new_pid = int(pid_path.read_text())
@@ -123,7 +117,7 @@ def test_usr2_to_a_broken_release_rolls_back(site, port, bad):
         load.wait_requests(50)
         rel = make_release(base, "C", version="C", broken_import=bad == "import",
                            health=500 if bad == "health" else 200)
-        switch(base, rel)
+        switch_release(base, rel)
         result = ctl_upgrade(pid_path, base)
         load.wait_requests(100)
     assert result.returncode == 1
@@ -166,7 +160,7 @@ def test_usr2_follows_the_current_symlink_to_a_new_virtualenv(tmp_path, polycorn
             "    if environ['PATH_INFO'] == '/prefix':\n"
             "        return _reply(start_response, '200 OK', os.path.realpath(_sys.prefix).encode())\n"
             "    return _plain(environ, start_response)\n"))
-    switch(base, base / "releases" / "A")
+    switch_release(base, base / "releases" / "A")
     pid_path = tmp_path / "p.pid"
     current = base / "current"
     bin_dir = current / "venv" / "bin"
@@ -181,7 +175,7 @@ def test_usr2_follows_the_current_symlink_to_a_new_virtualenv(tmp_path, polycorn
     try:
         wait_until(lambda: port_open(port), 15, what="release A")
         assert get(port, "/prefix")[1].decode().endswith("releases/A/venv")
-        switch(base, base / "releases" / "B")
+        switch_release(base, base / "releases" / "B")
         result = ctl_upgrade(pid_path, base)
         assert result.returncode == 0, result.stderr
         assert get(port, "/version")[1] == b"B"
@@ -243,7 +237,7 @@ def test_term_during_an_upgrade_rolls_it_back_and_stops(site, port):
     server = start("--deregister-delay", "1")
     rel = make_release(base, "B", version="B")
     (rel / "testapp.py").write_text("import time\ntime.sleep(60)\n" + (rel / "testapp.py").read_text())
-    switch(base, rel)
+    switch_release(base, rel)
     server.signal(signal.SIGUSR2)
     new_master = wait_until(lambda: [p for p in the_service(server.name)
                                      if p != server.pid and p not in server.workers()], 10,

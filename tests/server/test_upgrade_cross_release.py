@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from support.load import Load
-from support.procs import ROOT, alive, wait_until
+from support.procs import ROOT, alive, switch_release, wait_until
 
 OLD_COMMIT = "5588dfb"  # today's main when the typed messages were written: wire version 1
 
@@ -82,12 +82,6 @@ def lay_out(rel: Path, folders: dict[str, Path]) -> Path:
     return rel
 
 
-def switch(base: Path, rel: Path) -> None:
-    tmp = base / "current.tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(rel)
-    os.replace(tmp, base / "current")
-
 
 @pytest.fixture
 def site(tmp_path, polycorn, port):
@@ -108,7 +102,7 @@ def site(tmp_path, polycorn, port):
     pid_path = tmp_path / "polycorn.pid"
 
     def start(rel: Path):
-        switch(base, rel)
+        switch_release(base, rel)
         return polycorn("-b", f"127.0.0.1:{port}", "-w", "2", "-p", str(pid_path),
                         "--upgrade-timeout", "30", "--chdir", str(current),
                         "crossapp:application", wait_port=port, cwd=current,
@@ -125,7 +119,7 @@ def read_pid(path: Path) -> int:
 
 def usr2_to(base: Path, rel: Path, master: int, pid_path: Path, server) -> int:
     """Switch `current` to rel, USR2 the master; the promoted successor's pid."""
-    switch(base, rel)
+    switch_release(base, rel)
     os.kill(master, signal.SIGUSR2)
 
     def promoted() -> int:
@@ -182,7 +176,7 @@ def test_a_successor_of_an_unknown_wire_version_is_refused_and_the_master_keeps_
     server = start(new)
     with Load(port, "/code") as load:
         load.wait_requests(50)
-        switch(base, future)
+        switch_release(base, future)
         began = time.monotonic()
         server.signal(signal.SIGUSR2)
         wait_until(lambda: "upgrade rolled back" in server.log(), 15,

@@ -7,6 +7,7 @@ The /proc helpers and the pid bookkeeping are the project's one process tracker
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -25,9 +26,12 @@ from polycorn.ha.process_tracker import (
     named_pids,
     signal_pids,
 )
+from polycorn.server import identity
+from polycorn.server.upgrade_command import status_files
 
 __all__ = ["EXAMPLES", "ROOT", "Polycorn", "alive", "children", "descendants", "free_port",
-           "kill_all", "name_in", "named_pids", "port_open", "unique_name", "wait_until"]
+           "kill_all", "live_masters", "name_in", "named_pids", "port_open", "switch_release",
+           "unique_name", "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -144,3 +148,24 @@ class Polycorn:
             self.proc.wait(5)
         if self._log is not subprocess.DEVNULL:
             self._log.close()
+
+
+def live_masters(pid_path: str | Path) -> dict[int, int]:
+    """index -> pid of each live master, from the status files (their stamps verified)."""
+    out = {}
+    for path in status_files(str(pid_path)):  # exact names: never a half-written .tmp
+        try:
+            record = json.loads(Path(path).read_text())
+        except (ValueError, FileNotFoundError):
+            continue
+        if identity.verified_pid(record):  # never a process that took a dead master's pid
+            out[record["index"]] = record["pid"]
+    return out
+
+
+def switch_release(base: Path, rel: Path) -> None:
+    """Capistrano's atomic switch: a new symlink renamed over `current`."""
+    tmp = base / "current.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(rel)
+    os.replace(tmp, base / "current")
