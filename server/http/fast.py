@@ -1,4 +1,7 @@
-"""FastConnection: ServerConnection's interface, with llhttp (httptools) splitting request heads.
+"""FastConnection: a ServerConnection whose request heads llhttp (httptools) splits.
+
+Only the request half is its own: the response half and the cycle are
+ConnectionCycle's (cycle.py), the same code as ServerConnection's.
 
 Strategy: the fast path only ever accepts. It hands llhttp a head that is
 complete, within every limit and made of CRLF lines only; llhttp splits it into
@@ -7,43 +10,27 @@ targets are exactly RFC 9110's, as ours), and the HTTP layer's own rules
 (framing.decide_framing) judge the fields. Anything it does not accept as plain
 (an llhttp error, a limit reached, a leading empty line, a target that is not
 origin-form, a chunked body, an Upgrade) hands the unparsed bytes to a pure
-ServerConnection, which gives that request its verdict and serves the rest of
-the connection. Every refusal is therefore the pure parser's, and strictness
+ServerConnection's request half (inherited), which gives that request its verdict
+and parses the rest of the connection. Every refusal is therefore the pure parser's, and strictness
 never depends on whether httptools is installed.
 """
 
 from __future__ import annotations
 
 import httptools
-from polycorn.server.http.connection import ServerConnection, respond_in_steps
-from polycorn.server.http.errors import LocalProtocolError, RemoteProtocolError
-from polycorn.server.http.events import (
-    NEED_DATA,
-    PAUSED,
-    ConnectionClosed,
-    Data,
-    EndOfMessage,
-    Request,
-)
+from polycorn.server.http.connection import DEFAULT_LIMITS, ServerConnection
+from polycorn.server.http.cycle import Event
+from polycorn.server.http.errors import RemoteProtocolError
+from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.http.framing import RequestFraming, decide_framing
 from polycorn.server.http.grammar import host_re
 from polycorn.server.http.head import parse_request_line
 from polycorn.server.http.httpdate import SHARED_DATE_CACHE, DateCache
 from polycorn.server.http.limits import Limits
-from polycorn.server.http.response import build_error_response, framed_head, head_parts
-from polycorn.server.http.state import (
-    RequestState,
-    ResponseState,
-    Step,
-    advance_request,
-    advance_response,
-)
-from polycorn.server.http.writers import NO_BODY, BodyWriter
+from polycorn.server.http.state import REQ_BODY, REQ_DONE, REQ_ERROR, REQ_IDLE
 
 __all__ = ["FastConnection", "LLHTTP_ERRORS"]
 
-CONTINUE_RESPONSE = b"HTTP/1.1 100 Continue\r\n\r\n"
-DEFAULT_LIMITS = Limits()
 # httptools raises these for what llhttp refuses; HttpParserUpgrade (CONNECT, or
 # "Connection: upgrade") is not an HttpParserError subclass.
 LLHTTP_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
@@ -100,13 +87,6 @@ _OWS = b" \t"
 UNLIMITED_HEAD_HOLD = 64 * 1024
 
 
-# Enum members as module globals: on Python 3.11 a member read as a class attribute
-# goes through EnumType.__getattr__ (about 50 ns), and this path reads many per request.
-_REQ_IDLE, _REQ_BODY, _REQ_DONE, _REQ_CLOSED, _REQ_ERROR = (
-    RequestState.IDLE, RequestState.BODY, RequestState.DONE, RequestState.CLOSED,
-    RequestState.ERROR)
-_RESP_IDLE, _RESP_BODY, _RESP_DONE = ResponseState.IDLE, ResponseState.BODY, ResponseState.DONE
-
 class _HeadTokens:
     """The llhttp callbacks: what one head was split into (names lower-cased, values stripped)."""
 
@@ -133,13 +113,16 @@ class _HeadTokens:
                 self.host = value
 
 
-class FastConnection:
-    """A drop-in ServerConnection (same methods, same events, same errors) for the event worker."""
+class FastConnection(ServerConnection):
+    """A drop-in ServerConnection (same methods, same events, same errors) for the event worker.
 
-    __slots__ = ("limits", "fallback_reason", "_pure", "_eof_pending", "_date_cache", "_buffer",
-                 "_eof", "_tokens", "_parser", "_request_state", "_response_state", "_error",
-                 "_persistent", "_request", "_body_remaining", "_writer", "_continue_owed",
-                 "_small_head", "_header_count", "_line_judged")
+    Until a head is not plain, the bytes wait in ``_received`` (bytes, not the
+    pure parser's buffer) and llhttp splits each head; from then on, the inherited
+    pure request half parses everything (``fallback_reason`` says why).
+    """
+
+    __slots__ = ("fallback_reason", "_eof_pending", "_received", "_tokens", "_parser",
+                 "_body_remaining", "_small_head", "_header_count")
 
     def __init__(
         self,
@@ -148,24 +131,13 @@ class FastConnection:
         keep_alive_allowed: bool = True,
         date_cache: DateCache = SHARED_DATE_CACHE,
     ) -> None:
-        self.limits = limits
+        super().__init__(limits, keep_alive_allowed=keep_alive_allowed, date_cache=date_cache)
         self.fallback_reason: str | None = None  # why the pure parser took over, if it did
-        self._pure: ServerConnection | None = None
         self._eof_pending = False  # EOF the pure parser has yet to be told (see _pure_event)
-        self._date_cache = date_cache
-        self._buffer = b""
-        self._eof = False
+        self._received = b""
         self._tokens = _HeadTokens()
         self._parser: httptools.HttpRequestParser | None = None
-        self._request_state = _REQ_IDLE
-        self._response_state = _RESP_IDLE
-        self._error: RemoteProtocolError | None = None
-        self._persistent = keep_alive_allowed
-        self._request: Request | None = None
         self._body_remaining = 0
-        self._writer: BodyWriter = NO_BODY
-        self._continue_owed = False
-        self._line_judged = False  # the request line of a head still arriving was judged
         positive = [n for n in (limits.max_request_line, limits.max_header_size) if n > 0]
         # A head no longer than the smallest size limit cannot break either, so needs no
         # line scan; an unfinished head longer than it might already break one, and the
@@ -177,44 +149,39 @@ class FastConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes from the client; b"" means the client closed its side."""
-        if self._pure is not None:
-            self._pure.receive_data(data)
-            return
-        if self._request_state is _REQ_ERROR:
-            return
-        if self._eof:
-            if data:
-                raise LocalProtocolError("data received after EOF")
-            return
-        if data:
-            self._buffer = self._buffer + data if self._buffer else data
-        else:
-            self._eof = True
+        if data and self.fallback_reason is None and not self._eof and (
+                self._request_state is not REQ_ERROR):
+            self._received = self._received + data if self._received else data
+        else:  # the pure half's buffer, or its rules for EOF, data after EOF, a dead connection
+            super().receive_data(data)
 
-    def next_event(self) -> Request | Data | EndOfMessage | ConnectionClosed | object:
+    def next_event(self) -> Event:
         """The next event, NEED_DATA or PAUSED; raises RemoteProtocolError(status)."""
-        if self._pure is not None:
+        if self.fallback_reason is not None:
             return self._pure_event()
         state = self._request_state
         # The two commonest answers are given here, without a further call.
-        if state is _REQ_IDLE:
-            if not self._buffer and not self._eof:
+        if state is REQ_IDLE:
+            if not self._received and not self._eof:
                 return NEED_DATA
-            return self._next_head()
-        if state is _REQ_BODY:
+            return self._split_next_head()
+        if state is REQ_BODY:
             if not self._body_remaining:
-                self._request_state = _REQ_DONE
+                self._request_state = REQ_DONE
                 return _END
-            return self._next_body_event()
-        if state is _REQ_DONE:
-            return PAUSED
-        if state is _REQ_CLOSED:
-            return ConnectionClosed()
-        assert self._error is not None
-        raise RemoteProtocolError(str(self._error), self._error.status)
+            return self._next_body_piece()
+        return self._settled_event()
 
-    def _next_head(self) -> object:
-        buf = self._buffer
+    @property
+    def trailing_data(self) -> tuple[bytes, bool]:
+        """The bytes received and not parsed, and whether EOF was seen."""
+        if self.fallback_reason is None:
+            return self._received, self._eof
+        data, eof = super().trailing_data
+        return data, eof or self._eof_pending
+
+    def _split_next_head(self) -> Event:
+        buf = self._received
         end = buf.find(b"\r\n\r\n") + 4
         if end == 3:
             return self._unfinished_head(buf)
@@ -231,9 +198,9 @@ class FastConnection:
         request = self._split_head(head)
         if request.__class__ is str:
             return self._fall_back(request)
-        self._buffer = buf[end:]
+        self._received = buf[end:]
         self._request = request
-        self._request_state = _REQ_BODY
+        self._request_state = REQ_BODY
         self._continue_owed = request.expect_continue
         if not request.keep_alive:
             self._persistent = False
@@ -243,12 +210,10 @@ class FastConnection:
             self._parser = None  # llhttp now expects the body we read ourselves: start afresh
         return request
 
-    def _unfinished_head(self, buf: bytes) -> object:
+    def _unfinished_head(self, buf: bytes) -> Event:
         if self._eof:
             if not buf:
-                self._request_state = advance_request(self._request_state, Step.EOF)
-                self._persistent = False
-                return ConnectionClosed()
+                return self._closed_between_requests()
             return self._fall_back("EOF inside a head")
         if len(buf) > self._small_head or buf.count(b"\n") - 1 > self._header_count:
             return self._fall_back("unfinished head near a limit")
@@ -329,188 +294,39 @@ class FastConnection:
                 return "chunked body"
         return _new_request(method, target, version, tuple(tokens.fields), *framing)
 
-    def _next_body_event(self) -> object:
+    def _next_body_piece(self) -> Event:
         remaining = self._body_remaining
-        buf = self._buffer
+        buf = self._received
         if not buf:
             if self._eof:
                 self._fail(RemoteProtocolError(
                     "connection closed before the request body was complete"))
             return NEED_DATA
         if len(buf) <= remaining:
-            data, self._buffer = buf, b""
+            data, self._received = buf, b""
         else:
-            data, self._buffer = buf[:remaining], buf[remaining:]
+            data, self._received = buf[:remaining], buf[remaining:]
         self._body_remaining = remaining - len(data)
         return Data(data)
 
-    def _fail(self, exc: RemoteProtocolError) -> None:
-        self._request_state = _REQ_ERROR
-        self._error = exc
-        self._persistent = False
-        raise exc
-
     # -- the pure parser's turn ----------------------------------------------------
 
-    def _fall_back(self, reason: str) -> object:
-        """Give the unparsed bytes (from the start of this request) to a pure ServerConnection."""
-        pure = ServerConnection(self.limits, keep_alive_allowed=self._persistent,
-                                date_cache=self._date_cache)
-        if self._buffer:
-            pure.receive_data(self._buffer)
-        self._buffer = b""
-        self._pure = pure
+    def _fall_back(self, reason: str) -> Event:
+        """Give the unparsed bytes (from the start of this request) to the pure request half."""
         self.fallback_reason = reason
+        self._buffer.append(self._received)
+        self._received = b""
+        self._start_request()  # the pure parser judges this head afresh
         # Told later: with the bytes and EOF given at once, the pure parser would judge an
         # unfinished head by its EOF (400) before its size limits (414/431).
         self._eof_pending = self._eof
+        self._eof = False
         return self._pure_event()
 
-    def _pure_event(self) -> object:
-        pure = self._pure
-        assert pure is not None
-        event = pure.next_event()
+    def _pure_event(self) -> Event:
+        event = super().next_event()
         if event is NEED_DATA and self._eof_pending:
             self._eof_pending = False
-            pure.receive_data(b"")
-            event = pure.next_event()
+            super().receive_data(b"")
+            event = super().next_event()
         return event
-
-    # -- sending -------------------------------------------------------------------
-
-    def continue_bytes(self) -> bytes:
-        """The 100 Continue interim response, once, if expected and no response began."""
-        if self._pure is not None:
-            return self._pure.continue_bytes()
-        if self._continue_owed and self._response_state is _RESP_IDLE:
-            self._continue_owed = False
-            return CONTINUE_RESPONSE
-        return b""
-
-    def start_response(self, status: int, reason: bytes,
-                       headers: list[tuple[bytes, bytes]]) -> bytes:
-        """The response head (with Date, Server and framing fields) as bytes."""
-        if self._pure is not None:
-            return self._pure.start_response(status, reason, headers)
-        if self._request is None:
-            raise LocalProtocolError("no request to respond to")
-        if self._response_state is not _RESP_IDLE:
-            advance_response(self._response_state, Step.HEAD)  # raises: the table says why
-        head, self._writer, self._persistent = framed_head(
-            self._request, status, reason, headers, self._persistent, self._date_cache)
-        self._response_state = _RESP_BODY
-        self._continue_owed = False
-        return head
-
-    def send_body(self, data: bytes) -> bytes:
-        """One piece of body, framed (b"" when the response carries no body)."""
-        if self._pure is not None:
-            return self._pure.send_body(data)
-        if self._response_state is not _RESP_BODY:
-            raise LocalProtocolError(f"cannot send body while {self._response_state.value}")
-        try:
-            return self._writer.send(data)
-        except LocalProtocolError:
-            self._persistent = False
-            raise
-
-    def end_response(self) -> bytes:
-        """The end of the body (the last chunk); LocalProtocolError if short of Content-Length."""
-        if self._pure is not None:
-            return self._pure.end_response()
-        if self._response_state is not _RESP_BODY:
-            advance_response(self._response_state, Step.END)  # raises: the table says why
-        self._response_state = _RESP_DONE
-        try:
-            return self._writer.finish()
-        except LocalProtocolError:
-            self._persistent = False
-            raise
-
-    def respond_whole(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                      body: bytes) -> bytes:
-        """start_response, send_body(body) and end_response in one: a body wholly in hand.
-
-        The event worker's common answer (a one-chunk list) in one call, without a
-        body writer per response. Anything unusual takes the three calls, which
-        raise and set the state exactly as when called one by one.
-        """
-        request = self._request
-        if self._pure is not None or request is None or self._response_state is not _RESP_IDLE:
-            return respond_in_steps(self, status, reason, headers, body)
-        try:
-            before, after, length, writer, persistent = head_parts(
-                request, status, reason, headers, self._persistent)
-        except TypeError:
-            return respond_in_steps(self, status, reason, headers, body)
-        if length is not None and len(body) != length:
-            return respond_in_steps(self, status, reason, headers, body)  # raises
-        self._persistent = persistent
-        self._continue_owed = False
-        self._response_state = _RESP_DONE
-        head = before if after is None else before + self._date_cache.current() + after
-        if length is None:  # a shared, stateless writer (no body, chunked, close-delimited)
-            return head + writer.send(body) + writer.finish()
-        return head + body
-
-    def error_response(self, status: int, message: str = "") -> bytes:
-        """A whole plain-text response with Connection: close; only before any response began."""
-        if self._pure is not None:
-            return self._pure.error_response(status, message)
-        next_state = advance_response(self._response_state, Step.WHOLE)
-        request = self._request
-        data = build_error_response(
-            status, message, date=self._date_cache.current(),
-            head_only=request is not None and request.method == b"HEAD",
-        )
-        self._response_state = next_state
-        self._persistent = False
-        return data
-
-    def refuse_keep_alive(self) -> None:
-        """Close after the current response; a response not yet started says Connection: close."""
-        if self._pure is not None:
-            self._pure.refuse_keep_alive()
-        else:
-            self._persistent = False
-
-    # -- the cycle -------------------------------------------------------------------
-
-    @property
-    def keep_alive(self) -> bool:
-        """May the connection carry another request after this response? (See ServerConnection.)"""
-        if self._pure is not None:
-            return self._pure.keep_alive
-        return self._persistent and self._request_state is not _REQ_BODY
-
-    @property
-    def response_started(self) -> bool:
-        if self._pure is not None:
-            return self._pure.response_started
-        return self._response_state is not _RESP_IDLE
-
-    @property
-    def trailing_data(self) -> tuple[bytes, bool]:
-        """The bytes received and not parsed, and whether EOF was seen."""
-        if self._pure is not None:
-            data, eof = self._pure.trailing_data
-            return data, eof or self._eof_pending
-        return self._buffer, self._eof
-
-    def start_next_cycle(self) -> None:
-        """Begin the next request after end_response, when keep_alive is True."""
-        if self._pure is not None:
-            self._pure.start_next_cycle()
-            return
-        if not self._persistent or self._request_state is not _REQ_DONE:
-            if not self.keep_alive:
-                raise LocalProtocolError("this connection cannot carry another request")
-            advance_request(self._request_state, Step.NEXT_CYCLE)  # raises: the table says why
-        if self._response_state is not _RESP_DONE:
-            advance_response(self._response_state, Step.NEXT_CYCLE)  # raises
-        self._request_state = _REQ_IDLE
-        self._response_state = _RESP_IDLE
-        self._request = None
-        self._writer = NO_BODY
-        self._continue_owed = False
-        self._line_judged = False
