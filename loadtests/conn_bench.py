@@ -5,7 +5,7 @@ Request, its EndOfMessage, respond_whole, keep_alive, start_next_cycle, NEED_DAT
 trailing_data), timed for FastConnection (llhttp) and ServerConnection (pure), on
 one kept-alive connection and on a new connection per request. A tool, not a test:
 figures on a shared machine are reported, never asserted; the classes are timed in
-interleaved rounds and the median of the rounds' per-request times is given.
+interleaved rounds and the median of the rounds' CPU time per request is given.
 
     .venv/bin/python -m loadtests.conn_bench [--requests N] [--rounds N]
 """
@@ -56,17 +56,17 @@ def serve(conn, head: bytes) -> bytes:
 
 def kept_alive(conn_class: type, head: bytes, requests: int) -> float:
     conn = conn_class()
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(requests):
         serve(conn, head)
-    return (time.perf_counter() - start) / requests
+    return (time.process_time() - start) / requests
 
 
 def new_connection_each(conn_class: type, head: bytes, requests: int) -> float:
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(requests):
         serve(conn_class(), head)
-    return (time.perf_counter() - start) / requests
+    return (time.process_time() - start) / requests
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import httptools
 from polycorn.server.http.connection import DEFAULT_LIMITS, ServerConnection
-from polycorn.server.http.cycle import Event
+from polycorn.server.http.cycle import ConnectionCycle, Event
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.http.framing import RequestFraming, decide_framing
@@ -27,6 +27,7 @@ from polycorn.server.http.grammar import host_re
 from polycorn.server.http.head import parse_request_line
 from polycorn.server.http.httpdate import SHARED_DATE_CACHE, DateCache
 from polycorn.server.http.limits import Limits
+from polycorn.server.http.receivebuffer import ReceiveBuffer
 from polycorn.server.http.state import REQ_BODY, REQ_DONE, REQ_ERROR, REQ_IDLE
 
 __all__ = ["FastConnection", "LLHTTP_ERRORS"]
@@ -118,7 +119,8 @@ class FastConnection(ServerConnection):
 
     Until a head is not plain, the bytes wait in ``_received`` (bytes, not the
     pure parser's buffer) and llhttp splits each head; from then on, the inherited
-    pure request half parses everything (``fallback_reason`` says why).
+    pure request half parses everything in its own buffer (``fallback_reason``
+    says why).
     """
 
     __slots__ = ("fallback_reason", "_eof_pending", "_received", "_tokens", "_parser",
@@ -131,7 +133,11 @@ class FastConnection(ServerConnection):
         keep_alive_allowed: bool = True,
         date_cache: DateCache = SHARED_DATE_CACHE,
     ) -> None:
-        super().__init__(limits, keep_alive_allowed=keep_alive_allowed, date_cache=date_cache)
+        # Not ServerConnection.__init__: the pure parser's buffer waits for _fall_back,
+        # which most connections never reach (this runs once per accepted connection).
+        ConnectionCycle.__init__(self, limits, keep_alive_allowed, date_cache)
+        self._eof = False
+        self._line_judged = False  # the request line of a head still arriving was judged
         self.fallback_reason: str | None = None  # why the pure parser took over, if it did
         self._eof_pending = False  # EOF the pure parser has yet to be told (see _pure_event)
         self._received = b""
@@ -314,6 +320,7 @@ class FastConnection(ServerConnection):
     def _fall_back(self, reason: str) -> Event:
         """Give the unparsed bytes (from the start of this request) to the pure request half."""
         self.fallback_reason = reason
+        self._buffer = ReceiveBuffer()
         self._buffer.append(self._received)
         self._received = b""
         self._start_request()  # the pure parser judges this head afresh
