@@ -25,17 +25,12 @@ except ImportError:  # httptools not installed
     FastConnection = None
 
 WRK_HEAD = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n\r\n"
+# What a browser sends behind a proxy: many fields, none of them framing but Host.
 BROWSER_HEAD = (
-    b"GET /app/page?id=7&sort=asc HTTP/1.1\r\n"
-    b"Host: shop.example.com:8080\r\n"
+    b"GET /app/page?id=7&sort=asc HTTP/1.1\r\nHost: shop.example.com\r\nAccept-Language: en\r\n"
     b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0\r\n"
-    b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
-    b"Accept-Language: en-US,en;q=0.5\r\n"
-    b"Accept-Encoding: gzip, deflate, br\r\n"
-    b"Cookie: session=abc123; theme=dark\r\n"
-    b"Connection: keep-alive\r\n"
-    b"\r\n"
-)
+    b"Accept: text/html,*/*;q=0.8\r\nAccept-Encoding: gzip, br\r\nCookie: session=abc123\r\n"
+    b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\r\n")
 HELLO = b"Hello, World!\n"
 HELLO_HEADERS = [(b"Content-Type", b"text/plain"), (b"Content-Length", b"14")]
 
