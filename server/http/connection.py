@@ -48,12 +48,14 @@ class ServerConnection(ConnectionCycle):
         date_cache: DateCache = SHARED_DATE_CACHE,
     ) -> None:
         super().__init__(limits, keep_alive_allowed, date_cache)
+        self._start_parsing()
+
+    def _start_parsing(self) -> None:
+        """The request half's own fields, at the start of the connection."""
         self._buffer = ReceiveBuffer()
         self._eof = False
-        self._start_request()
-
-    def _start_request(self) -> None:
         self._reader: BodyReader | None = None
+        # Per head, reset when a head is complete:
         self._empty_lines_skipped = 0
         self._line_judged = False  # the request line of a head still arriving was judged
 
@@ -101,6 +103,8 @@ class ServerConnection(ConnectionCycle):
             return self._closed_between_requests()
         request = parse_request_head(head, self.limits)
         self._request_state = advance_request(self._request_state, _STEP_HEAD)
+        self._empty_lines_skipped = 0
+        self._line_judged = False
         self._request = request
         self._reader = body_reader(request, self.limits)
         self._continue_owed = request.expect_continue

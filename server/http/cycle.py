@@ -57,8 +57,9 @@ assert _HEAD_TO is _END_FROM
 class ConnectionCycle:
     """One connection's response half and cycle; a subclass adds the request half.
 
-    The request half (receive_data, next_event, trailing_data, and _start_request
-    for each new cycle) records what it parsed in these fields: the Request in
+    The request half (receive_data, next_event, trailing_data; it resets its own
+    per-head fields when a head is complete) records what it parsed in these
+    fields: the Request in
     ``_request``, its side's state in ``_request_state`` (through _fail and
     _closed_between_requests for the moves that close), "Expect: 100-continue" in
     ``_continue_owed``, and a client's "close" in ``_persistent``.
@@ -79,10 +80,6 @@ class ConnectionCycle:
         self._persistent = keep_alive_allowed
         self._writer: BodyWriter = NO_BODY
         self._continue_owed = False
-
-    def _start_request(self) -> None:
-        """Reset the request half's own fields for the next cycle."""
-        raise NotImplementedError
 
     # -- the request side's moves that close the connection --------------------------
 
@@ -230,4 +227,3 @@ class ConnectionCycle:
         self._request = None
         self._writer = NO_BODY
         self._continue_owed = False
-        self._start_request()

@@ -18,16 +18,13 @@ never depends on whether httptools is installed.
 from __future__ import annotations
 
 import httptools
-from polycorn.server.http.connection import DEFAULT_LIMITS, ServerConnection
-from polycorn.server.http.cycle import ConnectionCycle, Event
+from polycorn.server.http.connection import ServerConnection
+from polycorn.server.http.cycle import Event
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.http.framing import RequestFraming, decide_framing
 from polycorn.server.http.grammar import host_re
 from polycorn.server.http.head import parse_request_line
-from polycorn.server.http.httpdate import SHARED_DATE_CACHE, DateCache
-from polycorn.server.http.limits import Limits
-from polycorn.server.http.receivebuffer import ReceiveBuffer
 from polycorn.server.http.state import REQ_BODY, REQ_DONE, REQ_ERROR, REQ_IDLE
 
 __all__ = ["FastConnection", "LLHTTP_ERRORS"]
@@ -126,24 +123,18 @@ class FastConnection(ServerConnection):
     __slots__ = ("fallback_reason", "_eof_pending", "_received", "_tokens", "_parser",
                  "_body_remaining", "_small_head", "_header_count")
 
-    def __init__(
-        self,
-        limits: Limits = DEFAULT_LIMITS,
-        *,
-        keep_alive_allowed: bool = True,
-        date_cache: DateCache = SHARED_DATE_CACHE,
-    ) -> None:
-        # Not ServerConnection.__init__: the pure parser's buffer waits for _fall_back,
-        # which most connections never reach (this runs once per accepted connection).
-        ConnectionCycle.__init__(self, limits, keep_alive_allowed, date_cache)
-        self._eof = False
-        self._line_judged = False  # the request line of a head still arriving was judged
+    def _start_parsing(self) -> None:
+        # Not the pure parser's buffer: _fall_back makes it, and most connections never
+        # get there (this runs once per accepted connection).
         self.fallback_reason: str | None = None  # why the pure parser took over, if it did
         self._eof_pending = False  # EOF the pure parser has yet to be told (see _pure_event)
         self._received = b""
+        self._eof = False
+        self._line_judged = False  # the request line of a head still arriving was judged
         self._tokens = _HeadTokens()
         self._parser: httptools.HttpRequestParser | None = None
         self._body_remaining = 0
+        limits = self.limits
         positive = [n for n in (limits.max_request_line, limits.max_header_size) if n > 0]
         # A head no longer than the smallest size limit cannot break either, so needs no
         # line scan; an unfinished head longer than it might already break one, and the
@@ -205,6 +196,7 @@ class FastConnection(ServerConnection):
         if request.__class__ is str:
             return self._fall_back(request)
         self._received = buf[end:]
+        self._line_judged = False
         self._request = request
         self._request_state = REQ_BODY
         self._continue_owed = request.expect_continue
@@ -320,14 +312,13 @@ class FastConnection(ServerConnection):
     def _fall_back(self, reason: str) -> Event:
         """Give the unparsed bytes (from the start of this request) to the pure request half."""
         self.fallback_reason = reason
-        self._buffer = ReceiveBuffer()
-        self._buffer.append(self._received)
+        received, eof = self._received, self._eof
         self._received = b""
-        self._start_request()  # the pure parser judges this head afresh
+        super()._start_parsing()  # the pure parser's buffer and fields, fresh for this head
+        self._buffer.append(received)
         # Told later: with the bytes and EOF given at once, the pure parser would judge an
         # unfinished head by its EOF (400) before its size limits (414/431).
-        self._eof_pending = self._eof
-        self._eof = False
+        self._eof_pending = eof
         return self._pure_event()
 
     def _pure_event(self) -> Event:
