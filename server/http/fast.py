@@ -9,10 +9,10 @@ method, target, version and fields (its byte classes for names, values and
 targets are exactly RFC 9110's, as ours), and the HTTP layer's own rules
 (framing.decide_framing) judge the fields. Anything it does not accept as plain
 (an llhttp error, a limit reached, a leading empty line, a target that is not
-origin-form, a chunked body, an Upgrade) hands the unparsed bytes to a pure
-ServerConnection's request half (inherited), which gives that request its verdict
-and parses the rest of the connection. Every refusal is therefore the pure parser's, and strictness
-never depends on whether httptools is installed.
+origin-form, a chunked body, an Upgrade) hands the unparsed bytes to the pure
+request half inherited from ServerConnection, which gives that request its
+verdict and parses the rest of the connection. Every refusal is therefore the
+pure parser's, and strictness never depends on whether httptools is installed.
 """
 
 from __future__ import annotations
