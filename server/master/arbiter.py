@@ -84,8 +84,8 @@ class Arbiter:
                                  retitle=self.retitle)
         self.status = StatusFile(self.system, status_path(cfg.pidfile, index), pid=self.pid,
                                  index=index)
-        self.predecessor = Predecessor(inherited, self.lifecycle, self.config, self.status,
-                                       pid=self.pid)
+        self.predecessor = Predecessor(self.system, inherited, self.lifecycle, self.config,
+                                       self.status, pid=self.pid)
         self.succession = Succession(self.system, self.lifecycle, self.config, self.rotation,
                                      self.announcer, self.status, self.predecessor, server=self,
                                      argv=argv or reexec_argv(), cwd=cwd or os.getcwd(),
@@ -186,7 +186,7 @@ class Arbiter:
     def cleanup(self) -> None:
         if self.group is not None:
             self.group.close(successor=bool(self.successor))
-        if self.cfg.pidfile:
+        if self.cfg.pidfile and not self.successor:  # else the new master owns it now
             pidfile.remove_if_ours(self.cfg.pidfile, self.pid)
         if not self.successor:  # else the new master has made the status file its own
             self.status.remove()
@@ -198,6 +198,7 @@ class Arbiter:
 
     def duties(self) -> None:
         self.pool.reap()
+        self.predecessor.keep_pidfile()
         if self.runs_sidecars():
             self.supervisor.start_due()
         leaving = self.lifecycle.leaving

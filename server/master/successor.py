@@ -341,14 +341,17 @@ def inherit_from_parent(environ: dict[str, str]) -> Inherited | None:
 class Predecessor:
     """The new master's link to the master it replaces, until promoted."""
 
-    def __init__(self, inherited: Inherited | None, lifecycle: Lifecycle,
+    def __init__(self, system: System, inherited: Inherited | None, lifecycle: Lifecycle,
                  config: CurrentConfig, status: StatusFile, *, pid: int) -> None:
+        self.system = system
         self.inherited = inherited
         self.lifecycle = lifecycle
         self.config = config
         self.status = status
         self.pid = pid
         self.group: Any = None  # MasterGroup: joined once promoted
+        # The old master, from our promotion until it has exited: see keep_pidfile().
+        self.exiting_master = 0
 
     @property
     def active(self) -> bool:
@@ -401,14 +404,38 @@ class Predecessor:
         self.inherited.channel.close()
         self.inherited = None
         log.info("this master (pid %s) now serves: %s (old master %s)", self.pid, why, old)
-        cfg = self.config.cfg
-        if cfg.pidfile and (self.group is None or self.group.owner is not None
-                            or not cfg.handoff):
-            pidfile.write(cfg.pidfile, self.pid)
+        if self.owns_pidfile():
+            pidfile.write(self.config.cfg.pidfile, self.pid)
+            self.exiting_master = old
         systemd.notify(f"MAINPID={self.pid}\nREADY=1")
         if self.group is not None:
             self.group.join()  # from now on it counts among the masters serving the path
         self.status.record("running", upgraded_from=old)
+
+    def owns_pidfile(self) -> bool:
+        cfg = self.config.cfg
+        return bool(cfg.pidfile) and (self.group is None or self.group.owner is not None
+                                      or not cfg.handoff)
+
+    def keep_pidfile(self) -> None:
+        """Once the old master has exited, the pid file names us: rewrite it if not.
+
+        An old master removes the pid file on exit if it still names itself, by a
+        read then an unlink: our write can fall between the two and be unlinked
+        (releases up to 5588dfb do that; this one no longer removes it after
+        promoting). We are the old master's child, so its exit shows as a new parent.
+        """
+        if not self.exiting_master or self.system.getppid() == self.exiting_master:
+            return
+        self.exiting_master = 0
+        path = self.config.cfg.pidfile
+        with contextlib.suppress(pidfile.PidfileError):
+            if pidfile.read(path) == self.pid and pidfile.running_pid(path) == self.pid:
+                return  # the bare pid and its stamp both name us
+        log.warning("master %s: the pid file %s no longer named this master after the "
+                    "old master exited: written again", self.pid, path)
+        with contextlib.suppress(pidfile.PidfileError):
+            pidfile.write(path, self.pid)
 
     def readers(self) -> dict[int, Callable[[], None]]:
         return {} if self.inherited is None else {self.inherited.channel.fileno(): self.read}

@@ -33,6 +33,9 @@ class System:
     def waitpid(self, pid: int, options: int) -> tuple[int, int]:
         return os.waitpid(pid, options)
 
+    def getppid(self) -> int:
+        return os.getppid()
+
     def monotonic(self) -> float:
         return time.monotonic()
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import signal
 import socket
 
-from polycorn.server import identity, messages
+from polycorn.server import identity, messages, pidfile
 from polycorn.server.handoff import receive_listeners
+from polycorn.server.master import successor
 from polycorn.server.master.state import MasterState
 from polycorn.server.master.successor import Inherited
 from polycorn.server.sidecar import Channel
@@ -54,6 +55,20 @@ def test_ready_is_answered_promote_and_the_old_master_drains(system, tmp_path):
     assert master.lifecycle.state is MasterState.STOPPED
     system.exit(new_pid)  # the promoted successor's later exit is not ours to report
     turns(master)
+
+
+def test_an_old_master_that_promoted_leaves_the_pid_file_to_its_successor(system, tmp_path):
+    """Its removal would race the successor's write (a read, then an unlink)."""
+    path = str(tmp_path / "p.pid")
+    master = make_master(system, "--pid", path)
+    pidfile.write(path, master.pid)
+    boot(master)
+    new_pid, channel = usr2(master, system)
+    channel.send({"type": "ready", "pid": new_pid})
+    turns(master)
+    assert master.successor == new_pid
+    master.cleanup()
+    assert (tmp_path / "p.pid").exists()  # the successor rewrites it; we never unlink it
 
 
 def test_failed_rolls_back_with_its_reason(system, tmp_path):
@@ -121,6 +136,43 @@ def test_the_new_master_says_ready_and_serves_once_promoted(system, tmp_path):
         assert (status["state"], status["upgraded_from"]) == ("running", 4242)
         assert (tmp_path / "p.pid").read_text().strip() == str(master.pid)
     finally:
+        theirs.close()
+
+
+def test_a_promoted_master_writes_the_pid_file_again_if_its_old_master_removed_it(
+        system, tmp_path, caplog):
+    """Releases up to 5588dfb unlink the pid file on exit if they read their own pid in
+    it: the successor's write can fall between that read and the unlink."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    old_master = Channel(theirs)
+    path = tmp_path / "p.pid"
+    system.parent = 4242  # the old master started us
+    errors = successor.log  # the error log, which does not propagate once configured
+    errors.addHandler(caplog.handler)
+    try:
+        master = make_master(system, "--pid", str(path),
+                             inherited=Inherited(Channel(ours), [], old_pid=4242))
+        turns(master)
+        mark_ready(master)
+        turns(master)
+        old_master.recv(timeout=5)
+        old_master.send({"type": "promote"})
+        turns(master)
+        assert pidfile.running_pid(str(path)) == master.pid
+        path.unlink()  # the old master's racy removal, after our write
+        turns(master)
+        assert not path.exists()  # the old master still runs: its exit comes first
+        system.parent = 1  # it exited: we were reparented
+        turns(master)
+        assert pidfile.read(str(path)) == pidfile.running_pid(str(path)) == master.pid
+        assert "no longer named this master after the old master exited" in caplog.text
+        caplog.clear()
+        path.unlink()  # later removals are not ours to repair
+        turns(master)
+        assert not path.exists() and "no longer named" not in caplog.text
+    finally:
+        errors.removeHandler(caplog.handler)
         theirs.close()
 
 

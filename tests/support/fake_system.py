@@ -32,6 +32,8 @@ class FakeSystem(System):
         self.successors: dict[int, socket.socket] = {}  # pid -> the new master's end
         self.successor_argv: list[list[str]] = []
         self.titles: list[tuple[str, str]] = []
+        self.parent = 1  # what getppid() answers: set it to an old master's pid
+
 
     # ---- the seam ---------------------------------------------------------------
 
@@ -63,6 +65,9 @@ class FakeSystem(System):
         if not self.alive:
             raise ChildProcessError("no child processes")
         return 0, 0
+
+    def getppid(self) -> int:
+        return self.parent
 
     def monotonic(self) -> float:
         return self.now
