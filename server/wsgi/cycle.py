@@ -51,6 +51,7 @@ sent), and a 500 page as 0 bytes where the blocking handler counted its length.
 from __future__ import annotations
 
 import enum
+import http
 import logging
 import os
 import stat
@@ -114,7 +115,7 @@ def failure_verdict(failure: Failure, *, response_started: bool, client_may_send
     polite = _LINGER if client_may_send else _CLOSE
     if failure is Failure.BAD_REQUEST:
         if response_started:
-            return Verdict(None, _CUT, app_called, _DEBUG, False)
+            return Verdict(None, _CUT, False, _DEBUG, False)
         return Verdict(status, polite, app_called, _DEBUG, False)
     if failure is Failure.APP_ERROR:
         if response_started:
@@ -181,3 +182,11 @@ def sent_body_bytes(method: bytes, status_code: int, produced: int) -> int:
     if method == b"HEAD" or status_code == 204 or status_code == 304:
         return 0
     return produced
+
+
+def status_line(status: int) -> str:
+    """The status as the access log and post_request see it ("500 Internal Server Error")."""
+    try:
+        return f"{status} {http.HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)

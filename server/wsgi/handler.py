@@ -10,13 +10,10 @@ sending, so that its TCP stack does not discard our answer (RFC 9112 section 9.6
 
 from __future__ import annotations
 
-import enum
-import http
 import logging
 import os
 import socket
 import ssl
-import stat
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,30 +23,32 @@ from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request
 from polycorn.server.wsgi.body import EMPTY_INPUT, IncompleteBodyError, WSGIInput
 from polycorn.server.wsgi.client_waits import ClientWaits
+from polycorn.server.wsgi.cycle import (
+    DRAIN_LIMIT,
+    ERROR_HEADERS,
+    JOIN_LIMIT,
+    LINGER_BYTES,
+    LINGER_SECONDS,
+    End,
+    Failure,
+    client_may_send,
+    end_after_response,
+    failure_verdict,
+    head_says_close,
+    may_drain,
+    sendfile_applies,
+    status_line,
+)
 from polycorn.server.wsgi.environ import EnvironBuilder
-from polycorn.server.wsgi.hooks import HookRequest, HookResponse, configured_hook
+from polycorn.server.wsgi.hooks import configured_hook
 from polycorn.server.wsgi.response import StartResponse
 from polycorn.server.wsgi.run import AppResponse, check_chunk, run_app
+from polycorn.server.wsgi.trace import Trace, close_response, log_failure
 
 log = logging.getLogger("polycorn.error")
 
 RECV_SIZE = 65536
-# Unread request body we read and discard to keep a connection alive: a small form
-# the app ignored is cheaper to skip than a reconnect; a large upload it refused is not.
-DRAIN_LIMIT = 64 * 1024
-# Lingering close bounds: enough for the client to read our response and close.
-LINGER_BYTES = 256 * 1024
-LINGER_SECONDS = 1.0
-# A list body is joined into one sendall() up to this size (one syscall, no Nagle gap).
-JOIN_LIMIT = 256 * 1024
-
-
-class _End(enum.Enum):
-    """Why a connection cannot carry another request, which says how to close it."""
-
-    PLAIN = "everything the client sent was read: close at once"
-    LINGER = "the client may still be sending: half-close, drain briefly, close"
-    ABORT = "the peer is gone or the response is broken: close at once"
+_CUT, _LINGER = End.CUT, End.LINGER
 
 
 class WSGIHandler:
@@ -60,6 +59,7 @@ class WSGIHandler:
         self.cfg = cfg
         self.worker = worker
         self.access_log = access_log
+        self.access_log_enabled = bool(access_log.enabled)
         self.limits = Limits(
             max_request_line=cfg.limit_request_line,
             max_header_count=cfg.limit_request_fields,
@@ -68,6 +68,8 @@ class WSGIHandler:
         )
         self.pre_request = configured_hook(cfg.pre_request)
         self.post_request = configured_hook(cfg.post_request)
+        # Anything to record per request? If not, a request allocates nothing for it.
+        self.observed = bool(self.access_log_enabled or self.pre_request or self.post_request)
         self.sendfile_enabled = bool(cfg.sendfile)
         self._builders: dict[tuple[Any, str], EnvironBuilder] = {}
         health = getattr(cfg, "health_check", None)
@@ -159,7 +161,7 @@ class ClientConnection:
         self._client_entries[0]["gunicorn.socket"] = sock
         # os.sendfile writes kernel to kernel: only a plain socket (not TLS) can take it.
         self._sendfile_ok = handler.sendfile_enabled and not tls
-        self._end: _End | None = None
+        self._end: End | None = None
         self._closed = False
         # per request
         self._start: StartResponse | None = None
@@ -179,7 +181,7 @@ class ClientConnection:
         if self._end is not None:
             return False
         keep = self._cycle()
-        if self._end is _End.LINGER:
+        if self._end is _LINGER:
             # Here rather than in close(): the thread worker closes connections from
             # its event loop, which must never wait on a client.
             self._linger()
@@ -203,16 +205,15 @@ class ClientConnection:
         try:
             request = self._receive_request()
         except RemoteProtocolError as exc:
-            log.debug("bad request from %s: %s", self.client_addr, exc)
-            self._send_error(exc.status, str(exc))
+            self._refuse(exc)
             return False
         except OSError as exc:
             # A timeout or reset while waiting for a request is a client leaving: no traceback.
             log.debug("connection from %s ended while reading a request: %r", self.client_addr, exc)
-            self._end = _End.ABORT
+            self._end = _CUT
             return False
         if request is None:
-            self._end = _End.PLAIN
+            self._end = End.CLOSE
             return False
         return self._serve(request)
 
@@ -261,7 +262,7 @@ class ClientConnection:
             self._body_error = exc
             raise IncompleteBodyError(f"invalid request body: {exc}") from exc
         except OSError as exc:
-            self._end = _End.ABORT
+            self._end = _CUT
             raise IncompleteBodyError(f"request body not received: {exc!r}") from exc
 
     def _send_continue(self) -> None:
@@ -270,14 +271,13 @@ class ClientConnection:
             try:
                 self._send_raw(interim)
             except OSError as exc:
-                self._end = _End.ABORT
+                self._end = _CUT
                 raise IncompleteBodyError(f"client gone before 100 Continue: {exc!r}") from exc
 
     # -- one request cycle
 
     def _serve(self, request: Request) -> bool:
         handler = self.handler
-        started = time.perf_counter() if handler.access_log.enabled else 0.0
         self._body_bytes = 0
         self._body_error = None
         self._request_keep_alive = request.keep_alive
@@ -288,17 +288,14 @@ class ClientConnection:
         try:
             environ = self._builder.build(request, self.client_addr, body, self._client_entries)
         except RemoteProtocolError as exc:  # header_map "refuse", contradictory scheme
-            log.debug("bad request from %s: %s", self.client_addr, exc)
-            self._send_error(exc.status, str(exc))
+            self._refuse(exc)
             return False
-        hook_req = None
-        if handler.pre_request is not None or handler.post_request is not None:
-            hook_req = HookRequest(request, environ, self.client_addr)
+        trace = Trace(environ, request, self.client_addr, handler) if handler.observed else None
         resp: AppResponse | None = None
         stop: SystemExit | None = None
         try:
             if handler.pre_request is not None:
-                handler.pre_request(handler.worker, hook_req)
+                handler.pre_request(handler.worker, trace.hook_request)
             resp = run_app(handler.app_for(request.target), environ, start)
             self._send_response(resp, request)
             answered: tuple[str | None, list] = (start.status, start.headers)
@@ -314,9 +311,10 @@ class ClientConnection:
             if not getattr(handler.worker, "alive", True):
                 stop = exc
         finally:
-            if resp is not None:
-                self._close_app(resp, environ)
-        self._after_response(environ, hook_req, answered, started)
+            if resp is not None and not close_response(resp, environ) and self._end is None:
+                self._end = self._verdict(Failure.CLOSE_FAILED).end
+        if trace is not None:
+            trace.log(answered[0], answered[1], self._body_bytes)
         if stop is not None:
             raise stop
         return self._finish_cycle(body)
@@ -326,59 +324,31 @@ class ClientConnection:
         WebSocket) and answered on it; we only close the connection, as Gunicorn does."""
         log.debug("connection %s %s taken over by the application; closing",
                   environ.get("REQUEST_METHOD"), environ.get("RAW_URI"))
-        self._end = _End.ABORT
+        self._end = self._verdict(Failure.TAKEN_OVER).end
         return None, []
-
-    def _close_app(self, resp: AppResponse, environ: dict) -> None:
-        try:
-            resp.close()
-        except Exception:
-            # The response is on the wire already; a failing close() is still a bug to show.
-            log.exception("error closing the response iterable of %s", environ.get("RAW_URI"))
-            if self._end is None:
-                self._end = _End.PLAIN
-
-    def _after_response(self, environ: dict, hook_req: HookRequest | None,
-                        answered: tuple[str | None, list], started: float) -> None:
-        status, headers = answered
-        if status is None:
-            return  # nothing was answered (the client left): nothing to log
-        handler = self.handler
-        if handler.access_log.enabled:
-            handler.access_log.log(environ, status, headers, self._body_bytes,
-                                   time.perf_counter() - started)
-        if handler.post_request is not None:
-            try:
-                handler.post_request(handler.worker, hook_req, environ,
-                                     HookResponse(status, headers, self._body_bytes))
-            except Exception:
-                log.exception("post_request hook failed")
 
     def _finish_cycle(self, body: WSGIInput) -> bool:
         """Decide whether the connection carries another request; True after start_next_cycle."""
         conn = self._conn
         if self._end is not None:
             return False
-        if not body.finished:
+        body_unread = not body.finished
+        if body_unread and may_drain(keep_alive_allowed=self._keep_alive_allowed,
+                                     request_keep_alive=self._request_keep_alive):
             # ServerConnection.keep_alive stays False while the body is unread, so
             # drain first (bounded) when the connection could otherwise persist.
-            drained = False
-            if self._keep_alive_allowed and self._request_keep_alive:
-                try:
-                    drained = body.drain(DRAIN_LIMIT)
-                except IncompleteBodyError:
-                    pass
-            if not drained:
-                if self._end is None:
-                    self._end = _End.LINGER
-                return False
-        if not conn.keep_alive:
-            # Pipelined requests we will not answer: closing on unread bytes would reset
-            # the connection and could destroy the response we just sent.
-            self._end = _End.LINGER if self.has_buffered_data else _End.PLAIN
-            return False
-        conn.start_next_cycle()
-        return True
+            try:
+                body_unread = not body.drain(DRAIN_LIMIT)
+            except IncompleteBodyError:
+                pass
+        end = end_after_response(conn, body_unread=body_unread)
+        if end is End.NEXT:
+            conn.start_next_cycle()
+            return True
+        # Pipelined requests we will not answer, or a body we did not read: closing on
+        # unread bytes would reset the connection and could destroy the response sent.
+        self._end = end
+        return False
 
     # -- writing
 
@@ -388,10 +358,13 @@ class ClientConnection:
         if conn.response_started:
             head = b""
         else:
-            if self._will_not_drain() or not getattr(self.handler.worker, "alive", True):
-                # Say so in the head (Connection: close): an unread body will end the
-                # connection, or the worker is draining (upgrade, reload, stop) and
-                # a client that reused this connection would race our close.
+            body = self._body
+            length = self._request_length
+            if head_says_close(
+                    worker_running=getattr(self.handler.worker, "alive", True),
+                    continue_pending=body.continue_pending,
+                    unread_over_limit=(not body.finished and length is not None
+                                       and length - body.bytes_read > DRAIN_LIMIT)):
                 conn.refuse_keep_alive()
             start = self._start
             head = conn.start_response(start.status_code, start.reason, start.wire_headers)
@@ -401,16 +374,6 @@ class ClientConnection:
         if framed:
             self._body_bytes += len(data)
         return head + framed if head else framed
-
-    def _will_not_drain(self) -> bool:
-        """Is it already known that the unread request body will end the connection?"""
-        body = self._body
-        if body.finished:
-            return False
-        if body.continue_pending:
-            return True
-        length = self._request_length
-        return length is not None and length - body.bytes_read > DRAIN_LIMIT
 
     def _send_raw(self, data: bytes) -> None:
         if self._waits is None:
@@ -422,7 +385,7 @@ class ClientConnection:
         try:
             self._send_raw(data)
         except OSError:
-            self._end = _End.ABORT
+            self._end = _CUT
             raise
 
     def _write_now(self, data: bytes) -> None:
@@ -469,17 +432,9 @@ class ClientConnection:
             self._sendall(tail)
 
     def _can_sendfile(self, resp: AppResponse, request: Request) -> bool:
-        """os.sendfile applies to a regular file with a declared length, not chunked, with a body."""
         start = resp.start
-        # An empty file has nothing to send (and socket.sendfile refuses a count of 0).
-        if (not self._sendfile_ok or not start.content_length
-                or request.method == b"HEAD" or start.status_code in (204, 304)):
-            return False
-        try:
-            fd = resp.file.filelike.fileno()
-            return stat.S_ISREG(os.fstat(fd).st_mode)
-        except (AttributeError, OSError, ValueError):
-            return False
+        return sendfile_applies(self._sendfile_ok, request.method, start.status_code,
+                                start.content_length, resp.file.filelike)
 
     def _send_file(self, resp: AppResponse) -> None:
         """Head, then the file by sendfile(2); the connection closes after it.
@@ -499,52 +454,69 @@ class ClientConnection:
             else:
                 sent = self._waits.sendfile(self.sock, filelike, offset, length)
         except OSError:
-            self._end = _End.ABORT
+            self._end = _CUT
             raise
         self._body_bytes += sent
         if sent < length:
             # The file is shorter than its Content-Length: the client sees a truncated
             # response (the connection is cut), never a padded one.
-            self._end = _End.ABORT
-            log.error("file response for %s is shorter than its Content-Length (%d < %d)",
-                      filelike, sent, length)
+            verdict = self._verdict(Failure.SHORT_FILE)
+            self._end = verdict.end
+            log.log(verdict.log_level, "file response for %s is shorter than its "
+                    "Content-Length (%d < %d)", filelike, sent, length)
 
     # -- failures
 
+    def _verdict(self, failure: Failure, status: int = 500, app_called: bool = True) -> Any:
+        conn = self._conn
+        return failure_verdict(failure, response_started=conn.response_started,
+                               client_may_send=client_may_send(
+                                   conn, body_unread=not self._body.finished),
+                               status=status, app_called=app_called)
+
+    def _refuse(self, exc: RemoteProtocolError) -> None:
+        """The client broke HTTP/1.1 before the app ran: answer exc.status, then end."""
+        log.debug("bad request from %s: %s", self.client_addr, exc)
+        # The request was not read to its end: the client may still be sending.
+        verdict = failure_verdict(Failure.BAD_REQUEST, response_started=False, status=exc.status,
+                                  client_may_send=client_may_send(self._conn, body_unread=True),
+                                  app_called=False)
+        self._send_error(verdict.answer, str(exc), verdict.end)
+
     def _fail(self, exc: BaseException, environ: dict) -> tuple[str | None, list]:
         """Answer an exception from the app (or from its response); the status logged, if any."""
-        if self._end is _End.ABORT:
+        body_error = self._body_error
+        if self._end is _CUT:
             # The client went away (reset, timeout, closed): its consequence in the app
             # is not an application error.
-            log.debug("client %s gone during %s: %r", self.client_addr,
-                      environ.get("RAW_URI"), exc)
-            return None, []
-        body_error = self._body_error
-        if body_error is not None and isinstance(exc, IncompleteBodyError):
+            failure, status, message = Failure.CLIENT_GONE, 500, ""
+        elif body_error is not None and isinstance(exc, IncompleteBodyError):
             # The client's fault (bad chunked framing, EOF inside the body): no traceback.
-            log.info("bad request body from %s: %s", self.client_addr, body_error)
-            status, message = body_error.status, str(body_error)
+            failure, status, message = Failure.BAD_REQUEST, body_error.status, str(body_error)
         else:
-            log.exception("Error handling request %s %s", environ.get("REQUEST_METHOD"),
-                          environ.get("RAW_URI"))
-            status, message = 500, ""  # the traceback is for the log, not the client
-        if self._conn.response_started:
-            # Headers (maybe some body) are out: closing without the final chunk or the
-            # missing bytes is the only honest way to say the response is incomplete.
-            self._end = _End.ABORT
-            return None, []
-        return self._send_error(status, message)
+            # The traceback is for the log, not the client.
+            failure, status, message = Failure.APP_ERROR, 500, ""
+        verdict = self._verdict(failure, status)
+        log_failure(verdict.log_level, verdict.traceback, exc, self.client_addr, environ)
+        if verdict.answer is not None:
+            return self._send_error(verdict.answer, message, verdict.end)
+        # Headers (maybe some body) are out: closing without the final chunk or the
+        # missing bytes is the only honest way to say the response is incomplete.
+        self._end = verdict.end
+        if verdict.observed:
+            return self._start.status, self._start.headers
+        return None, []
 
-    def _send_error(self, status: int, message: str = "") -> tuple[str | None, list]:
+    def _send_error(self, status: int, message: str, end: End) -> tuple[str | None, list]:
         data = self._conn.error_response(status, message)
-        self._end = _End.LINGER
+        self._end = end
         try:
             self._send_raw(data)
         except OSError:
-            self._end = _End.ABORT
+            self._end = _CUT
             return None, []
-        self._body_bytes = len(data) - data.find(b"\r\n\r\n") - 4
-        return _status_line(status), [("Connection", "close")]
+        self._body_bytes = 0  # an error page is the server's, not the app's (as in Gunicorn)
+        return status_line(status), ERROR_HEADERS
 
     def _linger(self) -> None:
         """Half-close, then read and discard until the client closes (bounded)."""
@@ -567,9 +539,3 @@ class ClientConnection:
         except OSError:
             pass
 
-
-def _status_line(status: int) -> str:
-    try:
-        return f"{status} {http.HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)
