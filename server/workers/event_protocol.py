@@ -15,7 +15,6 @@ import enum
 import itertools
 import logging
 import os
-import stat
 import tempfile
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,9 +23,23 @@ from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.workers.base import RunState
 from polycorn.server.wsgi.body import EMPTY_INPUT, WSGIInput
-from polycorn.server.wsgi.hooks import HookRequest, HookResponse
+from polycorn.server.wsgi.cycle import (
+    ERROR_HEADERS,
+    JOIN_LIMIT,
+    LINGER_BYTES,
+    LINGER_SECONDS,
+    End,
+    Failure,
+    client_may_send,
+    end_after_response,
+    failure_verdict,
+    sendfile_applies,
+    sent_body_bytes,
+    status_line,
+)
 from polycorn.server.wsgi.response import StartResponse
 from polycorn.server.wsgi.run import AppResponse, check_chunk, run_app
+from polycorn.server.wsgi.trace import Trace, close_response, log_failure
 
 if TYPE_CHECKING:
     from polycorn.server.workers.event_context import ServingContext
@@ -36,13 +49,9 @@ log = logging.getLogger("polycorn.error")
 # A request body is kept in memory up to this size, then in an anonymous temp file:
 # the app is called with the whole body, and a large upload must not cost its size in RAM.
 SPOOL_LIMIT = 1024 * 1024
-# Parts of a ready (list) body are joined into one write up to this size, and copied
-# into one buffer (cheaper than a writev) up to WRITEV_SIZE.
-JOIN_LIMIT = 256 * 1024
+# Parts of a ready (list) body (joined up to cycle.JOIN_LIMIT) are copied into one
+# buffer (cheaper than a writev) up to this size.
 WRITEV_SIZE = 16 * 1024
-# Lingering close bounds (RFC 9112 9.6): time and bytes to let the client read our answer.
-LINGER_SECONDS = 1.0
-LINGER_BYTES = 256 * 1024
 _monotonic = time.monotonic
 _END_OF_BODY = object()
 
@@ -61,6 +70,7 @@ class Phase(enum.Enum):
 _IDLE, _READING, _WRITING, _SENDFILE, _LINGERING, _CLOSED = (
     Phase.IDLE, Phase.READING, Phase.WRITING, Phase.SENDFILE, Phase.LINGERING, Phase.CLOSED)
 _RUNNING = RunState.RUNNING
+_NEXT, _LINGER = End.NEXT, End.LINGER
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -85,7 +95,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.resp: AppResponse | None = None  # the app's answer while it is being sent
         self.environ: dict = {}  # of the current request (for error logs)
         self.body_bytes = 0  # body bytes sent, unframed (the access log's %(B)s)
-        self.trace: _Trace | None = None  # only with an access log or request hooks
+        self.trace: Trace | None = None  # only with an access log or request hooks
         self.lingered = 0
         self.client_entries: Any = None  # the environ entries its requests share
 
@@ -139,7 +149,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.phase = _CLOSED
         if previous is _WRITING or previous is _SENDFILE:
             # The client left mid-response: close the app's iterable all the same.
-            self._finish_cycle(complete=False)
+            self._finish_cycle(Failure.CLIENT_GONE)
         self._release_body()
         self.ctx.connection_closed(self)
 
@@ -215,7 +225,7 @@ class HTTPProtocol(asyncio.Protocol):
             environ["wsgi.input"] = self._wsgi_input()
         self.body_bytes = 0
         if ctx.observed:
-            self.trace = _Trace(environ, request, self.client_addr, ctx)
+            self.trace = Trace(environ, request, self.client_addr, ctx)
         start = StartResponse()
         try:
             if ctx.pre_request is not None:
@@ -248,7 +258,7 @@ class HTTPProtocol(asyncio.Protocol):
             return self._app_failed(exc)
         except SystemExit as exc:
             return self._app_exited(exc)
-        return self._finish_cycle(complete=True)
+        return self._finish_cycle()
 
     def _write_ready_body(self, head: bytes, first: bytes, second: Any, resp: AppResponse) -> None:
         """A list or tuple body: every chunk exists, so they go out together (one send)."""
@@ -297,11 +307,11 @@ class HTTPProtocol(asyncio.Protocol):
             return self._app_exited(exc)
         if self.phase is _WRITING:
             # Resumed by resume_writing: carry on with pipelined requests, if any.
-            if self._finish_cycle(complete=True):
+            if self._finish_cycle():
                 self.transport.resume_reading()
                 self._process()
             return False
-        return self._finish_cycle(complete=True)
+        return self._finish_cycle()
 
     def _suspend(self) -> None:
         self.phase = _WRITING
@@ -312,13 +322,8 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _can_sendfile(self, resp: AppResponse, request: Request) -> bool:
         start = resp.start
-        if (not self.ctx.sendfile_native or not start.content_length
-                or request.method == b"HEAD" or start.status_code in (204, 304)):
-            return False
-        try:
-            return stat.S_ISREG(os.fstat(resp.file.filelike.fileno()).st_mode)
-        except (AttributeError, OSError, ValueError):
-            return False
+        return sendfile_applies(self.ctx.sendfile_native, request.method, start.status_code,
+                                start.content_length, resp.file.filelike)
 
     def _start_sendfile(self, resp: AppResponse) -> bool:
         """The head, then the file by os.sendfile (asyncio's native path); then close.
@@ -338,47 +343,60 @@ class HTTPProtocol(asyncio.Protocol):
     async def _sendfile(self, resp: AppResponse) -> None:
         filelike = resp.file.filelike
         length = resp.start.content_length
+        failure = None
         try:
             offset = os.lseek(filelike.fileno(), 0, os.SEEK_CUR)  # the app may have seeked
             sent = await self.ctx.loop.sendfile(self.transport, filelike, offset, length)
         except (OSError, RuntimeError) as exc:
             log.debug("sendfile to %s failed: %r", self.client_addr, exc)
-            sent = 0
+            sent, failure = 0, Failure.CLIENT_GONE
         if self.phase is _SENDFILE:  # else connection_lost has ended the cycle
             self.body_bytes = sent
-            self._finish_cycle(complete=sent == length)
+            if failure is None and sent < length:
+                # The client sees a truncated response (the connection is cut), never a padded one.
+                log.error("file response for %s is shorter than its Content-Length (%d < %d)",
+                          filelike, sent, length)
+                failure = Failure.SHORT_FILE
+            self._finish_cycle(failure)
 
     # -- ends of a cycle ----------------------------------------------------------------
 
-    def _finish_cycle(self, *, complete: bool) -> bool:
-        """Close the app's iterable, log, count; True if the next request cycle has begun."""
+    def _finish_cycle(self, failure: Failure | None = None) -> bool:
+        """Close the app's iterable, log, count; True if the next request cycle has begun.
+
+        `failure` is how a response that went out ended badly (cycle.py's table).
+        """
         resp = self.resp
         self.resp = None
         self.request = None
         if self.body_size:
             self._release_body()
         if resp is not None:
-            try:
-                if not resp.in_memory:  # an exact list or tuple has no close() to call
-                    resp.close()
-            except Exception:
-                log.exception("error closing the response iterable of %s",
-                              self.environ.get("RAW_URI"))
-                complete = False
-            if self.trace is not None:
-                self.trace.log(resp.start.status, resp.start.headers, self.body_bytes)
+            if not close_response(resp, self.environ) and failure is None:
+                failure = Failure.CLOSE_FAILED
+            trace = self.trace
+            if trace is not None:
+                start = resp.start
+                head_only = trace.environ["REQUEST_METHOD"] == "HEAD"
+                trace.log(start.status, start.headers,
+                          sent_body_bytes(head_only, start.status_code, self.body_bytes))
                 self.trace = None
         self.served += 1
         self.ctx.count_request()
         if self.phase is _CLOSED:
             return False
         conn = self.conn
-        if not complete or not conn.keep_alive:
-            self._close_after_response()
-            return False
-        conn.start_next_cycle()
-        self.phase = _READING
-        return True
+        if failure is None:
+            end = end_after_response(conn)
+            if end is _NEXT:
+                conn.start_next_cycle()
+                self.phase = _READING
+                return True
+        else:
+            end = failure_verdict(failure, response_started=True,
+                                  client_may_send=client_may_send(conn)).end
+        self._end_connection(end)
+        return False
 
     def _app_exited(self, exc: SystemExit) -> bool:
         """The worker stops now (ABRT after --timeout, INT/QUIT) inside the app: answer
@@ -392,33 +410,34 @@ class HTTPProtocol(asyncio.Protocol):
     def _app_failed(self, exc: BaseException) -> bool:
         """Answer an exception from the app or its response: 500 if nothing was sent yet."""
         environ = self.environ
-        if self.phase is _CLOSED:
-            log.debug("client %s gone during %s: %r", self.client_addr, environ.get("RAW_URI"), exc)
-        else:
-            log.error("Error handling request %s %s", environ.get("REQUEST_METHOD"),
-                      environ.get("RAW_URI"), exc_info=exc)
+        conn = self.conn
+        closed = self.phase is _CLOSED
+        verdict = failure_verdict(Failure.CLIENT_GONE if closed else Failure.APP_ERROR,
+                                  response_started=conn.response_started,
+                                  client_may_send=not closed and client_may_send(conn))
+        log_failure(verdict.log_level, verdict.traceback, exc, self.client_addr, environ)
         resp = self.resp
         self.resp = None
         if resp is not None:
-            try:
-                if not resp.in_memory:  # an exact list or tuple has no close() to call
-                    resp.close()
-            except Exception:
-                log.exception("error closing the response iterable")
-        conn = self.conn
-        if self.phase is not _CLOSED and not conn.response_started:
-            self.transport.write(conn.error_response(500))
-            if self.trace is not None:
-                self.trace.log("500 Internal Server Error", [("Connection", "close")], 0)
+            close_response(resp, environ)
+        trace = self.trace
+        if verdict.answer is not None:
+            self.transport.write(conn.error_response(verdict.answer))
+            if trace is not None:
+                # An error page is the server's, not the app's: 0 body bytes, as in Gunicorn.
+                trace.log(status_line(verdict.answer), ERROR_HEADERS, 0)
+        elif verdict.observed and trace is not None and resp is not None:
+            start = resp.start
+            head_only = environ["REQUEST_METHOD"] == "HEAD"
+            trace.log(start.status, start.headers,
+                      sent_body_bytes(head_only, start.status_code, self.body_bytes))
         self.trace = None
         self.request = None
         self._release_body()
         self.served += 1
         self.ctx.count_request()
-        if self.phase is not _CLOSED:
-            # Headers (maybe body) went out: the close is how the client learns the
-            # response is incomplete. Otherwise, the 500 says Connection: close.
-            self._close_after_response()
+        if not closed:
+            self._end_connection(verdict.end)
         return False
 
     def _refuse(self, exc: RemoteProtocolError) -> None:
@@ -426,16 +445,22 @@ class HTTPProtocol(asyncio.Protocol):
         log.debug("bad request from %s: %s", self.client_addr, exc)
         self.request = None
         self._release_body()
-        if not self.conn.response_started:
-            self.transport.write(self.conn.error_response(exc.status, str(exc)))
-        self._linger()
+        conn = self.conn
+        # The request was not read to its end: the client may still be sending.
+        verdict = failure_verdict(Failure.BAD_REQUEST, response_started=conn.response_started,
+                                  client_may_send=client_may_send(conn, body_unread=True),
+                                  status=exc.status, app_called=False)
+        if verdict.answer is not None:
+            self.transport.write(conn.error_response(verdict.answer, str(exc)))
+        self._end_connection(verdict.end)
 
-    def _close_after_response(self) -> None:
-        if self.conn.trailing_data[0]:
-            # Pipelined requests we will not answer: a close on unread bytes would reset the
-            # connection and could destroy the response just written (RFC 9112 9.6).
+    def _end_connection(self, end: End) -> None:
+        """Close the connection as the policy said (never NEXT here)."""
+        if end is _LINGER:
             self._linger()
         else:
+            # CLOSE, or CUT: the transport still flushes what was written (a response
+            # cut short stays cut short; the close is what tells the client).
             self._close()
 
     def _linger(self) -> None:
@@ -486,31 +511,3 @@ class HTTPProtocol(asyncio.Protocol):
         if self.phase is _IDLE and self.served:
             self._close()
 
-
-class _Trace:
-    """What the access log and the request hooks need of one request; only when configured."""
-
-    __slots__ = ("environ", "ctx", "started", "hook_request")
-
-    def __init__(self, environ: dict, request: Request, client_addr: Any,
-                 ctx: ServingContext) -> None:
-        self.environ = environ
-        self.ctx = ctx
-        self.started = time.perf_counter()
-        self.hook_request = (HookRequest(request, environ, client_addr)
-                             if ctx.pre_request is not None or ctx.post_request is not None
-                             else None)
-
-    def log(self, status: str | None, headers: list, body_bytes: int) -> None:
-        ctx = self.ctx
-        if status is None:
-            return
-        if ctx.access_log_enabled:
-            ctx.access_log.log(self.environ, status, headers, body_bytes,
-                               time.perf_counter() - self.started)
-        if ctx.post_request is not None:
-            try:
-                ctx.post_request(ctx.worker, self.hook_request, self.environ,
-                                 HookResponse(status, headers, body_bytes))
-            except Exception:
-                log.exception("post_request hook failed")

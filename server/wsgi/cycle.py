@@ -177,9 +177,9 @@ def sendfile_applies(enabled: bool, method: bytes, status_code: int,
         return False
 
 
-def sent_body_bytes(method: bytes, status_code: int, produced: int) -> int:
+def sent_body_bytes(head_only: bool, status_code: int, produced: int) -> int:
     """Body bytes a response put on the wire, of `produced` by the app (none for HEAD, 204, 304)."""
-    if method == b"HEAD" or status_code == 204 or status_code == 304:
+    if head_only or status_code == 204 or status_code == 304:
         return 0
     return produced
 
