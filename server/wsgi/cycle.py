@@ -139,6 +139,19 @@ def client_may_send(conn: Any, *, body_unread: bool = False) -> bool:
     return not eof and (body_unread or bool(pending))
 
 
+def request_body_pending(*, finished: bool, chunked: bool, content_length: int | None,
+                         bytes_read: int) -> bool:
+    """May part of the request body still be on its way (the app did not read it all)?
+
+    A request without a body has none pending even before its end was parsed.
+    """
+    if finished:
+        return False
+    if chunked:
+        return True
+    return content_length is not None and content_length > bytes_read
+
+
 def end_after_response(conn: Any, *, body_unread: bool = False) -> End:
     """After a whole response: the next request, or how to close."""
     if not body_unread and conn.keep_alive:

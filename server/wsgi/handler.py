@@ -36,6 +36,7 @@ from polycorn.server.wsgi.cycle import (
     failure_verdict,
     head_says_close,
     may_drain,
+    request_body_pending,
     sendfile_applies,
     status_line,
 )
@@ -169,6 +170,7 @@ class ClientConnection:
         self._body_error: RemoteProtocolError | None = None
         self._request_keep_alive = False
         self._request_length: int | None = None
+        self._request_chunked = False
         self._body = EMPTY_INPUT
 
     @property
@@ -282,6 +284,7 @@ class ClientConnection:
         self._body_error = None
         self._request_keep_alive = request.keep_alive
         self._request_length = request.content_length
+        self._request_chunked = request.chunked
         self._start = start = StartResponse(self._write_now)
         self._body = body = WSGIInput(self._pull_body,
                                       self._send_continue if request.expect_continue else None)
@@ -469,9 +472,12 @@ class ClientConnection:
 
     def _verdict(self, failure: Failure, status: int = 500, app_called: bool = True) -> Any:
         conn = self._conn
+        body = self._body
+        pending = request_body_pending(finished=body.finished, chunked=self._request_chunked,
+                                       content_length=self._request_length,
+                                       bytes_read=body.bytes_read)
         return failure_verdict(failure, response_started=conn.response_started,
-                               client_may_send=client_may_send(
-                                   conn, body_unread=not self._body.finished),
+                               client_may_send=client_may_send(conn, body_unread=pending),
                                status=status, app_called=app_called)
 
     def _refuse(self, exc: RemoteProtocolError) -> None:
