@@ -70,7 +70,7 @@ class Phase(enum.Enum):
 _IDLE, _READING, _WRITING, _SENDFILE, _LINGERING, _CLOSED = (
     Phase.IDLE, Phase.READING, Phase.WRITING, Phase.SENDFILE, Phase.LINGERING, Phase.CLOSED)
 _RUNNING = RunState.RUNNING
-_NEXT, _LINGER = End.NEXT, End.LINGER
+_LINGER = End.LINGER
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -372,7 +372,8 @@ class HTTPProtocol(asyncio.Protocol):
         if self.body_size:
             self._release_body()
         if resp is not None:
-            if not close_response(resp, self.environ) and failure is None:
+            # An exact list or tuple has no close() to call: not even a call to skip it.
+            if not resp.in_memory and not close_response(resp, self.environ) and failure is None:
                 failure = Failure.CLOSE_FAILED
             trace = self.trace
             if trace is not None:
@@ -387,11 +388,12 @@ class HTTPProtocol(asyncio.Protocol):
             return False
         conn = self.conn
         if failure is None:
-            end = end_after_response(conn)
-            if end is _NEXT:
+            # cycle.end_after_response's first row inlined (this runs on every request).
+            if conn.keep_alive:
                 conn.start_next_cycle()
                 self.phase = _READING
                 return True
+            end = end_after_response(conn)
         else:
             end = failure_verdict(failure, response_started=True,
                                   client_may_send=client_may_send(conn)).end
