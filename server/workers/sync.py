@@ -65,4 +65,5 @@ class SyncWorker(Worker):
             conn.serve_one()
         finally:
             conn.close()
-            self.count_request()
+            if conn.requests:  # a connection closed without a request is not one (cycle.py)
+                self.count_request()

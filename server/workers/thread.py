@@ -156,9 +156,11 @@ class ThreadWorker(Worker):
         keep = False
         try:
             while True:
+                served = conn.requests
                 keep = conn.serve_one()
-                with self.lock:
-                    self.count_request()
+                if conn.requests != served:  # only a request given to the app counts (cycle.py)
+                    with self.lock:
+                        self.count_request()
                 if not (keep and conn.has_buffered_data and self.state is RunState.RUNNING):
                     break
         except Exception:

@@ -25,6 +25,9 @@ access log, then post_request (a hook sees the request once it is over).
 | app took the socket (StopIteration)  | -           | CUT                 | no       | debug          |
 | worker stopping (drain, SystemExit)  | head says Connection: close; SystemExit re-raised after |
 
+--max-requests counts a request given to the app (pre_request ran), whatever its
+end; not a refused head, nor a connection closed without a request (h).
+
 "LINGER / CLOSE": half-close and read briefly when the client may still be sending
 (an unread request body, pipelined bytes, no EOF), else close (RFC 9112 9.6).
 Bodies: a list/tuple is joined into writes of up to JOIN_LIMIT, a generator goes
@@ -44,6 +47,9 @@ Where the two paths differed before this module, and the choice (Gunicorn's):
     event worker and Gunicorn (access log and post_request in a finally) do.
 (f) the blocking handler closed at once even with the client still sending.
 (g) the event worker said nothing (and closed politely) about a short file.
+(h) the sync and thread workers counted every connection (sync) or every wait for a
+    request (thread), so idle keep-alive closes and port probes recycled workers;
+    the event worker and Gunicorn (handle_request's nr += 1) count requests.
 Also: the event worker logged the app's body size for HEAD/204/304 (now 0, as
 sent), and a 500 page as 0 bytes where the blocking handler counted its length.
 """

@@ -164,6 +164,8 @@ class ClientConnection:
         self._sendfile_ok = handler.sendfile_enabled and not tls
         self._end: End | None = None
         self._closed = False
+        # Requests given to the app (pre_request ran): what counts toward --max-requests.
+        self.requests = 0
         # per request
         self._start: StartResponse | None = None
         self._body_bytes = 0  # body bytes sent, unframed (the access log's %(B)s)
@@ -293,6 +295,7 @@ class ClientConnection:
         except RemoteProtocolError as exc:  # header_map "refuse", contradictory scheme
             self._refuse(exc)
             return False
+        self.requests += 1
         trace = Trace(environ, request, self.client_addr, handler) if handler.observed else None
         resp: AppResponse | None = None
         stop: SystemExit | None = None

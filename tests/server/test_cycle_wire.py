@@ -14,6 +14,7 @@ import time
 import uuid
 
 import pytest
+from support.http import get as http_get
 from support.procs import ROOT, Polycorn, free_port, wait_until
 
 APPS = ROOT / "tests" / "apps"
@@ -199,3 +200,23 @@ def test_a_file_shorter_than_its_length_is_cut(server):
         assert server.wait_lines(path, 2) == [f"access {path} 200 1000", f"post {path} 200 1000"]
         wait_until(lambda: "shorter than its Content-Length" in server.proc.log(), 10,
                    what="the error line")
+
+
+@pytest.mark.parametrize("worker", ["sync", "thread", "event"])
+def test_max_requests_counts_requests_given_to_the_app(polycorn, port, worker):
+    """A connection closed without a request, or a refused head, is not a request
+    served: only what reached the app counts toward --max-requests (Gunicorn's
+    handle_request), which the event worker already did."""
+    server = polycorn("-k", worker, "-w", "1", "--max-requests", "3", "-b", f"127.0.0.1:{port}",
+                      "testapp:application", wait_port=port, cwd=APPS)
+    first = wait_until(lambda: (w := server.workers()) and len(w) == 1 and w[0], 10,
+                       what="one worker")
+    for _ in range(4):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"BAD\r\n\r\n")
+            assert read_all(sock)[0].startswith(b"HTTP/1.1 400")
+    assert [http_get(port, "/pid")[1] for _ in range(3)] == [str(first).encode()] * 3
+    # The third request reached the limit: that worker is replaced.
+    wait_until(lambda: (w := server.workers()) and first not in w, 10, what="a new worker")
