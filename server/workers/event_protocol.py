@@ -22,21 +22,9 @@ from typing import TYPE_CHECKING, Any
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.workers.base import RunState
+from polycorn.server.wsgi import cycle
 from polycorn.server.wsgi.body import EMPTY_INPUT, WSGIInput
-from polycorn.server.wsgi.cycle import (
-    ERROR_HEADERS,
-    JOIN_LIMIT,
-    LINGER_BYTES,
-    LINGER_SECONDS,
-    End,
-    Failure,
-    client_may_send,
-    end_after_response,
-    failure_verdict,
-    sendfile_applies,
-    sent_body_bytes,
-    status_line,
-)
+from polycorn.server.wsgi.cycle import JOIN_LIMIT, LINGER_BYTES, LINGER_SECONDS, Failure
 from polycorn.server.wsgi.response import StartResponse
 from polycorn.server.wsgi.run import AppResponse, check_chunk, run_app
 from polycorn.server.wsgi.trace import Trace, close_response, log_failure
@@ -70,7 +58,7 @@ class Phase(enum.Enum):
 _IDLE, _READING, _WRITING, _SENDFILE, _LINGERING, _CLOSED = (
     Phase.IDLE, Phase.READING, Phase.WRITING, Phase.SENDFILE, Phase.LINGERING, Phase.CLOSED)
 _RUNNING = RunState.RUNNING
-_LINGER = End.LINGER
+_LINGER = cycle.End.LINGER
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -322,8 +310,9 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _can_sendfile(self, resp: AppResponse, request: Request) -> bool:
         start = resp.start
-        return sendfile_applies(self.ctx.sendfile_native, request.method, start.status_code,
-                                start.content_length, resp.file.filelike)
+        return cycle.sendfile_applies(self.ctx.sendfile_native, request.method,
+                                      start.status_code, start.content_length,
+                                      resp.file.filelike)
 
     def _start_sendfile(self, resp: AppResponse) -> bool:
         """The head, then the file by os.sendfile (asyncio's native path); then close.
@@ -380,7 +369,7 @@ class HTTPProtocol(asyncio.Protocol):
                 start = resp.start
                 head_only = trace.environ["REQUEST_METHOD"] == "HEAD"
                 trace.log(start.status, start.headers,
-                          sent_body_bytes(head_only, start.status_code, self.body_bytes))
+                          cycle.sent_body_bytes(head_only, start.status_code, self.body_bytes))
                 self.trace = None
         self.served += 1
         self.ctx.count_request()
@@ -393,10 +382,10 @@ class HTTPProtocol(asyncio.Protocol):
                 conn.start_next_cycle()
                 self.phase = _READING
                 return True
-            end = end_after_response(conn)
+            end = cycle.end_after_response(conn)
         else:
-            end = failure_verdict(failure, response_started=True,
-                                  client_may_send=client_may_send(conn)).end
+            end = cycle.failure_verdict(failure, response_started=True,
+                                        client_may_send=cycle.client_may_send(conn)).end
         self._end_connection(end)
         return False
 
@@ -414,9 +403,9 @@ class HTTPProtocol(asyncio.Protocol):
         environ = self.environ
         conn = self.conn
         closed = self.phase is _CLOSED
-        verdict = failure_verdict(Failure.CLIENT_GONE if closed else Failure.APP_ERROR,
-                                  response_started=conn.response_started,
-                                  client_may_send=not closed and client_may_send(conn))
+        verdict = cycle.failure_verdict(Failure.CLIENT_GONE if closed else Failure.APP_ERROR,
+                                        response_started=conn.response_started,
+                                        client_may_send=not closed and cycle.client_may_send(conn))
         log_failure(verdict.log_level, verdict.traceback, exc, self.client_addr, environ)
         resp = self.resp
         self.resp = None
@@ -427,12 +416,12 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.write(conn.error_response(verdict.answer))
             if trace is not None:
                 # An error page is the server's, not the app's: 0 body bytes, as in Gunicorn.
-                trace.log(status_line(verdict.answer), ERROR_HEADERS, 0)
+                trace.log(cycle.status_line(verdict.answer), cycle.ERROR_HEADERS, 0)
         elif verdict.observed and trace is not None and resp is not None:
             start = resp.start
             head_only = environ["REQUEST_METHOD"] == "HEAD"
             trace.log(start.status, start.headers,
-                      sent_body_bytes(head_only, start.status_code, self.body_bytes))
+                      cycle.sent_body_bytes(head_only, start.status_code, self.body_bytes))
         self.trace = None
         self.request = None
         self._release_body()
@@ -449,14 +438,15 @@ class HTTPProtocol(asyncio.Protocol):
         self._release_body()
         conn = self.conn
         # The request was not read to its end: the client may still be sending.
-        verdict = failure_verdict(Failure.BAD_REQUEST, response_started=conn.response_started,
-                                  client_may_send=client_may_send(conn, body_unread=True),
-                                  status=exc.status, app_called=False)
+        may_send = cycle.client_may_send(conn, body_unread=True)
+        verdict = cycle.failure_verdict(Failure.BAD_REQUEST, response_started=conn.response_started,
+                                        client_may_send=may_send, status=exc.status,
+                                        app_called=False)
         if verdict.answer is not None:
             self.transport.write(conn.error_response(verdict.answer, str(exc)))
         self._end_connection(verdict.end)
 
-    def _end_connection(self, end: End) -> None:
+    def _end_connection(self, end: cycle.End) -> None:
         """Close the connection as the policy said (never NEXT here)."""
         if end is _LINGER:
             self._linger()

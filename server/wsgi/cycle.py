@@ -9,21 +9,21 @@ coroutine. What happened comes in as a Failure (or a whole response); what to do
 goes out as a Verdict or an End. Order, always: close the app's iterable, then the
 access log, then post_request (a hook sees the request once it is over).
 
-| outcome                              | answer      | end                 | observed | error log      |
-|--------------------------------------|-------------|---------------------|----------|----------------|
-| whole response, connection reusable  | -           | NEXT                | yes      | -              |
-| whole response, Connection: close    | -           | LINGER if the client| yes      | -              |
-|   (client, app, policy, sendfile)    |             | may send, else CLOSE|          |                |
-| bad request head / refused header    | its status  | LINGER / CLOSE      | no (a)   | debug          |
-| bad request body seen by the app     | its status  | LINGER / CLOSE      | yes      | debug (b)      |
-| app raised before the head went out  | 500         | LINGER / CLOSE (c)  | yes, 0 B | error + trace  |
-| app raised after the head went out   | -           | CUT (d)             | no       | error + trace  |
-| client gone (reset, timeout, write)  | -           | CUT                 | if head  | debug          |
-|   before / after the head went out   |             |                     | out (e)  |                |
-| iterable's close() raised            | -           | LINGER / CLOSE (f)  | yes      | error + trace  |
-| file shorter than its Content-Length | -           | CUT                 | yes      | error (g)      |
-| app took the socket (StopIteration)  | -           | CUT                 | no       | debug          |
-| worker stopping (drain, SystemExit)  | head says Connection: close; SystemExit re-raised after |
+| outcome                              | answer     | end              | observed | error log   |
+|--------------------------------------|------------|------------------|----------|-------------|
+| whole response, connection reusable  | -          | NEXT             | yes      | -           |
+| whole response, Connection: close    | -          | LINGER / CLOSE   | yes      | -           |
+| bad request head / refused header    | its status | LINGER / CLOSE   | no (a)   | debug       |
+| bad request body seen by the app     | its status | LINGER / CLOSE   | yes      | debug (b)   |
+| app raised before the head went out  | 500        | LINGER/CLOSE (c) | yes, 0 B | error+trace |
+| app raised after the head went out   | -          | CUT (d)          | no       | error+trace |
+| client gone (reset, timeout, write)  | -          | CUT              | head?(e) | debug       |
+| iterable's close() raised            | -          | LINGER/CLOSE (f) | yes      | error+trace |
+| file shorter than its Content-Length | -          | CUT              | yes      | error (g)   |
+| app took the socket (StopIteration)  | -          | CUT              | no       | debug       |
+| worker stopping (drain, SystemExit)  | the head says Connection: close; SystemExit goes on |
+
+"head?": observed once the response head went out, with the bytes sent so far.
 
 --max-requests counts a request given to the app (pre_request ran), whatever its
 end; not a refused head, nor a connection closed without a request (h).

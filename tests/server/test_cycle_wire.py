@@ -85,6 +85,15 @@ def read_all(sock: socket.socket) -> tuple[bytes, bool]:
     return out, False
 
 
+def exchange(server: Server, *paths: str) -> tuple[str, dict[str, str], bytes, bytes]:
+    """GET each path, pipelined on one connection; read until the server closes:
+    the first response's status line, headers and body, and all that came."""
+    with server.connect() as sock:
+        sock.sendall(b"".join(get(path) for path in paths))
+        data, _ = read_all(sock)
+    return (*head_and_body(data), data)
+
+
 def head_and_body(data: bytes) -> tuple[str, dict[str, str], bytes]:
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
@@ -97,10 +106,8 @@ def head_and_body(data: bytes) -> tuple[str, dict[str, str], bytes]:
 
 def test_app_error_before_the_head_is_a_500_logged_with_no_body_bytes(server):
     path = unique("error")
-    with server.connect() as sock:
-        sock.sendall(get(path) + get(unique("ok")))  # the second is never answered
-        data, _ = read_all(sock)
-    status, headers, body = head_and_body(data)
+    # The second request is never answered.
+    status, headers, body, data = exchange(server, path, unique("ok"))
     assert status == "HTTP/1.1 500 Internal Server Error"
     assert headers["connection"] == "close"
     assert data.count(b"HTTP/1.1") == 1 and len(body) == int(headers["content-length"])
@@ -118,7 +125,7 @@ def test_a_500_does_not_hold_the_worker_while_its_client_stays(server):
         assert data.startswith(b"HTTP/1.1 500")
         started = time.monotonic()
         with server.connect() as sock:
-            sock.sendall(get(unique("ok"), ) )
+            sock.sendall(get(unique("ok")))
             reply = sock.recv(65536)
         elapsed = time.monotonic() - started
     assert reply.startswith(b"HTTP/1.1 200")
@@ -127,10 +134,7 @@ def test_a_500_does_not_hold_the_worker_while_its_client_stays(server):
 
 def test_an_app_error_after_the_head_cuts_the_response(server):
     path, after = unique("midway"), unique("ok")
-    with server.connect() as sock:
-        sock.sendall(get(path) + get(after))
-        data, _ = read_all(sock)
-    status, headers, body = head_and_body(data)
+    status, headers, body, data = exchange(server, path, after)
     assert status == "HTTP/1.1 200 OK" and headers["transfer-encoding"] == "chunked"
     assert b"part one" in body and not body.endswith(b"0\r\n\r\n")  # no last chunk
     assert data.count(b"HTTP/1.1") == 1  # the pipelined request is not answered
@@ -177,10 +181,7 @@ def test_close_then_access_log_then_post_request(server):
 
 def test_a_failing_close_ends_the_connection_after_a_whole_response(server):
     path, after = unique("close-raises"), unique("ok")
-    with server.connect() as sock:
-        sock.sendall(get(path) + get(after))
-        data, _ = read_all(sock)
-    status, headers, body = head_and_body(data)
+    status, headers, body, data = exchange(server, path, after)
     assert status == "HTTP/1.1 200 OK" and body == b"hello"  # whole, then closed
     assert server.wait_lines(path, 3) == [f"close {path}", f"access {path} 200 5",
                                           f"post {path} 200 5"]
@@ -190,10 +191,7 @@ def test_a_failing_close_ends_the_connection_after_a_whole_response(server):
 
 def test_a_file_shorter_than_its_length_is_cut(server):
     path = unique("short-file")
-    with server.connect() as sock:
-        sock.sendall(get(path) + get(unique("ok")))
-        data, _ = read_all(sock)
-    status, headers, body = head_and_body(data)
+    status, headers, body, _ = exchange(server, path, unique("ok"))
     assert status == "HTTP/1.1 200 OK" and headers["content-length"] == "100000"
     assert body == b"s" * 1000  # cut short, never padded, and nothing after it
     if server.kind in SENDFILE:
