@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.workers.base import RunState
-from polycorn.server.wsgi import cycle
+from polycorn.server.wsgi import policy
 from polycorn.server.wsgi.body import EMPTY_INPUT, WSGIInput
-from polycorn.server.wsgi.cycle import JOIN_LIMIT, LINGER_BYTES, LINGER_SECONDS, Failure
+from polycorn.server.wsgi.policy import JOIN_LIMIT, LINGER_BYTES, LINGER_SECONDS, Failure
 from polycorn.server.wsgi.response import StartResponse
 from polycorn.server.wsgi.run import AppResponse, check_chunk, run_app
 from polycorn.server.wsgi.trace import Trace, close_response, log_failure
@@ -37,7 +37,7 @@ log = logging.getLogger("polycorn.error")
 # A request body is kept in memory up to this size, then in an anonymous temp file:
 # the app is called with the whole body, and a large upload must not cost its size in RAM.
 SPOOL_LIMIT = 1024 * 1024
-# Parts of a ready (list) body (joined up to cycle.JOIN_LIMIT) are copied into one
+# Parts of a ready (list) body (joined up to policy.JOIN_LIMIT) are copied into one
 # buffer (cheaper than a writev) up to this size.
 WRITEV_SIZE = 16 * 1024
 _monotonic = time.monotonic
@@ -58,7 +58,7 @@ class Phase(enum.Enum):
 _IDLE, _READING, _WRITING, _SENDFILE, _LINGERING, _CLOSED = (
     Phase.IDLE, Phase.READING, Phase.WRITING, Phase.SENDFILE, Phase.LINGERING, Phase.CLOSED)
 _RUNNING = RunState.RUNNING
-_LINGER = cycle.End.LINGER
+_LINGER = policy.End.LINGER
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -310,7 +310,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _can_sendfile(self, resp: AppResponse, request: Request) -> bool:
         start = resp.start
-        return cycle.sendfile_applies(self.ctx.sendfile_native, request.method,
+        return policy.sendfile_applies(self.ctx.sendfile_native, request.method,
                                       start.status_code, start.content_length,
                                       resp.file.filelike)
 
@@ -353,7 +353,7 @@ class HTTPProtocol(asyncio.Protocol):
     def _finish_cycle(self, failure: Failure | None = None) -> bool:
         """Close the app's iterable, log, count; True if the next request cycle has begun.
 
-        `failure` is how a response that went out ended badly (cycle.py's table).
+        `failure` is how a response that went out ended badly (policy.py's table).
         """
         resp = self.resp
         self.resp = None
@@ -369,7 +369,7 @@ class HTTPProtocol(asyncio.Protocol):
                 start = resp.start
                 head_only = trace.environ["REQUEST_METHOD"] == "HEAD"
                 trace.log(start.status, start.headers,
-                          cycle.sent_body_bytes(head_only, start.status_code, self.body_bytes))
+                          policy.sent_body_bytes(head_only, start.status_code, self.body_bytes))
                 self.trace = None
         self.served += 1
         self.ctx.count_request()
@@ -377,15 +377,15 @@ class HTTPProtocol(asyncio.Protocol):
             return False
         conn = self.conn
         if failure is None:
-            # cycle.end_after_response's first row inlined (this runs on every request).
+            # policy.end_after_response's first row inlined (this runs on every request).
             if conn.keep_alive:
                 conn.start_next_cycle()
                 self.phase = _READING
                 return True
-            end = cycle.end_after_response(conn)
+            end = policy.end_after_response(conn)
         else:
-            end = cycle.failure_verdict(failure, response_started=True,
-                                        client_may_send=cycle.client_may_send(conn)).end
+            end = policy.failure_verdict(failure, response_started=True,
+                                        client_may_send=policy.client_may_send(conn)).end
         self._end_connection(end)
         return False
 
@@ -403,9 +403,9 @@ class HTTPProtocol(asyncio.Protocol):
         environ = self.environ
         conn = self.conn
         closed = self.phase is _CLOSED
-        verdict = cycle.failure_verdict(Failure.CLIENT_GONE if closed else Failure.APP_ERROR,
+        verdict = policy.failure_verdict(Failure.CLIENT_GONE if closed else Failure.APP_ERROR,
                                         response_started=conn.response_started,
-                                        client_may_send=not closed and cycle.client_may_send(conn))
+                                        client_may_send=not closed and policy.client_may_send(conn))
         log_failure(verdict.log_level, verdict.traceback, exc, self.client_addr, environ)
         resp = self.resp
         self.resp = None
@@ -416,12 +416,12 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.write(conn.error_response(verdict.answer))
             if trace is not None:
                 # An error page is the server's, not the app's: 0 body bytes, as in Gunicorn.
-                trace.log(cycle.status_line(verdict.answer), cycle.ERROR_HEADERS, 0)
+                trace.log(policy.status_line(verdict.answer), policy.ERROR_HEADERS, 0)
         elif verdict.observed and trace is not None and resp is not None:
             start = resp.start
             head_only = environ["REQUEST_METHOD"] == "HEAD"
             trace.log(start.status, start.headers,
-                      cycle.sent_body_bytes(head_only, start.status_code, self.body_bytes))
+                      policy.sent_body_bytes(head_only, start.status_code, self.body_bytes))
         self.trace = None
         self.request = None
         self._release_body()
@@ -438,15 +438,15 @@ class HTTPProtocol(asyncio.Protocol):
         self._release_body()
         conn = self.conn
         # The request was not read to its end: the client may still be sending.
-        may_send = cycle.client_may_send(conn, body_unread=True)
-        verdict = cycle.failure_verdict(Failure.BAD_REQUEST, response_started=conn.response_started,
+        may_send = policy.client_may_send(conn, body_unread=True)
+        verdict = policy.failure_verdict(Failure.BAD_REQUEST, response_started=conn.response_started,
                                         client_may_send=may_send, status=exc.status,
                                         app_called=False)
         if verdict.answer is not None:
             self.transport.write(conn.error_response(verdict.answer, str(exc)))
         self._end_connection(verdict.end)
 
-    def _end_connection(self, end: cycle.End) -> None:
+    def _end_connection(self, end: policy.End) -> None:
         """Close the connection as the policy said (never NEXT here)."""
         if end is _LINGER:
             self._linger()

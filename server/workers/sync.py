@@ -65,5 +65,5 @@ class SyncWorker(Worker):
             conn.serve_one()
         finally:
             conn.close()
-            if conn.requests:  # a connection closed without a request is not one (cycle.py)
+            if conn.requests:  # a connection closed without a request is not one (policy.py)
                 self.count_request()

@@ -158,7 +158,7 @@ class ThreadWorker(Worker):
             while True:
                 served = conn.requests
                 keep = conn.serve_one()
-                if conn.requests != served:  # only a request given to the app counts (cycle.py)
+                if conn.requests != served:  # only a request given to the app counts (policy.py)
                     with self.lock:
                         self.count_request()
                 if not (keep and conn.has_buffered_data and self.state is RunState.RUNNING):

@@ -21,12 +21,12 @@ from typing import Any
 from polycorn.server.http.connection import Limits, ServerConnection
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request
-from polycorn.server.wsgi import cycle
+from polycorn.server.wsgi import policy
 from polycorn.server.wsgi.body import EMPTY_INPUT, IncompleteBodyError, WSGIInput
 from polycorn.server.wsgi.client_waits import ClientWaits
-from polycorn.server.wsgi.cycle import DRAIN_LIMIT, JOIN_LIMIT, End, Failure
 from polycorn.server.wsgi.environ import EnvironBuilder
 from polycorn.server.wsgi.hooks import configured_hook
+from polycorn.server.wsgi.policy import DRAIN_LIMIT, JOIN_LIMIT, End, Failure
 from polycorn.server.wsgi.response import StartResponse
 from polycorn.server.wsgi.run import AppResponse, check_chunk, run_app
 from polycorn.server.wsgi.trace import Trace, close_response, log_failure
@@ -325,7 +325,7 @@ class ClientConnection:
         if self._end is not None:
             return False
         body_unread = not body.finished
-        if body_unread and cycle.may_drain(keep_alive_allowed=self._keep_alive_allowed,
+        if body_unread and policy.may_drain(keep_alive_allowed=self._keep_alive_allowed,
                                      request_keep_alive=self._request_keep_alive):
             # ServerConnection.keep_alive stays False while the body is unread, so
             # drain first (bounded) when the connection could otherwise persist.
@@ -334,10 +334,10 @@ class ClientConnection:
             except IncompleteBodyError:
                 pass
         if not body_unread and conn.keep_alive:
-            # cycle.end_after_response's first row inlined (this runs on every request).
+            # policy.end_after_response's first row inlined (this runs on every request).
             conn.start_next_cycle()
             return True
-        end = cycle.end_after_response(conn, body_unread=body_unread)
+        end = policy.end_after_response(conn, body_unread=body_unread)
         # Pipelined requests we will not answer, or a body we did not read: closing on
         # unread bytes would reset the connection and could destroy the response sent.
         self._end = end
@@ -353,7 +353,7 @@ class ClientConnection:
         else:
             body = self._body
             length = self._request_length
-            if cycle.head_says_close(
+            if policy.head_says_close(
                     worker_running=getattr(self.handler.worker, "alive", True),
                     continue_pending=body.continue_pending,
                     unread_over_limit=(not body.finished and length is not None
@@ -426,7 +426,7 @@ class ClientConnection:
 
     def _can_sendfile(self, resp: AppResponse, request: Request) -> bool:
         start = resp.start
-        return cycle.sendfile_applies(self._sendfile_ok, request.method, start.status_code,
+        return policy.sendfile_applies(self._sendfile_ok, request.method, start.status_code,
                                       start.content_length, resp.file.filelike)
 
     def _send_file(self, resp: AppResponse) -> None:
@@ -463,20 +463,20 @@ class ClientConnection:
     def _verdict(self, failure: Failure, status: int = 500, app_called: bool = True) -> Any:
         conn = self._conn
         body = self._body
-        pending = cycle.request_body_pending(
+        pending = policy.request_body_pending(
             finished=body.finished, chunked=self._request_chunked,
             content_length=self._request_length, bytes_read=body.bytes_read)
-        return cycle.failure_verdict(
+        return policy.failure_verdict(
             failure, response_started=conn.response_started,
-            client_may_send=cycle.client_may_send(conn, body_unread=pending),
+            client_may_send=policy.client_may_send(conn, body_unread=pending),
             status=status, app_called=app_called)
 
     def _refuse(self, exc: RemoteProtocolError) -> None:
         """The client broke HTTP/1.1 before the app ran: answer exc.status, then end."""
         log.debug("bad request from %s: %s", self.client_addr, exc)
         # The request was not read to its end: the client may still be sending.
-        may_send = cycle.client_may_send(self._conn, body_unread=True)
-        verdict = cycle.failure_verdict(Failure.BAD_REQUEST, response_started=False,
+        may_send = policy.client_may_send(self._conn, body_unread=True)
+        verdict = policy.failure_verdict(Failure.BAD_REQUEST, response_started=False,
                                         client_may_send=may_send, status=exc.status,
                                         app_called=False)
         self._send_error(verdict.answer, str(exc), verdict.end)
@@ -514,16 +514,16 @@ class ClientConnection:
             self._end = _CUT
             return None, []
         self._body_bytes = 0  # an error page is the server's, not the app's (as in Gunicorn)
-        return cycle.status_line(status), cycle.ERROR_HEADERS
+        return policy.status_line(status), policy.ERROR_HEADERS
 
     def _linger(self) -> None:
         """Half-close, then read and discard until the client closes (bounded)."""
         sock = self.sock
         try:
             sock.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + cycle.LINGER_SECONDS
+            deadline = time.monotonic() + policy.LINGER_SECONDS
             received = 0
-            while received < cycle.LINGER_BYTES:
+            while received < policy.LINGER_BYTES:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

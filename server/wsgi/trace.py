@@ -1,6 +1,6 @@
 """The end of a request cycle that touches the app and the operator: close, log, hooks.
 
-Every worker ends a cycle the same way (cycle.py's order): close the app's
+Every worker ends a cycle the same way (policy.py's order): close the app's
 iterable, then the access log, then post_request. A Trace exists only when an
 access log or a request hook is configured, so a plain request allocates nothing.
 """

@@ -1,4 +1,4 @@
-"""A WSGI app for the request-cycle policy's wire tests (tests/server/test_cycle_wire.py).
+"""A WSGI app for the request-cycle policy's wire tests (tests/server/test_policy_wire.py).
 
 The first path segment names the outcome; the rest makes the request unique. Every
 iterable with a close() appends "close PATH" to $CYCLE_NOTES, where post_request

@@ -1,7 +1,7 @@
-"""The request-cycle policy (server/wsgi/cycle.py) as pure decisions: one test a row.
+"""The request-cycle policy (server/wsgi/policy.py) as pure decisions: one test a row.
 
 Its verdicts drive every worker; the rows a client can see are also pinned through
-real workers in tests/server/test_cycle_wire.py. The connections given to it here
+real workers in tests/server/test_policy_wire.py. The connections given to it here
 are real sans-IO ServerConnections fed bytes, not stand-ins.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from polycorn.server.http.connection import ServerConnection
-from polycorn.server.wsgi import cycle
-from polycorn.server.wsgi.cycle import (
+from polycorn.server.wsgi import policy
+from polycorn.server.wsgi.policy import (
     End,
     Failure,
     Verdict,
@@ -201,7 +201,7 @@ def test_the_policy_is_callable_from_a_coroutine() -> None:
 
 
 def test_the_policy_imports_nothing_that_does_io() -> None:
-    tree = ast.parse(Path(cycle.__file__).read_text())
+    tree = ast.parse(Path(policy.__file__).read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)

@@ -1,10 +1,10 @@
-"""The request-cycle policy (server/wsgi/cycle.py) on the wire, for every worker class.
+"""The request-cycle policy (server/wsgi/policy.py) on the wire, for every worker class.
 
 Each row of the policy's table that a client or an operator can see is pinned here
 through a real polycorn: the status, whether the connection is cut, closed or kept,
 and what the access log and post_request record (they write to one notes file, with
 the app iterable's close(), so their order shows too). The rows with no trace on the
-wire are pinned by tests/wsgi/test_cycle.py.
+wire are pinned by tests/wsgi/test_policy.py.
 """
 
 from __future__ import annotations
