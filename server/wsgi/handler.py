@@ -337,6 +337,8 @@ class ClientConnection:
             # policy.end_after_response's first row inlined (this runs on every request).
             conn.start_next_cycle()
             return True
+        if body_unread:  # not read to its end: is any of it still to come?
+            body_unread = self._body_pending(body)
         end = policy.end_after_response(conn, body_unread=body_unread)
         # Pipelined requests we will not answer, or a body we did not read: closing on
         # unread bytes would reset the connection and could destroy the response sent.
@@ -460,12 +462,16 @@ class ClientConnection:
 
     # -- failures
 
-    def _verdict(self, failure: Failure, status: int = 500, app_called: bool = True) -> Any:
-        conn = self._conn
-        body = self._body
-        pending = policy.request_body_pending(
+    def _body_pending(self, body: WSGIInput) -> bool:
+        """May part of the request body still be on its way? A GET's never is: it has
+        none, even before the end of its message was parsed."""
+        return policy.request_body_pending(
             finished=body.finished, chunked=self._request_chunked,
             content_length=self._request_length, bytes_read=body.bytes_read)
+
+    def _verdict(self, failure: Failure, status: int = 500, app_called: bool = True) -> Any:
+        conn = self._conn
+        pending = self._body_pending(self._body)
         return policy.failure_verdict(
             failure, response_started=conn.response_started,
             client_may_send=policy.client_may_send(conn, body_unread=pending),

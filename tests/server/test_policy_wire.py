@@ -132,6 +132,22 @@ def test_a_500_does_not_hold_the_worker_while_its_client_stays(server):
     assert elapsed < 0.6, f"the next client waited {elapsed:.2f} s (a lingering close is 1 s)"
 
 
+def test_a_closing_response_to_a_request_without_a_body_does_not_hold_the_worker(server):
+    """A GET has no body to wait for: its closing response ends at once, with no
+    lingering second for the client's FIN (every sync response closes)."""
+    with server.connect() as idle:
+        idle.sendall(get(unique("ok")).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        data, _ = read_all(idle)  # EOF: the server closed its side; ours stays open
+        assert data.startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        with server.connect() as sock:
+            sock.sendall(get(unique("ok")))
+            reply = sock.recv(65536)
+        elapsed = time.monotonic() - started
+    assert reply.startswith(b"HTTP/1.1 200")
+    assert elapsed < 0.6, f"the next client waited {elapsed:.2f} s (a lingering close is 1 s)"
+
+
 def test_an_app_error_after_the_head_cuts_the_response(server):
     path, after = unique("midway"), unique("ok")
     status, headers, body, data = exchange(server, path, after)
