@@ -40,12 +40,12 @@ _CUT, _LINGER = End.CUT, End.LINGER
 class WSGIHandler:
     """One per worker process: the app, the settings and the per-listener environ builders."""
 
-    def __init__(self, app: Callable, cfg: Any, worker: Any, access_log: Any) -> None:
+    def __init__(self, app: Callable, cfg: Any, worker: Any, access_log: Any | None) -> None:
         self.app = app
         self.cfg = cfg
         self.worker = worker
         self.access_log = access_log
-        self.access_log_enabled = bool(access_log.enabled)
+        self.access_log_enabled = bool(access_log is not None and access_log.enabled)
         self.limits = Limits(
             max_request_line=cfg.limit_request_line,
             max_header_count=cfg.limit_request_fields,
