@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from polycorn.server import instrument
 from polycorn.server.config.errors import ConfigError
 
 ERROR_LOGGER = "polycorn.error"
@@ -129,6 +130,9 @@ def setup_logging(cfg: Any) -> None:
         access_handler.setFormatter(logging.Formatter("%(message)s"))
         access_log.addHandler(access_handler)
     _apply_user_logging_config(cfg)
+    # The instruments (statsd...) are set up with the logs, as Gunicorn's statsd logger
+    # is, and count the error log's warnings and errors (gunicorn.log.<level>).
+    instrument.configure(cfg, error_log)
     for warning in cfg.warnings:
         error_log.warning("%s", warning)
 

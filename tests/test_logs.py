@@ -86,8 +86,8 @@ def test_unwritable_error_log_is_a_config_error(tmp_path):
 
 def test_configuration_warnings_are_logged(tmp_path):
     path = tmp_path / "error.log"
-    setup_logging(config("--error-logfile", str(path), "--statsd-host", "h:1"))
-    assert "[WARNING] statsd_host (--statsd-host) from the command line is ignored" in \
+    setup_logging(config("--error-logfile", str(path), "--log-syslog"))
+    assert "[WARNING] syslog (--log-syslog) from the command line is ignored" in \
         path.read_text()
 
 

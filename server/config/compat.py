@@ -3,7 +3,7 @@ line or gunicorn.conf.py works unchanged. Together with settings.py and hooks.py
 names every setting of Gunicorn 27 (tests/config/test_config_gunicorn_names.py reads
 the installed Gunicorn's own list to keep it so).
 
-Two policies, by section: IGNORED settings are harmless to drop (metrics, syslog,
+Two policies, by section: IGNORED settings are harmless to drop (syslog,
 control socket, knobs of features that are refused anyway) and only earn a warning
 when set; REFUSED settings would change what is served (TLS, HTTP/2,
 paste apps, dirty workers), so setting one is a ConfigError: serving plain HTTP where
@@ -50,7 +50,6 @@ def _refused(name: str, flags: tuple[str, ...], default: Any, why: str,
                    "VALUE" if action is None else None)
 
 
-_METRICS = "Polycorn sends no statsd metrics"
 _SYSLOG = "no syslog output; use logconfig_dict with a SysLogHandler"
 _PARSER = "Polycorn's HTTP parser has one strict mode"
 _CONTROL = "Polycorn has no control socket; use signals or polycorn-ctl"
@@ -66,11 +65,6 @@ SILENT = frozenset({"control_socket_disable"})
 
 COMPAT_SETTINGS: tuple[Setting, ...] = (
     _ignored("spew", ("--spew",), False, "no line tracing", "store_true"),
-    _ignored("statsd_host", ("--statsd-host",), None, _METRICS),
-    _ignored("statsd_prefix", ("--statsd-prefix",), "", _METRICS),
-    _ignored("dogstatsd_tags", ("--dogstatsd-tags",), "", _METRICS),
-    _ignored("enable_backlog_metric", ("--enable-backlog-metric",), False, _METRICS,
-             "store_true"),
     _ignored("syslog", ("--log-syslog",), False, _SYSLOG, "store_true"),
     _ignored("syslog_addr", ("--log-syslog-to",), None, _SYSLOG),
     _ignored("syslog_prefix", ("--log-syslog-prefix",), None, _SYSLOG),

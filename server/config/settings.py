@@ -232,6 +232,20 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     _s("logconfig_json", ("--log-config-json",), None, v.optional_str,
        "A JSON file for logging.config.dictConfig applied after the defaults.",
        section="logging", metavar="FILE"),
+    # -- statsd (server/instrument/statsd.py: Gunicorn's metric names)
+    _s("statsd_host", ("--statsd-host",), None, v.statsd_address,
+       "Send Gunicorn's statsd metrics to HOST:PORT (UDP; port 8125 when omitted) or "
+       "unix:PATH (a unix datagram socket); off when unset.",
+       section="logging", metavar="STATSD_ADDR"),
+    _s("statsd_prefix", ("--statsd-prefix",), "", v.statsd_prefix,
+       "Prefix of every statsd metric name (a trailing '.' is added).",
+       section="logging", metavar="STATSD_PREFIX"),
+    _s("dogstatsd_tags", ("--dogstatsd-tags",), "", v.dogstatsd_tags,
+       "Comma-separated dogstatsd tags added to every statsd metric, e.g. env:prod,app:web.",
+       section="logging", metavar="DOGSTATSD_TAGS"),
+    _s("enable_backlog_metric", ("--enable-backlog-metric",), False, v.as_bool,
+       "Also send gunicorn.backlog, the connections waiting in the accept queues of the "
+       "TCP listeners, once a second (Linux).", action="store_true", section="logging"),
     # -- process naming
     _s("proc_name", ("-n", "--name"), None, v.optional_str,
        "Process name shown by ps (default: the application spec).",

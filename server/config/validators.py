@@ -379,3 +379,67 @@ def post_request_hook(value: Any) -> Callable:
         f"{getattr(func, '__qualname__', func)!r} must accept 4 arguments: "
         "(worker, req, environ, resp)"
     )
+
+
+# -- statsd (Gunicorn's --statsd-host, --statsd-prefix, --dogstatsd-tags)
+
+STATSD_DEFAULT_PORT = 8125
+# Characters that would break a statsd line ("name:value|type|@rate|#tags", one per line).
+_STATSD_NAME = re.compile(r"[!-~]*")  # printable ASCII, no space
+_STATSD_NAME_FORBIDDEN = set(":|@#")
+
+
+def statsd_address(value: Any) -> tuple[str, int] | str | None:
+    """Gunicorn's statsd address: HOST:PORT, HOST (port 8125), [IPV6]:PORT, tcp://HOST:PORT
+    (still UDP, as in Gunicorn), or unix:PATH / unix://PATH for a unix datagram socket.
+    A network address is kept as (host, port), a unix one as its path, like Gunicorn.
+    Gunicorn's own quirk is kept: "unix:8125" is host "unix", port 8125."""
+    text = optional_str(value)
+    if text is None:
+        return None
+    if re.fullmatch(r"unix:\d+", text):
+        return "unix", _statsd_port(value, text[5:])
+    if text.startswith("unix:"):
+        path = text[5:].removeprefix("//")
+        if not path:
+            raise ValueError(f"{value!r} has an empty unix socket path")
+        return path
+    if text.startswith("fd://"):
+        raise ValueError(f"{value!r}: statsd needs HOST:PORT or unix:PATH, not a file descriptor")
+    text = text.removeprefix("tcp://")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{value!r} is not [IPV6]:PORT")
+        port = rest[1:] if rest else str(STATSD_DEFAULT_PORT)
+    else:
+        host, sep, port = text.partition(":")
+        if not sep:
+            port = str(STATSD_DEFAULT_PORT)
+    return (host.lower() or "0.0.0.0"), _statsd_port(value, port)
+
+
+def _statsd_port(value: Any, port: str) -> int:
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r}: {port!r} is not a port number (1-65535); "
+                         "use HOST:PORT or unix:PATH")
+    return int(port)
+
+
+def statsd_prefix(value: Any) -> str:
+    """Printable ASCII without ':', '|', '@' or '#', which would break the statsd line."""
+    text = optional_str(value) or ""
+    if not _STATSD_NAME.fullmatch(text) or _STATSD_NAME_FORBIDDEN & set(text):
+        raise ValueError(f"{value!r} is not a statsd prefix (printable ASCII, no spaces "
+                         "and none of : | @ #)")
+    return text
+
+
+def dogstatsd_tags(value: Any) -> str:
+    """Comma-separated dogstatsd tags, e.g. env:prod,service:web: printable ASCII
+    without '|' or '#' (they end the line's tag field)."""
+    text = optional_str(value) or ""
+    if not _STATSD_NAME.fullmatch(text) or set("|#") & set(text):
+        raise ValueError(f"{value!r} is not a list of dogstatsd tags (tag:value,..., "
+                         "printable ASCII, no spaces and none of | #)")
+    return text

@@ -24,8 +24,9 @@ from typing import Any
 # the interpreter's library (e.g. a Python installed under /root).
 from polycorn.server.app import AppImportError, load_app
 from polycorn.server.exitcodes import WORKER_BOOT_ERROR
+from polycorn.server.instrument.requests import request_log
 from polycorn.server.liveness import SlotTable, WorkerState
-from polycorn.server.logs import AccessLogger, reopen
+from polycorn.server.logs import reopen
 from polycorn.server.reloader import Reloader
 from polycorn.server.sockets import Listener
 from polycorn.server.wsgi.handler import WSGIHandler
@@ -138,7 +139,7 @@ class Worker:
         self.slots.heartbeat(self.slot)
         if self.app is None:
             self.app = self._load_app()
-        self.handler = WSGIHandler(self.app, self.cfg, self, AccessLogger(self.cfg))
+        self.handler = WSGIHandler(self.app, self.cfg, self, request_log(self.cfg))
         path = getattr(self.cfg, "health_check", None)
         if path:
             status = self.handler.health_check(path)

@@ -44,14 +44,15 @@ def test_values_match_what_gunicorn_reads_from_the_same_file(cfg):
                     "preload_app", "raw_env", "umask", "forwarded_allow_ips",
                     "secure_scheme_headers", "accesslog", "errorlog", "loglevel",
                     "access_log_format", "proc_name", "pidfile", "limit_request_line",
-                    "wsgi_app"]
+                    "wsgi_app", "statsd_host"]
     for name in same_meaning:
         assert getattr(cfg, name) == getattr(reference, name), name
     assert reference.worker_class_str == "gthread" and cfg.worker_class_resolved == "thread"
 
 
-def test_unsupported_metrics_setting_only_warns(cfg):
-    assert any("statsd_host" in note and "ignored" in note for note in cfg.warnings)
+def test_statsd_host_is_a_real_setting_read_as_gunicorn_reads_it(cfg):
+    assert cfg.statsd_host == ("localhost", 8125)
+    assert not any("statsd" in note for note in cfg.warnings)
 
 
 def test_every_hook_is_configured_and_called_with_gunicorn_arguments(cfg):

@@ -60,7 +60,7 @@ def write(path, text: str) -> str:
     return str(path)
 
 
-IGNORED_SAMPLES = {"statsd_host": "'localhost:8125'", "http_parser": "'fast'",
+IGNORED_SAMPLES = {"syslog_addr": "'udp://localhost:514'", "http_parser": "'fast'",
                    "dirty_timeout": "10", "root_path": "'/api'", "cert_reqs": "2",
                    "asgi_loop": "'uvloop'", "http2_max_frame_size": "32768"}
 

@@ -318,9 +318,9 @@ def test_set_validates_and_attributes_are_read_only():
 # -- Gunicorn settings accepted for compatibility
 
 def test_ignored_gunicorn_settings_warn():
-    cfg = load_config(["--statsd-host", "localhost:8125", "--no-control-socket", "app:app"], {})
-    assert cfg.warnings == ["statsd_host (--statsd-host) from the command line is ignored: "
-                            "Polycorn sends no statsd metrics"]
+    cfg = load_config(["--log-syslog", "--no-control-socket", "app:app"], {})
+    assert cfg.warnings == ["syslog (--log-syslog) from the command line is ignored: "
+                            "no syslog output; use logconfig_dict with a SysLogHandler"]
 
 
 @pytest.mark.parametrize("args, fragment", [
