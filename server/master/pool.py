@@ -20,6 +20,7 @@ from typing import Any
 
 from polycorn.server import proctitle
 from polycorn.server.exitcodes import APP_LOAD_ERROR, WORKER_BOOT_ERROR
+from polycorn.server.instrument import master as instrument_master
 from polycorn.server.liveness import SlotTable, WorkerState
 from polycorn.server.master.state import (
     CurrentConfig,
@@ -151,6 +152,7 @@ class WorkerPool:
             # Retire the oldest first (they are nearest to max-requests anyway).
             for rec in sorted(serving, key=lambda r: r.started)[: len(serving) - self.num_workers]:
                 self.retire(rec)
+        instrument_master.sample(len(self.live()), self.listeners, self.cfg)
 
     def spawn(self, generation: int, cfg: Any = None) -> None:
         cfg = cfg or self.cfg

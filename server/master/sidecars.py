@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from polycorn.server import instrument
 from polycorn.server.master.state import CurrentConfig, Lifecycle, Rotation
 from polycorn.server.messages import Command, Hello, MasterEvent, Received, Result, State
 from polycorn.server.sidecar import SidecarProcess, SidecarSupervisor
@@ -65,6 +66,7 @@ class Announcer:
             max_workers=self.max_workers(), pid=self.pid, reason=reason))
 
     def event(self, event: str, reason: str) -> None:
+        instrument.current().event(event, reason)
         self.supervisor.broadcast(MasterEvent(event, reason))
 
 
