@@ -26,7 +26,7 @@ import logging
 import os
 from typing import Any
 
-from polycorn.server import pidfile
+from polycorn.server import instrument, pidfile
 from polycorn.server.handoff import HandoffOwner, try_lock
 from polycorn.server.master.system import System
 from polycorn.server.process import successor_environ
@@ -77,6 +77,7 @@ class MasterGroup:
         self.cwd = cwd
         self.next_tick = 0.0
         self.peer_pids: set[int] = set()
+        self.peers_seen: set[int] = set()  # indexes seen alive: starting one again is a restart
         self.member_fd: int | None = None  # shared flock on HANDOFF.masters while serving
         self.node_drained = self._read_drain_marker()  # as of the last tick
 
@@ -159,11 +160,14 @@ class MasterGroup:
                 continue
             fd = try_lock(f"{self.path}.m{i}.lock")
             if fd is None:
+                self.peers_seen.add(i)
                 continue  # alive, or being started holding its lock
             try:
                 self.spawn_peer(i, fd)
             finally:
                 os.close(fd)  # the peer's copy keeps the lock held
+            if i in self.peers_seen:
+                instrument.current().event(instrument.MASTER_RESTARTED, f"master {i} died")
 
     def spawn_peer(self, i: int, lock_fd: int) -> None:
         """Start master i, handing it lock_fd (its index lock, held) to keep.

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import http.client
 import os
+import signal
 import socket
 import statistics
 import time
 
 import pytest
-from support.procs import wait_until
+from support.procs import alive, descendants, pids_named, wait_until
 from support.statsd import StatsdReceiver
 
 APP = '''
@@ -29,6 +30,17 @@ def application(environ, start_response):
 '''
 
 TAGS = "env:test,service:web"
+
+
+def cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().decode(errors="replace")
+
+
+def masters(pid_path) -> dict[int, int]:
+    from test_multimaster import masters as group_masters  # index -> pid, verified
+
+    return group_masters(pid_path)
 
 
 @pytest.fixture
@@ -204,3 +216,32 @@ def test_a_dead_statsd_target_neither_fails_nor_slows_requests(
     finally:
         if stuck is not None:
             stuck.close()
+
+
+def test_usr2_promoted_and_rolled_back_are_counted(start, port, receiver, tmp_path):
+    server = start("-w", "1", "--statsd-host", receiver.address, "--statsd-prefix", "shop")
+    server.signal(signal.SIGUSR2)
+    assert receiver.wait_total("shop.polycorn.upgrade_promoted", 1, timeout=30) == 1
+    wait_until(lambda: not alive(server.pid), 15, what="the old master gone")
+    successor = next(p for p in pids_named(server.name) if p not in descendants(server.pid)
+                     and "master" in cmdline(p))
+    requests(port, "/", 3)
+    # The app now fails to import: the next generation cannot boot and is rolled back.
+    (tmp_path / "statsapp.py").write_text(APP + "\nraise ImportError('broken release')\n")
+    os.kill(successor, signal.SIGUSR2)
+    assert receiver.wait_total("shop.polycorn.upgrade_rolled_back", 1, timeout=60) == 1
+    assert receiver.total("shop.polycorn.upgrade_promoted") == 1
+    requests(port, "/", 3)  # still served by the generation that stayed
+
+
+def test_a_master_restarted_by_its_peer_is_counted(polycorn, port, receiver, tmp_path):
+    (tmp_path / "statsapp.py").write_text(APP)
+    pid_path = tmp_path / "p.pid"
+    polycorn("-b", f"127.0.0.1:{port}", "-w", "2", "--masters", "2", "--handoff",
+             str(tmp_path / "handoff.sock"), "-p", str(pid_path), "--statsd-host",
+             receiver.address, "statsapp:application", wait_port=port, cwd=tmp_path)
+    group = wait_until(lambda: len(m := masters(pid_path)) == 2 and m, 15, what="two masters")
+    time.sleep(0.5)  # the peers see each other alive (a tick is 0.1 s)
+    assert receiver.total("polycorn.master_restarted") == 0  # starting is not restarting
+    os.kill(group[1], signal.SIGKILL)
+    assert receiver.wait_total("polycorn.master_restarted", 1, timeout=15) == 1
