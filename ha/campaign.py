@@ -18,6 +18,7 @@ from polycorn.ha.election import Action, Election, Plan
 from polycorn.ha.events import Event
 from polycorn.ha.snapshot import ElectionSnapshot
 from polycorn.ha.store import ClusterStore, StoreUnavailable
+from polycorn.server import instrument
 
 
 class Campaign:
@@ -50,6 +51,8 @@ class Campaign:
                                          self.seen_epoch())
         if epoch is None:
             return Decision(self.election.acquire_lost("another node took the lease first"))
+        # Counted by the winner only, so the cluster counts each election once.
+        instrument.current().event(instrument.LEADER_CHANGED, f"epoch {epoch}")
         return Decision(self.election.acquired(epoch, sent))
 
     def _renew(self, plan: Plan) -> Decision:

@@ -29,6 +29,7 @@ from polycorn.ha.registry import lapsed_members
 from polycorn.ha.rollout_duty import RolloutDuty
 from polycorn.ha.snapshot import Lease
 from polycorn.ha.store import ClusterStore
+from polycorn.server import instrument
 
 
 class Mode(Enum):
@@ -137,6 +138,7 @@ class LeaderDuties:
                 break
             if self.store.declare_dead(lease, node_id, ttl_ms, reason):
                 declared.append(f"{node_id} ({short})")
+                instrument.current().event(instrument.NODE_DEAD, node_id)  # by the leader only
         if not reasons:
             return None
         if not declared:
