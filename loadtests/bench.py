@@ -68,12 +68,36 @@ def _module(name: str) -> Callable[[], bool]:
     return lambda: importlib.util.find_spec(name) is not None
 
 
-def _polycorn(worker: str) -> Callable[[int, str, int], list[str]]:
+def _polycorn(worker: str, statsd: bool = False) -> Callable[[int, str, int], list[str]]:
     def argv(port: int, app: str, threads: int) -> list[str]:
         extra = ["--threads", str(threads)] if worker == "thread" else []
+        if statsd:
+            extra += ["--statsd-host", f"127.0.0.1:{statsd_receiver_port()}"]
         return [PY, "-m", "polycorn.server.main", "-k", worker, "-w", "1", *extra,
                 "-b", f"127.0.0.1:{port}", f"bench_apps:{app}"]
     return argv
+
+
+_statsd_receiver: socket.socket | None = None
+
+
+def statsd_receiver_port() -> int:
+    """A UDP socket of this process that a statsd row sends to (the cost of --statsd-host).
+
+    A thread reads and discards, as a statsd agent would; its CPU is not the server's."""
+    global _statsd_receiver
+    if _statsd_receiver is None:
+        import threading
+
+        _statsd_receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        _statsd_receiver.bind(("127.0.0.1", 0))
+        sock = _statsd_receiver
+
+        def drain() -> None:
+            while True:
+                sock.recv(65536)
+        threading.Thread(target=drain, daemon=True).start()
+    return _statsd_receiver.getsockname()[1]
 
 
 def _gunicorn(worker: str) -> Callable[[int, str, int], list[str]]:
@@ -107,6 +131,8 @@ SERVERS = {s.name: s for s in [
     Server("polycorn-sync", _polycorn("sync"), _module("polycorn")),
     Server("polycorn-thread", _polycorn("thread"), _module("polycorn")),
     Server("polycorn-event", _polycorn("event"), _module("polycorn")),
+    # The same with --statsd-host to a local UDP port: what sending metrics costs.
+    Server("polycorn-event-statsd", _polycorn("event", statsd=True), _module("polycorn")),
     # The event worker without the `fast` extra's parser: the cost of the pure parser.
     Server("polycorn-event-pure", _polycorn("event"), _module("polycorn"),
            env={"POLYCORN_PARSER": "python"}),
@@ -115,6 +141,10 @@ SERVERS = {s.name: s for s in [
            and _module("httptools")(), asgi=True),
     Server("bjoern", _bjoern, _module("bjoern")),
 ]}
+
+
+# Rows run only when named with --only: a variant of a row, not another server.
+OPT_IN = ("polycorn-event-statsd",)
 
 
 def package_shim(tree: Path, workdir: Path, label: str) -> Path:
@@ -465,7 +495,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.apps = [a for a in args.apps.split(",") if a]
     args.modes = [m for m in args.modes.split(",") if m]
-    args.servers = [s for s in args.only.split(",") if s] or list(SERVERS)
+    args.servers = [s for s in args.only.split(",") if s] or [s for s in SERVERS
+                                                            if s not in OPT_IN]
     unknown = [s for s in args.servers if s not in SERVERS] + [
         a for a in args.apps if a not in ("hello", "big", "echo")] + [
         m for m in args.modes if m not in MODES]
