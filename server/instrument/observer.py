@@ -47,8 +47,12 @@ class Observer:
     def event(self, name: str, reason: str = "") -> None:
         """A lifecycle event happened once, here (names above; reason is free text)."""
 
+    def tick(self) -> None:
+        """Periodic, from a worker's heartbeat (at least once a second, possibly after
+        every request): send what a sink buffered once it has waited long enough."""
+
     def close(self) -> None:
-        """Release sockets or files; the sink is not called again."""
+        """Send what is buffered and release sockets or files; the sink is not called again."""
 
 
 class Instruments(Observer):
@@ -94,6 +98,13 @@ class Instruments(Observer):
                 sink.event(name, reason)
             except Exception:
                 _sink_failed(sink, "event")
+
+    def tick(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.tick()
+            except Exception:
+                _sink_failed(sink, "tick")
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -19,6 +19,8 @@ import sys
 import traceback
 from typing import Any
 
+from polycorn.server import instrument
+
 # Imported here, in the master, not lazily in each worker: one import for all
 # forks, and a worker that has dropped privileges may no longer be able to read
 # the interpreter's library (e.g. a Python installed under /root).
@@ -132,6 +134,7 @@ class Worker:
             except Exception:
                 log.exception("worker_exit hook failed")
             finally:
+                instrument.current().close()  # the last batch of metrics
                 logging.shutdown()
                 os._exit(status)
 
@@ -229,6 +232,7 @@ class Worker:
     def notify(self) -> None:
         """Heartbeat: called from the worker's main loop only."""
         self.slots.heartbeat(self.slot)
+        instrument.current().tick()  # metrics batched while requests came
 
     @property
     def wait_fds(self) -> list[int]:
