@@ -100,14 +100,18 @@ def test_every_metric_as_gunicorn_spells_it_with_prefix_and_tags(receiver):
 
 def test_request_metrics_are_batched_into_datagrams_that_fit_a_frame(receiver):
     sink = StatsdSink(DatagramSender(("127.0.0.1", receiver.port)), "shop", "env:prod")
-    for _ in range(100):
-        sink.request_finished("GET", 200, 0.001, 6)
+    for i in range(100):
+        sink.request_finished("GET", 404 if i % 10 == 0 else 200, 0.001, 6)
     sink.tick()  # the batch is younger than FLUSH_INTERVAL: kept
     time.sleep(statsd.FLUSH_INTERVAL + 0.01)
     sink.tick()  # now due: sent
-    assert len(lines(receiver, 300)) == 300
+    wait_until(lambda: receiver.total("shop.gunicorn.requests") == 100, 5, what="100 requests")
+    # One timer line per request; the counters summed per datagram, to the same totals.
+    assert len(receiver.named("shop.gunicorn.request.duration")) == 100
+    assert receiver.total("shop.gunicorn.request.status.200") == 90
+    assert receiver.total("shop.gunicorn.request.status.404") == 10
     sizes = [len(d) for d in receiver.datagrams]
-    assert len(sizes) < 15  # not 100 (one per request), nor 300 (Gunicorn's)
+    assert len(sizes) < 10  # not 100 (one per request), nor 300 (Gunicorn's)
     assert max(sizes) <= statsd.MAX_PAYLOAD
     assert min(sizes[:-1]) > statsd.MAX_PAYLOAD - 150  # full, but for the last
     sink.close()
@@ -173,9 +177,9 @@ def test_a_dead_target_costs_microseconds_and_one_log_line(tmp_path, target, err
         sink.request_finished("GET", 200, 0.001, 6)
     cpu, wall = (time.process_time() - cpu) / n, (time.perf_counter() - wall) / n
     print(f"{target}: {cpu * 1e6:.1f} us CPU, {wall * 1e6:.1f} us wall per request")
-    # n requests make about n / 8 datagrams; over UDP, about every other send fails
+    # n requests make about n / 25 datagrams; over UDP, about every other send fails
     # with the ICMP error of the one before.
-    assert sink.sender.dropped_total >= n // 40
+    assert sink.sender.dropped_total >= n // 100
     assert cpu < 30e-6  # measured 1-2 us here; a blocked or reconnecting send costs more
     reports = [r.getMessage() for r in error_lines if "datagram(s) to" in r.getMessage()]
     assert len(reports) == 1 and "not sent" in reports[0], reports
