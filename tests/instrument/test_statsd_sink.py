@@ -117,11 +117,24 @@ def test_request_metrics_are_batched_into_datagrams_that_fit_a_frame(receiver):
     sink.close()
 
 
-def test_a_batch_is_sent_by_the_request_that_finds_it_due(receiver, monkeypatch):
-    monkeypatch.setattr(statsd, "FLUSH_INTERVAL", 0.0)
-    sink = StatsdSink(DatagramSender(("127.0.0.1", receiver.port)))
-    sink.request_finished("GET", 200, 0.001, 6)
-    assert len(lines(receiver, 3)) == 3  # with no tick and no close
+def test_a_full_batch_is_sent_by_the_request_that_fills_it(receiver):
+    sink = StatsdSink(DatagramSender(("127.0.0.1", receiver.port)), "shop", "env:prod")
+    for _ in range(sink.per_datagram):
+        sink.request_finished("GET", 200, 0.001, 6)
+    # With no tick and no close: one datagram, every request of it.
+    assert receiver.wait_total("shop.gunicorn.requests", sink.per_datagram) == sink.per_datagram
+    assert len(receiver.datagrams) == 1 and len(receiver.datagrams[0]) <= statsd.MAX_PAYLOAD
+    assert sink.per_datagram >= 15
+    sink.close()
+
+
+def test_many_status_codes_in_one_batch_still_fit_the_datagrams(receiver):
+    sink = StatsdSink(DatagramSender(("127.0.0.1", receiver.port)), "shop", "env:prod")
+    for i in range(sink.per_datagram):
+        sink.request_finished("GET", 200 + i, 0.001, 6)  # a counter line per status
+    assert receiver.wait_total("shop.gunicorn.requests", sink.per_datagram)
+    assert len(receiver.datagrams) >= 2
+    assert max(len(d) for d in receiver.datagrams) <= statsd.MAX_PAYLOAD
     sink.close()
 
 
