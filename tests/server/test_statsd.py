@@ -12,7 +12,7 @@ import statistics
 import time
 
 import pytest
-from support.procs import alive, descendants, pids_named, wait_until
+from support.procs import alive, descendants, named_pids, wait_until
 from support.statsd import StatsdReceiver
 
 APP = '''
@@ -223,7 +223,7 @@ def test_usr2_promoted_and_rolled_back_are_counted(start, port, receiver, tmp_pa
     server.signal(signal.SIGUSR2)
     assert receiver.wait_total("shop.polycorn.upgrade_promoted", 1, timeout=30) == 1
     wait_until(lambda: not alive(server.pid), 15, what="the old master gone")
-    successor = next(p for p in pids_named(server.name) if p not in descendants(server.pid)
+    successor = next(p for p in named_pids(server.name) if p not in descendants(server.pid)
                      and "master" in cmdline(p))
     requests(port, "/", 3)
     # The app now fails to import: the next generation cannot boot and is rolled back.
