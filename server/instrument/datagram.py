@@ -57,9 +57,8 @@ class DatagramSender:
 
     # -- the slow path: failures only
 
-    def _connect(self) -> socket.socket | None:
-        if self._sockaddr is None:
-            return None
+    def _connect(self) -> OSError | None:
+        """Connect a fresh socket; the error instead, reported by the send that fails."""
         self._connect_after = time.monotonic() + RECONNECT_INTERVAL
         sock = socket.socket(self._family, socket.SOCK_DGRAM)
         sock.setblocking(False)
@@ -67,10 +66,9 @@ class DatagramSender:
             sock.connect(self._sockaddr)
         except OSError as exc:
             sock.close()
-            self._count(exc)
-            return None
+            return exc
         self._sock = sock
-        return sock
+        return None
 
     def _failed(self, data: bytes, exc: Exception) -> None:
         if self._sockaddr is not None and (self._sock is None or (
@@ -83,10 +81,12 @@ class DatagramSender:
                 if self._sock is not None:
                     self._sock.close()
                     self._sock = None
-                sock = self._connect()
-                if sock is not None:
+                error = self._connect()
+                if error is not None:
+                    exc = error
+                else:
                     try:
-                        sock.send(data)
+                        self._sock.send(data)  # type: ignore[union-attr]  # just connected
                         return
                     except OSError as again:
                         exc = again
