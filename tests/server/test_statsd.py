@@ -12,7 +12,7 @@ import statistics
 import time
 
 import pytest
-from support.procs import alive, descendants, named_pids, wait_until
+from support.procs import alive, descendants, live_masters, named_pids, wait_until
 from support.statsd import StatsdReceiver
 
 APP = '''
@@ -35,12 +35,6 @@ TAGS = "env:test,service:web"
 def cmdline(pid: int) -> str:
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         return f.read().decode(errors="replace")
-
-
-def masters(pid_path) -> dict[int, int]:
-    from test_multimaster import masters as group_masters  # index -> pid, verified
-
-    return group_masters(pid_path)
 
 
 @pytest.fixture
@@ -240,7 +234,7 @@ def test_a_master_restarted_by_its_peer_is_counted(polycorn, port, receiver, tmp
     polycorn("-b", f"127.0.0.1:{port}", "-w", "2", "--masters", "2", "--handoff",
              str(tmp_path / "handoff.sock"), "-p", str(pid_path), "--statsd-host",
              receiver.address, "statsapp:application", wait_port=port, cwd=tmp_path)
-    group = wait_until(lambda: len(m := masters(pid_path)) == 2 and m, 15, what="two masters")
+    group = wait_until(lambda: len(m := live_masters(pid_path)) == 2 and m, 15, what="two masters")
     time.sleep(0.5)  # the peers see each other alive (a tick is 0.1 s)
     assert receiver.total("polycorn.master_restarted") == 0  # starting is not restarting
     os.kill(group[1], signal.SIGKILL)
