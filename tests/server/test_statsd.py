@@ -239,3 +239,22 @@ def test_a_master_restarted_by_its_peer_is_counted(polycorn, port, receiver, tmp
     assert receiver.total("polycorn.master_restarted") == 0  # starting is not restarting
     os.kill(group[1], signal.SIGKILL)
     assert receiver.wait_total("polycorn.master_restarted", 1, timeout=15) == 1
+
+
+def test_hup_applies_new_statsd_settings_to_the_new_workers(start, port, receiver, tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(f"statsd_host = {receiver.address!r}\nstatsd_prefix = 'before'\n")
+    server = start("-c", str(conf), "-w", "1")
+    requests(port, "/", 2)
+    assert receiver.wait_total("before.gunicorn.requests", 2) == 2
+    conf.write_text(f"statsd_host = {receiver.address!r}\nstatsd_prefix = 'after'\n")
+    old_workers = set(server.workers())
+    server.signal(signal.SIGHUP)
+    wait_until(lambda: (w := set(server.workers())) and not w & old_workers, 20,
+               what="the new generation of workers")
+    requests(port, "/", 3)
+    assert receiver.wait_total("after.gunicorn.requests", 3) == 3
+    assert receiver.total("before.gunicorn.requests") == 2
+    # The master's new instruments get the worker gauge again, though the count is the same.
+    gauge = wait_until(lambda: receiver.named("after.gunicorn.workers"), 5, what="the gauge")
+    assert gauge[-1].value == "1"
