@@ -367,9 +367,12 @@ class HTTPProtocol(asyncio.Protocol):
             trace = self.trace
             if trace is not None:
                 start = resp.start
-                head_only = trace.environ["REQUEST_METHOD"] == "HEAD"
-                trace.log(start.status, start.headers,
-                          policy.sent_body_bytes(head_only, start.status_code, self.body_bytes))
+                sent = self.body_bytes
+                # policy.sent_body_bytes inlined (this runs on every observed request).
+                if sent and (start.status_code in (204, 304)
+                             or trace.environ["REQUEST_METHOD"] == "HEAD"):
+                    sent = 0
+                trace.log(start.status, start.headers, sent)
                 self.trace = None
         self.served += 1
         self.ctx.count_request()

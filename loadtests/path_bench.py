@@ -1,0 +1,169 @@
+"""CPU per request of the workers' whole Python path, in-process: this tree against another.
+
+`bench.py` measures servers under wrk, through the kernel; on a shared or throttled
+machine its CPU per request moves by tens of percent between runs. This tool takes
+the kernel and the scheduler out: it drives the event worker's HTTPProtocol (with a
+transport that only counts bytes) and the blocking handler's ClientConnection (over
+a socketpair) for a hello app, bytes in to response bytes out, and reads the CPU time
+of the process. Each checkout runs in its own child process (its packages first on
+PYTHONPATH, as bench.py's --against does); children of the two checkouts alternate,
+and every figure is the median of per-child minima, so a noisy second moves both.
+
+    .venv/bin/python loadtests/path_bench.py --against before=/tmp/before [--access-log]
+
+A tool, not a test: the figures are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+GET = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: wrk\r\n\r\n"
+
+
+def _app(environ: dict, start_response) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [b"Hello, World!"]
+
+
+class _Transport:
+    """An asyncio transport that counts what is written."""
+
+    written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def writelines(self, parts) -> None:
+        self.written += sum(map(len, parts))
+
+    def get_extra_info(self, name: str, default=None):
+        return ("127.0.0.1", 5555) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None: ...
+
+
+def _child(tree: Path, rounds: int, requests: int, access_log: bool) -> dict:
+    """Runs in the child: minimum CPU us per request of each path over `rounds`."""
+    import asyncio
+    import gc
+    import socket
+
+    sys.path.insert(0, str(tree / "tests" / "wsgi"))
+    from polycorn.server.workers.base import RunState
+    from polycorn.server.workers.event_context import ServingContext
+    from polycorn.server.workers.event_protocol import HTTPProtocol
+    from polycorn.server.wsgi.handler import ClientConnection, WSGIHandler
+    from wsgi_support import RecordingAccessLog, make_cfg
+
+    class Worker:
+        state = RunState.RUNNING
+        alive = True
+
+        def __init__(self, cfg, handler) -> None:
+            self.cfg, self.handler, self.app = cfg, handler, _app
+
+        def count_request(self) -> None: ...
+
+    def event_round() -> float:
+        cfg = make_cfg(worker_connections=1000, backlog=2048, health_check=None, keepalive=5)
+        handler = WSGIHandler(_app, cfg, None, RecordingAccessLog(enabled=access_log))
+        loop = asyncio.new_event_loop()
+        ctx = ServingContext(Worker(cfg, handler), loop, on_last_connection=lambda: None)
+        proto = HTTPProtocol(ctx, handler.environ_builder(("127.0.0.1", 8000), "http"))
+        proto.connection_made(_Transport())
+        started = time.process_time()
+        for _ in range(requests):
+            proto.data_received(GET)
+        spent = time.process_time() - started
+        assert proto.served == requests
+        loop.close()
+        return spent / requests
+
+    def blocking_round() -> float:
+        cfg = make_cfg(health_check=None)
+        handler = WSGIHandler(_app, cfg, None, RecordingAccessLog(enabled=access_log))
+        ours, theirs = socket.socketpair()
+        conn = ClientConnection(handler, ours, ("127.0.0.1", 5555), ("127.0.0.1", 8000),
+                                keep_alive=True)
+        started = time.process_time()
+        for _ in range(requests):
+            theirs.sendall(GET)
+            assert conn.serve_one()
+            theirs.recv(65536)
+        spent = time.process_time() - started
+        conn.close()
+        theirs.close()
+        return spent / requests
+
+    gc.disable()  # a collection landing in one round would be its minimum's noise
+    return {name: 1e6 * min(fn() for _ in range(rounds))
+            for name, fn in (("event", event_round), ("blocking", blocking_round))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--against", required=True, metavar="LABEL=CHECKOUT")
+    parser.add_argument("--children", type=int, default=8, help="child processes per tree")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds per child")
+    parser.add_argument("--requests", type=int, default=500, help="requests per round")
+    parser.add_argument("--access-log", action="store_true", help="with an access log on")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(Path(args.child), args.rounds, args.requests, args.access_log)))
+        return 0
+    sys.path.insert(0, str(HERE))
+    from bench import package_shim
+
+    label, _, other = args.against.partition("=")
+    other_tree = Path(other).resolve()
+    this_tree = HERE.parent
+    if not label or not (other_tree / "pyproject.toml").is_file():
+        parser.error(f"--against wants LABEL=CHECKOUT, got {args.against!r}")
+    workdir = Path(tempfile.mkdtemp(prefix="polycorn-path-bench-"))
+    trees = {"this tree": (this_tree, package_shim(this_tree, workdir, "this")),
+             label: (other_tree, package_shim(other_tree, workdir, label))}
+    results: dict[str, list[dict]] = {name: [] for name in trees}
+    for child in range(args.children):
+        order = list(trees) if child % 2 == 0 else list(reversed(trees))
+        for name in order:
+            tree, shim = trees[name]
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--against", args.against,
+                   "--child", str(tree), "--rounds", str(args.rounds),
+                   "--requests", str(args.requests)] + (["--access-log"] * args.access_log)
+            env = {**os.environ, "PYTHONPATH": str(shim)}
+            out = subprocess.run(cmd, env=env, cwd=workdir, capture_output=True, text=True,
+                                 check=True).stdout
+            results[name].append(json.loads(out))
+    print(f"CPU us per request, median of {args.children} children's best of {args.rounds} "
+          f"rounds x {args.requests} requests; access log {'on' if args.access_log else 'off'}")
+    print("| path | this tree | " + label + " | ratio |\n|---|---:|---:|---:|")
+    for path in ("event", "blocking"):
+        ours = statistics.median(r[path] for r in results["this tree"])
+        theirs = statistics.median(r[path] for r in results[label])
+        print(f"| {path} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
