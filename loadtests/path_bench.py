@@ -3,7 +3,8 @@
 `bench.py` measures servers under wrk, through the kernel; on a shared or throttled
 machine its CPU per request moves by tens of percent between runs. This tool takes
 the kernel and the scheduler out: it drives the event worker's HTTPProtocol (with a
-transport that only counts bytes) and the blocking handler's ClientConnection (over
+transport that only counts bytes; on one kept-alive connection, and on a connection
+per request) and the blocking handler's ClientConnection (over
 a socketpair) for a hello app, bytes in to response bytes out, and reads the CPU time
 of the process. Each checkout runs in its own child process (its packages first on
 PYTHONPATH, as bench.py's --against does); children of the two checkouts alternate,
@@ -28,6 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GET = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: wrk\r\n\r\n"
+GET_CLOSE = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 
 
 def _app(environ: dict, start_response) -> list[bytes]:
@@ -99,6 +101,24 @@ def _child(tree: Path, rounds: int, requests: int, access_log: bool) -> dict:
         loop.close()
         return spent / requests
 
+    def event_close_round() -> float:
+        """A connection per request (wrk's Connection: close): made, served, lost."""
+        cfg = make_cfg(worker_connections=1000, backlog=2048, health_check=None, keepalive=5)
+        handler = WSGIHandler(_app, cfg, None, RecordingAccessLog(enabled=access_log))
+        loop = asyncio.new_event_loop()
+        ctx = ServingContext(Worker(cfg, handler), loop, on_last_connection=lambda: None)
+        builder = handler.environ_builder(("127.0.0.1", 8000), "http")
+        started = time.process_time()
+        for _ in range(requests):
+            proto = HTTPProtocol(ctx, builder)
+            proto.connection_made(_Transport())
+            proto.data_received(GET_CLOSE)
+            proto.connection_lost(None)
+        spent = time.process_time() - started
+        assert proto.served == 1
+        loop.close()
+        return spent / requests
+
     def blocking_round() -> float:
         cfg = make_cfg(health_check=None)
         handler = WSGIHandler(_app, cfg, None, RecordingAccessLog(enabled=access_log))
@@ -117,7 +137,8 @@ def _child(tree: Path, rounds: int, requests: int, access_log: bool) -> dict:
 
     gc.disable()  # a collection landing in one round would be its minimum's noise
     return {name: 1e6 * min(fn() for _ in range(rounds))
-            for name, fn in (("event", event_round), ("blocking", blocking_round))}
+            for name, fn in (("event", event_round), ("event, close", event_close_round),
+                             ("blocking", blocking_round))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU us per request, median of {args.children} children's best of {args.rounds} "
           f"rounds x {args.requests} requests; access log {'on' if args.access_log else 'off'}")
     print("| path | this tree | " + label + " | ratio |\n|---|---:|---:|---:|")
-    for path in ("event", "blocking"):
+    for path in ("event", "event, close", "blocking"):
         ours = statistics.median(r[path] for r in results["this tree"])
         theirs = statistics.median(r[path] for r in results[label])
         print(f"| {path} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.3f} |")

@@ -385,10 +385,16 @@ class HTTPProtocol(asyncio.Protocol):
                 conn.start_next_cycle()
                 self.phase = _READING
                 return True
-            end = policy.end_after_response(conn)
-        else:
-            end = policy.failure_verdict(failure, response_started=True,
-                                        client_may_send=policy.client_may_send(conn)).end
+            # Its other rows too (every Connection: close response runs them): linger
+            # only while the client may still be sending, else close.
+            pending, eof = conn.trailing_data
+            if pending and not eof:
+                self._linger()
+            else:
+                self._close()
+            return False
+        end = policy.failure_verdict(failure, response_started=True,
+                                    client_may_send=policy.client_may_send(conn)).end
         self._end_connection(end)
         return False
 
