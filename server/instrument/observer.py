@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 # Lifecycle events, named as the cluster events are (ha/events.py); a sink may add
 # its own prefix (statsd sends <prefix>polycorn.<name>).
@@ -36,20 +37,32 @@ class Observer:
         the request cycle to the end of the response, and body bytes sent."""
 
     def workers(self, count: int) -> None:
-        """The master's worker count changed (sent on change only)."""
+        self._each("workers", count)
 
     def backlog(self, queued: int) -> None:
-        """Connections waiting in the listeners' accept queues (a periodic sample)."""
+        self._each("backlog", queued)
 
     def log_record(self, level: str) -> None:
-        """A record at one of LOG_LEVELS reached the error log."""
+        for sink in self.sinks:
+            try:
+                sink.log_record(level)
+            except Exception:
+                pass  # no log line here: it would be counted, and could fail again
 
     def event(self, name: str, reason: str = "") -> None:
-        """A lifecycle event happened once, here (names above; reason is free text)."""
+        self._each("event", name, reason)
 
     def tick(self) -> None:
-        """Periodic, from a worker's heartbeat (at least once a second, possibly after
-        every request): send what a sink buffered once it has waited long enough."""
+        self._each("tick")
+
+    def _each(self, call: str, *args: Any) -> None:
+        """Every sink's `call`; one sink's failure neither stops the others nor the caller.
+        (request_finished is spelled out: it runs on every request.)"""
+        for sink in self.sinks:
+            try:
+                getattr(sink, call)(*args)
+            except Exception:
+                _sink_failed(sink, call)
 
     def close(self) -> None:
         """Send what is buffered and release sockets or files; the sink is not called again."""
@@ -107,11 +120,7 @@ class Instruments(Observer):
                 _sink_failed(sink, "tick")
 
     def close(self) -> None:
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception:
-                _sink_failed(sink, "close")
+        self._each("close")
         self.sinks = ()
         self.active = False
 
