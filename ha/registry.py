@@ -53,6 +53,9 @@ class NodeInfo:
     max_workers: int = 0
     workers_target: int = 0  # what the master is asked to run (configured, or set_workers)
     started: float = 0.0  # Unix time the agent registered (for display only)
+    # HOST:PORT of the node's Prometheus /metrics (--metrics-bind), "" when off; the
+    # dashboard reads requests/s from it (docs/dashboard.md)
+    metrics_address: str = ""
 
     def to_hash(self) -> dict[str, str]:
         out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
@@ -106,7 +109,8 @@ def record_from_hash(node_id: str, data: dict[str, str], heartbeat_ms: int,
         workers=_int(data.get("workers")), workers_configured=_int(data.get("workers_configured")),
         max_workers=_int(data.get("max_workers")),
         workers_target=_int(data.get("workers_target") or data.get("workers_configured")),
-        started=float(data.get("started") or 0))
+        started=float(data.get("started") or 0),
+        metrics_address=data.get("metrics_address", ""))
     alive = bool(data) and now_ms - heartbeat_ms < ttl_ms
     return NodeRecord(info, _int(data.get("incarnation")), heartbeat_ms, alive)
 

@@ -52,9 +52,7 @@ def _live_node(view: ClusterState, node_id: str, cluster: str):
 
 def cmd_drain(args: argparse.Namespace, store: ClusterStore) -> int:
     drain = args.command == "drain"
-    view = _view(args, store)
-    _live_node(view, args.node, args.cluster)
-    store.set_drained(args.node, drain, f"requested by {requester()}")
+    request_drain(_view(args, store), store, args.cluster, args.node, drain, requester())
     want = NodeState.DRAINING if drain else NodeState.READY
     if args.no_wait:
         print(f"{args.command} of {args.node} requested; the leader carries it out")
@@ -75,6 +73,13 @@ def cmd_drain(args: argparse.Namespace, store: ClusterStore) -> int:
     else:
         print(f"{args.node} is ready again")
     return EXIT_OK
+
+
+def request_drain(view: ClusterState, store: ClusterStore, cluster: str, node_id: str,
+                  drain: bool, who: str) -> None:
+    """Record a drain (or undrain) of a live node for the leader to carry out."""
+    _live_node(view, node_id, cluster)
+    store.set_drained(node_id, drain, f"requested by {who}")
 
 
 def cmd_forget(args: argparse.Namespace, store: ClusterStore) -> int:
@@ -100,21 +105,10 @@ def cmd_upgrade(args: argparse.Namespace, store: ClusterStore) -> int:
         print(f"rollout {aborted} aborted: no further node starts (one upgrading now "
               f"finishes on its own)")
         return EXIT_OK
-    if args.max_unavailable < 1:
-        raise CtlError("--max-unavailable must be at least 1", EXIT_USAGE)
-    view = _view(args, store)
     wanted = [n for spec in args.nodes or [] for n in spec.split(",") if n]
-    records = ([_live_node(view, n, args.cluster) for n in dict.fromkeys(wanted)] if wanted
-               else sorted(view.alive(), key=lambda r: r.info.node_id))
-    if not records:
-        raise CtlError(f"cluster {args.cluster!r} has no live nodes to upgrade", EXIT_EMPTY)
-    order = tuple(r.info.node_id for r in records)
-    rollout = RolloutRecord(uuid.uuid4().hex[:8], RolloutState.RUNNING, args.max_unavailable,
-                      args.timeout, order,
-                      {r.info.node_id: NodeRollout(r.info.node_id, old_release=r.info.release,
-                                                   old_incarnation=r.incarnation,
-                                                   old_pid=r.info.pid) for r in records},
-                      requested_by=requester())
+    rollout = plan_rollout(_view(args, store), args.cluster, wanted, args.max_unavailable,
+                           args.timeout, requester())
+    order = rollout.order
     created, rollout_id = store.create_rollout(rollout, f"requested by {requester()}")
     if not created:
         raise CtlError(f"rollout {rollout_id} is already running: wait for it, or stop it "
@@ -126,6 +120,24 @@ def cmd_upgrade(args: argparse.Namespace, store: ClusterStore) -> int:
         return EXIT_OK
     waves = math.ceil(len(order) / args.max_unavailable)
     return follow_rollout(args, store, rollout_id, args.timeout * waves + WAIT_MARGIN)
+
+
+def plan_rollout(view: ClusterState, cluster: str, wanted: list[str], max_unavailable: int,
+                 timeout: float, who: str) -> RolloutRecord:
+    """The rollout record to ask for: the wanted live nodes in that order, or every live
+    node by id. Also used by the dashboard's upgrade button."""
+    if max_unavailable < 1:
+        raise CtlError("--max-unavailable must be at least 1", EXIT_USAGE)
+    records = ([_live_node(view, n, cluster) for n in dict.fromkeys(wanted)] if wanted
+               else sorted(view.alive(), key=lambda r: r.info.node_id))
+    if not records:
+        raise CtlError(f"cluster {cluster!r} has no live nodes to upgrade", EXIT_EMPTY)
+    return RolloutRecord(uuid.uuid4().hex[:8], RolloutState.RUNNING, max_unavailable,
+                         timeout, tuple(r.info.node_id for r in records),
+                         {r.info.node_id: NodeRollout(r.info.node_id, old_release=r.info.release,
+                                                      old_incarnation=r.incarnation,
+                                                      old_pid=r.info.pid) for r in records},
+                         requested_by=who)
 
 
 def follow_rollout(args: argparse.Namespace, store: ClusterStore, rollout_id: str,

@@ -6,6 +6,8 @@ hears of a change within a few milliseconds of its event; with no event the view
 read again every `period` anyway (worker counts and lapses make no event). When
 Redis fails the last good view is kept, the failure time is noted for the guard, and
 the thread retries with capped back-off. It only reads: the sync holds no authority.
+The dashboard (ha/dashboard/) reads through the same feed and takes the events it
+reads (`on_events`) for its live stream, so the keys have one reader.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from polycorn.ha.backoff import Backoff
 from polycorn.ha.cluster_state import ClusterState
+from polycorn.ha.events import Event
 from polycorn.ha.guard import RedisWatch
 from polycorn.ha.store import ClusterStore, StoreUnavailable
 
@@ -37,8 +40,10 @@ class Reading:
 
 class RegistryFeed:
     def __init__(self, store: ClusterStore, ttl_ms: int, period: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_events: Callable[[Sequence[Event]], None] | None = None) -> None:
         self.store = store
+        self.on_events = on_events  # given each batch of new events, before the re-read
         self.ttl_ms = ttl_ms
         self.period = period
         self.clock = clock
@@ -111,6 +116,8 @@ class RegistryFeed:
             asked = self.clock()
             events = self.store.read_events(after=last_id, count=100, block_ms=BLOCK_MS)
             if events:
+                if self.on_events is not None:
+                    self.on_events(events)
                 return events[-1].id
             if self.clock() - asked < BLOCK_MS / 2000:  # a store that cannot block
                 self._stop.wait(BLOCK_MS / 1000)
