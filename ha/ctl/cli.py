@@ -12,6 +12,8 @@
     polycorn-ctl redis-up [--port P] [--dir D]     prints the URL of a private redis-server
     polycorn-ctl redis-down [--dir D]              (D: ~/.local/state/polycorn/redis)
     polycorn-ctl haproxy config|sync|status ...   the HAProxy front (ha/haproxy/cli.py)
+    polycorn-ctl dashboard [--bind HOST:PORT] [--allow-actions --token-file F]
+                                          a live page of the cluster (ha/dashboard/)
 
 The cluster subcommands take --redis (or $POLYCORN_REDIS) and --cluster (or
 $POLYCORN_CLUSTER, default "default"). Exit codes (common.py): 0 done; 1
@@ -41,6 +43,7 @@ from polycorn.ha.ctl.common import (
     CtlError,
 )
 from polycorn.ha.ctl.status import node_table, rollout_line, status_object
+from polycorn.ha.dashboard import cli as dashboard_cli
 from polycorn.ha.events import Event
 from polycorn.ha.haproxy import cli as haproxy_cli
 from polycorn.ha.redis_url import RedisTarget, RedisUrlError, parse_redis_url
@@ -82,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     _add_requests(sub, common, as_json)
     haproxy_cli.add_parser(sub, common)
+    dashboard_cli.add_parser(sub, common)
     up = sub.add_parser("redis-up", help="start a private redis-server; print its URL")
     up.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     up.add_argument("--dir", default=None, help="data, pid and log directory (default: "
@@ -250,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_redis_down(args)
         if args.command == "haproxy":
             return haproxy_cli.main(args, open_store)
+        if args.command == "dashboard":
+            return dashboard_cli.main(args, open_store)
         store, target = open_store(args)
         try:
             return CLUSTER_COMMANDS[args.command](args, store, target)
