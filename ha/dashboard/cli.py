@@ -41,10 +41,12 @@ def add_parser(sub, common: argparse.ArgumentParser) -> None:
 
 def checked_options(args: argparse.Namespace) -> tuple[guard.Bind, str]:
     """The bind and the token, or a usage error before anything starts."""
+    if args.token_file and not args.allow_actions:
+        raise CtlError("--token-file without --allow-actions: the dashboard is read-only",
+                       EXIT_USAGE)
     try:
         bind = guard.parse_bind(args.bind)
-        token = guard.load_token(args.token_file) if args.allow_actions or args.token_file \
-            else ""
+        token = guard.load_token(args.token_file) if args.allow_actions else ""
     except guard.GuardError as exc:
         raise CtlError(str(exc), EXIT_USAGE) from None
     if not bind.loopback and not args.allow_remote:
@@ -53,9 +55,6 @@ def checked_options(args: argparse.Namespace) -> tuple[guard.Bind, str]:
     if args.allow_actions and not token:
         raise CtlError(f"--allow-actions needs a token: --token-file PATH or "
                        f"${guard.TOKEN_ENV}", EXIT_USAGE)
-    if args.token_file and not args.allow_actions:
-        raise CtlError("--token-file without --allow-actions: the dashboard is read-only",
-                       EXIT_USAGE)
     return bind, token
 
 
