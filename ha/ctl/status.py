@@ -19,7 +19,9 @@ def status_object(cluster: str, view: ClusterState) -> dict:
     return {"cluster": cluster, "leader": lease.holder if lease else None,
             "epoch": lease.epoch if lease else None, "highest_epoch": view.snap.epoch,
             "nodes": [node_object(view, r) for r in view.records]
-            + [dead_object(view, n) for n in sorted(view.dead) if view.record(n) is None],
+            + [dead_object(view, n) for n in sorted(view.dead) if view.record(n) is None]
+            + [lost_object(view, n) for n in sorted(view.lost)
+               if view.record(n) is None and n not in view.dead],
             "drained": sorted(view.drained),
             "rollout": rollout.as_json() if rollout and rollout.state is RolloutState.RUNNING
             else None}
@@ -43,10 +45,22 @@ def dead_object(view: ClusterState, node_id: str) -> dict:
             "dead_reason": dead.reason, "declared_by": dead.by, "declared_epoch": dead.epoch}
 
 
+def lost_object(view: ClusterState, node_id: str) -> dict:
+    """A node whose agent reported its master gone, before the leader declares it dead:
+    shown dead at once rather than missing from the list for that moment."""
+    blank = record_from_hash(node_id, {}, 0, view.now_ms, 1)
+    return {**blank.as_json(view.now_ms), "heartbeat_age": None,
+            "workers_configured": view.roster.get(node_id, 0),
+            "drain_requested": node_id in view.drained, "extra_workers": 0, "covering": [],
+            "lost_reason": view.lost[node_id]}
+
+
 def _note(node: dict, rollout: RolloutRecord | None) -> str:
     notes = []
     if node.get("dead_reason"):
         notes.append(f"declared dead at epoch {node['declared_epoch']}: {node['dead_reason']}")
+    if node.get("lost_reason"):
+        notes.append(f"master gone, not yet declared dead: {node['lost_reason']}")
     if node["extra_workers"]:
         notes.append(f"+{node['extra_workers']} for {', '.join(node['covering'])}")
     if node["drain_requested"] and node["state"] != "draining":

@@ -15,7 +15,7 @@ from polycorn.ha.ctl.actions import plan_rollout
 from polycorn.ha.dashboard import guard
 from polycorn.ha.dashboard.rates import RateMeter, request_total
 from polycorn.ha.events import Event
-from polycorn.ha.registry import NodeInfo, NodeState
+from polycorn.ha.registry import Departure, NodeInfo, NodeState
 from polycorn.ha.snapshot import Lease
 from support.procs import free_port, wait_until
 from test_agent import TTL_MS, ctl, observer, start_cluster
@@ -100,6 +100,23 @@ def test_a_lapsed_node_shows_dead(shared_redis, cluster_name, dashboards):
     state = wait_until(lambda: (s := d.state())["nodes"] and not s["nodes"][0]["alive"] and s,
                        10, what="n1 dead")
     assert state["nodes"][0]["state"] == "dead"
+
+
+def test_a_node_whose_master_is_gone_stays_listed_until_declared_dead(
+        shared_redis, cluster_name, dashboards):
+    # between its agent's report and the leader's declaration the node is in no list but
+    # "lost": it must show dead then, not vanish from the page for that moment
+    store = observer(shared_redis.url, cluster_name)
+    inc = ready_node(store, "n1")
+    ready_node(store, "n2")
+    store.deregister("n1", inc, "node_gone", "master exited (signal 9)", Departure.LOST)
+    d = dashboards(shared_redis.url, cluster_name, *LONG_TTL)
+    by_id = {n["node_id"]: n for n in d.state()["nodes"]}
+    assert sorted(by_id) == ["n1", "n2"]
+    assert by_id["n1"]["state"] == "dead" and not by_id["n1"]["alive"]
+    assert by_id["n1"]["lost_reason"] == "master exited (signal 9)"
+    text = ctl("status", "--redis", shared_redis.url, "--cluster", cluster_name, *LONG_TTL)
+    assert "master gone, not yet declared dead: master exited (signal 9)" in text.stdout
 
 
 # -- the event stream -------------------------------------------------------------------

@@ -41,6 +41,7 @@ function requests(n) {
 function note(n, rollout) {
   const notes = [];
   if (n.dead_reason) notes.push(`declared dead at epoch ${n.declared_epoch}: ${n.dead_reason}`);
+  if (n.lost_reason) notes.push(`master gone, not yet declared dead: ${n.lost_reason}`);
   if (n.extra_workers) notes.push(`+${n.extra_workers} for ${n.covering.join(", ")}`);
   if (rollout) {
     const step = rollout.nodes.find((r) => r.node_id === n.node_id);
