@@ -55,7 +55,7 @@ BIN = Path(sys.executable).parent
 ONE_SHOT_FLAGS = {"--check-config", "--print-config", "--upgrade", "-v", "--version", "-h",
                   "--help"}
 # (subcommand words) that never end by themselves.
-FOLLOWERS = (("events", "--follow"), ("events", "-f"), ("haproxy", "sync"))
+FOLLOWERS = (("events", "--follow"), ("events", "-f"), ("haproxy", "sync"), ("dashboard",))
 CLUSTER_READ_RETRY = 30.0  # seconds a cluster read may find nothing yet (exit 1)
 SERVE_TIMEOUT = 40.0
 

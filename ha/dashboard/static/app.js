@@ -86,7 +86,7 @@ function renderRollout(r) {
   if (!r) return;
   $("rollout-id").textContent = r.id;
   $("rollout-progress").max = Math.max(1, r.total);
-  $("rollout-progress").value = r.done;
+  $("rollout-progress").value = r.done + 0.5 * r.upgrading.length;  // half-way while upgrading
   $("rollout-line").textContent = r.line;
   const list = $("rollout-nodes");
   list.replaceChildren(...r.nodes.map((n) => el("li", `${n.node_id}: ${n.step}`)));
