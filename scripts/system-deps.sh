@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo use (redis-server for the
 # cluster, openssh-server for Fabric's simulated hosts, wrk for the benchmark,
-# haproxy for the front the sync drives),
+# haproxy for the front the sync drives, chromium for the dashboard's browser test),
 # only when one is missing. Needs root for apt-get; otherwise says what to install.
 set -euo pipefail
 missing=()
@@ -9,6 +9,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the dashboard's browser test
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "polycorn: missing system packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2

@@ -4,7 +4,8 @@ within 2 s and without a reload, and fits 1280x800 and a phone's width; read-onl
 shows no action control; with --allow-actions, the page's own buttons drain a node and
 start a rolling upgrade whose progress it shows.
 
-Set POLYCORN_SCREENSHOTS=DIR to keep the pictures (docs/dashboard*.png come from here).
+Set POLYCORN_SCREENSHOTS=DIR to keep the pictures: docs/dashboard.png (mid-rollout, a node
+dead) and docs/dashboard-phone.png come from here.
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def test_page_in_chromium_shows_nodes_leader_and_a_kill_live(cluster, tmp_path):
         assert took < 2.0
         assert browser.eval("window.__loaded") is not None  # no reload happened
         assert browser.eval(CONTROLS) == 0  # read-only: no button, no token field
+        assert len(browser.eval(ROWS)) == 3  # the dead node stays listed
+        keep = os.environ.get("POLYCORN_SCREENSHOTS")
+        where = Path(keep) if keep else tmp_path
+        browser.screenshot(where / "dashboard-phone.png", 390, 844, mobile=True)
+        assert browser.eval(FITS), "the page scrolls sideways on a phone's width"
+        assert browser.eval(CONTROLS) == 0
+        assert (where / "dashboard-phone.png").stat().st_size > 10_000
+        browser.call("Emulation.clearDeviceMetricsOverride")
         actions_phase(cluster, browser, tmp_path, victim)
     finally:
         if browser is not None:
@@ -111,7 +120,7 @@ def actions_phase(cluster, browser: Browser, tmp_path: Path, dead: str) -> None:
             30, interval=0.05, what="a node upgrading on the page")
         keep = os.environ.get("POLYCORN_SCREENSHOTS")
         where = Path(keep) if keep else tmp_path
-        browser.screenshot(where / "dashboard-rollout.png", 1280, 800)
+        browser.screenshot(where / "dashboard.png", 1280, 800)
 
         def finished():
             rollout = cluster.store.cluster_state(60_000).rollout
