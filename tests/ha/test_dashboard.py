@@ -5,6 +5,8 @@ bind/Host/token checks, and the requests/s column read from a node's /metrics.""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -119,6 +121,25 @@ def test_a_node_whose_master_is_gone_stays_listed_until_declared_dead(
     assert "master gone, not yet declared dead: master exited (signal 9)" in text.stdout
 
 
+def test_redis_stopped_shows_the_error_and_the_last_state(redis_farm, cluster_name,
+                                                         dashboards):
+    redis = redis_farm.server()
+    store = observer(redis.url, cluster_name)
+    ready_node(store, "n1")
+    d = dashboards(redis.url, cluster_name, *LONG_TTL)
+    os.kill(redis.pid, signal.SIGSTOP)
+    try:
+        state = wait_until(lambda: (s := d.state())["error"] and s, 10, interval=0.1,
+                           what="the Redis error in the state")
+        assert [n["node_id"] for n in state["nodes"]] == ["n1"]  # the last state read
+        asked = time.monotonic()
+        assert d.get("/api/state")[0] == 200  # a page never waits on Redis
+        assert time.monotonic() - asked < 0.5
+    finally:
+        os.kill(redis.pid, signal.SIGCONT)
+    wait_until(lambda: d.state()["error"] == "", 15, interval=0.1, what="the error cleared")
+
+
 # -- the event stream -------------------------------------------------------------------
 
 
@@ -156,6 +177,20 @@ def test_stream_delivers_a_new_event_within_a_second(shared_redis, cluster_name,
         assert json.loads(data)["reason"] == "missed"  # not the events it had seen
     finally:
         again.close()
+
+
+def test_term_stops_it_promptly_with_a_stream_open(shared_redis, cluster_name, dashboards):
+    d = dashboards(shared_redis.url, cluster_name)
+    stream = EventStream(d.port)
+    try:
+        assert stream.next()[0] == "state"
+        asked = time.monotonic()
+        os.kill(d.proc.pid, signal.SIGTERM)
+        assert d.proc.wait(10) == 0
+        assert time.monotonic() - asked < 3.0  # not held by the stream's thread
+        assert "dashboard stopped" in d.log()
+    finally:
+        stream.close()
 
 
 # -- actions ----------------------------------------------------------------------------
