@@ -74,6 +74,7 @@ class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "polycorn-dashboard"
     protocol_version = "HTTP/1.0"  # one response per connection: the stream ends it
+    timeout = 30  # seconds a client may stall a read or a write before its thread ends
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -145,7 +146,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.send_header("X-Accel-Buffering", "no")  # a proxy in front must not buffer
             self.end_headers()
-            self._pump(self.headers.get("Last-Event-ID"))
+            if self.command != "HEAD":
+                self._pump(self.headers.get("Last-Event-ID"))
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass  # the page went away
         finally:
