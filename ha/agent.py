@@ -62,7 +62,9 @@ class Agent:
         self.clock = clock
         self.info = NodeInfo(node_id=config.node_id, host=socket.gethostname(),
                              address=config.advertise or "", pid=os.getppid(),
-                             release=config.release, started=time.time())
+                             release=config.release, started=time.time(),
+                             metrics_address=_address([config.metrics_address])
+                             if config.metrics_address else "")
         self.membership = Membership.UNREGISTERED
         self.incarnation = 0
         self.election = Election(config.node_id, self.timing)

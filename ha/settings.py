@@ -103,6 +103,19 @@ class ClusterConfig:
     release: str
     advertise: str | None
     timing: Timing
+    metrics_address: str = ""  # HOST:PORT of --metrics-bind, advertised in the registry
+
+
+def metrics_address(bind: Any) -> str:
+    """--metrics-bind as the registry shows it ("" when off). The setting belongs to the
+    metrics plug-in (issue 17) when it is installed, so it is read with getattr: a
+    (host, port) pair, or already HOST:PORT. The dashboard scrapes it (docs/dashboard.md)."""
+    if not bind:
+        return ""
+    if isinstance(bind, tuple | list):
+        host, port = bind
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(bind)
 
 
 class ClusterConfigError(ValueError):
@@ -137,4 +150,5 @@ def cluster_config(cfg: Any, environ: dict[str, str] | None = None) -> ClusterCo
     return ClusterConfig(cluster=cfg.cluster or DEFAULT_CLUSTER, redis_url=cfg.redis,
                          target=target, node_id=node_id,
                          release=cfg.release or default_release(),
-                         advertise=cfg.advertise, timing=timing)
+                         advertise=cfg.advertise, timing=timing,
+                         metrics_address=metrics_address(getattr(cfg, "metrics_bind", None)))

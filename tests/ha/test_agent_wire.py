@@ -67,3 +67,24 @@ def test_an_unknown_version_is_refused_with_one_line_and_the_agent_carries_on(pa
     agent.handle_message(State("ready", 3, 3, 3, 6, 4242).to_wire(1))
     assert agent.info.state is NodeState.READY
     assert "version" not in relay(agent, master)
+
+
+def test_the_metrics_endpoint_is_advertised_with_a_wildcard_host_named():
+    # the dashboard scrapes requests/s from the address a node advertises (--metrics-bind)
+    from polycorn.ha.settings import metrics_address
+
+    assert metrics_address(None) == "" and metrics_address(("::1", 9100)) == "[::1]:9100"
+    assert metrics_address(("127.0.0.1", 9100)) == "127.0.0.1:9100"
+    assert metrics_address("10.0.0.5:9100") == "10.0.0.5:9100"
+    ours, theirs = socket.socketpair()
+    try:
+        url = "redis://127.0.0.1:1/0"
+        for bind, shown in ((("0.0.0.0", 9100), f"{socket.gethostname()}:9100"),
+                            (("127.0.0.1", 9101), "127.0.0.1:9101"), (None, "")):
+            config = ClusterConfig("c", url, parse_redis_url(url), "n1", "r1", None, Timing(),
+                                   metrics_address=metrics_address(bind))
+            info = Agent(config, Channel(ours), MemoryStore()).info
+            assert info.metrics_address == shown
+            assert info.to_hash()["metrics_address"] == shown  # what the registry holds
+    finally:
+        ours.close(), theirs.close()
