@@ -53,6 +53,9 @@ class Hub:
         try:
             for event in self.store.latest_events(BACKLOG):
                 self._ring.append(event_object(event))
+            # the feed goes on from the backlog (from the start of an empty stream), so no
+            # event falls between the two reads
+            self.feed.start_after = self._ring[-1]["id"] if self._ring else "0-0"
         except StoreUnavailable:
             pass  # the feed reports the failure in the state
         self.feed.start()

@@ -41,9 +41,11 @@ class Reading:
 class RegistryFeed:
     def __init__(self, store: ClusterStore, ttl_ms: int, period: float = 0.5,
                  clock: Callable[[], float] = time.monotonic,
-                 on_events: Callable[[Sequence[Event]], None] | None = None) -> None:
+                 on_events: Callable[[Sequence[Event]], None] | None = None,
+                 start_after: str | None = None) -> None:
         self.store = store
         self.on_events = on_events  # given each batch of new events, before the re-read
+        self.start_after = start_after  # the first events to hand over follow this id
         self.ttl_ms = ttl_ms
         self.period = period
         self.clock = clock
@@ -91,7 +93,7 @@ class RegistryFeed:
 
     def _run(self) -> None:
         backoff = Backoff(base=0.1, cap=1.0)
-        last_id: str | None = None
+        last_id: str | None = self.start_after
         while not self._stop.is_set():
             try:
                 if last_id is None:
