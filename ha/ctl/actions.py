@@ -105,6 +105,8 @@ def cmd_upgrade(args: argparse.Namespace, store: ClusterStore) -> int:
         print(f"rollout {aborted} aborted: no further node starts (one upgrading now "
               f"finishes on its own)")
         return EXIT_OK
+    if args.max_unavailable < 1:  # a usage error before Redis is asked anything
+        raise CtlError("--max-unavailable must be at least 1", EXIT_USAGE)
     wanted = [n for spec in args.nodes or [] for n in spec.split(",") if n]
     rollout = plan_rollout(_view(args, store), args.cluster, wanted, args.max_unavailable,
                            args.timeout, requester())
