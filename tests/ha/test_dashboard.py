@@ -322,6 +322,17 @@ class _listening:
         self.sock.close()
 
 
+def test_allow_remote_admits_a_wildcard_bind():
+    from polycorn.ha.ctl.cli import build_parser
+    from polycorn.ha.dashboard.cli import checked_options
+
+    args = build_parser().parse_args(["dashboard", "--bind", "0.0.0.0:8470", "--allow-remote"])
+    bind, token = checked_options(args)
+    assert (bind.host, bind.port, bind.loopback, token) == ("0.0.0.0", 8470, False, "")
+    args = build_parser().parse_args(["dashboard"])
+    assert checked_options(args)[0] == guard.Bind("127.0.0.1", 8470, True)
+
+
 def test_guard_checks():
     assert guard.parse_bind("127.0.0.1:0").loopback
     assert guard.parse_bind("[::1]:8470").loopback
