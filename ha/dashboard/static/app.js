@@ -130,7 +130,10 @@ function addEvent(e, fresh) {
     document.createTextNode(e.line.slice(e.line.indexOf(e.event) + e.event.length)));
   const list = $("events");
   list.prepend(li);
-  while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
+  while (list.children.length > MAX_EVENTS) {  // a page left open for days stays small
+    seen.delete(list.lastElementChild.dataset.id);
+    list.lastElementChild.remove();
+  }
 }
 
 function connect() {
