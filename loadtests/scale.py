@@ -156,8 +156,9 @@ def redis_rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
 def run_size(n: int, workdir: Path, *, per_host: int, window: float,
              log=print) -> dict[str, Any]:
     """One cluster of n nodes from a fresh Redis to the last process killed."""
-    from loadtests.scale_host import node_config
     from polycorn.ha.redis_client import make_client
+
+    from loadtests.scale_host import node_config
 
     tracker = ProcessTracker()
     hosts: list[HostProcess] = []
