@@ -144,7 +144,7 @@ class _TimedReads:
 class Host:
     """The scheduler: each agent's cycle when due, its channel messages when they come."""
 
-    def __init__(self, configs: list[ClusterConfig]) -> None:
+    def __init__(self, configs: list[ClusterConfig], control: Any = None) -> None:
         self.timed = Timed()
         self.sel = selectors.DefaultSelector()  # epoll: hundreds of fds, past select's 1024
         self.nodes = {c.node_id: Hosted(c, self.timed) for c in configs}
@@ -158,14 +158,18 @@ class Host:
             self.sel.register(node.master.channel.fileno(), selectors.EVENT_READ, ("master", node))
             node.master.greet()
             self._schedule(node)
-        self.sel.register(sys.stdin.fileno(), selectors.EVENT_READ, ("control", None))
+        self.control = control  # a text stream of JSON commands (stdin), or none in-process
+        if control is not None:
+            self.sel.register(control.fileno(), selectors.EVENT_READ, ("control", None))
 
     def _schedule(self, node: Hosted) -> None:
         heapq.heappush(self.due, (node.agent.next_cycle, node.node_id))
 
-    def run(self) -> None:
-        while not self.stopping:
+    def run(self, until: float = float("inf")) -> None:
+        """Until a stop command, or the monotonic time `until` (in-process use)."""
+        while not self.stopping and time.monotonic() < until:
             timeout = max(0.0, self.due[0][0] - time.monotonic()) if self.due else 1.0
+            timeout = min(timeout, max(0.0, until - time.monotonic()))
             for key, _ in self.sel.select(timeout):
                 kind, node = key.data
                 if kind == "control":
@@ -207,7 +211,7 @@ class Host:
             now = time.monotonic()
 
     def _control(self) -> None:
-        line = sys.stdin.readline()
+        line = self.control.readline()
         if not line:
             self.stopping = True
             return
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s [%(process)d] %(levelname)s %(message)s")
     timers = json.loads(args.timing)
     host = Host([node_config(args.redis, args.cluster, n, timers)
-                 for n in args.nodes.split(",") if n])
+                 for n in args.nodes.split(",") if n], control=sys.stdin)
     Host._answer({"started": len(host.nodes), "pid": os.getpid()})
     try:
         host.run()

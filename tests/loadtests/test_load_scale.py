@@ -1,0 +1,79 @@
+"""The scale harness (loadtests/scale.py): many real agents per process against a real
+redis-server, and what a node's cycle costs Redis as the cluster grows."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from polycorn.ha.keys import ClusterKeys
+from polycorn.ha.process_tracker import ProcessTracker
+from polycorn.ha.redis_launcher import RedisServer, client
+
+from loadtests import scale
+from loadtests.scale_host import Host, node_config
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    tracker = ProcessTracker()
+    yield RedisServer(tracker, tmp_path).start()
+    tracker.kill_all()
+
+
+def _followers_bytes_per_cycle(server: RedisServer, cluster: str, n: int, seconds: float) -> float:
+    """Host n real agents that all follow a leader elsewhere; Redis' output bytes per
+    agent cycle over `seconds` of their steady state (INFO stats of the real server)."""
+    r, url = client(server.port), server.url
+    # A lease held by a node outside this process: every hosted agent follows it, so
+    # what they cost Redis is a follower's cycle and its heartbeats, nothing else.
+    keys = ClusterKeys(cluster)
+    r.set(keys.lease, "7:elsewhere", px=120_000)
+    r.set(keys.epoch, 7)
+    host = Host([node_config(url, cluster, f"f{i:02d}") for i in range(n)])
+    try:
+        host.run(until=time.monotonic() + 2.0)  # registered, past the joins
+        assert r.zcard(keys.members) == n
+        out0 = r.info("stats")["total_net_output_bytes"]
+        host.cycles = 0
+        host.run(until=time.monotonic() + seconds)
+        out1 = r.info("stats")["total_net_output_bytes"]
+        assert host.cycles > n * seconds, "the followers did not cycle"
+        return (out1 - out0) / host.cycles
+    finally:
+        host.close()
+
+
+def test_a_followers_cycle_costs_redis_the_same_at_any_cluster_size(redis_server):
+    """Every agent reads the election snapshot each cycle (about 3 times a second). It
+    used to carry the whole members set, so each follower's reads grew with N and the
+    cluster's with N squared; the lease, the epoch and the time are all it needs."""
+    small = _followers_bytes_per_cycle(redis_server, "small", 4, 3.0)
+    large = _followers_bytes_per_cycle(redis_server, "large", 32, 3.0)
+    # Before: ~270 bytes at 4 nodes, ~1100 at 32 (30 bytes per member per snapshot).
+    assert large < 1.5 * small, f"{small:.0f} bytes/cycle at 4 nodes, {large:.0f} at 32"
+
+
+def test_scale_harness_measures_ten_nodes(tmp_path):
+    result = scale.run_size(10, tmp_path, per_host=5, window=3.0, log=lambda _: None)
+    assert result["nodes"] == 10 and result["hosts"] == 3
+    assert result["leader_cycle_ms"]["count"] >= 8  # a duty cycle every 0.25 s
+    assert result["leader_parts_ms"]["cluster_state"]["count"] >= 8
+    assert result["redis"]["cmds_per_s"] > 10 * 3  # ten nodes, each cycling several times/s
+    assert result["redis"]["memory_bytes"] > 0
+    assert 0 < result["event_lag_ms"]["p50"] < 200
+    detection = result["detection"]
+    # Declared once its registration lapsed (the TTL), within a duty interval or two
+    # plus a busy machine's slack; never before.
+    assert detection["ttl_s"] <= detection["after_last_heartbeat_s"] < detection["ttl_s"] + 2.0
+    assert "| 10 |" in scale.table([result])
+
+
+@pytest.mark.slow
+def test_scale_harness_at_two_hundred_nodes(tmp_path):
+    result = scale.run_size(200, tmp_path, per_host=50, window=10.0, log=lambda _: None)
+    assert result["hosts"] == 5
+    detection = result["detection"]
+    assert detection["ttl_s"] <= detection["after_last_heartbeat_s"] < detection["ttl_s"] + 2.0
+    # The leader's whole cycle stays far inside its duty interval (0.25 s).
+    assert result["leader_cycle_ms"]["p50"] < 125
