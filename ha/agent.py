@@ -252,7 +252,9 @@ class Agent:
             self._registry(now)
             if self.membership is not Membership.REGISTERED:
                 return
-            snap = self.store.snapshot()
+            # The lease and the epoch are all the election needs; the leader's duties
+            # read the members with everything else (cluster_state).
+            snap = self.store.snapshot(members=False)
             self.fence.observe(snap.epoch)
             if snap.lease is None and self.heartbeat_at > now:
                 # About to campaign: heartbeat first, so an agent whose node id a newer

@@ -73,10 +73,11 @@ class MemoryStore(ClusterStore):
 
     # -- reads ------------------------------------------------------------------------
 
-    def snapshot(self) -> ElectionSnapshot:
+    def snapshot(self, members: bool = True) -> ElectionSnapshot:
         now = self._now()
-        members = tuple(Member(n, s) for n, s in sorted(self._members.items(), key=lambda x: x[1]))
-        return ElectionSnapshot(now, self._current_lease(now), self._epoch, members)
+        listed = tuple(Member(n, s) for n, s in sorted(self._members.items(), key=lambda x: x[1])
+                       ) if members else ()
+        return ElectionSnapshot(now, self._current_lease(now), self._epoch, listed)
 
     def nodes(self, ttl_ms: int) -> tuple[ElectionSnapshot, list[NodeRecord]]:
         snap = self.snapshot()

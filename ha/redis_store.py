@@ -59,8 +59,13 @@ class RedisStore(ClusterStore):
     # -- reads ------------------------------------------------------------------------
 
     @_unavailable
-    def snapshot(self) -> ElectionSnapshot:
+    def snapshot(self, members: bool = True) -> ElectionSnapshot:
         k = self.keys
+        if not members:  # one round trip of two commands; MGET reads both keys atomically
+            pipe = self.client.pipeline(transaction=False)
+            (sec, usec), (lease, epoch) = pipe.time().mget(k.lease, k.epoch).execute()
+            return ElectionSnapshot(sec * 1000 + usec // 1000, Lease.decode(lease),
+                                    int(epoch or 0), ())
         pipe = self.client.pipeline(transaction=True)
         pipe.time().get(k.lease).get(k.epoch).zrange(k.members, 0, -1, withscores=True)
         (sec, usec), lease, epoch, members = pipe.execute()

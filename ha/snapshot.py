@@ -1,5 +1,6 @@
 """ElectionSnapshot: what every agent reads once per cycle to campaign (lease, epoch
-counter, members' heartbeats, Redis' time), in one cheap atomic read.
+counter, members' heartbeats, Redis' time), in one cheap atomic read. An agent's
+cycle reads it without the members (they are for the leader's duties and polycorn-ctl).
 
 Patroni's model: every decision in a cycle looks at the same snapshot, and each
 entry carries what a later compare-and-set needs (the lease's epoch). No policy here.

@@ -56,8 +56,11 @@ class ClusterStore(ABC):
     # -- reads: one consistent view per call ----------------------------------------
 
     @abstractmethod
-    def snapshot(self) -> ElectionSnapshot:
-        """Lease, epoch counter, members and server time, read atomically."""
+    def snapshot(self, members: bool = True) -> ElectionSnapshot:
+        """Lease, epoch counter, members and server time, read atomically. With
+        members=False the members are left out (an empty tuple): an agent's cycle
+        needs only the lease and the epoch, and every agent reading every member
+        about three times a second made the cluster's reads grow with N squared."""
 
     @abstractmethod
     def nodes(self, ttl_ms: int) -> tuple[ElectionSnapshot, list[NodeRecord]]:

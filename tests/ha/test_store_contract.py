@@ -67,6 +67,15 @@ def test_acquire_spends_an_epoch_only_on_success(store):
     assert kinds(store) == [(ev.LEADER_ELECTED, "n1")]
 
 
+def test_snapshot_without_members_reads_the_same_lease_and_epoch(store):
+    assert store.acquire_lease("n1", 5000, "test") == 1
+    store.register(info("n2"), 5000)
+    full, lean = store.snapshot(), store.snapshot(members=False)
+    assert [m.node_id for m in full.members] == ["n2"]
+    assert (lean.lease, lean.epoch, lean.members) == (Lease("n1", 1), 1, ())
+    assert lean.now_ms >= full.now_ms > 0
+
+
 def test_lease_expires_and_next_epoch_is_higher(store):
     assert store.acquire_lease("n1", TTL, "test") == 1
     store.advance(TTL)
