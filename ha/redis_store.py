@@ -10,6 +10,7 @@ second leader in with the same epoch counter value.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -85,24 +86,23 @@ class RedisStore(ClusterStore):
     @_unavailable
     def cluster_state(self, ttl_ms: int) -> ClusterState:
         k = self.keys
-        snap = self.snapshot()
-        pipe = self.client.pipeline(transaction=False)
-        for m in snap.members:
-            pipe.hgetall(k.node(m.node_id))
-        pipe.hgetall(k.roster).hgetall(k.dead).hgetall(k.lost).hgetall(k.grants)
-        pipe.smembers(k.drained).hgetall(k.rollout).hgetall(k.rollout_nodes)
-        pipe.smembers(k.rollout_slots).info("server")
-        replies = pipe.execute()
-        hashes, rest = replies[:len(snap.members)], replies[len(snap.members):]
-        roster, dead, lost, grants, drained, head, entries, slots, server = rest
-        records = tuple(record_from_hash(m.node_id, h, m.heartbeat_ms, snap.now_ms, ttl_ms)
-                        for m, h in zip(snap.members, hashes, strict=True))
+        (now, lease, epoch, flat, hashes, roster, dead, lost, grants, drained, head, entries,
+         slots, run_id) = self._run("CLUSTER_STATE", [
+             k.lease, k.epoch, k.members, k.roster, k.dead, k.lost, k.grants, k.drained,
+             k.rollout, k.rollout_nodes, k.rollout_slots], [k.node("")])
+        members = tuple(Member(n, int(float(s))) for n, s in zip(flat[::2], flat[1::2],
+                                                                  strict=True))
+        snap = ElectionSnapshot(int(now), Lease.decode(lease), int(epoch or 0), members)
+        records = tuple(record_from_hash(m.node_id, json.loads(h), m.heartbeat_ms, snap.now_ms,
+                                         ttl_ms) for m, h in zip(members, hashes, strict=True))
+        roster, dead, lost, grants, head, entries = (
+            json.loads(text) for text in (roster, dead, lost, grants, head, entries))
         return ClusterState(
             snap, records, {n: int(w) for n, w in roster.items()},
             {n: DeadNode.decode(n, text) for n, text in dead.items()}, dict(lost),
             {n: g for n, text in grants.items() if (g := Grant.decode(text)) is not None},
-            frozenset(drained), RolloutRecord.from_hashes(head, entries, slots),
-            str(server.get("run_id", "")))
+            frozenset(drained), RolloutRecord.from_hashes(head, entries, set(slots)),
+            str(run_id))
 
     @_unavailable
     def read_events(self, after: str = "0", count: int = 100,

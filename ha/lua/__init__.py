@@ -8,9 +8,9 @@ the names are written once. `SCRIPTS` maps each script's name to its text.
 
 from __future__ import annotations
 
-from polycorn.ha.lua import duties, lease, registry
+from polycorn.ha.lua import duties, lease, registry, state
 
 SCRIPTS: dict[str, str] = {
     name: getattr(module, name)
-    for module in (lease, registry, duties) for name in module.__all__
+    for module in (lease, registry, duties, state) for name in module.__all__
 }
