@@ -151,6 +151,7 @@ class Host:
         self.due: list[tuple[float, str]] = []
         self.lateness: list[float] = []  # how late each cycle started (this process' CPU)
         self.leader_cycles: list[float] = []
+        self.leader_cpu: list[float] = []  # CPU seconds of the same cycles: the work alone
         self.cycles = 0
         self.stopping = False
         for node in self.nodes.values():
@@ -201,12 +202,13 @@ class Host:
             self.lateness.append(max(0.0, now - at))
             agent = node.agent
             was_leader = agent.election.is_leader(now)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             agent.cycle()
             spent = time.perf_counter() - start
             self.cycles += 1
             if was_leader or agent.election.is_leader(time.monotonic()):
                 self.leader_cycles.append(spent)
+                self.leader_cpu.append(time.process_time() - cpu)
             self._schedule(node)
             now = time.monotonic()
 
@@ -223,6 +225,7 @@ class Host:
             self.timed.samples.clear()
             self.lateness.clear()
             self.leader_cycles.clear()
+            self.leader_cpu.clear()
             self.cycles = 0
             self._answer({"reset": True})
         elif cmd == "silence":
@@ -238,6 +241,7 @@ class Host:
                    if n.agent.election.is_leader(time.monotonic())]
         return {"pid": os.getpid(), "nodes": len(self.nodes), "leaders": leaders,
                 "cycles": self.cycles, "leader_cycle": self.leader_cycles,
+                "leader_cpu": self.leader_cpu,
                 "parts": self.timed.samples, "lateness": self.lateness,
                 "cpu": sum(os.times()[:2]),
                 "commands": sum(n.master.commands for n in self.nodes.values())}
