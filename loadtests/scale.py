@@ -277,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(exist_ok=True)
         results.append(run_size(n, workdir, per_host=args.per_host, window=args.window))
         r = results[-1]
+        (out / "scale.json").write_text(json.dumps(results, indent=2) + "\n")  # each size kept
         print(f"  leader cycle {r['leader_cycle_ms']}, redis {r['redis']['cmds_per_s']} cmds/s, "
               f"dead after {r['detection']['after_last_heartbeat_s']} s", flush=True)
     (out / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
