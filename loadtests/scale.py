@@ -153,7 +153,7 @@ def redis_rates(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
             "per_command": dict(sorted(per_command.items(), key=lambda kv: -kv[1]))}
 
 
-def run_size(n: int, workdir: Path, *, per_host: int, window: float,
+def run_size(n: int, workdir: Path, *, per_host: int, window: float, cut_off: float = 0.0,
              log=print) -> dict[str, Any]:
     """One cluster of n nodes from a fresh Redis to the last process killed."""
     from polycorn.ha.redis_client import make_client
@@ -191,6 +191,8 @@ def run_size(n: int, workdir: Path, *, per_host: int, window: float,
         lags = list(probe.lags)
         result = _steady(n, hosts, stats, cpu0, before, after, window, lags)
         result["detection"] = _detect(hosts[-1], store, keys, probe, config.timing.node_ttl)
+        if cut_off:
+            result["cut_off"] = _cut_off(hosts, store, cut_off, config.timing.node_ttl)
         return result
     finally:
         if probe is not None:
@@ -237,6 +239,27 @@ def _detect(host: HostProcess, store: RedisStore, keys: ClusterKeys, probe: Prob
             "after_silence_s": round(seen - silenced, 3)}
 
 
+def _cut_off(hosts: list[HostProcess], store: RedisStore, fraction: float,
+             ttl: float) -> dict[str, Any]:
+    """Silence whole follower hosts at once, at least `fraction` of the nodes (hosts cut
+    off from Redis while the leader is not): does the leader's mass-lapse guard hold
+    (duties_paused) or declare them dead? Run after _detect: one node is dead already."""
+    population = sum(len(h.nodes) for h in hosts) - 1
+    cut: list[str] = []
+    after = store.latest_events(1)[-1].id
+    for host in hosts[1:]:
+        if len(cut) >= fraction * population:
+            break
+        cut += host.ask("silence", node="*")["silenced"]
+    time.sleep(ttl * 4)  # past MASS_LAPSE_PATIENCE (3) node TTLs
+    seen = store.read_events(after=after, count=10_000)
+    dead = [e for e in seen if e.kind == ev.NODE_DEAD]
+    return {"silenced": len(set(cut)), "population": population,
+            "declared_dead": len({e.node for e in dead} & set(cut)),
+            "declarations": len({e.id for e in dead}),
+            "paused": [e.reason for e in seen if e.kind == ev.DUTIES_PAUSED]}
+
+
 def _wait(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -267,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-host", type=int, default=50, help="agents per host process")
     p.add_argument("--window", type=float, default=20.0, help="steady seconds measured")
     p.add_argument("--out", default="reports/scale")
+    p.add_argument("--cut-off", type=float, default=0.0, metavar="FRACTION",
+                   help="at the end, silence whole hosts holding at least this fraction of "
+                        "the nodes at once and report what the leader did")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -275,11 +301,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{n} nodes:", flush=True)
         workdir = out / f"{n}-nodes"  # the host logs stay for reading
         workdir.mkdir(exist_ok=True)
-        results.append(run_size(n, workdir, per_host=args.per_host, window=args.window))
+        results.append(run_size(n, workdir, per_host=args.per_host, window=args.window,
+                                cut_off=args.cut_off))
         r = results[-1]
         (out / "scale.json").write_text(json.dumps(results, indent=2) + "\n")  # each size kept
         print(f"  leader cycle {r['leader_cycle_ms']}, redis {r['redis']['cmds_per_s']} cmds/s, "
               f"dead after {r['detection']['after_last_heartbeat_s']} s", flush=True)
+        if "cut_off" in r:
+            print(f"  cut off: {r['cut_off']}", flush=True)
     (out / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "table.md").write_text(table(results))
     print(table(results))

@@ -233,9 +233,11 @@ class Host:
             self._answer({"reset": True})
         elif cmd == "silence":
             # Its heartbeats stop as if its host froze: no leave, no deregister.
-            node = self.nodes[msg["node"]]
-            node.silenced = True
-            self._answer({"silenced": node.node_id, "at": time.time()})
+            # "*" silences every node of this host (a host cut off from Redis).
+            names = list(self.nodes) if msg["node"] == "*" else [msg["node"]]
+            for name in names:
+                self.nodes[name].silenced = True
+            self._answer({"silenced": names, "at": time.time()})
         elif cmd == "stop":
             self.stopping = True
 

@@ -108,7 +108,8 @@ def test_scale_harness_measures_ten_nodes(tmp_path):
 
 @pytest.mark.slow
 def test_scale_harness_at_two_hundred_nodes(tmp_path):
-    result = scale.run_size(200, tmp_path, per_host=50, window=10.0, log=lambda _: None)
+    result = scale.run_size(200, tmp_path, per_host=50, window=10.0, cut_off=0.5,
+                            log=lambda _: None)
     assert result["hosts"] == 5
     detection = result["detection"]
     assert detection["ttl_s"] <= detection["after_last_heartbeat_s"] < detection["ttl_s"] + 2.0
@@ -117,3 +118,7 @@ def test_scale_harness_at_two_hundred_nodes(tmp_path):
     # follower hosts saturated: half their cycles late by 0.4 s); after, 6 and 0.66 ms.
     assert result["leader_cycle_cpu_ms"]["p50"] < 12
     assert result["follower_hosts"]["cpu_ms_per_cycle"] < 1.2
+    # Two hosts (100 of the 198 live followers) cut off at once: however the mass-lapse
+    # guard paced it, a silence of 3 node TTLs is believed, so 4 TTLs on all are dead.
+    cut = result["cut_off"]
+    assert cut["silenced"] == 100 and cut["declared_dead"] == 100
