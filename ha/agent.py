@@ -252,10 +252,13 @@ class Agent:
             self._registry(now)
             if self.membership is not Membership.REGISTERED:
                 return
-            # The lease and the epoch are all the election needs; the leader's duties
-            # read the members with everything else (cluster_state).
-            snap = self.store.snapshot(members=False)
+            # The lease and the epoch are all the election needs (the leader's duties
+            # read the members with everything else, cluster_state); the commands come
+            # in the same round trip and are relayed at once, after the fence has seen
+            # the current epoch, so none taken is lost to a later failed call.
+            snap, commands = self.store.cycle_read(self.config.node_id, self.fence.incarnation)
             self.fence.observe(snap.epoch)
+            self.inbox.deliver(commands)
             if snap.lease is None and self.heartbeat_at > now:
                 # About to campaign: heartbeat first, so an agent whose node id a newer
                 # incarnation took (an upgrade) learns it now, not after winning a lease
@@ -269,7 +272,6 @@ class Agent:
             duty = self.duties.cycle(self._store_stable_for())
             if duty:
                 self._say(duty)
-            self.inbox.poll()
         except StoreUnavailable as exc:
             delay = self.backoff.next_delay()
             self.store_retry_at = self.clock() + delay

@@ -34,9 +34,9 @@ class Inbox:
         self.pending: dict[str, NodeCommand] = {}  # relayed, awaiting the master's result
         self.peer_version: int | None = None  # the master's wire version, once it spoke
 
-    def poll(self) -> None:
-        """Take, fence and relay the queued commands (StoreUnavailable propagates)."""
-        for wire in self.store.take_commands(self.node_id, self.fence.incarnation):
+    def deliver(self, wires: list[str]) -> None:
+        """Fence and relay the commands the agent's cycle took (ClusterStore.cycle_read)."""
+        for wire in wires:
             self._deliver(wire)
 
     def _deliver(self, wire: str) -> None:

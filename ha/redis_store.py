@@ -301,6 +301,16 @@ class RedisStore(ClusterStore):
         return self.client.lpop(self.keys.commands(node_id, incarnation), limit) or []
 
     @_unavailable
+    def cycle_read(self, node_id: str, incarnation: int, limit: int = 16
+                   ) -> tuple[ElectionSnapshot, list[str]]:
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time().mget(k.lease, k.epoch).lpop(k.commands(node_id, incarnation), limit)
+        (sec, usec), (lease, epoch), wires = pipe.execute()
+        return (ElectionSnapshot(sec * 1000 + usec // 1000, Lease.decode(lease), int(epoch or 0),
+                                 ()), wires or [])
+
+    @_unavailable
     def latest_events(self, count: int) -> list[Event]:
         if count <= 0:
             return []

@@ -176,6 +176,14 @@ class ClusterStore(ABC):
     def take_commands(self, node_id: str, incarnation: int, limit: int = 16) -> list[str]:
         """Pop up to `limit` commands queued for this incarnation (wire form), oldest first."""
 
+    def cycle_read(self, node_id: str, incarnation: int, limit: int = 16
+                   ) -> tuple[ElectionSnapshot, list[str]]:
+        """An agent's read of every cycle: the snapshot without members and the
+        commands taken for this incarnation (take_commands). RedisStore sends both in
+        one round trip: every node makes it about three times a second, so it is most
+        of what a cluster's size costs Redis."""
+        return self.snapshot(members=False), self.take_commands(node_id, incarnation, limit)
+
     @abstractmethod
     def latest_events(self, count: int) -> list[Event]:
         """The newest `count` events, oldest first."""

@@ -76,6 +76,17 @@ def test_snapshot_without_members_reads_the_same_lease_and_epoch(store):
     assert lean.now_ms >= full.now_ms > 0
 
 
+def test_cycle_read_takes_the_commands_with_the_lean_snapshot(store):
+    assert store.acquire_lease("n1", 5000, "test") == 1
+    inc = store.register(info("n2"), 5000)
+    for wire in ("a", "b", "c"):
+        store.push_raw("n2", inc, wire)
+    snap, taken = store.cycle_read("n2", inc, limit=2)
+    assert (snap.lease, snap.epoch, snap.members, taken) == (Lease("n1", 1), 1, (), ["a", "b"])
+    assert store.cycle_read("n2", inc)[1] == ["c"]
+    assert store.cycle_read("n2", inc)[1] == []
+
+
 def test_lease_expires_and_next_epoch_is_higher(store):
     assert store.acquire_lease("n1", TTL, "test") == 1
     store.advance(TTL)
