@@ -24,7 +24,7 @@ from polycorn.ha.decision import Decision
 from polycorn.ha.drain import DrainDuty
 from polycorn.ha.election import Election
 from polycorn.ha.events import Event
-from polycorn.ha.guard import Hold, RedisWatch, judge_lapses
+from polycorn.ha.guard import Hold, RecentLosses, RedisWatch, judge_lapses
 from polycorn.ha.registry import lapsed_members
 from polycorn.ha.rollout_duty import RolloutDuty
 from polycorn.ha.snapshot import Lease
@@ -47,6 +47,7 @@ class LeaderDuties:
         self.hold: Hold | None = None  # why the duties are paused, while they are
         self.paused_at = 0.0
         self.redis = RedisWatch()  # Redis' run id last seen; survives leadership changes
+        self.silenced = RecentLosses()  # lapsed nodes this leader declared dead lately
         self.capacity = CapacityDuty(store)
         self.drain = DrainDuty(store)
         self.rollout = RolloutDuty(store)
@@ -90,9 +91,12 @@ class LeaderDuties:
         ttl_ms = int(self.ttl * 1000)
         silent = {n: view.now_ms - view.snap.member(n).heartbeat_ms
                   for n in lapsed_members(view.snap, ttl_ms, self.election.node_id)}
-        return judge_lapses(silent, len(view.snap.members), ttl_ms,
+        members = view.snap.members
+        return judge_lapses(silent, len(members), ttl_ms,
                             stable_for=store_stable_for, changed_ago=self.redis.changed_ago(now),
-                            grace=self.election.timing.recovery_grace)
+                            grace=self.election.timing.recovery_grace,
+                            recently_gone=self.silenced.count(
+                                now, self.ttl, {m.node_id for m in members}))
 
     def _pause(self, hold: Hold, lease: Lease) -> Decision:
         if self.mode is Mode.PAUSED and self.hold is not None and self.hold.cause is hold.cause:
@@ -138,6 +142,8 @@ class LeaderDuties:
                 break
             if self.store.declare_dead(lease, node_id, ttl_ms, reason):
                 declared.append(f"{node_id} ({short})")
+                if node_id in lapsed:
+                    self.silenced.note((node_id,), self.clock())
                 instrument.current().event(instrument.NODE_DEAD, node_id)  # by the leader only
         if not reasons:
             return None

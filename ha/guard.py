@@ -6,13 +6,21 @@ recently, Redis changed under it (a new run id: a Sentinel failover or a restart
 maybe without its data), or more than half of the nodes went silent at once. In the
 first two cases no lapse is believed until the recovery grace has passed; in the
 third only silences that have lasted MASS_LAPSE_PATIENCE node TTLs are. Pure
-functions and one small value object: the callers keep their own clocks.
+functions and two small value objects: the callers keep their own clocks.
+
+A majority that goes silent at one moment lapses in waves, not at once: each node's
+last heartbeat falls anywhere in the heartbeat period, so its silence passes the TTL up
+to a period later than another's. Judged alone, each wave can be under half of the
+nodes still counted (the population shrinks as the waves are believed gone): 40 of 61
+nodes cut off were all declared dead in two waves of 20 (loadtests/scale.py
+--cut-off 0.6). So the nodes a reader believed gone within the last TTL count with the
+wave in front of it (`RecentLosses`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 
 MASS_LAPSE_PATIENCE = 3  # node TTLs of silence before a majority lapse is believed
@@ -47,15 +55,34 @@ class RedisWatch:
         return now - self.changed_at
 
 
+@dataclass
+class RecentLosses:
+    """The nodes a reader believed gone lately, and when (the reader's clock)."""
+
+    seen: dict[str, float] = field(default_factory=dict)
+
+    def note(self, node_ids: Iterable[str], now: float) -> None:
+        for node_id in node_ids:
+            self.seen[node_id] = now
+
+    def count(self, now: float, window: float, besides: Collection[str] = ()) -> int:
+        """How many were believed gone within `window` seconds and are not among
+        `besides` (those the reader still counts: lapsed again, or back)."""
+        self.seen = {n: t for n, t in self.seen.items() if now - t <= window}
+        return sum(1 for n in self.seen if n not in besides)
+
+
 def judge_lapses(silent_ms: Mapping[str, int], population: int, ttl_ms: int, *,
-                 stable_for: float, changed_ago: float, grace: float
-                 ) -> tuple[list[str], Hold | None]:
+                 stable_for: float, changed_ago: float, grace: float,
+                 recently_gone: int = 0) -> tuple[list[str], Hold | None]:
     """Which lapsed nodes to believe gone, or why none may be believed now.
 
     `silent_ms`: each lapsed node and how long it has been silent (ms, >= ttl_ms);
     `population`: how many nodes the reader knows, lapsed ones included;
     `stable_for`: seconds since the reader's last failed Redis call;
-    `changed_ago`: seconds since Redis' run id changed; `grace`: Timing.recovery_grace."""
+    `changed_ago`: seconds since Redis' run id changed; `grace`: Timing.recovery_grace;
+    `recently_gone`: nodes believed gone within the last TTL, no longer in `population`
+    (the earlier waves of the same silence, see the module doc)."""
     if stable_for < grace:
         return [], Hold(HoldCause.REDIS_CALLS, f"my own Redis calls failed {stable_for:.1f}s "
                         f"ago: heartbeats may have lapsed for the same reason")
@@ -63,12 +90,14 @@ def judge_lapses(silent_ms: Mapping[str, int], population: int, ttl_ms: int, *,
         return [], Hold(HoldCause.REDIS_CHANGED, f"Redis changed under me {changed_ago:.1f}s "
                         f"ago (a new run id: a failover or a restart)")
     lapsed = list(silent_ms)  # the caller's order (the leader declares in it)
-    if len(lapsed) * 2 <= population:
+    at_once, counted = len(lapsed) + recently_gone, population + recently_gone
+    if at_once * 2 <= counted:
         return lapsed, None
     # A mass lapse is more likely Redis or the network than the nodes; only silence
     # that lasts MASS_LAPSE_PATIENCE TTLs is believed.
     long_silent = [n for n in lapsed if silent_ms[n] >= ttl_ms * MASS_LAPSE_PATIENCE]
     if long_silent:
         return long_silent, None
-    return [], Hold(HoldCause.MASS_LAPSE, f"{len(lapsed)} of {population} nodes look dead "
-                    f"at once: suspecting Redis or the network, not the nodes")
+    earlier = f" ({recently_gone} of them believed gone in the last TTL)" if recently_gone else ""
+    return [], Hold(HoldCause.MASS_LAPSE, f"{at_once} of {counted} nodes look dead at "
+                    f"once{earlier}: suspecting Redis or the network, not the nodes")

@@ -70,6 +70,7 @@ class Trust:
     stable_for: float  # seconds since the sync's last failed Redis call
     changed_ago: float  # seconds since Redis' run id changed
     grace: float  # Timing.recovery_grace
+    recently_gone: int = 0  # lapsed nodes (or slots) taken out within the last TTL
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,8 @@ class _Reconciler:
         population += len(absent)
         t = self.trust
         believed, hold = judge_lapses(silent, population, t.ttl_ms, stable_for=t.stable_for,
-                                      changed_ago=t.changed_ago, grace=t.grace)
+                                      changed_ago=t.changed_ago, grace=t.grace,
+                                      recently_gone=t.recently_gone)
         return believed, hold, absent
 
     def _targets(self, believed: list[str], absent: dict[str, str]

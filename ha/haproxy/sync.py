@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from polycorn.ha.guard import RecentLosses
 from polycorn.ha.haproxy.feed import RegistryFeed
 from polycorn.ha.haproxy.nodes import front_nodes
-from polycorn.ha.haproxy.reconcile import Plan, Trust, reconcile
+from polycorn.ha.haproxy.reconcile import Plan, Presence, Trust, reconcile
 from polycorn.ha.haproxy.resolve import Resolver
 from polycorn.ha.haproxy.runtime import RuntimeApi, RuntimeApiError
 from polycorn.ha.haproxy.servers import StateFormatError, parse_info, parse_servers_state
@@ -46,6 +47,7 @@ class Sync:
         self.clock = clock
         self.assignment: dict[str, str] = {}
         self.absent_since: dict[str, float] = {}
+        self.taken_out = RecentLosses()  # lapsed nodes (or slots) believed gone lately
         self.haproxy: tuple[str, int] | None = None  # (pid, uptime) last seen
         self.haproxy_error = ""
         self.said: set[str] = set()  # warnings and holds logged, until they change
@@ -84,11 +86,15 @@ class Sync:
             return None
         nodes, problems = front_nodes(reading.view, self.resolver.resolve)
         now = self.clock()
+        still_counted = {n.node_id for n in nodes if n.presence is not Presence.DEAD}
+        still_counted.update(f"slot:{s}" for s in self.absent_since)
         trust = Trust(int(self.timing.node_ttl * 1000), reading.stable_for,
-                      reading.changed_ago, self.timing.recovery_grace)
+                      reading.changed_ago, self.timing.recovery_grace,
+                      self.taken_out.count(now, self.timing.node_ttl, still_counted))
         absent_ms = {s: int((now - t) * 1000) for s, t in self.absent_since.items()}
         plan = reconcile(self.backend, nodes, servers, self.assignment, trust, absent_ms)
         self._carry_out(plan)
+        self.taken_out.note(plan.believed, now)
         self.assignment = dict(plan.assignment)
         self.absent_since = {s: self.absent_since.get(s, now) for s in plan.absent}
         notes = {f"address {n} {why}": (logging.WARNING, f"{n} left out of the backend: {why}")

@@ -167,6 +167,24 @@ def test_a_mass_lapse_is_not_believed_at_first():
     assert "declared dead at epoch 1: n2 (silent 9.0s), n3 (silent 9.0s)" in w.cycle()
 
 
+def test_a_mass_lapse_in_waves_is_one_mass_lapse():
+    # Silenced at one moment, nodes lapse up to a heartbeat period apart: a wave of 2 of
+    # 5 is believed, but the next (1 of the 3 left) makes 3 of 5 within a TTL
+    # (40 of 61 nodes were declared in two waves of 20 before, loadtests/scale.py).
+    w = World(n=5)
+    w.silent.update({"n3", "n4"})
+    w.tick(0.5)
+    w.silent.add("n5")  # its last heartbeat came half a second later
+    w.tick(2.6)
+    assert "declared dead at epoch 1: n3 (silent 3.1s), n4 (silent 3.1s)" in w.cycle()
+    w.tick(0.5)
+    assert w.cycle() == ("pausing my duties: 3 of 5 nodes look dead at once (2 of them "
+                         "believed gone in the last TTL): suspecting Redis or the network, "
+                         "not the nodes")
+    w.tick(3.0)  # past a TTL after the first wave: n5 alone is 1 of 3
+    assert "declared dead at epoch 1: n5 (silent 6.1s)" in w.cycle()
+
+
 def test_no_duties_past_the_deadline():
     w = World(n=2)
     w.silent.add("n2")

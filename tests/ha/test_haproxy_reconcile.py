@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from polycorn.ha.guard import RecentLosses
 from polycorn.ha.haproxy.reconcile import FrontNode, Presence, Trust, reconcile
 from polycorn.ha.haproxy.servers import Admin, ServerState
 
@@ -197,6 +198,28 @@ def test_a_mass_lapse_keeps_the_backend_until_the_silence_lasts_three_ttls():
     long = [dataclasses.replace(n, silent_ms=9000) for n in lapsed]
     plan, _ = settle(long, after, assignment)
     assert len(plan.commands) == 3 and plan.hold is None
+
+
+def test_a_lapse_wave_after_nodes_taken_out_within_a_ttl_is_a_mass_lapse():
+    # 3 nodes left of 5, 2 taken out (lapsed, then declared) within the last TTL: a third
+    # node lapsing now makes 3 of 5 at once (the earlier wave counts, ha/guard.py)
+    after, assignment = three_ready()
+    nodes = [node("n1"), node("n2"), node("n3", Presence.LAPSED, silent_ms=3100)]
+    plan = reconcile(BE, nodes, after, assignment,
+                     dataclasses.replace(TRUSTED, recently_gone=2))
+    assert plan.commands == () and plan.hold is not None
+    assert plan.hold.reason.startswith("3 of 5 nodes look dead at once (2 of them")
+    plan = reconcile(BE, nodes, after, assignment, TRUSTED)  # the earlier wave forgotten
+    assert plan.commands == ("set server polycorn/s3 state maint",)
+
+
+def test_recent_losses_count_within_the_window_and_not_those_still_counted():
+    recent = RecentLosses()
+    recent.note(("n1", "n2"), now=10.0)
+    recent.note(("n3",), now=12.0)
+    assert recent.count(12.5, window=3.0) == 3
+    assert recent.count(12.5, window=3.0, besides={"n2"}) == 2  # lapsed again, or back
+    assert recent.count(13.5, window=3.0) == 1  # n1 and n2 are 3.5 s old
 
 
 def test_nothing_is_taken_out_while_the_syncs_own_redis_calls_fail_but_nodes_still_join():
