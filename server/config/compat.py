@@ -56,7 +56,6 @@ _CONTROL = "Polycorn has no control socket; use signals or polycorn-ctl"
 _TLS = "Polycorn does not terminate TLS; put a TLS proxy in front of it"
 _TLS_KNOB = "TLS is not terminated here (certfile is refused), so it has nothing to tune"
 _HTTP2 = "only HTTP/1.x is served"
-_ASGI = "Polycorn serves WSGI applications only (no ASGI worker)"
 _DIRTY = "Polycorn has no dirty arbiter (Gunicorn's separate pool of dirty workers)"
 _PASTE = "PasteDeploy apps are not loaded; name the app as MODULE:CALLABLE"
 
@@ -107,14 +106,6 @@ COMPAT_SETTINGS: tuple[Setting, ...] = (
     _ignored("http2_max_frame_size", ("--http2-max-frame-size",), 16384, _HTTP2),
     _ignored("http2_max_header_list_size", ("--http2-max-header-list-size",), 65536, _HTTP2),
     _ignored("raw_paste_global_conf", ("--paste-global",), [], _PASTE, "append"),
-    _ignored("asgi_loop", ("--asgi-loop",), "auto", _ASGI),
-    _ignored("asgi_lifespan", ("--asgi-lifespan",), "auto", _ASGI),
-    _ignored("asgi_disconnect_grace_period", ("--asgi-disconnect-grace-period",), 3, _ASGI),
-    _ignored("websocket_max_message_size", ("--websocket-max-message-size",), 16777216,
-             _ASGI),
-    _ignored("root_path", ("--root-path",), "",
-             "ASGI only; a WSGI app's mount point is SCRIPT_NAME (from -e SCRIPT_NAME=... "
-             "or a trusted front end's SCRIPT_NAME header)"),
     _ignored("dirty_timeout", ("--dirty-timeout",), 300, _DIRTY),
     _ignored("dirty_threads", ("--dirty-threads",), 1, _DIRTY),
     _ignored("dirty_graceful_timeout", ("--dirty-graceful-timeout",), 30, _DIRTY),

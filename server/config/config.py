@@ -13,6 +13,7 @@ from typing import Any
 from polycorn.server.config.errors import ConfigError
 from polycorn.server.config.hooks import HOOK_PARAMS, is_default_hook
 from polycorn.server.config.setting import Setting
+from polycorn.server.config.validators import FOREIGN_ASGI_ALIASES
 
 
 def describe(setting: Setting) -> str:
@@ -97,6 +98,8 @@ class Config:
         kind = self._values["worker_class"]
         if kind == "sync" and self._values["threads"] > 1:
             return "thread"
+        if kind in FOREIGN_ASGI_ALIASES:
+            return "asgi"
         return kind
 
     @property

@@ -101,8 +101,28 @@ CORE_SETTINGS: tuple[Setting, ...] = (
        EnvironDefault("$WEB_CONCURRENCY, else 1", _default_workers), v.positive_int,
        "Number of worker processes.", section="worker processes", metavar="INT"),
     _s("worker_class", ("-k", "--worker-class"), "sync", v.worker_class,
-       "Worker type: sync, thread (alias gthread) or event. sync with --threads > 1 "
-       "runs the thread worker.", section="worker processes", metavar="STRING"),
+       "Worker type: sync, thread (alias gthread), event, or asgi (ASGI 3 apps; "
+       "aliases uvicorn.workers.UvicornWorker, uvicorn_worker.UvicornWorker). sync with "
+       "--threads > 1 runs the thread worker.", section="worker processes", metavar="STRING"),
+    _s("asgi_lifespan", ("--asgi-lifespan",), "auto", v.asgi_lifespan,
+       "-k asgi: run the app's lifespan startup/shutdown: auto (when the app answers "
+       "it), on (a failed startup stops the boot) or off.", section="worker processes",
+       metavar="STRING"),
+    _s("asgi_loop", ("--asgi-loop",), "auto", v.asgi_loop,
+       "-k asgi: the event loop: auto (uvloop when installed), asyncio or uvloop.",
+       section="worker processes", metavar="STRING"),
+    _s("asgi_disconnect_grace_period", ("--asgi-disconnect-grace-period",), 3,
+       v.non_negative_int,
+       "-k asgi: seconds an app has, after its client went away (http.disconnect), "
+       "before its request task is cancelled (0 = at once).", section="worker processes",
+       metavar="INT"),
+    _s("websocket_max_message_size", ("--websocket-max-message-size",), 16777216,
+       v.positive_int,
+       "-k asgi: the largest WebSocket message (and frame) accepted, in bytes; a larger "
+       "one closes the connection with 1009.", section="worker processes", metavar="INT"),
+    _s("root_path", ("--root-path",), "", v.root_path,
+       "-k asgi: the ASGI scope's root_path (the app's mount point behind a proxy).",
+       section="server mechanics", metavar="STRING"),
     _s("threads", ("--threads",), 1, v.positive_int,
        "Threads per worker for the thread worker.", section="worker processes",
        metavar="INT"),

@@ -25,16 +25,24 @@ PROXY_PROTOCOL_MODES = {"off": "off", "false": "off", "0": "off", "none": "off",
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 
 # Worker names Polycorn serves, and the Gunicorn spellings that mean the same thing.
-WORKER_CLASSES = ("sync", "thread", "event")
+WORKER_CLASSES = ("sync", "thread", "event", "asgi")
 WORKER_CLASS_ALIASES = {
     "gthread": "thread",
     "gunicorn.workers.sync.SyncWorker": "sync",
     "gunicorn.workers.gthread.ThreadWorker": "thread",
     "egg:gunicorn#sync": "sync",
     "egg:gunicorn#gthread": "thread",
+    "gunicorn.workers.gasgi.ASGIWorker": "asgi",
+    "egg:gunicorn#asgi": "asgi",
 }
+# Other servers' ASGI worker classes: served by -k asgi, with a notice at boot (the
+# master says which name it took for which), since their own options do not apply.
+FOREIGN_ASGI_ALIASES = ("uvicorn.workers.UvicornWorker", "uvicorn.workers.UvicornH11Worker",
+                        "uvicorn_worker.UvicornWorker", "uvicorn_worker.UvicornH11Worker")
 # Gunicorn workers that need a library Polycorn does not use: say what to pick instead.
-FOREIGN_WORKERS = ("gevent", "eventlet", "tornado", "uvicorn", "gaiohttp", "asgi")
+FOREIGN_WORKERS = ("gevent", "eventlet", "tornado", "gaiohttp")
+ASGI_LIFESPAN_CHOICES = ("auto", "on", "off")
+ASGI_LOOP_CHOICES = ("auto", "asyncio", "uvloop")
 
 
 def _type_name(value: Any) -> str:
@@ -193,6 +201,30 @@ def header_map(value: Any) -> str:
     return text
 
 
+def asgi_lifespan(value: Any) -> str:
+    """Gunicorn 27's --asgi-lifespan: auto (if the app answers it), on (required), off."""
+    text = nonempty_str(value).lower()
+    if text not in ASGI_LIFESPAN_CHOICES:
+        raise ValueError(f"{value!r} is not one of {', '.join(ASGI_LIFESPAN_CHOICES)}")
+    return text
+
+
+def asgi_loop(value: Any) -> str:
+    """Gunicorn 27's --asgi-loop: auto (uvloop when installed), asyncio or uvloop."""
+    text = nonempty_str(value).lower()
+    if text not in ASGI_LOOP_CHOICES:
+        raise ValueError(f"{value!r} is not one of {', '.join(ASGI_LOOP_CHOICES)}")
+    return text
+
+
+def root_path(value: Any) -> str:
+    """The ASGI root_path: "" or a path starting with "/" (without a trailing one)."""
+    text = (optional_str(value) or "").rstrip("/")
+    if text and not text.startswith("/"):
+        raise ValueError(f"{value!r} does not start with '/'")
+    return text
+
+
 def bind_list(value: Any) -> list[str]:
     from polycorn.server.sockets import parse_address  # the one parser of bind syntax
 
@@ -273,12 +305,14 @@ def worker_class(value: Any) -> str:
             f"({', '.join(WORKER_CLASSES)}), not worker classes"
         )
     name = value.strip()
+    if name in FOREIGN_ASGI_ALIASES:
+        return name  # kept as given: worker_class_resolved maps it, the boot says so
     name = WORKER_CLASS_ALIASES.get(name, name)
     if name in WORKER_CLASSES:
         return name
     hint = ""
     if any(foreign in name.lower() for foreign in FOREIGN_WORKERS):
-        hint = "; for many concurrent connections use -k event"
+        hint = "; for many concurrent connections use -k event (WSGI) or -k asgi (ASGI)"
     raise ValueError(f"unknown worker class {value!r} (use {', '.join(WORKER_CLASSES)}){hint}")
 
 

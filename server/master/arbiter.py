@@ -176,6 +176,9 @@ class Arbiter:
         for listener in self.listeners:
             log.info("Listening at: http://%s (%s)", listener, self.pid)
         log.info("Using worker: %s", worker_class(self.cfg).__name__)
+        if self.cfg.worker_class != getattr(self.cfg, "worker_class_resolved", None) == "asgi":
+            log.info("-k %s is served by Polycorn's own ASGI worker (-k asgi); "
+                     "its --asgi-* settings apply", self.cfg.worker_class)
         self.announcer.hello(self.listeners)
         if self.runs_sidecars():
             self.supervisor.start_due()

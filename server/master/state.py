@@ -126,6 +126,9 @@ def worker_class(cfg: Any) -> type[Worker]:
     if name == "event":
         from polycorn.server.workers.event import EventWorker
         return EventWorker
+    if name == "asgi":
+        from polycorn.server.workers.asgi import ASGIWorker
+        return ASGIWorker
     from polycorn.server.workers.sync import SyncWorker
     if name == "sync" and int(getattr(cfg, "threads", 1) or 1) > 1:
         from polycorn.server.workers.thread import ThreadWorker

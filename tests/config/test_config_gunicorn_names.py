@@ -61,8 +61,8 @@ def write(path, text: str) -> str:
 
 
 IGNORED_SAMPLES = {"syslog_addr": "'udp://localhost:514'", "http_parser": "'fast'",
-                   "dirty_timeout": "10", "root_path": "'/api'", "cert_reqs": "2",
-                   "asgi_loop": "'uvloop'", "http2_max_frame_size": "32768"}
+                   "dirty_timeout": "10", "cert_reqs": "2",
+                   "http2_max_frame_size": "32768"}
 
 
 @pytest.mark.parametrize("name", sorted(IGNORED_SAMPLES))

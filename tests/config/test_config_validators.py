@@ -56,10 +56,10 @@ BAD_COMMAND_LINES = [
     (["--max-workers", "-2"], "invalid value for max_workers (--max-workers) from the command "
                               "line: '-2' is below the minimum of 0"),
     (["-k", "gevent"], "invalid value for worker_class (-k/--worker-class) from the command "
-                       "line: unknown worker class 'gevent' (use sync, thread, event); for "
-                       "many concurrent connections use -k event"),
+                       "line: unknown worker class 'gevent' (use sync, thread, event, asgi); for "
+                       "many concurrent connections use -k event (WSGI) or -k asgi (ASGI)"),
     (["-k", "fast"], "invalid value for worker_class (-k/--worker-class) from the command "
-                     "line: unknown worker class 'fast' (use sync, thread, event)"),
+                     "line: unknown worker class 'fast' (use sync, thread, event, asgi)"),
     (["-b", "127.0.0.1:99999"], "invalid value for bind (-b/--bind) from the command line: "
                                 "bad bind address '127.0.0.1:99999': port must be 0-65535"),
     (["-b", "fd://x"], "invalid value for bind (-b/--bind) from the command line: "
