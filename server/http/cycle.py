@@ -211,6 +211,12 @@ class ConnectionCycle:
         return self._persistent and self._request_state is not REQ_BODY
 
     @property
+    def persistent(self) -> bool:
+        """Nothing said close so far (keep_alive without its unread-body condition): a
+        worker that reads the body on demand asks this before draining what is left."""
+        return self._persistent
+
+    @property
     def response_started(self) -> bool:
         return self._response_state is not RESP_IDLE
 

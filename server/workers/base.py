@@ -25,6 +25,7 @@ from polycorn.server import instrument
 # forks, and a worker that has dropped privileges may no longer be able to read
 # the interpreter's library (e.g. a Python installed under /root).
 from polycorn.server.app import AppImportError, load_app
+from polycorn.server.asgi.shape import mismatch
 from polycorn.server.exitcodes import WORKER_BOOT_ERROR
 from polycorn.server.instrument.requests import request_log
 from polycorn.server.liveness import SlotTable, WorkerState
@@ -142,19 +143,31 @@ class Worker:
         self.slots.heartbeat(self.slot)
         if self.app is None:
             self.app = self._load_app()
+        problem = mismatch(self.app, getattr(self.cfg, "app_spec", None), self.kind)
+        if problem:
+            self._fail(WORKER_BOOT_ERROR, problem)
         self.handler = WSGIHandler(self.app, self.cfg, self, request_log(self.cfg))
-        path = getattr(self.cfg, "health_check", None)
-        if path:
-            status = self.handler.health_check(path)
-            if not 200 <= status < 300:
-                # The app loaded but cannot serve: a failed boot, as a raising hook is.
-                self._fail(WORKER_BOOT_ERROR, f"health check GET {path} answered {status}")
+        self._before_ready()
         self.cfg.post_worker_init(self)
         self.booted = True
         if getattr(self.cfg, "reload", False):
             Reloader(self._code_changed).start()
         self.slots.set_state(self.slot, WorkerState.READY)
         log.debug("worker %s ready", self.pid)
+
+    @property
+    def kind(self) -> str:
+        """The -k name this worker runs as (what the app-shape check names)."""
+        return str(getattr(self.cfg, "worker_class_resolved", None) or "sync")
+
+    def _before_ready(self) -> None:
+        """The app is loaded: with --health-check, it must answer 2xx before we are ready."""
+        path = getattr(self.cfg, "health_check", None)
+        if path:
+            status = self.handler.health_check(path)
+            if not 200 <= status < 300:
+                # The app loaded but cannot serve: a failed boot, as a raising hook is.
+                self._fail(WORKER_BOOT_ERROR, f"health check GET {path} answered {status}")
 
     def _load_app(self) -> Any:
         try:

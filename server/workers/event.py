@@ -25,9 +25,18 @@ from polycorn.server.workers.proxy_gate_event import gated_factory
 
 
 class EventWorker(Worker):
+    protocol_class: Any = HTTPProtocol  # the asgi worker's subclass serves ASGI apps
+
+    def _new_loop(self) -> asyncio.AbstractEventLoop:
+        return new_event_loop()
+
+    def _new_context(self, loop: asyncio.AbstractEventLoop) -> ServingContext:
+        return ServingContext(self, loop, on_last_connection=self._on_last_connection)
+
     def run(self) -> None:
-        self.loop = loop = new_event_loop()
-        self.ctx = ServingContext(self, loop, on_last_connection=self._on_last_connection)
+        # The asgi worker made its loop at boot (lifespan startup ran on it).
+        self.loop = loop = getattr(self, "loop", None) or self._new_loop()
+        self.ctx = self._new_context(loop)
         self._shutting_down = False
         loop.set_exception_handler(self._on_loop_exception)
         self.proxy_gate = ProxyGate.from_config(self.cfg)
@@ -50,9 +59,10 @@ class EventWorker(Worker):
 
     def _factory(self, builder: Any) -> Any:
         ctx = self.ctx
+        protocol_class = self.protocol_class
 
         def protocol() -> HTTPProtocol:
-            return HTTPProtocol(ctx, builder)
+            return protocol_class(ctx, builder)
         return gated_factory(self.proxy_gate, protocol)  # the PROXY header first, if on
 
     # -- the loop's own callbacks ------------------------------------------------------
@@ -168,7 +178,11 @@ class EventWorker(Worker):
                 protocol.transport.abort()
         # Let the transports' close callbacks run (connection_lost closes app iterables).
         loop.run_until_complete(_yield_to_loop())
+        self._after_connections(loop)
         loop.close()
+
+    def _after_connections(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every connection is closed and the loop still open (the asgi worker's lifespan)."""
 
 
 async def _yield_to_loop() -> None:

@@ -1,0 +1,518 @@
+"""One client connection of the asgi worker: HTTP/1.1 cycles run as ASGI app tasks.
+
+The event worker's protocol (event_protocol.py) supplies the connection's ends
+(refuse, linger, close, drain); this class replaces the request cycle. The app
+runs as a task per request; its body is parsed only when it calls receive(), so
+an upload waits in the kernel until the app asks (reading pauses once HIGH_WATER
+bytes wait unasked); send() awaits the transport's drain when the client reads
+slowly. The response's end (keep-alive, drain of an unread body, linger, cut) is
+policy.py's, as in every other worker. A client that leaves gets http.disconnect,
+and --asgi-disconnect-grace-period seconds later its task is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from polycorn.server.asgi.scope import http_scope
+from polycorn.server.http.errors import RemoteProtocolError
+from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
+from polycorn.server.workers.event_protocol import HTTPProtocol, Phase
+from polycorn.server.wsgi import policy
+from polycorn.server.wsgi.body import EMPTY_INPUT
+from polycorn.server.wsgi.policy import DRAIN_LIMIT, LINGER_BYTES, Failure
+from polycorn.server.wsgi.trace import Trace, log_failure
+
+if TYPE_CHECKING:
+    from polycorn.server.workers.asgi import ASGIContext
+
+log = logging.getLogger("polycorn.error")
+
+# Request bytes that may wait unasked (pipelined requests, a body the app has not
+# asked for yet) before reading pauses: flow control toward the client.
+HIGH_WATER = 64 * 1024
+DISCONNECT = {"type": "http.disconnect"}
+INFINITY = float("inf")
+_monotonic = time.monotonic
+_IDLE, _READING, _WRITING, _LINGERING, _CLOSED = (
+    Phase.IDLE, Phase.READING, Phase.WRITING, Phase.LINGERING, Phase.CLOSED)
+_REASONS = {status.value: status.phrase.encode("latin-1") for status in http.HTTPStatus}
+
+
+class ClientDisconnected(OSError):
+    """send() after the client went away (ASGI 2.4: an OSError subclass)."""
+
+
+class Cycle:
+    """One request handed to the app: its receive/send callables and what they did."""
+
+    __slots__ = ("proto", "request", "environ", "trace", "task", "status", "headers",
+                 "head_sent", "done", "body_done", "body_failed", "body_bytes",
+                 "disconnected", "continue_sent", "body_read", "_gone")
+
+    def __init__(self, proto: ASGIProtocol, request: Request, environ: dict,
+                 trace: Trace | None) -> None:
+        self.proto = proto
+        self.request = request
+        self.environ = environ
+        self.trace = trace
+        self.task: asyncio.Task | None = None
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] | None = None  # from http.response.start
+        self.head_sent = False
+        self.done = False  # the whole response went out (or the cycle ended otherwise)
+        self.body_done = False  # the request body was read to its end
+        self.body_failed: RemoteProtocolError | None = None
+        self.body_bytes = 0
+        self.disconnected = False
+        self.continue_sent = False
+        self.body_read = 0  # request body bytes given to the app
+        self._gone: asyncio.Future | None = None  # receive() after the body waits on it
+
+    # -- the app's callables ------------------------------------------------------------
+
+    async def receive(self) -> dict:
+        proto = self.proto
+        if self.done or self.disconnected:
+            return DISCONNECT
+        if self.body_done:
+            # Nothing more to read: the app listens for the client leaving (or the end).
+            if self._gone is None:
+                self._gone = proto.ctx.loop.create_future()
+            await self._gone
+            return DISCONNECT
+        conn = proto.conn
+        while True:
+            chunks = []
+            try:
+                event = conn.next_event()
+                while event.__class__ is Data:
+                    chunks.append(event.data)
+                    event = conn.next_event()
+            except RemoteProtocolError as exc:
+                # The body broke HTTP/1.1: the app hears a disconnect; the connection ends
+                # with exc.status if the app answers nothing (policy: BAD_REQUEST).
+                self.body_failed = exc
+                self.body_done = True
+                return DISCONNECT
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.body_read += len(body)
+            if event.__class__ is EndOfMessage:
+                self.body_done = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            if body:
+                return {"type": "http.request", "body": body, "more_body": True}
+            if event is not NEED_DATA:  # PAUSED cannot come before EndOfMessage
+                raise RuntimeError(f"unexpected parser event {event!r}")
+            if not self.continue_sent:
+                self.continue_sent = True
+                interim = conn.continue_bytes()  # "100 Continue" once the app asks for the body
+                if interim:
+                    proto.transport.write(interim)
+            await proto.wait_for_data()
+            if self.disconnected or proto.phase is _CLOSED:
+                return DISCONNECT
+
+    async def send(self, message: dict) -> None:
+        proto = self.proto
+        if self.disconnected or proto.phase is _CLOSED:
+            raise ClientDisconnected("the client went away")
+        if self.done:
+            raise RuntimeError(f"ASGI message {message.get('type')!r} after the response ended")
+        kind = message["type"]
+        if self.headers is None:
+            if kind != "http.response.start":
+                raise RuntimeError(f"expected http.response.start, got {kind!r}")
+            self.status = message["status"]
+            self.headers = [(name, value) for name, value in message.get("headers", ())]
+            return
+        if kind != "http.response.body":
+            raise RuntimeError(f"expected http.response.body, got {kind!r}")
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        conn = proto.conn
+        if not self.head_sent:
+            self._before_head()
+            status = self.status
+            reason = _REASONS.get(status, b"Unknown")
+            self.head_sent = True
+            if more:
+                data = conn.start_response(status, reason, self.headers)
+                if body:
+                    data += conn.send_body(body)
+            else:
+                data = conn.respond_whole(status, reason, self.headers, body)
+        elif more:
+            data = conn.send_body(body) if body else b""
+        else:
+            data = (conn.send_body(body) if body else b"") + conn.end_response()
+        self.body_bytes += len(body)
+        if data:
+            proto.transport.write(data)
+        if not more:
+            proto.response_done(self)
+        elif proto.write_paused:
+            await proto.wait_for_drain()
+            if self.disconnected or proto.phase is _CLOSED:
+                raise ClientDisconnected("the client went away")
+
+    def _before_head(self) -> None:
+        """Say Connection: close now when the connection will not carry another request."""
+        proto = self.proto
+        request = self.request
+        unread = 0
+        if not self.body_done and request.content_length is not None:
+            unread = request.content_length - self.body_read
+        if policy.head_says_close(
+                worker_running=proto.ctx.worker.alive,
+                continue_pending=request.expect_continue and not self.continue_sent,
+                unread_over_limit=unread > DRAIN_LIMIT):
+            proto.conn.refuse_keep_alive()
+
+    # -- ends -------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """The cycle is over for the app: receive() says disconnect from now on."""
+        self.done = True
+        gone = self._gone
+        if gone is not None and not gone.done():
+            gone.set_result(None)
+
+    def client_gone(self) -> None:
+        self.disconnected = True
+        self.finish()
+
+
+class ASGIProtocol(HTTPProtocol):
+    __slots__ = ("cycle", "read_paused", "backlog", "body_waiter", "drain_waiter",
+                 "discarded")
+
+    def __init__(self, ctx: ASGIContext, builder: Any) -> None:
+        super().__init__(ctx, builder)
+        self.cycle: Cycle | None = None  # the request whose response is not over yet
+        self.read_paused = False
+        self.backlog = 0  # bytes received while the app did not ask for any
+        self.body_waiter: asyncio.Future | None = None
+        self.drain_waiter: asyncio.Future | None = None
+        self.discarded = -1  # >= 0 while an unread body is drained after its response
+
+    # -- asyncio callbacks ---------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        phase = self.phase
+        if phase is _LINGERING:
+            self.lingered += len(data)
+            if self.lingered > LINGER_BYTES:
+                self._close()
+            return
+        if phase is _CLOSED:
+            return
+        self.conn.receive_data(data)
+        if self.cycle is not None:
+            waiter = self.body_waiter
+            if waiter is not None:
+                self.body_waiter = None
+                waiter.set_result(None)
+            else:
+                self.backlog += len(data)
+                if self.backlog > HIGH_WATER and not self.read_paused:
+                    self.read_paused = True
+                    self.transport.pause_reading()
+            return
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        if self.phase is _LINGERING:
+            self._close()
+            return None
+        self.conn.receive_data(b"")
+        if self.cycle is not None:
+            waiter = self.body_waiter
+            if waiter is not None:
+                self.body_waiter = None
+                waiter.set_result(None)  # the parser now says whether the body was whole
+        else:
+            self._process()
+        return True  # our side stays open: the response may still be on its way
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = _CLOSED
+        for waiter in (self.body_waiter, self.drain_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        self.body_waiter = self.drain_waiter = None
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.client_gone()
+            task = cycle.task
+            if task is not None and not task.done():
+                grace = self.ctx.disconnect_grace
+                if grace > 0:
+                    self.ctx.loop.call_later(grace, _cancel_if_pending, task)
+                else:
+                    task.cancel()
+        self.ctx.connection_closed(self)
+
+    # -- waiting, from the app's task -------------------------------------------------
+
+    async def wait_for_data(self) -> None:
+        """Until more request bytes (or EOF, or the end) arrive; reading resumes for it."""
+        self.backlog = 0
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        waiter = self.body_waiter = self.ctx.loop.create_future()
+        self.deadline = _monotonic() + self.ctx.request_timeout  # a body that stops arriving
+        try:
+            await waiter
+        finally:
+            if self.phase is not _CLOSED:
+                self.deadline = INFINITY
+
+    async def wait_for_drain(self) -> None:
+        """Until the transport's write buffer drains below its low mark (or the client leaves)."""
+        waiter = self.drain_waiter = self.ctx.loop.create_future()
+        self.phase = _WRITING
+        self.deadline = _monotonic() + self.ctx.request_timeout  # a client that never reads
+        try:
+            await waiter
+        finally:
+            if self.phase is _WRITING:
+                self.phase = _READING
+                self.deadline = INFINITY
+
+    # -- the request cycle -----------------------------------------------------------
+
+    def _process(self) -> None:
+        """Parse buffered bytes until a request is handed to the app or more bytes are needed."""
+        conn = self.conn
+        while self.cycle is None and self.phase is not _CLOSED:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self.discarded = -1
+                self._refuse(exc)
+                return
+            kind = event.__class__
+            if kind is Request:
+                try:  # built now: a request Gunicorn refuses is refused before the app runs
+                    environ = self.builder.build(event, self.client_addr, EMPTY_INPUT,
+                                                 self.client_entries)
+                except RemoteProtocolError as exc:
+                    self._refuse(exc)
+                    return
+                self._start(event, environ)
+                return
+            if kind is Data:  # an unread body, drained after its response
+                self.discarded += len(event.data)
+                if self.discarded > DRAIN_LIMIT:
+                    self._end_connection(policy.end_after_response(conn, body_unread=True))
+                    return
+            elif kind is EndOfMessage:
+                self.discarded = -1
+                self._next_cycle()
+                return
+            elif event is NEED_DATA:
+                if self.served and self.discarded < 0 and not conn.trailing_data[0]:
+                    self.phase = _IDLE
+                    self.deadline = _monotonic() + self.ctx.keepalive
+                else:
+                    self.phase = _READING
+                    self.deadline = _monotonic() + self.ctx.request_timeout
+                return
+            else:  # ConnectionClosed: the client closed between requests
+                self._close()
+                return
+
+    def _start(self, request: Request, environ: dict) -> None:
+        ctx = self.ctx
+        self.phase = _READING
+        self.deadline = INFINITY  # the app's own time is the master's --timeout heartbeat
+        self.request = request
+        self.environ = environ
+        trace = Trace(environ, request, self.client_addr, ctx) if ctx.observed else None
+        self.cycle = cycle = Cycle(self, request, environ, trace)
+        app = ctx.app_for(request.target)
+        scope = http_scope(request, environ, ctx.root_path, ctx.state)
+        if trace is not None and ctx.pre_request is not None:
+            try:
+                ctx.pre_request(ctx.worker, trace.hook_request)
+            except Exception as exc:
+                self._app_failed(cycle, exc)
+                return
+        cycle.task = task = ctx.loop.create_task(self._run(cycle, app, scope))
+        ctx.tasks.add(task)
+        task.add_done_callback(ctx.tasks.discard)
+
+    async def _run(self, cycle: Cycle, app: Any, scope: dict) -> None:
+        try:
+            await app(scope, cycle.receive, cycle.send)
+        except asyncio.CancelledError:
+            # Cancelled by us: the client left (grace period over) or the worker stops now.
+            if not cycle.done or self.cycle is cycle:
+                self._client_gone_end(cycle, None)
+            return
+        except BaseException as exc:
+            if cycle.done and self.cycle is not cycle:
+                if not isinstance(exc, OSError) or not cycle.disconnected:
+                    log.error("Exception in ASGI application after its response (%s %s)",
+                              cycle.environ.get("REQUEST_METHOD"), cycle.environ.get("RAW_URI"),
+                              exc_info=exc)
+                return
+            self._app_failed(cycle, exc)
+            if isinstance(exc, SystemExit | KeyboardInterrupt):
+                raise
+            return
+        if self.cycle is cycle:  # the app returned before its response was over
+            if cycle.disconnected:
+                self._client_gone_end(cycle, None)
+            elif cycle.body_failed is not None and not cycle.head_sent:
+                self._body_refused(cycle, cycle.body_failed)
+            else:
+                self._app_failed(cycle, RuntimeError(
+                    "the ASGI app returned without completing its response"))
+
+    def response_done(self, cycle: Cycle) -> None:
+        """The whole response went out: log, count, then the connection's next move."""
+        cycle.finish()
+        trace = cycle.trace
+        if trace is not None:
+            self._log(cycle, cycle.body_bytes)
+        self._cycle_over()
+        conn = self.conn
+        if self.phase is _CLOSED:
+            return
+        if conn.keep_alive:
+            self._next_cycle()
+            return
+        if (conn.persistent and not cycle.body_done and cycle.body_failed is None
+                and policy.may_drain(keep_alive_allowed=self.ctx.keepalive > 0,
+                                     request_keep_alive=cycle.request.keep_alive)):
+            # The app did not read its whole body: skip up to DRAIN_LIMIT of it to keep
+            # the connection (a small form is cheaper to skip than a reconnect).
+            self.discarded = 0
+            self._resume_reading()
+            self._process()
+            return
+        self._end_connection(policy.end_after_response(conn, body_unread=not cycle.body_done))
+
+    def _next_cycle(self) -> bool:
+        """Start the next request cycle on this connection (a pipelined request starts now)."""
+        self.conn.start_next_cycle()
+        self.phase = _READING
+        self._resume_reading()
+        if self.discarded < 0:
+            self._process()
+        return True
+
+    def _resume_reading(self) -> None:
+        self.backlog = 0
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _cycle_over(self) -> None:
+        self.cycle = None
+        self.request = None
+        self.served += 1
+        self.ctx.count_request()
+
+    def _log(self, cycle: Cycle, produced: int) -> None:
+        trace = cycle.trace
+        if trace is None:
+            return
+        status = cycle.status
+        sent = policy.sent_body_bytes(cycle.request.method == b"HEAD", status, produced)
+        trace.log(policy.status_line(status) if status else None,
+                  [(n.decode("latin-1"), v.decode("latin-1")) for n, v in cycle.headers or ()],
+                  sent)
+
+    # -- failed cycles ---------------------------------------------------------------------
+
+    def _app_failed(self, cycle: Cycle, exc: BaseException) -> None:
+        """The app raised (or returned early) before its response was over: policy.py's verdict."""
+        closed = self.phase is _CLOSED or cycle.disconnected
+        if closed:
+            self._client_gone_end(cycle, exc)
+            return
+        conn = self.conn
+        verdict = policy.failure_verdict(
+            Failure.APP_ERROR, response_started=cycle.head_sent,
+            client_may_send=policy.client_may_send(conn, body_unread=not cycle.body_done))
+        log_failure(verdict.log_level, verdict.traceback, exc, self.client_addr, cycle.environ)
+        cycle.finish()
+        if verdict.answer is not None:
+            self.transport.write(conn.error_response(verdict.answer))
+            if cycle.trace is not None:
+                cycle.trace.log(policy.status_line(verdict.answer), policy.ERROR_HEADERS, 0)
+        elif verdict.observed:
+            self._log(cycle, cycle.body_bytes)
+        self._cycle_over()
+        self._end_connection(verdict.end)
+
+    def _body_refused(self, cycle: Cycle, exc: RemoteProtocolError) -> None:
+        """The request body broke HTTP/1.1 and the app answered nothing: exc.status."""
+        log.debug("bad request body from %s: %s", self.client_addr, exc)
+        conn = self.conn
+        verdict = policy.failure_verdict(Failure.BAD_REQUEST, response_started=False,
+                                        client_may_send=policy.client_may_send(
+                                            conn, body_unread=True), status=exc.status)
+        cycle.finish()
+        if verdict.answer is not None:
+            self.transport.write(conn.error_response(verdict.answer, str(exc)))
+            if cycle.trace is not None:
+                cycle.trace.log(policy.status_line(verdict.answer), policy.ERROR_HEADERS, 0)
+        self._cycle_over()
+        self._end_connection(verdict.end)
+
+    def _client_gone_end(self, cycle: Cycle, exc: BaseException | None) -> None:
+        if self.cycle is not cycle:
+            return
+        verdict = policy.failure_verdict(Failure.CLIENT_GONE, response_started=cycle.head_sent,
+                                        client_may_send=False)
+        log_failure(verdict.log_level, verdict.traceback, exc, self.client_addr, cycle.environ)
+        cycle.finish()
+        if verdict.observed:
+            self._log(cycle, cycle.body_bytes)
+        self._cycle_over()
+        if self.phase is not _CLOSED:
+            self._close()
+
+    # -- called by the worker ---------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """The worker's sweep: end a connection past its deadline."""
+        if now < self.deadline or self.phase is _CLOSED:
+            return
+        if self.cycle is not None:
+            # The app waits on a client that stopped sending its body or reading the
+            # response: the client is gone for the app (http.disconnect, then the grace).
+            log.debug("client %s stalled past --timeout; closing", self.client_addr)
+            self.transport.abort()
+            return
+        self._close()
+
+    def drain(self) -> None:
+        """Graceful stop: idle connections close; a response under way will say close."""
+        self.conn.refuse_keep_alive()
+        if self.cycle is None and self.phase is _IDLE and self.served:
+            self._close()
+
+
+def _cancel_if_pending(task: asyncio.Task) -> None:
+    if not task.done():
+        task.cancel()
