@@ -26,3 +26,42 @@ def application(environ, start_response):
         body = environ["wsgi.input"].read() if path == "/echo" else b"ok"
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+async def asgi_application(scope, receive, send):
+    """The same app for -k asgi: /names answers from the scope what the environ says above."""
+    if scope["type"] != "http":
+        raise RuntimeError(f"no {scope['type']} here")  # lifespan auto: not supported
+    raw = scope["raw_path"] + (b"?" + scope["query_string"] if scope["query_string"] else b"")
+    with open(LOG, "a") as f:
+        f.write(f"{scope['method']} {raw.decode('latin-1')}\n")
+    path = scope["path"]
+    if path == "/stream":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"Content-Type", b"text/plain")]})
+        for i in range(3):
+            await send({"type": "http.response.body", "body": f"part {i}\n".encode(),
+                        "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if path == "/names":
+        host, port = scope["server"]
+        headers = dict(scope["headers"])
+        values = (host, "" if port is None else str(port), path, "HTTP/" + scope["http_version"],
+                  headers.get(b"content-type", b"-").decode("latin-1"))
+        body = "|".join(values).encode("latin-1")
+    elif path == "/echo":
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the body never came whole: answer nothing (the server refuses it)
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+    else:
+        body = b"ok"
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"Content-Type", b"text/plain"),
+                            (b"Content-Length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,4 +1,4 @@
-"""The HTTP layer's wire conformance tests, unchanged, against `-k event` in each variant.
+"""The HTTP layer's wire conformance tests, unchanged, against `-k event` and `-k asgi` in each variant.
 
 tests/server/test_wire.py drives a running polycorn with raw sockets for every
 worker class; here its event cases run again with the pure parser and with the
@@ -17,12 +17,14 @@ from event_support import VARIANTS
 from support.procs import ROOT
 
 
+@pytest.mark.parametrize("worker", ["event", "asgi"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_wire_conformance_suite_passes_on_the_event_worker(variant: str, tmp_path) -> None:
+def test_wire_conformance_suite_passes_on_the_event_worker(variant: str, worker: str,
+                                                           tmp_path) -> None:
     env = {**os.environ, **VARIANTS[variant]}
     env.pop("PYTEST_XDIST_WORKER", None)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/server/test_wire.py", "-k", "event", "-q",
+        [sys.executable, "-m", "pytest", "tests/server/test_wire.py", "-k", worker, "-q",
          "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "wire")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""

@@ -20,7 +20,12 @@ import pytest
 from support.procs import ROOT, descendants, kill_all, wait_until
 
 APPS = ROOT / "tests" / "apps"
-WORKERS = ["sync", "thread", "event"]
+WORKERS = ["sync", "thread", "event", "asgi"]
+
+
+def wire_app(worker: str) -> str:
+    """wireapp's WSGI app, or its ASGI twin (same answers) for -k asgi."""
+    return "wireapp:asgi_application" if worker == "asgi" else "wireapp:application"
 
 
 @pytest.fixture(params=WORKERS)
@@ -30,7 +35,7 @@ def server(request, polycorn, port, tmp_path):
     threads = ("--threads", "4") if request.param == "thread" else ()  # sync + threads = thread
     polycorn("-k", request.param, *threads, "-b", f"127.0.0.1:{port}",
              "--limit-request-line", "200", "--limit-request-fields", "10",
-             "wireapp:application", wait_port=port, cwd=APPS, env={"WIRE_LOG": str(log)})
+             wire_app(request.param), wait_port=port, cwd=APPS, env={"WIRE_LOG": str(log)})
     return request.param, port, log
 
 
@@ -251,7 +256,7 @@ def default_server(request, short_folder, polycorn, port):
     path = short_folder / "wire.sock"
     threads = ("--threads", "4") if request.param == "thread" else ()
     polycorn("-k", request.param, *threads, "-b", f"127.0.0.1:{port}", "-b", f"unix:{path}",
-             "wireapp:application", wait_port=port, cwd=APPS)
+             wire_app(request.param), wait_port=port, cwd=APPS)
     wait_until(path.exists, 10, what="the Unix socket")
     return port, path
 
@@ -311,7 +316,7 @@ def test_a_wildcard_listener_names_the_address_the_request_arrived_on(worker, tm
         server = subprocess.Popen(
             ["unshare", "--net", "sh", "-c",
              f"ip link set lo up && exec {sys.executable} -m polycorn.server.main -k {worker} "
-             f"{threads} -b 0.0.0.0:8000 wireapp:application"],
+             f"{threads} -b 0.0.0.0:8000 {wire_app(worker)}"],
             cwd=APPS, stdout=log, stderr=log, start_new_session=True)
     try:
         # nsenter must not join our own namespace, which the server has until unshare ran.
