@@ -52,7 +52,7 @@ class Cycle:
 
     __slots__ = ("proto", "request", "environ", "trace", "task", "status", "headers",
                  "head_sent", "done", "body_done", "body_failed", "body_bytes",
-                 "disconnected", "continue_sent", "body_read", "_gone")
+                 "disconnected", "hung_up", "continue_sent", "body_read", "_gone")
 
     def __init__(self, proto: ASGIProtocol, request: Request, environ: dict,
                  trace: Trace | None) -> None:
@@ -69,6 +69,7 @@ class Cycle:
         self.body_failed: RemoteProtocolError | None = None
         self.body_bytes = 0
         self.disconnected = False
+        self.hung_up = False  # EOF from the client: it sends nothing more
         self.continue_sent = False
         self.body_read = 0  # request body bytes given to the app
         self._gone: asyncio.Future | None = None  # receive() after the body waits on it
@@ -80,10 +81,12 @@ class Cycle:
         if self.done or self.disconnected:
             return DISCONNECT
         if self.body_done:
-            # Nothing more to read: the app listens for the client leaving (or the end).
-            if self._gone is None:
-                self._gone = proto.ctx.loop.create_future()
-            await self._gone
+            # Nothing more to read: the app listens for the client leaving (its EOF or
+            # reset) or the response's end. A cancelled wait leaves a done future behind.
+            if not self.hung_up:
+                if self._gone is None or self._gone.done():
+                    self._gone = proto.ctx.loop.create_future()
+                await self._gone
             return DISCONNECT
         conn = proto.conn
         while True:
@@ -186,6 +189,14 @@ class Cycle:
         self.disconnected = True
         self.finish()
 
+    def hang_up(self) -> None:
+        """The client's EOF: an app listening for http.disconnect hears it; a response
+        may still go out (a half-closed client may be waiting for it, RFC 9112 9.6)."""
+        self.hung_up = True
+        gone = self._gone
+        if gone is not None and not gone.done():
+            gone.set_result(None)
+
 
 class ASGIProtocol(HTTPProtocol):
     __slots__ = ("cycle", "read_paused", "backlog", "body_waiter", "drain_waiter",
@@ -230,7 +241,9 @@ class ASGIProtocol(HTTPProtocol):
             self._close()
             return None
         self.conn.receive_data(b"")
-        if self.cycle is not None:
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.hang_up()
             waiter = self.body_waiter
             if waiter is not None:
                 self.body_waiter = None
