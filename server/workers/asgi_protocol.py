@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from polycorn.server.asgi.scope import http_scope
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
+from polycorn.server.workers import asgi_websocket
 from polycorn.server.workers.event_protocol import HTTPProtocol, Phase
 from polycorn.server.wsgi import policy
 from polycorn.server.wsgi.body import EMPTY_INPUT
@@ -200,7 +201,7 @@ class Cycle:
 
 class ASGIProtocol(HTTPProtocol):
     __slots__ = ("cycle", "read_paused", "backlog", "body_waiter", "drain_waiter",
-                 "discarded")
+                 "discarded", "ws", "ws_trace")
 
     def __init__(self, ctx: ASGIContext, builder: Any) -> None:
         super().__init__(ctx, builder)
@@ -210,6 +211,12 @@ class ASGIProtocol(HTTPProtocol):
         self.body_waiter: asyncio.Future | None = None
         self.drain_waiter: asyncio.Future | None = None
         self.discarded = -1  # >= 0 while an unread body is drained after its response
+        self.ws: asgi_websocket.WebSocketSession | None = None  # after an upgrade
+        self.ws_trace: Trace | None = None
+
+    @property
+    def gone(self) -> bool:
+        return self.phase is _CLOSED
 
     # -- asyncio callbacks ---------------------------------------------------------
 
@@ -221,6 +228,9 @@ class ASGIProtocol(HTTPProtocol):
                 self._close()
             return
         if phase is _CLOSED:
+            return
+        if self.ws is not None:
+            self.ws.feed(data)
             return
         self.conn.receive_data(data)
         if self.cycle is not None:
@@ -237,7 +247,7 @@ class ASGIProtocol(HTTPProtocol):
         self._process()
 
     def eof_received(self) -> bool | None:
-        if self.phase is _LINGERING:
+        if self.phase is _LINGERING or self.ws is not None:
             self._close()
             return None
         self.conn.receive_data(b"")
@@ -268,6 +278,8 @@ class ASGIProtocol(HTTPProtocol):
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
         self.body_waiter = self.drain_waiter = None
+        if self.ws is not None:
+            self.ws.connection_lost()
         cycle = self.cycle
         if cycle is not None:
             cycle.client_gone()
@@ -358,8 +370,11 @@ class ASGIProtocol(HTTPProtocol):
         self.request = request
         self.environ = environ
         trace = Trace(environ, request, self.client_addr, ctx) if ctx.observed else None
-        self.cycle = cycle = Cycle(self, request, environ, trace)
         app = ctx.app_for(request.target)
+        if asgi_websocket.wants_websocket(request) and asgi_websocket.available():
+            self._start_websocket(request, environ, trace, app)
+            return
+        self.cycle = cycle = Cycle(self, request, environ, trace)
         scope = http_scope(request, environ, ctx.root_path, ctx.state)
         if trace is not None and ctx.pre_request is not None:
             try:
@@ -398,6 +413,70 @@ class ASGIProtocol(HTTPProtocol):
             else:
                 self._app_failed(cycle, RuntimeError(
                     "the ASGI app returned without completing its response"))
+
+    # -- websockets --------------------------------------------------------------------
+
+    def _start_websocket(self, request: Request, environ: dict, trace: Trace | None,
+                         app: Any) -> None:
+        """Hand the connection to a WebSocketSession (the HTTP parser is done with it)."""
+        ctx = self.ctx
+        scope = http_scope(request, environ, ctx.root_path, ctx.state, kind="websocket")
+        self.ws_trace = trace
+        self.ws = session = asgi_websocket.WebSocketSession(
+            self, request, scope, self.conn.trailing_data[0])
+        if session.handshake_event is None:  # wsproto refused the handshake itself
+            self.ws = None
+            self._refuse(RemoteProtocolError("invalid WebSocket handshake", 400))
+            return
+        task = ctx.loop.create_task(self._run_websocket(session, app, scope))
+        ctx.tasks.add(task)
+        task.add_done_callback(ctx.tasks.discard)
+
+    async def _run_websocket(self, session: Any, app: Any, scope: dict) -> None:
+        try:
+            await app(scope, session.receive, session.send)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            if not (isinstance(exc, OSError) and self.gone):
+                log.error("Exception in ASGI application (websocket %s)", scope.get("path"),
+                          exc_info=exc)
+            if not session.accepted and not session.closed and not self.gone:
+                self.transport.write(self.conn.error_response(500))
+                self._ws_logged(500)
+                self._close()
+                return
+        if self.gone:
+            return
+        if not session.accepted and not session.closed:
+            await session.send({"type": "websocket.close"})  # returned without accepting: 403
+        elif not session.closed:
+            session._close(1000)
+
+    def websocket_accepted(self, session: Any) -> None:
+        self._ws_logged(101)
+
+    def websocket_refused(self, session: Any) -> None:
+        self._ws_logged(403)
+        self.close_soon()
+
+    def _ws_logged(self, status: int) -> None:
+        trace = self.ws_trace
+        if trace is not None:
+            self.ws_trace = None
+            trace.log(policy.status_line(status), [], 0)
+        self.served += 1
+        self.ctx.count_request()
+
+    def close_soon(self) -> None:
+        """After a close frame: close once both sides said so, else within LINGER_SECONDS."""
+        ws = self.ws
+        if ws is None or self.gone:
+            return
+        if ws.ws.state.name in ("CLOSED", "REJECTING"):
+            self._close()
+        else:
+            self.deadline = asgi_websocket.linger_deadline()
 
     def response_done(self, cycle: Cycle) -> None:
         """The whole response went out: log, count, then the connection's next move."""
@@ -511,6 +590,9 @@ class ASGIProtocol(HTTPProtocol):
         """The worker's sweep: end a connection past its deadline."""
         if now < self.deadline or self.phase is _CLOSED:
             return
+        if self.ws is not None:
+            self.transport.abort()  # no close frame back within LINGER_SECONDS
+            return
         if self.cycle is not None:
             # The app waits on a client that stopped sending its body or reading the
             # response: the client is gone for the app (http.disconnect, then the grace).
@@ -520,7 +602,11 @@ class ASGIProtocol(HTTPProtocol):
         self._close()
 
     def drain(self) -> None:
-        """Graceful stop: idle connections close; a response under way will say close."""
+        """Graceful stop: idle connections close; a response under way will say close;
+        a websocket gets a close frame (1001)."""
+        if self.ws is not None:
+            self.ws.going_away()
+            return
         self.conn.refuse_keep_alive()
         if self.cycle is None and self.phase is _IDLE and self.served:
             self._close()
