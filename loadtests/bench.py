@@ -73,8 +73,9 @@ def _polycorn(worker: str, statsd: bool = False) -> Callable[[int, str, int], li
         extra = ["--threads", str(threads)] if worker == "thread" else []
         if statsd:
             extra += ["--statsd-host", f"127.0.0.1:{statsd_receiver_port()}"]
+        target = f"bench_apps:asgi_{app}" if worker == "asgi" else f"bench_apps:{app}"
         return [PY, "-m", "polycorn.server.main", "-k", worker, "-w", "1", *extra,
-                "-b", f"127.0.0.1:{port}", f"bench_apps:{app}"]
+                "-b", f"127.0.0.1:{port}", target]
     return argv
 
 
@@ -100,8 +101,9 @@ def _gunicorn(worker: str) -> Callable[[int, str, int], list[str]]:
         extra = ["--threads", str(threads)] if worker == "gthread" else []
         if int(metadata.version("gunicorn").split(".")[0]) >= 27:
             extra.append("--no-control-socket")  # else it opens one under ~/.gunicorn
+        target = f"bench_apps:asgi_{app}" if worker == "asgi" else f"bench_apps:{app}"
         return [PY, "-m", "gunicorn", "-k", worker, "-w", "1", *extra,
-                "-b", f"127.0.0.1:{port}", f"bench_apps:{app}"]
+                "-b", f"127.0.0.1:{port}", target]
     return argv
 
 
@@ -131,6 +133,10 @@ SERVERS = {s.name: s for s in [
     # The event worker without the `fast` extra's parser: the cost of the pure parser.
     Server("polycorn-event-pure", _polycorn("event"), _module("polycorn"),
            env={"POLYCORN_PARSER": "python"}),
+    Server("polycorn-asgi", _polycorn("asgi"), _module("polycorn"), asgi=True),
+    Server("gunicorn-asgi", _gunicorn("asgi"),
+           lambda: _module("gunicorn")() and int(metadata.version("gunicorn").split(".")[0]) >= 27,
+           asgi=True),
     Server("granian", _granian, _module("granian")),
     Server("uvicorn", _uvicorn, lambda: _module("uvicorn")() and _module("uvloop")()
            and _module("httptools")(), asgi=True),

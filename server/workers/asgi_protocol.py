@@ -37,6 +37,7 @@ log = logging.getLogger("polycorn.error")
 # asked for yet) before reading pauses: flow control toward the client.
 HIGH_WATER = 64 * 1024
 DISCONNECT = {"type": "http.disconnect"}
+EMPTY_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
 INFINITY = float("inf")
 _monotonic = time.monotonic
 _IDLE, _READING, _WRITING, _LINGERING, _CLOSED = (
@@ -81,6 +82,9 @@ class Cycle:
         proto = self.proto
         if self.done or self.disconnected:
             return DISCONNECT
+        if self.body_read < 0:  # a request without a body, its end consumed at the start
+            self.body_read = 0
+            return EMPTY_REQUEST
         if self.body_done:
             # Nothing more to read: the app listens for the client leaving (its EOF or
             # reset) or the response's end. A cancelled wait leaves a done future behind.
@@ -375,6 +379,12 @@ class ASGIProtocol(HTTPProtocol):
             self._start_websocket(request, environ, trace, app)
             return
         self.cycle = cycle = Cycle(self, request, environ, trace)
+        if not request.content_length and not request.chunked:
+            # No body: its end is consumed now, so an app that never calls receive()
+            # (most GET handlers) leaves no "unread body" to linger on.
+            if self.conn.next_event().__class__ is EndOfMessage:
+                cycle.body_done = True
+                cycle.body_read = -1  # receive() owes the app one empty http.request
         scope = http_scope(request, environ, ctx.root_path, ctx.state)
         if trace is not None and ctx.pre_request is not None:
             try:

@@ -303,3 +303,21 @@ def test_without_lifespan_support_auto_goes_on_and_on_stops(polycorn, port):
                      "wireapp:asgi_application", cwd=APPS, env={"WIRE_LOG": os.devnull})
     assert other.proc.wait(20) != 0
     assert "--asgi-lifespan on, but the app does not support lifespan" in other.log()
+
+
+def test_a_closing_response_to_a_request_without_a_body_closes_at_once(fastapi_server):
+    # The app never calls receive() for a GET: that is not an unread body to linger on
+    # (a half-close, then a second waiting for the client's FIN): the socket closes.
+    _, port = fastapi_server
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200")
+        time.sleep(0.2)
+        sock.send(b"more")  # a closed socket answers with a reset, a lingering one reads it
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            sock.recv(65536)
+            sock.send(b"more")
+            sock.recv(65536)
