@@ -7,6 +7,7 @@ scope takes its answers from it, so -k asgi names a request exactly as -k event 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from urllib.parse import unquote
 
@@ -33,6 +34,7 @@ def decode_path(raw_path: bytes) -> str:
     return unquote(text) if "%" in text else text
 
 
+@functools.lru_cache(maxsize=1024)  # a client's connection asks for the same ones again
 def _address(host: str, port: str) -> tuple[str, int | None]:
     return (host, int(port)) if port.isdigit() else (host, None)
 
@@ -40,7 +42,14 @@ def _address(host: str, port: str) -> tuple[str, int | None]:
 def http_scope(request: Request, environ: dict[str, Any], root_path: str,
                state: dict[str, Any] | None, kind: str = "http") -> dict[str, Any]:
     """The scope of one request (`kind` "websocket" for an upgrade)."""
-    raw_path, query = split_target(request.target)
+    target = request.target
+    if target[:1] == b"/":  # origin-form, the common one
+        raw_path, _, query = target.partition(b"?")
+    else:
+        raw_path, query = split_target(target)
+    path = raw_path.decode("latin-1")
+    if "%" in path:
+        path = unquote(path)
     scheme = environ["wsgi.url_scheme"]
     if kind == "websocket":
         scheme = "wss" if scheme == "https" else "ws"
@@ -50,7 +59,7 @@ def http_scope(request: Request, environ: dict[str, Any], root_path: str,
         "http_version": _HTTP_VERSIONS.get(request.http_version, "1.1"),
         "method": environ["REQUEST_METHOD"],
         "scheme": scheme,
-        "path": decode_path(raw_path),
+        "path": path,
         "raw_path": raw_path,
         "query_string": query,
         "root_path": root_path or environ.get("SCRIPT_NAME", ""),

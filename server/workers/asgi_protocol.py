@@ -22,6 +22,7 @@ from polycorn.server.asgi.scope import http_scope
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.workers import asgi_websocket
+from polycorn.server.workers.base import RunState
 from polycorn.server.workers.event_protocol import HTTPProtocol, Phase
 from polycorn.server.wsgi import policy
 from polycorn.server.wsgi.body import EMPTY_INPUT
@@ -42,6 +43,7 @@ INFINITY = float("inf")
 _monotonic = time.monotonic
 _IDLE, _READING, _WRITING, _LINGERING, _CLOSED = (
     Phase.IDLE, Phase.READING, Phase.WRITING, Phase.LINGERING, Phase.CLOSED)
+_WORKER_RUNNING = RunState.RUNNING
 _REASONS = {status.value: status.phrase.encode("latin-1") for status in http.HTTPStatus}
 
 
@@ -169,14 +171,19 @@ class Cycle:
                 raise ClientDisconnected("the client went away")
 
     def _before_head(self) -> None:
-        """Say Connection: close now when the connection will not carry another request."""
+        """Say Connection: close now when the connection will not carry another request
+        (policy.head_says_close; its common answer, a read body and a running worker,
+        is found here without the call)."""
         proto = self.proto
+        running = proto.ctx.worker.state is _WORKER_RUNNING
+        if self.body_done and running:
+            return
         request = self.request
         unread = 0
         if not self.body_done and request.content_length is not None:
             unread = request.content_length - self.body_read
         if policy.head_says_close(
-                worker_running=proto.ctx.worker.alive,
+                worker_running=running,
                 continue_pending=request.expect_continue and not self.continue_sent,
                 unread_over_limit=unread > DRAIN_LIMIT):
             proto.conn.refuse_keep_alive()
@@ -375,7 +382,7 @@ class ASGIProtocol(HTTPProtocol):
         self.environ = environ
         trace = Trace(environ, request, self.client_addr, ctx) if ctx.observed else None
         app = ctx.app_for(request.target)
-        if asgi_websocket.wants_websocket(request) and asgi_websocket.available():
+        if asgi_websocket.wants_websocket(request, environ) and asgi_websocket.available():
             self._start_websocket(request, environ, trace, app)
             return
         self.cycle = cycle = Cycle(self, request, environ, trace)
