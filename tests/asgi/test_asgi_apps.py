@@ -321,3 +321,22 @@ def test_a_closing_response_to_a_request_without_a_body_closes_at_once(fastapi_s
             sock.recv(65536)
             sock.send(b"more")
             sock.recv(65536)
+
+
+def test_pre_and_post_request_hooks_see_every_request(polycorn, port, tmp_path):
+    # Gunicorn 27's -k asgi calls pre_request and post_request around each request.
+    notes = tmp_path / "hooks.log"
+    conf = tmp_path / "hooks_conf.py"
+    conf.write_text(
+        f"NOTES = {str(notes)!r}\n"
+        "def pre_request(worker, req):\n"
+        "    open(NOTES, 'a').write(f'pre {req.method} {req.path}\\n')\n"
+        "def post_request(worker, req, environ, resp):\n"
+        "    open(NOTES, 'a').write(f'post {req.path} {resp.status}\\n')\n")
+    polycorn("-k", "asgi", "-c", str(conf), "-b", f"127.0.0.1:{port}", "fastapi_app:app",
+             wait_port=port, cwd=APPS)
+    assert get(port, "/json")[0] == 200
+    assert get(port, "/boom")[0] == 500
+    wait_until(lambda: len(lines(notes)) == 4, 5, what="four hook notes")
+    assert lines(notes) == ["pre GET /json", "post /json 200 OK",
+                            "pre GET /boom", "post /boom 500 Internal Server Error"]
