@@ -78,10 +78,13 @@ class ASGIWorker(EventWorker):
             self._fail(WORKER_BOOT_ERROR, str(exc))
         asyncio.set_event_loop(self.loop)  # for apps that ask for it outside a coroutine
         self.lifespan = Lifespan(self.app, str(getattr(self.cfg, "asgi_lifespan", "auto")))
+        self._boot_beat = self.loop.call_soon(self._boot_heartbeat)
         try:
             self.loop.run_until_complete(self.lifespan.startup())
         except LifespanFailed as exc:
             self._fail(WORKER_BOOT_ERROR, str(exc))
+        finally:
+            self._boot_beat.cancel()
         path = getattr(self.cfg, "health_check", None)
         if path:
             builder = self.handler.environ_builder(("localhost", 80), "http")
@@ -91,6 +94,12 @@ class ASGIWorker(EventWorker):
                 log.error("health check GET %s: the application raised", path, exc_info=error)
             if not 200 <= status < 300:
                 self._fail(WORKER_BOOT_ERROR, f"health check GET {path} answered {status}")
+
+    def _boot_heartbeat(self) -> None:
+        # A startup that warms caches or pools may take longer than --timeout; while
+        # the loop turns, the worker is alive (a startup that blocks it is not).
+        self.slots.heartbeat(self.slot)
+        self._boot_beat = self.loop.call_later(self.select_timeout, self._boot_heartbeat)
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
         return self.loop

@@ -340,3 +340,52 @@ def test_pre_and_post_request_hooks_see_every_request(polycorn, port, tmp_path):
     wait_until(lambda: len(lines(notes)) == 4, 5, what="four hook notes")
     assert lines(notes) == ["pre GET /json", "post /json 200 OK",
                             "pre GET /boom", "post /boom 500 Internal Server Error"]
+
+
+def test_a_drain_while_an_unread_body_is_skipped_closes_cleanly(fastapi_server):
+    # The app answered without reading its body; the rest of the body is being
+    # skipped (to keep the connection) when TERM begins the drain: the connection
+    # then closes after the body, it does not try to carry another request.
+    server, port = fastapi_server
+    the_worker(server, port)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n"
+                     + b"b" * 100)
+        head, body = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 200") and b"close" not in head.lower()
+        server.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(b"b" * 9900)
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+    assert rest == b""
+    wait_until(lambda: server.proc.poll() is not None, 15, what="the master to exit")
+    assert "LocalProtocolError" not in server.log(), server.log()
+
+
+SLOW_STARTUP_APP = """
+import asyncio
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await asyncio.sleep(4)  # warming a pool: longer than --timeout
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"warm"})
+"""
+
+
+def test_a_lifespan_startup_longer_than_the_timeout_is_not_killed(polycorn, port, tmp_path):
+    (tmp_path / "slowstart.py").write_text(SLOW_STARTUP_APP)
+    server = polycorn("-k", "asgi", "--timeout", "2", "-b", f"127.0.0.1:{port}",
+                      "slowstart:app", wait_port=port, cwd=tmp_path)
+    assert get(port, "/", timeout=15)[1] == b"warm"
+    assert "no heartbeat" not in server.log() and "aborted" not in server.log(), server.log()
