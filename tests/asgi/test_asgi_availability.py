@@ -59,3 +59,17 @@ def test_kill_9_of_either_master_loses_no_request(polycorn, port, tmp_path):
             assert time.monotonic() - killed_at < 15
             load.wait_requests(100)
     assert load.result.failed == 0, load.result.summary()
+
+
+def test_hup_under_load_loses_no_request(polycorn, port, tmp_path):
+    server = polycorn("-k", "asgi", "-b", f"127.0.0.1:{port}", "-w", "2",
+                      "--health-check", "/health", "asgi_testapp:app", wait_port=port, cwd=APPS)
+    with Load(port, "/pid", threads=6) as load:
+        load.wait_requests(100)
+        before = set(server.workers())
+        server.signal(signal.SIGHUP)
+        wait_until(lambda: len(server.workers()) == 2 and not set(server.workers()) & before,
+                   30, what="two new workers after HUP")
+        load.wait_requests(100)
+    assert load.result.failed == 0, load.result.summary()
+    assert {body for _, ok, body in load.result.timeline if ok} & {str(p) for p in before}
