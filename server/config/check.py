@@ -1,8 +1,9 @@
 """--check-config and --print-config: validate the configuration, load the app and run
 --health-check once, as a worker would before it counts as ready; then exit with the
 status the server itself would have (server/exitcodes.py): 0; 1 for an unusable
-setting; 3 when the app module fails to import or the health check fails; 4 when the
-module gives no app; and 2 when all that passed but the config file holds a likely
+setting or TLS file (unreadable, not PEM, a key that does not match the certificate);
+3 when the app module fails to import or the health check fails; 4 when the module
+gives no app; and 2 when all that passed but the config file holds a likely
 misspelt setting name (`worker = 4`), which the server would only warn about.
 
 One line per problem (the traceback too at --log-level debug). Runs before the server
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 from polycorn.server import exitcodes
 from polycorn.server.app import AppImportError, load_app
 from polycorn.server.process import apply_process_settings
+from polycorn.server.tls import TLSConfigError, build_context
 
 
 def format_config(cfg: Any) -> str:
@@ -45,6 +47,11 @@ def run_check(cfg: Any, out: TextIO | None = None, err: TextIO | None = None) ->
     problem = apply_process_settings(cfg)
     if problem:
         print(f"polycorn: error: {problem}", file=err)
+        return exitcodes.ERROR
+    try:
+        build_context(cfg)  # the certificate and key as each worker will load them
+    except TLSConfigError as exc:
+        print(f"polycorn: error: TLS: {exc}", file=err)
         return exitcodes.ERROR
     try:
         app = load_app(cfg.app_spec)

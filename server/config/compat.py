@@ -5,9 +5,9 @@ the installed Gunicorn's own list to keep it so).
 
 Two policies, by section: IGNORED settings are harmless to drop (syslog,
 control socket, knobs of features that are refused anyway) and only earn a warning
-when set; REFUSED settings would change what is served (TLS, HTTP/2,
-paste apps, dirty workers), so setting one is a ConfigError: serving plain HTTP where
-TLS was asked for must never happen silently.
+when set; REFUSED settings would change what is served (HTTP/2,
+paste apps, dirty workers), so setting one is a ConfigError: serving plain HTTP/1.1 where
+HTTP/2 was asked for must never happen silently. TLS is served (settings.py, server/tls.py).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def _refused(name: str, flags: tuple[str, ...], default: Any, why: str,
 _SYSLOG = "no syslog output; use logconfig_dict with a SysLogHandler"
 _PARSER = "Polycorn's HTTP parser has one strict mode"
 _CONTROL = "Polycorn has no control socket; use signals or polycorn-ctl"
-_TLS = "Polycorn does not terminate TLS; put a TLS proxy in front of it"
-_TLS_KNOB = "TLS is not terminated here (certfile is refused), so it has nothing to tune"
+_SSL_VERSION = ("deprecated and ignored since Gunicorn 21 (TLS 1.2 is the minimum); "
+                "set the version in the ssl_context hook")
 _HTTP2 = "only HTTP/1.x is served"
 _DIRTY = "Polycorn has no dirty arbiter (Gunicorn's separate pool of dirty workers)"
 _PASTE = "PasteDeploy apps are not loaded; name the app as MODULE:CALLABLE"
@@ -95,12 +95,7 @@ COMPAT_SETTINGS: tuple[Setting, ...] = (
     _ignored("default_proc_name", (), None, "Gunicorn sets it internally; use proc_name"),
     _ignored("uwsgi_allow_ips", ("--uwsgi-allow-from",), "127.0.0.1,::1",
              "the uwsgi protocol is not served"),
-    _ignored("ssl_version", ("--ssl-version",), None, _TLS_KNOB),
-    _ignored("cert_reqs", ("--cert-reqs",), None, _TLS_KNOB),
-    _ignored("suppress_ragged_eofs", ("--suppress-ragged-eofs",), True, _TLS_KNOB,
-             "store_true"),
-    _ignored("do_handshake_on_connect", ("--do-handshake-on-connect",), False, _TLS_KNOB,
-             "store_true"),
+    _ignored("ssl_version", ("--ssl-version",), None, _SSL_VERSION),
     _ignored("http2_max_concurrent_streams", ("--http2-max-concurrent-streams",), 100, _HTTP2),
     _ignored("http2_initial_window_size", ("--http2-initial-window-size",), 65535, _HTTP2),
     _ignored("http2_max_frame_size", ("--http2-max-frame-size",), 16384, _HTTP2),
@@ -113,13 +108,8 @@ COMPAT_SETTINGS: tuple[Setting, ...] = (
     _ignored("dirty_post_fork", (), None, _DIRTY),
     _ignored("dirty_worker_init", (), None, _DIRTY),
     _ignored("dirty_worker_exit", (), None, _DIRTY),
-    _refused("certfile", ("--certfile",), None, _TLS),
-    _refused("keyfile", ("--keyfile",), None, _TLS),
-    _refused("ca_certs", ("--ca-certs",), None, _TLS),
-    _refused("ciphers", ("--ciphers",), None, _TLS),
     _refused("protocol", ("--protocol",), "http", "only HTTP is served (no uwsgi protocol)",
              allowed=("http",)),
-    _refused("ssl_context", (), None, _TLS),
     _refused("http_protocols", ("--http-protocols",), "h1", _HTTP2,
              allowed=("h1", ["h1"])),
     _refused("http2_cleartext", ("--http2-cleartext",), "off", _HTTP2),

@@ -190,6 +190,14 @@ def _check_combinations(values: Mapping[str, Any]) -> None:
     if values["max_workers"] and values["max_workers"] < values["workers"]:
         raise ConfigError(f"max_workers ({values['max_workers']}) is below workers "
                           f"({values['workers']}); use 0 for twice workers")
+    if values["keyfile"] and not values["certfile"]:
+        raise ConfigError(f"keyfile ({values['keyfile']}) is set but certfile is not")
+    timeout, handshake = values["timeout"], values["ssl_handshake_timeout"]
+    if values["certfile"] and timeout and handshake >= timeout:
+        # The handshake is a wait on the client: past --timeout the master would kill a
+        # sync worker that is only waiting on a stalled handshake.
+        raise ConfigError(f"ssl_handshake_timeout ({handshake}s) must be below timeout "
+                          f"({timeout}s): lower --ssl-handshake-timeout")
     if not values["wsgi_app"] and not values["upgrade"]:
         raise UsageError("no application module specified (give APP_MODULE, e.g. "
                           "myproject.wsgi:application, or wsgi_app in the config file)")

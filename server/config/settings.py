@@ -65,6 +65,11 @@ def logical_cwd(environ: Mapping[str, str]) -> str:
     return real
 
 
+def _default_ssl_context(config: Any, default_ssl_context_factory: Callable) -> Any:
+    """Gunicorn's default ssl_context hook: the default factory's context, unchanged."""
+    return default_ssl_context_factory()
+
+
 def _s(name: str, flags: tuple[str, ...], default: Any, validate: Callable, help: str,
        action: str | None = None, section: str = "server", metavar: str | None = None) -> Setting:
     return Setting(name, flags, default, validate, help, action, section, metavar)
@@ -266,6 +271,34 @@ CORE_SETTINGS: tuple[Setting, ...] = (
     _s("enable_backlog_metric", ("--enable-backlog-metric",), False, v.as_bool,
        "Also send gunicorn.backlog, the connections waiting in the accept queues of the "
        "TCP listeners, once a second (Linux).", action="store_true", section="logging"),
+    # -- ssl (server/tls.py; Gunicorn's names, flags and defaults)
+    _s("certfile", ("--certfile",), None, v.optional_str,
+       "TLS certificate file (PEM; may hold the key too): serve HTTPS on every listener.",
+       section="ssl", metavar="FILE"),
+    _s("keyfile", ("--keyfile",), None, v.optional_str,
+       "TLS private key file (PEM).", section="ssl", metavar="FILE"),
+    _s("ca_certs", ("--ca-certs",), None, v.optional_str,
+       "CA certificates file that client certificates are verified against.",
+       section="ssl", metavar="FILE"),
+    _s("cert_reqs", ("--cert-reqs",), 0, v.cert_reqs,
+       "Client certificates: 0 none, 1 optional, 2 required (ssl.CERT_*).",
+       section="ssl", metavar="INT"),
+    _s("ciphers", ("--ciphers",), None, v.optional_str,
+       "TLS cipher suites (an OpenSSL cipher list; TLS 1.2 and below); default: Python's.",
+       section="ssl", metavar="STRING"),
+    _s("suppress_ragged_eofs", ("--suppress-ragged-eofs",), True, v.as_bool,
+       "Read a TCP close without TLS close_notify as a plain end of input.",
+       action="store_true", section="ssl"),
+    _s("do_handshake_on_connect", ("--do-handshake-on-connect",), False, v.as_bool,
+       "Accepted as in Gunicorn; Polycorn always completes the handshake in the worker "
+       "right after accept, within --ssl-handshake-timeout.",
+       action="store_true", section="ssl"),
+    _s("ssl_handshake_timeout", ("--ssl-handshake-timeout",), 5, v.positive_seconds,
+       "Seconds a client has to complete its TLS handshake (below --timeout); a stalled "
+       "handshake holds a sync worker no longer.", section="ssl", metavar="SECONDS"),
+    _s("ssl_context", (), _default_ssl_context, v.hook("config", "default_ssl_context_factory"),
+       "Called in each worker to build its SSLContext: def ssl_context(config, "
+       "default_ssl_context_factory), returning an ssl.SSLContext.", section="ssl"),
     # -- process naming
     _s("proc_name", ("-n", "--name"), None, v.optional_str,
        "Process name shown by ps (default: the application spec).",

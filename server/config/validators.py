@@ -477,3 +477,14 @@ def dogstatsd_tags(value: Any) -> str:
         raise ValueError(f"{value!r} is not a list of dogstatsd tags (tag:value,..., "
                          "printable ASCII, no spaces and none of | #)")
     return text
+
+
+# -- TLS (Gunicorn's SSL section)
+
+def cert_reqs(value: Any) -> int:
+    """ssl.CERT_NONE (0), CERT_OPTIONAL (1) or CERT_REQUIRED (2), as Gunicorn's --cert-reqs."""
+    number = _as_int(value)
+    if number not in (0, 1, 2):
+        raise ValueError(f"{value!r} is not 0 (no client certificate), 1 (optional) "
+                         "or 2 (required)")
+    return number

@@ -32,6 +32,7 @@ from polycorn.server.liveness import SlotTable, WorkerState
 from polycorn.server.logs import reopen
 from polycorn.server.reloader import Reloader
 from polycorn.server.sockets import Listener
+from polycorn.server.tls import TLSConfigError, build_context
 from polycorn.server.wsgi.handler import WSGIHandler
 
 log = logging.getLogger("polycorn.error")
@@ -73,6 +74,7 @@ class Worker:
         self.handler: Any = None
         self.server = server  # the arbiter, as Gunicorn's hooks receive it
         self.booted = False  # Gunicorn's: True once post_worker_init has run
+        self.ssl_context: Any = None  # an ssl.SSLContext once booted with --certfile
         self.aborted = False  # Gunicorn's: the master's timeout (SIGABRT) stopped us
         self._wake_r = self._wake_w = -1
 
@@ -141,6 +143,10 @@ class Worker:
 
     def _boot(self) -> None:
         self.slots.heartbeat(self.slot)
+        try:  # from the files now: a HUP or USR2 generation serves a rotated certificate
+            self.ssl_context = build_context(self.cfg)
+        except TLSConfigError as exc:  # the health-gated reload keeps the old workers
+            self._fail(WORKER_BOOT_ERROR, f"TLS: {exc}")
         if self.app is None:
             self.app = self._load_app()
         problem = mismatch(self.app, getattr(self.cfg, "app_spec", None), self.kind)

@@ -4,7 +4,9 @@ Like Gunicorn's sync worker it answers with `Connection: close`, so a slow
 client can hold at most one worker for one request; the accept loop waits in
 select() on the listeners, the master's pipe and the signal pipe, and
 heartbeats on every turn. While it serves, every wait on the client beats too
-(client_waits.py): a worker waiting on a slow or silent client is not hung.
+(client_waits.py): a worker waiting on a slow or silent client is not hung. With
+TLS the handshake comes first, within --ssl-handshake-timeout (below --timeout):
+a client stalling it holds the worker no longer than that.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import select
 import socket
 from typing import Any
 
+from polycorn.server.tls import accept_tls
 from polycorn.server.workers.base import RunState, Worker
 from polycorn.server.workers.proxy_gate import ProxyGate
 from polycorn.server.wsgi.client_waits import ClientWaits
@@ -58,6 +61,10 @@ class SyncWorker(Worker):
         if self.proxy_gate is not None:  # the PROXY header first, before HTTP or TLS
             admitted, proxied = self.proxy_gate.admit(sock, addr, self.notify, self.select_timeout)
             if not admitted:
+                return
+        if self.ssl_context is not None:  # after the PROXY header: it precedes the ClientHello
+            sock = accept_tls(self.ssl_context, sock, addr, self.cfg)
+            if sock is None:
                 return
         conn = ClientConnection(self.handler, sock, addr, server_addr, keep_alive=False,
                                 waits=self.waits, proxied=proxied)

@@ -23,6 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from polycorn.server.tls import accept_tls
 from polycorn.server.workers.base import RunState, Worker, log
 from polycorn.server.workers.proxy_gate import ProxyGate
 from polycorn.server.wsgi.client_waits import ClientWaits
@@ -122,8 +123,9 @@ class ThreadWorker(Worker):
         if accepted is None:
             return False
         sock, addr = accepted
-        if self.proxy_gate is not None:
-            # The PROXY header is read in a pool thread: this loop never waits on a client.
+        if self.proxy_gate is not None or self.ssl_context is not None:
+            # The PROXY header and the TLS handshake are read in a pool thread: this loop
+            # never waits on a client.
             self.inflight += 1
             self.pool.submit(self._serve_proxied, sock, addr, listener.server_name())
             return True
@@ -133,13 +135,19 @@ class ThreadWorker(Worker):
         return True
 
     def _serve_proxied(self, sock: Any, addr: Any, server_name: Any) -> None:
-        """In a pool thread: the connection's PROXY header, then its requests."""
+        """In a pool thread: the connection's PROXY header, its TLS handshake (the header
+        comes first, before the ClientHello), then its requests."""
+        admitted, proxied = True, None
         try:
-            admitted, proxied = self.proxy_gate.admit(sock, addr)
+            if self.proxy_gate is not None:
+                admitted, proxied = self.proxy_gate.admit(sock, addr)
         except Exception:
             log.exception("worker %s: error reading a PROXY header", self.pid)
             admitted = False
             sock.close()
+        if admitted and self.ssl_context is not None:
+            sock = accept_tls(self.ssl_context, sock, addr, self.cfg)
+            admitted = sock is not None
         if not admitted:
             self.returned.append((_REFUSED, False))
             self._wake_main()

@@ -21,6 +21,7 @@ from typing import Any
 from polycorn.server.http.connection import Limits, ServerConnection
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request
+from polycorn.server.tls import send_close_notify
 from polycorn.server.wsgi import policy
 from polycorn.server.wsgi.body import EMPTY_INPUT, IncompleteBodyError, WSGIInput
 from polycorn.server.wsgi.client_waits import ClientWaits
@@ -147,6 +148,7 @@ class ClientConnection:
         self._client_entries[0]["gunicorn.socket"] = sock
         # os.sendfile writes kernel to kernel: only a plain socket (not TLS) can take it.
         self._sendfile_ok = handler.sendfile_enabled and not tls
+        self._tls = tls
         self._end: End | None = None
         self._closed = False
         # Requests given to the app (pre_request ran): what counts toward --max-requests.
@@ -163,7 +165,8 @@ class ClientConnection:
     @property
     def has_buffered_data(self) -> bool:
         """A pipelined request (or part of one) is already buffered: serve it without polling."""
-        return bool(self._conn.trailing_data[0])
+        # TLS: a record read only in part waits decrypted in OpenSSL, where no poll sees it.
+        return bool(self._conn.trailing_data[0]) or (self._tls and self.sock.pending() > 0)
 
     def serve_one(self) -> bool:
         """Read one request, run the app, write the response; True if the connection may be
@@ -186,6 +189,8 @@ class ClientConnection:
         # cyclic collector (16 per request on the sync worker, and full collections).
         self._start = None
         self._body = EMPTY_INPUT
+        if self._tls:
+            send_close_notify(self.sock)
         try:
             self.sock.close()
         except OSError:
@@ -526,6 +531,8 @@ class ClientConnection:
         """Half-close, then read and discard until the client closes (bounded)."""
         sock = self.sock
         try:
+            if self._tls:
+                send_close_notify(sock)  # TLS's own half-close, before TCP's
             sock.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + policy.LINGER_SECONDS
             received = 0
