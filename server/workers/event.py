@@ -42,9 +42,13 @@ class EventWorker(Worker):
         self.proxy_gate = ProxyGate.from_config(self.cfg)
         self._graceful_deadline: float | None = None
         self._exit_status: int | None = None  # set by QUIT/INT (0) or ABRT (1): stop now
+        tls = self.ssl_context
         for listener in self.listeners:
-            builder = self.handler.environ_builder(listener.server_name(), "http")
-            self.ctx.add_listener(listener, self._factory(builder))
+            builder = self.handler.environ_builder(listener.server_name(),
+                                                   "https" if tls is not None else "http")
+            # With a PROXY gate the header comes before the ClientHello: the gate starts TLS.
+            self.ctx.add_listener(listener, self._factory(builder),
+                                  ssl=tls if self.proxy_gate is None else None)
         self._install_loop_signals()
         loop.add_reader(self.parent_fd, self._on_parent_readable)
         try:
@@ -63,7 +67,10 @@ class EventWorker(Worker):
 
         def protocol() -> HTTPProtocol:
             return protocol_class(ctx, builder)
-        return gated_factory(self.proxy_gate, protocol)  # the PROXY header first, if on
+        tls = None
+        if self.ssl_context is not None:
+            tls = (self.ssl_context, self.ctx.ssl_handshake_timeout)
+        return gated_factory(self.proxy_gate, protocol, tls)  # the PROXY header first, if on
 
     # -- the loop's own callbacks ------------------------------------------------------
 

@@ -73,14 +73,18 @@ class ServingContext:
         self.request_timeout = timeout if timeout > 0 else 86400.0
         # os.sendfile through asyncio's own loop; uvloop has no sendfile (its responses
         # iterate the file wrapper instead, with the same backpressure as any body).
-        self.sendfile_native = handler.sendfile_enabled and isinstance(loop, asyncio.BaseEventLoop)
+        # Not over TLS: the bytes must go through the TLS layer.
+        self.sendfile_native = (handler.sendfile_enabled and worker.ssl_context is None
+                                and isinstance(loop, asyncio.BaseEventLoop))
+        self.ssl_handshake_timeout = float(getattr(cfg, "ssl_handshake_timeout", 5) or 5)
         self.parser = choose_parser()
         self.max_connections = int(getattr(cfg, "worker_connections", 1000) or 1000)
         self.connections: set[Any] = set()
         self.draining = False
         self._on_last_connection = on_last_connection
         self._servers: list[Any] = []  # asyncio Servers, while accepting
-        self._factories: list[tuple[Any, Callable[[], Any]]] = []  # (listener, protocol factory)
+        # (listener, protocol factory, the SSLContext the listener handshakes with or None)
+        self._factories: list[tuple[Any, Callable[[], Any], Any]] = []
         self._accepting = False
 
     def new_connection(self) -> Any:
@@ -117,22 +121,25 @@ class ServingContext:
 
     # -- accepting -----------------------------------------------------------------
 
-    def add_listener(self, listener: Any, factory: Callable[[], Any]) -> None:
-        self._factories.append((listener, factory))
+    def add_listener(self, listener: Any, factory: Callable[[], Any], ssl: Any = None) -> None:
+        self._factories.append((listener, factory, ssl))
 
     async def start_accepting(self) -> None:
         self._accepting = True
         # listen() runs again inside create_server: give it the configured backlog.
         backlog = int(getattr(self.worker.cfg, "backlog", 2048) or 2048)
-        for listener, factory in self._factories:
+        for listener, factory, ssl in self._factories:
+            tls = {} if ssl is None else {"ssl": ssl,
+                                          "ssl_handshake_timeout": self.ssl_handshake_timeout}
             # A duplicate, because closing a Server closes its socket: the listener itself
             # stays open, to be served again after a pause.
             sock = socket.socket(fileno=os.dup(listener.fileno()))
             sock.setblocking(False)
             if sock.family == socket.AF_UNIX:
-                server = await self.loop.create_unix_server(factory, sock=sock, backlog=backlog)
+                server = await self.loop.create_unix_server(factory, sock=sock, backlog=backlog,
+                                                            **tls)
             else:
-                server = await self.loop.create_server(factory, sock=sock, backlog=backlog)
+                server = await self.loop.create_server(factory, sock=sock, backlog=backlog, **tls)
             if not self._accepting:  # paused (or draining) while create_server yielded
                 server.close()
                 return

@@ -64,7 +64,7 @@ _LINGER = policy.End.LINGER
 class HTTPProtocol(asyncio.Protocol):
     __slots__ = ("ctx", "builder", "conn", "transport", "client_addr", "phase", "deadline",
                  "served", "write_paused", "request", "body", "body_size", "spool", "resp",
-                 "environ", "body_bytes", "trace", "lingered", "client_entries")
+                 "environ", "body_bytes", "trace", "lingered", "client_entries", "proxied")
 
     def __init__(self, ctx: ServingContext, builder: Any) -> None:
         self.ctx = ctx
@@ -86,6 +86,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.trace: Trace | None = None  # only with an access log or request hooks
         self.lingered = 0
         self.client_entries: Any = None  # the environ entries its requests share
+        self.proxied: Any = None  # a PROXY header read before TLS (proxy_gate_event.py)
 
     # -- asyncio callbacks ---------------------------------------------------------
 
@@ -96,6 +97,8 @@ class HTTPProtocol(asyncio.Protocol):
         # The local address only where it says more than the listener's (a wildcard).
         local_addr = transport.get_extra_info("sockname") if builder.wants_local_addr else None
         self.client_entries = builder.client_entries(self.client_addr, local_addr)
+        if self.proxied is not None:
+            self.client_entries = self.proxied.environ_entries(self.client_entries)
         ctx = self.ctx
         ctx.connection_opened(self)
         # A first request gets --timeout, as in the sync worker; --keep-alive is for later ones.

@@ -4,25 +4,30 @@ connection until its header is read, then hands the transport to the HTTP protoc
 Same policy as proxy_gate.ProxyGate (which this uses): the header is mandatory from an
 allowed peer and read within PROXY_HEADER_TIMEOUT; a disallowed peer is handed over as
 soon as its first bytes cannot begin a header (403 if they are one). The bytes after
-the header are passed on untouched, in the same call, so nothing can run in between.
+the header are passed on untouched, in the same call, so nothing can run in between;
+over TLS they are the ClientHello's first bytes, fed to the TLS layer (event_tls.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 from polycorn.server.http.proxy_protocol import ProxyHeaderReader, ProxyProtocolError, detect
+from polycorn.server.workers.event_tls import start_tls
 from polycorn.server.workers.proxy_gate import Proxied, ProxyGate, Refused, forbidden_response
 
 
 class ProxyGateProtocol(asyncio.Protocol):
     __slots__ = ("gate", "make_inner", "transport", "peer", "required", "reader", "buffer",
-                 "timer", "done")
+                 "timer", "done", "tls")
 
-    def __init__(self, gate: ProxyGate, make_inner: Callable[[], Any]) -> None:
+    def __init__(self, gate: ProxyGate, make_inner: Callable[[], Any],
+                 tls: tuple[ssl.SSLContext, float] | None = None) -> None:
         self.gate = gate
+        self.tls = tls  # (context, handshake timeout) when the listener serves TLS
         self.make_inner = make_inner
         self.transport: Any = None
         self.peer: Any = None
@@ -109,6 +114,11 @@ class ProxyGateProtocol(asyncio.Protocol):
         if transport.is_closing():
             return None
         inner = self.make_inner()
+        if self.tls is not None:  # the header came before the ClientHello: TLS starts here
+            inner.proxied = proxied  # applied in connection_made, after the handshake
+            context, handshake_timeout = self.tls
+            start_tls(transport, inner, context, handshake_timeout, rest)
+            return None
         transport.set_protocol(inner)
         inner.connection_made(transport)
         if proxied is not None:
@@ -118,11 +128,13 @@ class ProxyGateProtocol(asyncio.Protocol):
         return inner
 
 
-def gated_factory(gate: ProxyGate | None, factory: Callable[[], Any]) -> Callable[[], Any]:
-    """The listener's protocol factory, behind the gate when --proxy-protocol is on."""
+def gated_factory(gate: ProxyGate | None, factory: Callable[[], Any],
+                  tls: tuple[ssl.SSLContext, float] | None = None) -> Callable[[], Any]:
+    """The listener's protocol factory, behind the gate when --proxy-protocol is on (then
+    TLS, if any, starts after the header: the listener itself must not handshake)."""
     if gate is None:
         return factory
 
     def protocol() -> ProxyGateProtocol:
-        return ProxyGateProtocol(gate, factory)
+        return ProxyGateProtocol(gate, factory, tls)
     return protocol
