@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import http.client
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,7 +40,9 @@ class _Idle(Exception):
 
 class Load:
     def __init__(self, ports: list[int] | int, path: str = "/version", *, threads: int = 4,
-                 timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+                 timeout: float = 10.0, host: str = "127.0.0.1",
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context  # HTTPS when given (tests/server/test_tls_reload.py)
         self.ports = [ports] if isinstance(ports, int) else list(ports)
         self.path = path
         self.threads = threads
@@ -101,7 +104,7 @@ class Load:
             if conn is None or not keep_alive or conn.port != port:
                 if conn is not None:
                     conn.close()
-                conn, reused = http.client.HTTPConnection(self.host, port, timeout=self.timeout), False
+                conn, reused = self._connection(port), False
             try:
                 try:
                     body, will_close = self._request(conn, keep_alive, reused)
@@ -109,7 +112,7 @@ class Load:
                     with self._lock:
                         self.result.retried += 1
                     conn.close()
-                    conn = http.client.HTTPConnection(self.host, port, timeout=self.timeout)
+                    conn = self._connection(port)
                     body, will_close = self._request(conn, keep_alive, False)
                 self._record(True, body, started)
                 reused = True
@@ -124,6 +127,12 @@ class Load:
                 self._record(False, _kind(exc), started)
                 conn.close()
                 conn = None
+
+    def _connection(self, port: int) -> http.client.HTTPConnection:
+        if self.ssl_context is not None:
+            return http.client.HTTPSConnection(self.host, port, timeout=self.timeout,
+                                               context=self.ssl_context)
+        return http.client.HTTPConnection(self.host, port, timeout=self.timeout)
 
     def _request(self, conn: http.client.HTTPConnection, keep_alive: bool,
                  reused: bool) -> tuple[str, bool]:
