@@ -4,7 +4,6 @@ for the TLS tests (test_tls*.py, test_wire.py over TLS)."""
 from __future__ import annotations
 
 import os
-
 import shutil
 
 import pytest
