@@ -1,6 +1,7 @@
 """HTTP/1.1 on the wire, through a running polycorn, for every worker class.
 
-Raw sockets only, so nothing is normalised on the way: framing, keep-alive,
+Raw sockets only (over TCP, and over TLS: `server` runs each case on both), so nothing
+is normalised on the way: framing, keep-alive,
 pipelining, 100-continue, HEAD, chunked responses, limits and the smuggling
 cases (a request hidden behind a framing conflict must never reach the app).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -28,20 +30,51 @@ def wire_app(worker: str) -> str:
     return "wireapp:asgi_application" if worker == "asgi" else "wireapp:application"
 
 
-@pytest.fixture(params=WORKERS)
+# Every case runs over plain TCP and over TLS (--certfile): the HTTP layer's strictness
+# must be the same whatever carries it. The port says which: TLS_CLIENTS maps a TLS
+# server's port to the client context that trusts it.
+TRANSPORTS = ["tcp", "tls"]
+TLS_CLIENTS: dict[int, ssl.SSLContext] = {}
+
+
+@pytest.fixture(params=[(w, t) for w in WORKERS for t in TRANSPORTS],
+                ids=lambda p: p[0] if p[1] == "tcp" else f"{p[0]}-tls")
 def server(request, polycorn, port, tmp_path):
+    worker, transport = request.param
     log = tmp_path / "wire.log"
     log.touch()
-    threads = ("--threads", "4") if request.param == "thread" else ()  # sync + threads = thread
-    polycorn("-k", request.param, *threads, "-b", f"127.0.0.1:{port}",
+    threads = ("--threads", "4") if worker == "thread" else ()  # sync + threads = thread
+    tls: tuple[str, ...] = ()
+    if transport == "tls":
+        pki = request.getfixturevalue("pki")
+        tls = ("--certfile", str(pki.cert), "--keyfile", str(pki.key))
+        TLS_CLIENTS[port] = pki.client_context()
+    polycorn("-k", worker, *threads, "-b", f"127.0.0.1:{port}", *tls,
              "--limit-request-line", "200", "--limit-request-fields", "10",
-             wire_app(request.param), wait_port=port, cwd=APPS, env={"WIRE_LOG": str(log)})
-    return request.param, port, log
+             wire_app(worker), wait_port=port, cwd=APPS, env={"WIRE_LOG": str(log)})
+    yield worker, port, log
+    TLS_CLIENTS.pop(port, None)
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    """A client connection to the server on port: TLS if it serves TLS."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    context = TLS_CLIENTS.get(port)
+    if context is None:
+        return sock
+    return context.wrap_socket(sock, server_hostname="127.0.0.1")
+
+
+def half_close(sock: socket.socket) -> None:
+    """End what the client sends, still reading the answer. On TLS the TCP half-close
+    (ssl.SSLSocket.shutdown would drop the TLS session, and with it the answer): the
+    server reads it as the end of input (--suppress-ragged-eofs, the default)."""
+    socket.socket.shutdown(sock, socket.SHUT_WR)
 
 
 def exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
     """Send, then read until the server closes (or stays silent for timeout)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with connect(port, timeout) as sock:
         sock.sendall(data)
         out = b""
         try:
@@ -109,7 +142,7 @@ def test_pipelined_requests_are_answered_in_order(server):
 
 def test_keep_alive_serves_several_requests_on_one_connection(server):
     worker, port, _ = server
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with connect(port) as sock:
         answers = 0
         for i in range(3):
             try:
@@ -125,7 +158,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(server):
 
 def test_expect_100_continue_before_the_body(server):
     _, port, _ = server
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with connect(port) as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
                      b"Expect: 100-continue\r\n\r\n")
         interim = sock.recv(65536)
@@ -189,14 +222,16 @@ def test_limits_and_bad_heads(server, raw, status):
 
 def test_a_body_that_ends_early_is_never_complete(server):
     _, port, _ = server
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    with connect(port) as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        sock.shutdown(socket.SHUT_WR)
+        half_close(sock)
         out = b""
         try:
             while chunk := sock.recv(65536):
                 out += chunk
-        except (TimeoutError, ConnectionResetError):
+        # ssl.SSLError: OpenSSL 3 holds a TCP end without close_notify for a broken TLS
+        # session, and the server's side of it ends with an alert instead of an answer.
+        except (TimeoutError, ConnectionResetError, ssl.SSLError):
             pass
     # Never a 200 carrying the three bytes as if they were the whole body.
     assert not (out.startswith(b"HTTP/1.1 200") and out.endswith(b"abc"))
