@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from support.procs import Polycorn, free_port
+from support.tls import make_pki
 
 
 @pytest.fixture
@@ -26,3 +29,12 @@ def polycorn(tmp_path):
     yield start
     for p in started:
         p.stop()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A CA, two server certificates (serials 1001, 1002) and a client one, made by openssl
+    (support/tls.py), for the TLS tests."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    return make_pki(tmp_path_factory.mktemp("pki"))

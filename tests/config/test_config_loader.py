@@ -324,8 +324,6 @@ def test_ignored_gunicorn_settings_warn():
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--certfile", "c.pem"], "does not terminate TLS"),
-    (["--keyfile", "k.pem"], "does not terminate TLS"),
     (["--paste", "dev.ini"], "PasteDeploy"),
     (["--http-protocols", "h2,h1"], "only HTTP/1.x"),
     (["--protocol", "uwsgi"], "no uwsgi protocol"),

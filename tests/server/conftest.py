@@ -1,22 +1,11 @@
-"""Fixtures of the master's unit tests (test_master_*.py), and the session's certificates
-for the TLS tests (test_tls*.py, test_wire.py over TLS)."""
+"""Fixtures of the master's unit tests (test_master_*.py)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 from support.fake_system import FakeSystem
-from support.tls import make_pki
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    """A CA, two server certificates (serials 1001, 1002) and a client one, made by openssl."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""TLS served by every worker class, with certificates the session made (conftest.py `pki`).
+"""TLS served by every worker class, with certificates the session made (tests/conftest.py `pki`).
 
 Clients: the system's curl (--cacert) and Python's ssl. What is proven: a request and
 wsgi.url_scheme https on sync, thread and event (uvloop and asyncio); mutual TLS; the
