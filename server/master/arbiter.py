@@ -44,6 +44,7 @@ from polycorn.server.master.successor import (
 from polycorn.server.master.system import System
 from polycorn.server.sidecar import Sidecar, SidecarSupervisor
 from polycorn.server.sockets import Listener
+from polycorn.server.tls import tls_enabled
 
 log = logging.getLogger("polycorn.error")
 
@@ -173,8 +174,9 @@ class Arbiter:
 
     def start(self) -> None:
         self.loop.install()
+        scheme = "https" if tls_enabled(self.cfg) else "http"  # Gunicorn says https too
         for listener in self.listeners:
-            log.info("Listening at: http://%s (%s)", listener, self.pid)
+            log.info("Listening at: %s://%s (%s)", scheme, listener, self.pid)
         log.info("Using worker: %s", worker_class(self.cfg).__name__)
         if self.cfg.worker_class != getattr(self.cfg, "worker_class_resolved", None) == "asgi":
             log.info("-k %s is served by Polycorn's own ASGI worker (-k asgi); "

@@ -51,7 +51,8 @@ def body_json(reply: bytes) -> dict:
 
 @pytest.mark.parametrize("worker", sorted(WORKERS))
 def test_a_request_over_tls_with_curl_and_python(polycorn, port, pki, worker):
-    start_tls(polycorn, port, pki, worker)
+    server = start_tls(polycorn, port, pki, worker)
+    assert f"Listening at: https://127.0.0.1:{port}" in server.log()
     if shutil.which("curl"):
         out = subprocess.run(["curl", "-sS", "--cacert", str(pki.ca), "--max-time", "10",
                               f"https://localhost:{port}/who", f"https://127.0.0.1:{port}/two"],
