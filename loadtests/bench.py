@@ -1,6 +1,6 @@
 """Polycorn's workers against the field: one worker on one core, wrk on the other, a markdown table.
 
-Usage: python loadtests/bench.py [--duration 5] [--repeat 4] [--only a,b] [--json OUT]
+Usage: python loadtests/bench.py [--duration 5] [--repeat 4] [--only a,b] [--tls] [--json OUT]
 
 Every server runs the same apps (loadtests/bench_apps.py: hello, a 64 KiB body,
 a 4 KiB POST echo) with one worker pinned to one CPU (taskset), while wrk runs
@@ -9,6 +9,10 @@ are interleaved (each one runs every server, in a rotated order) and each
 figure is the median over repetitions; the ratio is taken to gunicorn sync of
 the same repetition, so a noisy neighbour moves both. Servers that are not
 installed are skipped. Every server started is killed by pid, also on Ctrl-C.
+
+TLS: `--tls` runs the same workers serving HTTPS (--certfile/--keyfile, one self-signed
+ECDSA P-256 pair made with openssl for the run), Gunicorn's sync and gthread too, and
+wrk speaks https; their ratio is to gunicorn sync over TLS in the same repetition.
 
 Before/after: `--against before=/path/to/other/checkout` runs every selected polycorn
 server a second time from that checkout (named `polycorn-event@before`...), interleaved
@@ -34,6 +38,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -62,17 +67,39 @@ class Server:
     env: dict = field(default_factory=dict)
     asgi: bool = False  # runs the asgi_* twins of the apps
     pythonpath: tuple[str, ...] = ()  # before loadtests/: another checkout's packages
+    tls: bool = False  # serves HTTPS (--certfile/--keyfile); its ratio is to gunicorn sync's TLS
 
 
 def _module(name: str) -> Callable[[], bool]:
     return lambda: importlib.util.find_spec(name) is not None
 
 
-def _polycorn(worker: str, statsd: bool = False) -> Callable[[int, str, int], list[str]]:
+_tls_folder: Path | None = None
+
+
+def tls_arguments() -> list[str]:
+    """--certfile/--keyfile of a self-signed pair made once per bench run (openssl), for the
+    TLS rows: Polycorn and Gunicorn take the same flags."""
+    global _tls_folder
+    if _tls_folder is None:
+        _tls_folder = Path(tempfile.mkdtemp(prefix="polycorn-bench-tls-"))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "key.pem",
+                        "-out", "cert.pem", "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                       cwd=_tls_folder, check=True, capture_output=True)
+    return ["--certfile", str(_tls_folder / "cert.pem"), "--keyfile",
+            str(_tls_folder / "key.pem")]
+
+
+def _polycorn(worker: str, statsd: bool = False, tls: bool = False
+              ) -> Callable[[int, str, int], list[str]]:
     def argv(port: int, app: str, threads: int) -> list[str]:
         extra = ["--threads", str(threads)] if worker == "thread" else []
         if statsd:
             extra += ["--statsd-host", f"127.0.0.1:{statsd_receiver_port()}"]
+        if tls:
+            extra += tls_arguments()
         target = f"bench_apps:asgi_{app}" if worker == "asgi" else f"bench_apps:{app}"
         return [PY, "-m", "polycorn.server.main", "-k", worker, "-w", "1", *extra,
                 "-b", f"127.0.0.1:{port}", target]
@@ -96,9 +123,11 @@ def statsd_receiver_port() -> int:
     return _statsd_receiver.getsockname()[1]
 
 
-def _gunicorn(worker: str) -> Callable[[int, str, int], list[str]]:
+def _gunicorn(worker: str, tls: bool = False) -> Callable[[int, str, int], list[str]]:
     def argv(port: int, app: str, threads: int) -> list[str]:
         extra = ["--threads", str(threads)] if worker == "gthread" else []
+        if tls:
+            extra += tls_arguments()
         if int(metadata.version("gunicorn").split(".")[0]) >= 27:
             extra.append("--no-control-socket")  # else it opens one under ~/.gunicorn
         target = f"bench_apps:asgi_{app}" if worker == "asgi" else f"bench_apps:{app}"
@@ -141,11 +170,20 @@ SERVERS = {s.name: s for s in [
     Server("uvicorn", _uvicorn, lambda: _module("uvicorn")() and _module("uvloop")()
            and _module("httptools")(), asgi=True),
     Server("bjoern", _bjoern, _module("bjoern")),
+    # The TLS rows (--tls): the same workers serving HTTPS, against Gunicorn's over TLS.
+    Server("gunicorn-sync-tls", _gunicorn("sync", tls=True), _module("gunicorn"), tls=True),
+    Server("gunicorn-gthread-tls", _gunicorn("gthread", tls=True), _module("gunicorn"),
+           tls=True),
+    Server("polycorn-sync-tls", _polycorn("sync", tls=True), _module("polycorn"), tls=True),
+    Server("polycorn-thread-tls", _polycorn("thread", tls=True), _module("polycorn"), tls=True),
+    Server("polycorn-event-tls", _polycorn("event", tls=True), _module("polycorn"), tls=True),
 ]}
+TLS_BASELINE = "gunicorn-sync-tls"
+TLS_SERVERS = tuple(name for name, server in SERVERS.items() if server.tls)
 
 
-# Rows run only when named with --only: a variant of a row, not another server.
-OPT_IN = ("polycorn-event-statsd",)
+# Rows run only when named with --only (or --tls): a variant of a row, not another server.
+OPT_IN = ("polycorn-event-statsd", *TLS_SERVERS)
 
 
 def package_shim(tree: Path, workdir: Path, label: str) -> Path:
@@ -175,7 +213,7 @@ def against(servers: list[Server], spec: str, workdir: Path) -> list[Server]:
     if not label or not (tree_path / "pyproject.toml").is_file():
         raise SystemExit(f"bench: --against wants LABEL=CHECKOUT, got {spec!r}")
     shim = str(package_shim(tree_path, workdir, label))
-    return [Server(f"{s.name}@{label}", s.command, s.available, s.env, s.asgi, (shim,))
+    return [Server(f"{s.name}@{label}", s.command, s.available, s.env, s.asgi, (shim,), s.tls)
             for s in servers if s.name.startswith("polycorn-")]
 
 
@@ -262,6 +300,7 @@ class Running:
 
     def __init__(self, server: Server, app: str, threads: int, cpu: str, log: Path) -> None:
         self.port = _free_port()
+        self.tls = server.tls
         argv = server.command(self.port, app, threads)
         env = {**os.environ, **server.env,
                "PYTHONPATH": os.pathsep.join([*server.pythonpath, str(HERE)])}
@@ -283,7 +322,10 @@ class Running:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"exited with {self.proc.returncode} (see the log)")
             with contextlib.suppress(OSError, http.client.HTTPException):
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn = (http.client.HTTPSConnection(  # our own self-signed certificate
+                    "127.0.0.1", self.port, timeout=2, context=ssl._create_unverified_context())
+                    if self.tls else http.client.HTTPConnection("127.0.0.1", self.port,
+                                                                timeout=2))
                 conn.request("GET", path)
                 if conn.getresponse().status == 200:
                     conn.close()
@@ -355,14 +397,14 @@ def parse_wrk(out: str) -> dict:
 
 
 def wrk(port: int, app: str, mode: str, seconds: float, args: argparse.Namespace,
-        post_script: Path) -> str:
+        post_script: Path, tls: bool = False) -> str:
     argv = ["taskset", "-c", args.client_cpu, "wrk", "-t1", f"-c{args.connections}",
             f"-d{max(1, round(seconds))}s", "--latency"]
     if mode == "close":
         argv += ["-H", "Connection: close"]
     if app == "echo":
         argv += ["-s", str(post_script)]
-    argv.append(f"http://127.0.0.1:{port}/")
+    argv.append(f"{'https' if tls else 'http'}://127.0.0.1:{port}/")
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
 
@@ -375,10 +417,11 @@ def measure(server: Server, app: str, rep: int, args: argparse.Namespace, post_s
         worker_rss, master_rss = running.memory()  # idle: one request, no load
         runs = []
         for mode in args.modes:
-            wrk(running.port, app, mode, args.warmup, args, post_script)
+            wrk(running.port, app, mode, args.warmup, args, post_script, server.tls)
             pids = running.pids()
             cpu_before = _cpu_seconds(pids)
-            stats = parse_wrk(wrk(running.port, app, mode, args.duration, args, post_script))
+            stats = parse_wrk(wrk(running.port, app, mode, args.duration, args, post_script,
+                                  server.tls))
             cpu = _cpu_seconds(running.pids()) - cpu_before
             runs.append(Run(rep, server.name, app, mode, stats["rps"], stats["requests"],
                             stats["p50_ms"], stats["p99_ms"], stats["errors"],
@@ -396,14 +439,17 @@ def measure(server: Server, app: str, rep: int, args: argparse.Namespace, post_s
 # -- the report ----------------------------------------------------------------------------
 
 def summarize(runs: list[Run]) -> list[dict]:
+    """Medians per server; the ratio is to gunicorn sync of the same repetition (the TLS
+    rows' to gunicorn sync over TLS)."""
     baseline = {(r.rep, r.app, r.mode): r.rps for r in runs if r.server == BASELINE}
+    tls_baseline = {(r.rep, r.app, r.mode): r.rps for r in runs if r.server == TLS_BASELINE}
     groups: dict[tuple[str, str, str], list[Run]] = {}
     for r in runs:
         groups.setdefault((r.app, r.mode, r.server), []).append(r)
     rows = []
     for (app, mode, name), group in groups.items():
-        ratios = [r.rps / baseline[r.rep, app, mode] for r in group
-                  if baseline.get((r.rep, app, mode))]
+        base = tls_baseline if name.split("@")[0] in TLS_SERVERS else baseline
+        ratios = [r.rps / base[r.rep, app, mode] for r in group if base.get((r.rep, app, mode))]
         rss = [r.worker_rss_kib for r in group if r.worker_rss_kib]
         private = [r.worker_private_kib for r in group if r.worker_private_kib]
         masters = [r.master_rss_kib for r in group if r.master_rss_kib]
@@ -436,7 +482,7 @@ def markdown(rows: list[dict], args: argparse.Namespace, skipped: dict[str, str]
             if not table:
                 continue
             out += [f"### {app}, {mode}", "",
-                    "| server | req/s | x gunicorn sync | p50 ms | p99 ms | errors "
+                    "| server | req/s | x gunicorn sync (TLS rows: its TLS) | p50 ms | p99 ms | errors "
                     "| CPU us/req | worker RSS MiB | worker private MiB | master RSS MiB |",
                     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for r in table:
@@ -483,6 +529,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=4, help="interleaved repetitions")
     parser.add_argument("--only", default="", help="comma-separated server names "
                         f"(of {', '.join(SERVERS)}); {BASELINE} is the ratios' base")
+    parser.add_argument("--tls", action="store_true",
+                        help=f"the TLS rows ({', '.join(TLS_SERVERS)}) instead of the "
+                        "default servers (with --only: added to them)")
     parser.add_argument("--apps", default=",".join(("hello", "big", "echo")))
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--connections", type=int, default=50)
@@ -496,8 +545,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.apps = [a for a in args.apps.split(",") if a]
     args.modes = [m for m in args.modes.split(",") if m]
-    args.servers = [s for s in args.only.split(",") if s] or [s for s in SERVERS
-                                                            if s not in OPT_IN]
+    args.servers = [s for s in args.only.split(",") if s]
+    if args.tls:
+        args.servers += [s for s in TLS_SERVERS if s not in args.servers]
+    args.servers = args.servers or [s for s in SERVERS if s not in OPT_IN]
     unknown = [s for s in args.servers if s not in SERVERS] + [
         a for a in args.apps if a not in ("hello", "big", "echo")] + [
         m for m in args.modes if m not in MODES]
