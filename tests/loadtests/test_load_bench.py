@@ -13,6 +13,8 @@ import pytest
 from loadtests.bench import (
     BASELINE,
     SERVERS,
+    TLS_BASELINE,
+    TLS_SERVERS,
     Run,
     against,
     cpu_against,
@@ -68,6 +70,22 @@ def test_ratios_are_taken_within_each_repetition_then_the_median() -> None:
     assert event["rps"] == 72_000
     assert event["worker_private_mib"] == 4.0  # repetitions without a figure are left out
     assert rows[BASELINE]["ratio"] == 1.0
+
+
+def test_tls_rows_are_compared_with_gunicorn_sync_over_tls() -> None:
+    runs = [run(0, BASELINE, 10_000), run(0, TLS_BASELINE, 5_000),
+            run(0, "polycorn-event-tls", 20_000), run(0, "polycorn-event", 80_000)]
+    rows = {r["server"]: r for r in summarize(runs)}
+    assert rows["polycorn-event-tls"]["ratio"] == pytest.approx(4.0)  # 20k / TLS's 5k
+    assert rows["polycorn-event"]["ratio"] == pytest.approx(8.0)
+    assert rows[TLS_BASELINE]["ratio"] == 1.0
+
+
+def test_tls_selects_the_tls_rows_only() -> None:
+    assert parse_args(["--tls"]).servers == list(TLS_SERVERS)
+    assert TLS_BASELINE in TLS_SERVERS and "polycorn-sync-tls" in TLS_SERVERS
+    assert all(SERVERS[name].tls for name in TLS_SERVERS)
+    assert not set(TLS_SERVERS) & set(parse_args([]).servers)  # opt-in: not in the default run
 
 
 def test_unknown_names_are_refused() -> None:
