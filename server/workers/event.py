@@ -65,8 +65,15 @@ class EventWorker(Worker):
         ctx = self.ctx
         protocol_class = self.protocol_class
 
-        def protocol() -> HTTPProtocol:
-            return protocol_class(ctx, builder)
+        if self.ssl_context is not None:
+            def protocol() -> HTTPProtocol:
+                # Made when the TLS handshake starts (at accept, or after the PROXY header).
+                made = protocol_class(ctx, builder)
+                ctx.handshake_started(made)
+                return made
+        else:
+            def protocol() -> HTTPProtocol:
+                return protocol_class(ctx, builder)
         tls = None
         if self.ssl_context is not None:
             tls = (self.ssl_context, self.ctx.ssl_handshake_timeout)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,10 @@ class ServingContext:
         self.parser = choose_parser()
         self.max_connections = int(getattr(cfg, "worker_connections", 1000) or 1000)
         self.connections: set[Any] = set()
+        # TLS connections accepted whose handshake is not done (protocol -> deadline): a
+        # drain waits for them, or a client mid-handshake at a HUP would be cut. A failed
+        # handshake never reaches the protocol, so an entry also ends at its deadline.
+        self.handshakes: dict[Any, float] = {}
         self.draining = False
         self._on_last_connection = on_last_connection
         self._servers: list[Any] = []  # asyncio Servers, while accepting
@@ -92,7 +97,13 @@ class ServingContext:
 
     # -- connections ---------------------------------------------------------------
 
+    def handshake_started(self, protocol: Any) -> None:
+        if len(self.handshakes) < self.max_connections:  # a flood of bad clients: no more
+            self.handshakes[protocol] = time.monotonic() + self.ssl_handshake_timeout
+
     def connection_opened(self, protocol: Any) -> None:
+        if self.handshakes:
+            self.handshakes.pop(protocol, None)
         self.connections.add(protocol)
         if self.draining:
             protocol.drain()
@@ -102,7 +113,7 @@ class ServingContext:
     def connection_closed(self, protocol: Any) -> None:
         self.connections.discard(protocol)
         if self.draining:
-            if not self.connections:
+            if not self.connections and not self.handshakes:
                 self._on_last_connection()
         elif (not self._accepting
               and len(self.connections) <= self.max_connections * RESUME_FRACTION):
@@ -118,6 +129,12 @@ class ServingContext:
         """End connections past their deadline (keep-alive, request and write timeouts)."""
         for protocol in list(self.connections):
             protocol.expire(now)
+        if self.handshakes:
+            for protocol, deadline in list(self.handshakes.items()):
+                if deadline <= now:
+                    del self.handshakes[protocol]
+            if self.draining and not self.connections and not self.handshakes:
+                self._on_last_connection()
 
     # -- accepting -----------------------------------------------------------------
 
@@ -163,5 +180,5 @@ class ServingContext:
         self.pause_accepting()
         for protocol in list(self.connections):
             protocol.drain()
-        if not self.connections:
+        if not self.connections and not self.handshakes:
             self._on_last_connection()

@@ -7,8 +7,11 @@ on HUP fails the new generation's boot, so the health-gated reload keeps the old
 from __future__ import annotations
 
 import signal
+import socket
+import ssl
 import subprocess
 import sys
+import time
 
 import pytest
 from support.load import Load
@@ -93,3 +96,66 @@ def test_hup_then_usr2_under_tls_load_fail_no_request(tls_site, pki, port, worke
     assert result.failed == 0, result.summary()
     assert result.ok >= 150
     assert serial_of(port, pki.client_context()) == 1002
+
+
+class SlowHandshake:
+    """A client whose ClientHello arrives in two halves, on our command (ssl.MemoryBIO)."""
+
+    def __init__(self, port: int, context: ssl.SSLContext) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        with pytest.raises(ssl.SSLWantReadError):
+            self.tls.do_handshake()
+        self.hello = self.outgoing.read()
+        self.sock.sendall(self.hello[:len(self.hello) // 2])
+
+    def finish(self, request: bytes) -> bytes:
+        self.sock.sendall(self.hello[len(self.hello) // 2:])
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if self.outgoing.pending:
+                    self.sock.sendall(self.outgoing.read())
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed during the handshake") from None
+                self.incoming.write(chunk)
+        self.tls.write(request)
+        self.sock.sendall(self.outgoing.read())
+        out = b""
+        while True:
+            try:
+                data = self.tls.read(65536)
+                if not data:
+                    break
+                out += data
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                break
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.incoming.write(chunk)
+        self.sock.close()
+        return out
+
+
+@pytest.mark.parametrize("worker", sorted(WORKERS))
+def test_a_handshake_in_flight_at_hup_is_finished_by_the_old_worker(tls_site, pki, port,
+                                                                     worker):
+    # Half a ClientHello is in when the HUP comes; the rest arrives after the new workers
+    # took over. The old worker must finish that handshake and answer, not exit under it.
+    _, _, start = tls_site
+    server = start(worker, "--ssl-handshake-timeout", "8")
+    client = SlowHandshake(port, pki.client_context())
+    time.sleep(0.3)  # accepted by an old worker
+    server.signal(signal.SIGHUP)
+    wait_until(lambda: "reload complete" in server.log(), 20, what="the reload")
+    time.sleep(0.5)  # the old workers are draining now
+    reply = client.finish(b"GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
