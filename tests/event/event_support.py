@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +40,13 @@ class EventServer:
         return wait_until(lambda: (w := self.worker_pids()) and len(w) == 1 and w[0],
                           15, what="one worker")
 
+    ssl_context: ssl.SSLContext | None = None  # set when the server serves TLS
+
     def connect(self, timeout: float = 10.0) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        if self.ssl_context is None:
+            return sock
+        return self.ssl_context.wrap_socket(sock, server_hostname="127.0.0.1")
 
     def log(self) -> str:
         return self.server.log()

@@ -18,6 +18,7 @@ from corpus.invalid import CASES as INVALID
 from corpus.valid import CASES as VALID
 from event_support import VARIANTS, EventServer, Reader
 from polycorn.server.http.connection import Limits
+from support.tls import HalfClosingTLS
 
 DEFAULT = Limits()
 
@@ -36,16 +37,27 @@ def flags_for(limits: Limits) -> tuple[str, ...] | None:
 CASES = [c for c in [*VALID, *INVALID] if flags_for(c.limits) is not None]
 
 
+# The corpus over TLS too (--certfile): the parser's strictness must not depend on what
+# carries the bytes.
+TLS = "-tls"
+
+
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
+def servers(tmp_path_factory, request):
     """One server per (variant, limits), started on first use."""
     started: dict[tuple[str, tuple[str, ...]], EventServer] = {}
 
     def get(variant: str, flags: tuple[str, ...]) -> EventServer:
         key = (variant, flags)
         if key not in started:
-            started[key] = EventServer(tmp_path_factory.mktemp("corpus"), "-w", "1", *flags,
-                                       env=VARIANTS[variant])
+            tls: tuple[str, ...] = ()
+            if variant.endswith(TLS):
+                pki = request.getfixturevalue("pki")
+                tls = ("--certfile", str(pki.cert), "--keyfile", str(pki.key))
+            started[key] = EventServer(tmp_path_factory.mktemp("corpus"), "-w", "1", *tls,
+                                       *flags, env=VARIANTS[variant.removesuffix(TLS)])
+            if tls:
+                started[key].ssl_context = pki.client_context()
         return started[key]
     yield get
     for srv in started.values():
@@ -53,14 +65,16 @@ def servers(tmp_path_factory):
 
 
 def send(server: EventServer, raw: bytes, *, eof: bool, method: str):
-    with contextlib.closing(server.connect()) as sock:
+    sock = (server.connect() if server.ssl_context is None
+            else HalfClosingTLS(server.port, server.ssl_context))  # eof: close_notify
+    with contextlib.closing(sock):
         sock.sendall(raw)
         if eof:
             sock.shutdown(socket.SHUT_WR)
         return Reader(sock).response(method)
 
 
-@pytest.mark.parametrize("variant", ["llhttp-uvloop", "pure-parser"])
+@pytest.mark.parametrize("variant", ["llhttp-uvloop", "pure-parser", "llhttp-uvloop" + TLS])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_corpus_case_over_the_wire(servers, variant: str, case: Valid | Invalid) -> None:
     server = servers(variant, flags_for(case.limits))

@@ -131,3 +131,73 @@ def tls_exchange(port: int, context: ssl.SSLContext, data: bytes, *, prefix: byt
             if outgoing.pending:  # TLS 1.3 may answer session tickets: nothing to send back
                 sock.sendall(outgoing.read())
     return out
+
+
+class HalfClosingTLS:
+    """A TLS client socket (sendall, recv, shutdown, close) whose shutdown(SHUT_WR) is TLS's
+    own half-close: close_notify, then the TCP FIN, while the answer can still be read.
+
+    ssl.SSLSocket cannot do that (its shutdown() drops the TLS session), and a bare TCP FIN
+    under TLS is a truncation that OpenSSL 3 treats as a broken session, so the corpus's
+    "the client ended its request early" cases need this to mean the same over TLS.
+    """
+
+    def __init__(self, port: int, context: ssl.SSLContext, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="127.0.0.1")
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not self._pull():
+                    raise ConnectionError("closed during the handshake") from None
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.outgoing.pending:
+            self.sock.sendall(self.outgoing.read())
+
+    def _pull(self) -> bool:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            self.incoming.write_eof()
+            return False
+        self.incoming.write(chunk)
+        return True
+
+    def sendall(self, data: bytes) -> None:
+        self.tls.write(data)
+        self._flush()
+
+    def recv(self, size: int) -> bytes:
+        while True:
+            try:
+                return self.tls.read(size)
+            except ssl.SSLWantReadError:
+                if not self._pull():
+                    return b""
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+
+    def shutdown(self, how: int) -> None:
+        try:
+            self.tls.unwrap()  # writes our close_notify; the peer's is not awaited
+        except ssl.SSLWantReadError:
+            pass
+        self._flush()
+        self.sock.shutdown(how)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.sock.settimeout(timeout)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> HalfClosingTLS:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
