@@ -10,6 +10,7 @@ check-config's one line for a bad file.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -239,3 +240,19 @@ def test_tls_12_is_the_minimum_by_default(polycorn, port, pki, tmp_path, allow_o
         return
     with pytest.raises((ssl.SSLError, ConnectionError)):
         tls_exchange(port, tls11_client(pki), GET)
+
+
+@pytest.mark.parametrize("worker", sorted(WORKERS))
+def test_a_file_response_goes_through_tls(polycorn, port, pki, tmp_path, worker):
+    # wsgi.file_wrapper takes os.sendfile on a plain socket; over TLS that would send the
+    # file unencrypted, so every worker must send it through the TLS layer.
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    (tmp_path / "blob").write_bytes(data)
+    args, env = WORKERS[worker]
+    polycorn("-k", worker.split("-")[0], *args, "-b", f"127.0.0.1:{port}", "--certfile",
+             str(pki.cert), "--keyfile", str(pki.key), "fileapp:application", wait_port=port,
+             cwd=APPS, env={**env, "FILE_APP_PATH": str(tmp_path / "blob")})
+    reply = tls_exchange(port, pki.client_context(), GET, timeout=20)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert body == data
