@@ -78,6 +78,7 @@ class ServingContext:
         self.sendfile_native = (handler.sendfile_enabled and worker.ssl_context is None
                                 and isinstance(loop, asyncio.BaseEventLoop))
         self.ssl_handshake_timeout = float(getattr(cfg, "ssl_handshake_timeout", 5) or 5)
+        self.tls = worker.ssl_context is not None
         self.parser = choose_parser()
         self.max_connections = int(getattr(cfg, "worker_connections", 1000) or 1000)
         self.connections: set[Any] = set()

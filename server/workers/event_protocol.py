@@ -125,7 +125,9 @@ class HTTPProtocol(asyncio.Protocol):
         if self.phase is _READING or self.phase is _IDLE:
             self._process()
         # Keep our side open: a response may still be on its way (RFC 9112 9.6 half-close).
-        return True
+        # Over TLS the TLS layer keeps it until its shutdown (True there only earns a
+        # warning from asyncio and uvloop, once per connection).
+        return None if self.ctx.tls else True
 
     def pause_writing(self) -> None:
         self.write_paused = True
