@@ -6,6 +6,7 @@ on HUP fails the new generation's boot, so the health-gated reload keeps the old
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import ssl
@@ -15,7 +16,7 @@ import time
 
 import pytest
 from support.load import Load
-from support.procs import ROOT, alive, wait_until
+from support.procs import ROOT, alive, live_masters, wait_until
 from support.tls import serial_of
 
 APPS = ROOT / "tests" / "apps"
@@ -159,3 +160,21 @@ def test_a_handshake_in_flight_at_hup_is_finished_by_the_old_worker(tls_site, pk
     time.sleep(0.5)  # the old workers are draining now
     reply = client.finish(b"GET /who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
+
+
+def test_two_masters_serve_tls_and_either_may_die(polycorn, pki, port, tmp_path):
+    # --masters 2 shares the listeners by hand-off; each master's workers load the files.
+    pid_path = tmp_path / "p.pid"
+    polycorn("-b", f"127.0.0.1:{port}", "-w", "2", "--masters", "2", "--handoff",
+             str(tmp_path / "h.sock"), "-p", str(pid_path), "--certfile", str(pki.cert),
+             "--keyfile", str(pki.key), "proxyapp:application", wait_port=port, cwd=APPS)
+    wait_until(lambda: len(live_masters(pid_path)) == 2, 15, what="two masters")
+    with Load(port, "/who", threads=4, ssl_context=pki.client_context()) as load:
+        load.wait_requests(50)
+        victim = live_masters(pid_path)[1]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: live_masters(pid_path).get(1, victim) != victim, 15,
+                   what="the killed master restarted")
+        load.wait_requests(50)
+    assert load.result.failed == 0, load.result.summary()
+    assert serial_of(port, pki.client_context()) == 1001
