@@ -65,19 +65,18 @@ class EventWorker(Worker):
         ctx = self.ctx
         protocol_class = self.protocol_class
 
-        if self.ssl_context is not None:
-            def protocol() -> HTTPProtocol:
-                # Made when the TLS handshake starts (at accept, or after the PROXY header).
-                made = protocol_class(ctx, builder)
-                ctx.handshake_started(made)
-                return made
-        else:
+        if self.ssl_context is None:
             def protocol() -> HTTPProtocol:
                 return protocol_class(ctx, builder)
-        tls = None
-        if self.ssl_context is not None:
-            tls = (self.ssl_context, self.ctx.ssl_handshake_timeout)
-        return gated_factory(self.proxy_gate, protocol, tls)  # the PROXY header first, if on
+            return gated_factory(self.proxy_gate, protocol)  # the PROXY header first, if on
+
+        def tls_protocol() -> HTTPProtocol:
+            # Made when the TLS handshake starts (at accept, or after the PROXY header).
+            made = protocol_class(ctx, builder)
+            ctx.handshake_started(made)
+            return made
+        return gated_factory(self.proxy_gate, tls_protocol,
+                             (self.ssl_context, ctx.ssl_handshake_timeout))
 
     # -- the loop's own callbacks ------------------------------------------------------
 

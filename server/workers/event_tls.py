@@ -22,8 +22,8 @@ def start_tls(transport: Any, inner: Any, context: ssl.SSLContext, handshake_tim
     """Serve `inner` over TLS on `transport`, `received` being the first bytes of the
     handshake; inner.connection_made runs once the handshake completes. A handshake that
     fails or outlasts handshake_timeout aborts the connection (the client's business)."""
-    tls = SSLProtocol(asyncio.get_running_loop(), inner, context, None, server_side=True, call_connection_made=True,
-                      ssl_handshake_timeout=handshake_timeout)
+    tls = SSLProtocol(asyncio.get_running_loop(), inner, context, None, server_side=True,
+                      call_connection_made=True, ssl_handshake_timeout=handshake_timeout)
     transport.set_protocol(tls)
     tls.connection_made(transport)
     data = memoryview(received)
