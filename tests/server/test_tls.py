@@ -259,3 +259,21 @@ def test_a_file_response_goes_through_tls(polycorn, port, pki, tmp_path, worker)
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     assert body == data
+
+
+@pytest.mark.parametrize("worker", ["thread", "event", "event-asyncio"])
+def test_a_stalled_handshake_is_dropped_after_the_timeout(polycorn, port, pki, worker):
+    # The other workers serve others meanwhile anyway; the stalled client is still dropped.
+    start_tls(polycorn, port, pki, worker, "--ssl-handshake-timeout", "1.5")
+    body_json(tls_exchange(port, pki.client_context(), GET))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+        began = time.monotonic()
+        body_json(tls_exchange(port, pki.client_context(), GET))  # served meanwhile
+        served_after = time.monotonic() - began
+        try:
+            stalled.recv(1)
+        except OSError:
+            pass
+        dropped_after = time.monotonic() - began
+    assert served_after < 1.5
+    assert 1.4 <= dropped_after < 1.5 + 2.0, dropped_after
