@@ -182,7 +182,10 @@ def test_a_dead_node_costs_milliseconds_not_a_minute(tmp_path):
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
     code, seconds, _, _ = run_locust(tmp_path, "--nodes", f"127.0.0.1:{dead}", seconds=3)
-    assert summed(seconds, "failures") == summed(seconds, "requests") >= 5
+    # How many requests fit depends on how much of the 3 s Locust's user got after its
+    # start (3 on a 2-core box at load 15, ~30 when quiet): the cost is each request's
+    # time, bounded below.
+    assert summed(seconds, "failures") == summed(seconds, "requests") >= 1
     assert {k for s in seconds for k in s["errors"]} == {"ConnectionRefusedError"}
     assert max(s["max"] for s in seconds) < 1000  # refused at once (Locust's default: 60 s)
     assert code == 1  # no threshold given: Locust's own rule
