@@ -374,6 +374,9 @@ class AccessLogger:
             getter = fixed.get(key) or _dynamic_atom(key) or (lambda e, s, h, n, t: "-")
             self._getters.append((key, getter))
 
+    def started(self) -> None:
+        """A request began (the instruments' ObservedAccessLog counts it; a log line does not)."""
+
     def atoms(self, environ: Mapping[str, Any], status: str,
               response_headers: list[tuple[str, str]], response_length: int | None,
               request_time: float) -> dict[str, Any]:

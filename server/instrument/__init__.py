@@ -9,6 +9,7 @@ library only; ha/ reports its own events (node dead, leader changed) through it.
 
 from polycorn.server.instrument.layer import configure, current, register_sink
 from polycorn.server.instrument.observer import (
+    HANDOFF_OWNER_CHANGED,
     LEADER_CHANGED,
     MASTER_RESTARTED,
     NODE_DEAD,
@@ -18,6 +19,6 @@ from polycorn.server.instrument.observer import (
     Observer,
 )
 
-__all__ = ["LEADER_CHANGED", "MASTER_RESTARTED", "NODE_DEAD", "UPGRADE_PROMOTED",
+__all__ = ["HANDOFF_OWNER_CHANGED", "LEADER_CHANGED", "MASTER_RESTARTED", "NODE_DEAD", "UPGRADE_PROMOTED",
            "UPGRADE_ROLLED_BACK", "Instruments", "Observer", "configure", "current",
            "register_sink"]

@@ -12,7 +12,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from polycorn.server.instrument.layer import current
@@ -28,20 +28,29 @@ class _Sampler:
     def __init__(self) -> None:
         self.sent_to: Any = None  # the Instruments the last worker count went to
         self.workers = -1
+        self.states: dict[str, int] = {}
         self.backlog_at = 0.0
 
 
 _sampler = _Sampler()
 
 
-def sample(worker_count: int, listeners: Iterable[Any], cfg: Any) -> None:
-    """Report the worker count if it changed, and the backlog when it is due."""
+def sample(worker_count: int, listeners: Iterable[Any], cfg: Any,
+           states: Callable[[], dict[str, int]] | None = None) -> None:
+    """Report the worker count (and the workers by state) if it changed, and the backlog
+    when it is due."""
     instruments = current()
     if not instruments.active:
         return
-    if worker_count != _sampler.workers or instruments is not _sampler.sent_to:
+    fresh = instruments is not _sampler.sent_to
+    if worker_count != _sampler.workers or fresh:
         _sampler.workers, _sampler.sent_to = worker_count, instruments
         instruments.workers(worker_count)
+    if states is not None:
+        counts = states()
+        if counts != _sampler.states or fresh:
+            _sampler.states = counts
+            instruments.worker_states(counts)
     if getattr(cfg, "enable_backlog_metric", False):
         now = time.monotonic()
         if now >= _sampler.backlog_at:
@@ -68,3 +77,17 @@ def backlog(listeners: Iterable[Any]) -> int | None:
         total += _TCP_INFO.unpack(info)[_UNACKED]
         known = True
     return total if known else None
+
+
+def worker_exited(reason: str) -> None:
+    """The master reaped a worker (reason: one of observer.WORKER_EXIT_REASONS)."""
+    instruments = current()
+    if instruments.active:
+        instruments.worker_exited(reason)
+
+
+def generation_ready(seconds: float) -> None:
+    """This master's workers are all ready, `seconds` after the master started."""
+    instruments = current()
+    if instruments.active:
+        instruments.generation_ready(seconds)

@@ -35,6 +35,8 @@ class ObservedAccessLog:
         sinks = instruments.sinks
         self._report = sinks[0].request_finished if len(sinks) == 1 else \
             instruments.request_finished
+        self.started = sinks[0].request_started if len(sinks) == 1 else \
+            instruments.request_started
 
     def log(self, environ: Mapping[str, Any], status: str,
             response_headers: list[tuple[str, str]], response_length: int | None,
@@ -43,8 +45,10 @@ class ObservedAccessLog:
         if self._write is not None:
             self._write(environ, status, response_headers, response_length, request_time)
         try:
+            # Body bytes the app read (wsgi.input counts them; a body left unread is not in).
+            body = environ.get("wsgi.input")
             self._report(environ.get("REQUEST_METHOD", ""), int(status[:3]), request_time,
-                         response_length or 0)
+                         response_length or 0, getattr(body, "bytes_read", 0))
         except Exception:
             # A status we cannot read (StartResponse validated it), or a sink's bug.
             log.exception("instrument: request not reported (status %r)", status)

@@ -66,7 +66,7 @@ class StatsdSink(Observer):
         self.per_datagram = max(1, (MAX_PAYLOAD - 3 * counter) // timer)
 
     def request_finished(self, method: str, status: int, duration: float,
-                         bytes_out: int) -> None:
+                         bytes_out: int, bytes_in: int = 0) -> None:
         with self._lock:
             pending = self._pending
             pending.append((duration, status))

@@ -17,6 +17,7 @@ import signal
 from typing import Any
 
 from polycorn.server import pidfile, systemd
+from polycorn.server.instrument import master as instrument_master
 from polycorn.server.liveness import SlotTable
 from polycorn.server.master.loop import SIGNALS, MasterLoop
 from polycorn.server.master.peers import GroupStop, MasterGroup
@@ -57,6 +58,7 @@ class Arbiter:
                  argv: list[str] | None = None, cwd: str = "", index: int = 0,
                  system: System | None = None) -> None:
         self.system = system or System()
+        self.started_at = self.system.monotonic()  # a generation's boot time is from here
         self.log = log
         self.pid = os.getpid()
         self.app = app  # loaded here only with --preload
@@ -249,6 +251,7 @@ class Arbiter:
             self.lifecycle.state = MasterState.READY
             self.lifecycle.ever_ready = True
             log.info("ready: %s workers serving", len(self.pool.live()))
+            instrument_master.generation_ready(self.system.monotonic() - self.started_at)
             self.cfg.when_ready(self)
             if self.predecessor.active:
                 self.predecessor.report_ready()

@@ -148,6 +148,7 @@ class MasterGroup:
             return
         self.owner = HandoffOwner(self.path, fd, self.listeners)
         log.info("took over hand-off path %s (pid %s)", self.path, os.getpid())
+        instrument.current().event(instrument.HANDOFF_OWNER_CHANGED, "owner died")
         if self.cfg.pidfile:
             pidfile.write(self.cfg.pidfile, os.getpid())
 

@@ -152,7 +152,18 @@ class WorkerPool:
             # Retire the oldest first (they are nearest to max-requests anyway).
             for rec in sorted(serving, key=lambda r: r.started)[: len(serving) - self.num_workers]:
                 self.retire(rec)
-        instrument_master.sample(len(self.live()), self.listeners, self.cfg)
+        instrument_master.sample(len(self.live()), self.listeners, self.cfg,
+                                 self.state_counts)
+
+    def state_counts(self) -> dict[str, int]:
+        """The workers by slot state (booting, ready, stopping), for the instruments."""
+        counts = {"booting": 0, "ready": 0, "stopping": 0}
+        for rec in self.workers.values():
+            state = self.slots.read(rec.slot)[1]
+            name = "stopping" if rec.term_sent or state is WorkerState.STOPPING else \
+                "ready" if state is WorkerState.READY else "booting"
+            counts[name] += 1
+        return counts
 
     def spawn(self, generation: int, cfg: Any = None) -> None:
         cfg = cfg or self.cfg
@@ -234,6 +245,7 @@ class WorkerPool:
         except Exception:
             log.exception("child_exit hook failed")
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
+        instrument_master.worker_exited(exit_reason(rec, status, code, state))
         # Dying before ready, whatever the cause, counts as a failed boot: respawning
         # such a worker at once would spin.
         boot_failed = (code in (WORKER_BOOT_ERROR, APP_LOAD_ERROR)
@@ -346,6 +358,20 @@ class WorkerPool:
     def master_fds(self) -> list[int]:
         """What a child other than a worker-to-be must not keep: the pipe's write end."""
         return [self.parent_w]
+
+
+def exit_reason(rec: WorkerRecord, status: int, code: int, state: WorkerState) -> str:
+    """Why a worker left, as one of instrument's WORKER_EXIT_REASONS."""
+    if rec.abort_sent:
+        return "timeout"
+    if rec.term_sent:
+        return "retired"
+    if code in (WORKER_BOOT_ERROR, APP_LOAD_ERROR) or state in (WorkerState.BOOT_FAILED,
+                                                                  WorkerState.BOOTING):
+        return "boot_failed"
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+        return "killed"
+    return "max_requests" if code == 0 else "crashed"
 
 
 def _drop_privileges(cfg: Any) -> None:

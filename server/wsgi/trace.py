@@ -31,6 +31,8 @@ class Trace:
         self.environ = environ
         self.ctx = ctx
         self.started = time.perf_counter()
+        if ctx.access_log_enabled:
+            ctx.access_log.started()  # requests in flight, for the instruments
         self.hook_request = (HookRequest(request, environ, client_addr)
                              if ctx.pre_request is not None or ctx.post_request is not None
                              else None)
