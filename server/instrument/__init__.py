@@ -13,12 +13,14 @@ from polycorn.server.instrument.observer import (
     LEADER_CHANGED,
     MASTER_RESTARTED,
     NODE_DEAD,
+    RELOAD_FAILED,
+    RELOAD_PROMOTED,
     UPGRADE_PROMOTED,
     UPGRADE_ROLLED_BACK,
     Instruments,
     Observer,
 )
 
-__all__ = ["HANDOFF_OWNER_CHANGED", "LEADER_CHANGED", "MASTER_RESTARTED", "NODE_DEAD", "UPGRADE_PROMOTED",
+__all__ = ["HANDOFF_OWNER_CHANGED", "LEADER_CHANGED", "MASTER_RESTARTED", "NODE_DEAD", "RELOAD_FAILED", "RELOAD_PROMOTED", "UPGRADE_PROMOTED",
            "UPGRADE_ROLLED_BACK", "Instruments", "Observer", "configure", "current",
            "register_sink"]

@@ -17,6 +17,7 @@ UPGRADE_STARTED = "upgrade_started"
 UPGRADE_PROMOTED = "upgrade_promoted"
 UPGRADE_ROLLED_BACK = "upgrade_rolled_back"
 RELOAD_FAILED = "reload_failed"
+RELOAD_PROMOTED = "reload_promoted"  # instruments only: no cluster event for a HUP that worked
 MASTER_RESTARTED = "master_restarted"
 NODE_DEAD = "node_dead"
 LEADER_CHANGED = "leader_changed"

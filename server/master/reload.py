@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from polycorn.server import instrument
 from polycorn.server.master.pool import WorkerPool
 from polycorn.server.master.sidecars import Announcer
 from polycorn.server.master.state import CurrentConfig, Lifecycle, MasterState
@@ -100,6 +101,7 @@ class Reload:
             self.lifecycle.state = MasterState.READY
             self.config.settle()
             log.info("reload complete: %s new workers serving", len(new))
+            instrument.current().event(instrument.RELOAD_PROMOTED, f"{len(new)} new workers")
             self.announcer.state("ready")
         elif self.system.monotonic() > self.deadline:
             self.abort(f"new workers not ready within {self.config.cfg.upgrade_timeout}s")
