@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` (the main job) and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS := test,ha,fast,asgi,deploy,load,proctitle
+EXTRAS := test,ha,fast,asgi,deploy,load,proctitle,metrics
 
 .PHONY: test test-slow demo lint bench deps clean
 
