@@ -32,7 +32,7 @@ from polycorn.ha.inbox import Inbox
 from polycorn.ha.registry import LEADER_STATES, Departure, NodeInfo, NodeState
 from polycorn.ha.settings import ClusterConfig
 from polycorn.ha.store import ClusterStore, Heartbeat, StoreUnavailable
-from polycorn.server import messages
+from polycorn.server import instrument, messages
 from polycorn.server.messages import Hello, MasterEvent, Result, State
 from polycorn.server.sidecar import Channel, ChannelClosed
 
@@ -83,6 +83,7 @@ class Agent:
         self.exit_reason: str | None = None
         self.exit_departure: Departure | None = None  # set when the way out is known
         self._routine_logged: set[str] = set()  # routine topics already logged at info
+        self.heartbeat_answered = 0.0  # wall-clock time of the last heartbeat Redis took
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -242,6 +243,16 @@ class Agent:
             if self.election.is_leader(now):
                 due.append(self.election.deadline)  # the local step-down stays on time
         self.next_cycle = max(min(due), now + MIN_CYCLE)
+        self._report(now)
+
+    def _report(self, now: float) -> None:
+        """The node as this agent sees it, for the instruments (Prometheus's gauges)."""
+        instruments = instrument.current()
+        if instruments.active:
+            instruments.cluster_state({
+                "state": self.info.state.value, "leader": self.election.is_leader(now),
+                "epoch": max(self.election.epoch, self.fence.highest_epoch),
+                "heartbeat": self.heartbeat_answered})
 
     def _call_could_outlive_leadership(self, now: float) -> bool:
         return (self.election.is_leader(now)
@@ -273,6 +284,7 @@ class Agent:
             if duty:
                 self._say(duty)
         except StoreUnavailable as exc:
+            instrument.current().cluster_count("redis_error")
             delay = self.backoff.next_delay()
             self.store_retry_at = self.clock() + delay
             self.store_failed_at = self.clock()  # stability restarts after this failure
@@ -312,6 +324,7 @@ class Agent:
             why = ("after my master rolled its upgrade back"
                    if self.membership is Membership.RECLAIMING else "")
             self.incarnation = self.store.register(self.info, ttl_ms)
+            self.heartbeat_answered = time.time()
             self.fence.incarnation = self.incarnation
             self.membership = Membership.REGISTERED
             self.heartbeat_at = now + self.timing.heartbeat
@@ -322,6 +335,7 @@ class Agent:
             return
         outcome = self.store.heartbeat(self.info, self.incarnation, ttl_ms)
         self.heartbeat_at = now + self.timing.heartbeat
+        self.heartbeat_answered = time.time()
         if outcome is Heartbeat.SUPERSEDED:
             self._superseded()
         elif outcome is Heartbeat.REJOINED:

@@ -16,7 +16,7 @@ from polycorn.ha.commands import CommandError, NodeCommand
 from polycorn.ha.events import Event
 from polycorn.ha.fencing import Fence, FenceVerdict
 from polycorn.ha.store import ClusterStore
-from polycorn.server import messages
+from polycorn.server import instrument, messages
 from polycorn.server.messages import Result
 from polycorn.server.sidecar import Channel, ChannelClosed
 
@@ -47,6 +47,8 @@ class Inbox:
             return
         decision = self.fence.admit(command)
         details = {"id": command.id, "cmd": command.cmd, "by": command.issued_by}
+        if not decision.admitted:
+            instrument.current().cluster_count("command_rejected")
         if decision.verdict is FenceVerdict.STALE_EPOCH:
             log.warning("cluster: rejected %s", decision.reason)
             self._emit(ev.COMMAND_REJECTED_STALE, command.epoch, decision.reason,
@@ -59,6 +61,7 @@ class Inbox:
             self.channel.send(command.to_master().to_wire(messages.speak(self.peer_version)))
         except ChannelClosed:
             return  # the loop sees the EOF and leaves
+        instrument.current().cluster_count("command_applied")
         log.info("cluster: relayed %s", decision.reason)
         self.pending[command.id] = command
         if len(self.pending) > MAX_PENDING:
