@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo use (redis-server for the
 # cluster, openssh-server for Fabric's simulated hosts, wrk for the benchmark,
-# haproxy for the front the sync drives, chromium for the dashboard's browser test),
+# haproxy for the front the sync drives, chromium for the dashboard's browser test,
+# prometheus for the metrics test),
 # only when one is missing. Needs root for apt-get; otherwise says what to install.
 set -euo pipefail
 missing=()
@@ -10,6 +11,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the dashboard's browser test
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "polycorn: missing system packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
@@ -20,4 +22,4 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # redis-server's package starts a system instance on port 6379, and haproxy's one
 # on the ports of /etc/haproxy/haproxy.cfg; the project starts private servers on
-# free ports and never uses those.
+# free ports and never uses those. prometheus's package starts one on :9090 the same way.
