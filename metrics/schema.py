@@ -25,7 +25,8 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
                     7.5, 10.0)
 WORKER_STATES = ("booting", "ready", "stopping")
-EXIT_REASONS = ("max_requests", "timeout", "killed", "crashed", "boot_failed", "retired")
+EXIT_REASONS = ("max_requests", "exited", "timeout", "killed", "crashed", "boot_failed",
+                "retired")
 # HUP and USR2 outcomes: (kind, outcome) pairs the master reports, and why a rollback.
 RELOAD_OUTCOMES = (("hup", "promoted"), ("hup", "rolled_back"), ("usr2", "started"),
                    ("usr2", "promoted"), ("usr2", "rolled_back"))
@@ -65,7 +66,8 @@ FAMILIES: tuple[Family, ...] = (
     _family("polycorn_workers", GAUGE, "Workers of the node's masters, by state.",
             state=WORKER_STATES),
     _family("polycorn_worker_exits", COUNTER, "Workers that exited, by reason "
-            "(max_requests: recycled; retired: stopped by the master).",
+            "(exited: on its own with status 0 other than max-requests, e.g. an orphan or "
+            "a TERM from outside; retired: stopped by the master).",
             reason=EXIT_REASONS),
     _family("polycorn_reloads", COUNTER, "HUP reloads and USR2 upgrades by outcome; a "
             "rollback says why.", signal=("hup", "usr2"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 
 from polycorn.metrics.aggregate import Aggregator
@@ -28,6 +29,7 @@ def run_metrics(bind: tuple[str, int], directory: str, channel: Channel) -> None
     from polycorn.metrics.exposition import NodeCollector
     from prometheus_client import CollectorRegistry, start_http_server
 
+    _install_signals()
     aggregator = Aggregator(directory)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(aggregator))
@@ -53,6 +55,22 @@ def run_metrics(bind: tuple[str, int], directory: str, channel: Channel) -> None
         server.shutdown()
         server.server_close()
     log.info("metrics: master gone; stopping (pid %s)", os.getpid())
+
+
+def _install_signals() -> None:
+    """Reset what the master installed (its handlers write to its own pipe): the master's
+    stop signals end this process; its other signals mean nothing here."""
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN,
+                signal.SIGTTOU, signal.SIGWINCH):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, _stop)
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise SystemExit(0)  # unwinds run_metrics: the HTTP server is shut down on the way
 
 
 def _master_alive(channel: Channel, timeout: float) -> bool:

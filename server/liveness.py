@@ -23,6 +23,9 @@ CHANGED_OFFSET = 8
 HEADER_SIZE = 64
 
 
+MAX_REQUESTS_REASON = "max_requests"  # a READY slot's reason: the worker leaves on max-requests
+
+
 class WorkerState(enum.IntEnum):
     FREE = 0
     BOOTING = 1

@@ -25,8 +25,8 @@ HANDOFF_OWNER_CHANGED = "handoff_owner_changed"
 
 # Why a worker left (Observer.worker_exited): a small fixed set, so a sink may use it
 # as a label. "retired" is the master's own asking (TTOU, HUP, stop, upgrade).
-WORKER_EXIT_REASONS = ("max_requests", "timeout", "killed", "crashed", "boot_failed",
-                       "retired")
+WORKER_EXIT_REASONS = ("max_requests", "exited", "timeout", "killed", "crashed",
+                       "boot_failed", "retired")
 
 # Log levels counted, Gunicorn's names: an ERROR record with a traceback attached is an
 # "exception" (its Logger.exception()), not also an "error".

@@ -21,7 +21,7 @@ from typing import Any
 from polycorn.server import proctitle
 from polycorn.server.exitcodes import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from polycorn.server.instrument import master as instrument_master
-from polycorn.server.liveness import SlotTable, WorkerState
+from polycorn.server.liveness import MAX_REQUESTS_REASON, SlotTable, WorkerState
 from polycorn.server.master.state import (
     CurrentConfig,
     HaltServer,
@@ -245,7 +245,7 @@ class WorkerPool:
         except Exception:
             log.exception("child_exit hook failed")
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
-        instrument_master.worker_exited(exit_reason(rec, status, code, state))
+        instrument_master.worker_exited(exit_reason(rec, status, code, state, reason))
         # Dying before ready, whatever the cause, counts as a failed boot: respawning
         # such a worker at once would spin.
         boot_failed = (code in (WORKER_BOOT_ERROR, APP_LOAD_ERROR)
@@ -360,7 +360,8 @@ class WorkerPool:
         return [self.parent_w]
 
 
-def exit_reason(rec: WorkerRecord, status: int, code: int, state: WorkerState) -> str:
+def exit_reason(rec: WorkerRecord, status: int, code: int, state: WorkerState,
+                slot_reason: str = "") -> str:
     """Why a worker left, as one of instrument's WORKER_EXIT_REASONS."""
     if rec.abort_sent:
         return "timeout"
@@ -371,7 +372,9 @@ def exit_reason(rec: WorkerRecord, status: int, code: int, state: WorkerState) -
         return "boot_failed"
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
         return "killed"
-    return "max_requests" if code == 0 else "crashed"
+    if code != 0:
+        return "crashed"
+    return "max_requests" if slot_reason == MAX_REQUESTS_REASON else "exited"
 
 
 def _drop_privileges(cfg: Any) -> None:

@@ -28,7 +28,7 @@ from polycorn.server.app import AppImportError, load_app
 from polycorn.server.asgi.shape import mismatch
 from polycorn.server.exitcodes import WORKER_BOOT_ERROR
 from polycorn.server.instrument.requests import request_log
-from polycorn.server.liveness import SlotTable, WorkerState
+from polycorn.server.liveness import MAX_REQUESTS_REASON, SlotTable, WorkerState
 from polycorn.server.logs import reopen
 from polycorn.server.reloader import Reloader
 from polycorn.server.sockets import Listener
@@ -279,6 +279,8 @@ class Worker:
         self.requests += 1
         if self.requests >= self.max_requests and self.state is RunState.RUNNING:
             log.info("worker %s: max requests (%s) reached; restarting", self.pid, self.max_requests)
+            # The master reads why it left (worker exits by reason); the state is unchanged.
+            self.slots.set_state(self.slot, WorkerState.READY, MAX_REQUESTS_REASON)
             self.drain("max requests")
 
     @property
