@@ -68,27 +68,35 @@ class Reading:
 
 def read(path: str) -> Reading | None:
     """The file's values and whether its process lives; None if it vanished or is not
-    a slot file. A dead process's file stays locked by us until `release`."""
+    a slot file."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            alive = False
-        except OSError:  # EAGAIN/EACCES: its process holds the lock
-            alive = True
         data = os.pread(fd, 1 << 20, 0)
+        if len(data) < _PREFIX.size:
+            return None
+        magic, length = _PREFIX.unpack_from(data)
+        if magic != MAGIC:
+            return None
+        header = json.loads(data[_PREFIX.size:_PREFIX.size + length])
+        pid = int(header["pid"])
+        # Our own file: record locks are per process, so taking it would succeed (and
+        # closing fd would drop it); a process asking is alive.
+        alive = pid == os.getpid() or _locked_by_another(fd)
+        if not alive:  # read again: its last writes may have raced the first read
+            data = os.pread(fd, 1 << 20, 0)
     finally:
-        os.close(fd)  # also drops our lock: the fold runs under the directory lock anyway
-    if len(data) < _PREFIX.size:
-        return None
-    magic, length = _PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        return None
-    header = json.loads(data[_PREFIX.size:_PREFIX.size + length])
+        os.close(fd)  # drops our lock too: a fold runs under the directory lock anyway
     keys = [(name, tuple(tuple(pair) for pair in labels)) for name, labels in header["keys"]]
-    start = _PREFIX.size + length
-    floats = struct.unpack_from(f"={len(keys)}d", data, start)  # native: node-local
-    return Reading(path, int(header["pid"]), dict(zip(keys, floats, strict=True)), alive)
+    floats = struct.unpack_from(f"={len(keys)}d", data, _PREFIX.size + length)  # native
+    return Reading(path, pid, dict(zip(keys, floats, strict=True)), alive)
+
+
+def _locked_by_another(fd: int) -> bool:
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # EAGAIN/EACCES: its process holds the lock
+        return True
+    return False
