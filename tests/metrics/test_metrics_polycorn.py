@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import signal
 
-from metricsupport import Scraper, scrape, total, value
 from support.load import Load
 from support.procs import ROOT, alive, children, free_port, live_masters, wait_until
+from support.scrape import Scraper, scrape, total, value
 
 APPS = ROOT / "tests" / "apps"
 REQUESTS = "polycorn_http_requests_total"

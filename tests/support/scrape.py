@@ -23,6 +23,15 @@ def scrape(port: int, timeout: float = 2.0) -> dict[Series, float]:
     return out
 
 
+def try_scrape(port: int) -> dict[Series, float]:
+    """scrape(), or nothing while the endpoint moves between sidecars (a USR2, a master's
+    death: the old one is gone, the new one not bound yet)."""
+    try:
+        return scrape(port)
+    except OSError:
+        return {}
+
+
 def value(samples: dict[Series, float], name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
