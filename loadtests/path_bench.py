@@ -11,6 +11,7 @@ PYTHONPATH, as bench.py's --against does); children of the two checkouts alterna
 and every figure is the median of per-child minima, so a noisy second moves both.
 
     .venv/bin/python loadtests/path_bench.py --against before=/tmp/before [--access-log]
+    .venv/bin/python loadtests/path_bench.py --against off=. --metrics  # the metrics' cost
 
 A tool, not a test: the figures are reported, never asserted.
 """
@@ -64,7 +65,8 @@ class _Transport:
     def write_eof(self) -> None: ...
 
 
-def _child(tree: Path, rounds: int, requests: int, access_log: bool) -> dict:
+def _child(tree: Path, rounds: int, requests: int, access_log: bool,
+           metrics: bool = False) -> dict:
     """Runs in the child: minimum CPU us per request of each path over `rounds`."""
     import asyncio
     import gc
@@ -77,6 +79,18 @@ def _child(tree: Path, rounds: int, requests: int, access_log: bool) -> dict:
     from polycorn.server.wsgi.handler import ClientConnection, WSGIHandler
     from wsgi_support import RecordingAccessLog, make_cfg
 
+    def request_log():
+        log = RecordingAccessLog(enabled=access_log)
+        if not metrics:
+            return log
+        # The Prometheus sink behind the instruments, as a worker with --metrics-bind has it.
+        from polycorn.metrics.sink import MetricsSink
+        from polycorn.server.instrument import Instruments
+        from polycorn.server.instrument.requests import ObservedAccessLog
+        log.format = ""
+        sink = MetricsSink(tempfile.mkdtemp(), threaded=False)  # as for the sync and event workers
+        return ObservedAccessLog(log, Instruments([sink]))
+
     class Worker:
         state = RunState.RUNNING
         alive = True
@@ -88,7 +102,7 @@ def _child(tree: Path, rounds: int, requests: int, access_log: bool) -> dict:
 
     def event_round() -> float:
         cfg = make_cfg(worker_connections=1000, backlog=2048, health_check=None, keepalive=5)
-        handler = WSGIHandler(_app, cfg, None, RecordingAccessLog(enabled=access_log))
+        handler = WSGIHandler(_app, cfg, None, request_log())
         loop = asyncio.new_event_loop()
         ctx = ServingContext(Worker(cfg, handler), loop, on_last_connection=lambda: None)
         proto = HTTPProtocol(ctx, handler.environ_builder(("127.0.0.1", 8000), "http"))
@@ -104,7 +118,7 @@ def _child(tree: Path, rounds: int, requests: int, access_log: bool) -> dict:
     def event_close_round() -> float:
         """A connection per request (wrk's Connection: close): made, served, lost."""
         cfg = make_cfg(worker_connections=1000, backlog=2048, health_check=None, keepalive=5)
-        handler = WSGIHandler(_app, cfg, None, RecordingAccessLog(enabled=access_log))
+        handler = WSGIHandler(_app, cfg, None, request_log())
         loop = asyncio.new_event_loop()
         ctx = ServingContext(Worker(cfg, handler), loop, on_last_connection=lambda: None)
         builder = handler.environ_builder(("127.0.0.1", 8000), "http")
@@ -121,7 +135,7 @@ def _child(tree: Path, rounds: int, requests: int, access_log: bool) -> dict:
 
     def blocking_round() -> float:
         cfg = make_cfg(health_check=None)
-        handler = WSGIHandler(_app, cfg, None, RecordingAccessLog(enabled=access_log))
+        handler = WSGIHandler(_app, cfg, None, request_log())
         ours, theirs = socket.socketpair()
         conn = ClientConnection(handler, ours, ("127.0.0.1", 5555), ("127.0.0.1", 8000),
                                 keep_alive=True)
@@ -148,10 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20, help="rounds per child")
     parser.add_argument("--requests", type=int, default=500, help="requests per round")
     parser.add_argument("--access-log", action="store_true", help="with an access log on")
+    parser.add_argument("--metrics", action="store_true",
+                        help="this tree with the Prometheus sink (--metrics-bind) on")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(_child(Path(args.child), args.rounds, args.requests, args.access_log)))
+        print(json.dumps(_child(Path(args.child), args.rounds, args.requests, args.access_log,
+                                args.metrics)))
         return 0
     sys.path.insert(0, str(HERE))
     from bench import package_shim
@@ -171,13 +188,15 @@ def main(argv: list[str] | None = None) -> int:
             tree, shim = trees[name]
             cmd = [sys.executable, str(Path(__file__).resolve()), "--against", args.against,
                    "--child", str(tree), "--rounds", str(args.rounds),
-                   "--requests", str(args.requests)] + (["--access-log"] * args.access_log)
+                   "--requests", str(args.requests)] + (["--access-log"] * args.access_log) \
+                + (["--metrics"] * (args.metrics and name == "this tree"))
             env = {**os.environ, "PYTHONPATH": str(shim)}
             out = subprocess.run(cmd, env=env, cwd=workdir, capture_output=True, text=True,
                                  check=True).stdout
             results[name].append(json.loads(out))
     print(f"CPU us per request, median of {args.children} children's best of {args.rounds} "
-          f"rounds x {args.requests} requests; access log {'on' if args.access_log else 'off'}")
+          f"rounds x {args.requests} requests; access log {'on' if args.access_log else 'off'}"
+          + ("; metrics on in this tree" if args.metrics else ""))
     print("| path | this tree | " + label + " | ratio |\n|---|---:|---:|---:|")
     for path in ("event", "event, close", "blocking"):
         ours = statistics.median(r[path] for r in results["this tree"])

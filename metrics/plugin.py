@@ -25,7 +25,12 @@ def metrics_sink(cfg: Any) -> MetricsSink | None:
     own slot file on first report)."""
     if getattr(cfg, "metrics_bind", None) is None:
         return None
-    return MetricsSink(slot_directory(cfg))
+    from polycorn.server.master.state import worker_class
+    from polycorn.server.workers.thread import ThreadWorker
+
+    # Rare calls (master, agent) always take the lock; the request path only needs it
+    # when a worker's threads share the slot file.
+    return MetricsSink(slot_directory(cfg), threaded=issubclass(worker_class(cfg), ThreadWorker))
 
 
 def _run(bind: tuple[str, int], directory: str, channel: Channel) -> None:

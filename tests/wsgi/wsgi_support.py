@@ -39,6 +39,9 @@ class RecordingAccessLog:
         self.enabled = enabled
         self.records: list[tuple[dict, str, list, int, float]] = []
 
+    def started(self) -> None:
+        """A request began (the instruments count requests in flight from it)."""
+
     def log(self, environ, status, headers, length, seconds) -> None:
         self.records.append((environ, status, headers, length, seconds))
 
