@@ -5,12 +5,13 @@ upgrade, and the node's death (its target down, node_dead counted by the leader)
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
 from polycorn.ha import events as ev
 from support.load import Load
-from support.procs import alive, free_port, kill_all, wait_until
+from support.procs import ROOT, alive, free_port, kill_all, wait_until
 from support.prometheus import Prometheus, prometheus_binary
 from support.scrape import try_scrape, value
 from test_agent import TTL_MS, observer
@@ -20,6 +21,12 @@ pytestmark = pytest.mark.skipif(prometheus_binary() is None,
                                        "(scripts/system-deps.sh installs it)")
 
 GET_2XX = 'polycorn_http_requests_total{method="GET",status="2xx"}'
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads((ROOT / "examples" / "grafana-dashboard.json").read_text())
+    return [target["expr"].replace("$job", "polycorn").replace("$node", ".*")
+            for panel in dashboard["panels"] for target in panel["targets"]]
 
 
 def start_node(polycorn, url: str, cluster: str, node_id: str):
@@ -82,5 +89,8 @@ def test_prometheus_sees_requests_an_upgrade_and_a_node_death(redis_farm, polyco
         assert prom.values('polycorn_cluster_node_state{state="ready"}') == {
             leader: 1.0, upgraded: 1.0}
         assert max(prom.values("polycorn_cluster_heartbeat_age_seconds").values()) < 5
+        # Every query of the example Grafana dashboard is one this Prometheus accepts.
+        for expr in dashboard_queries():
+            prom.query(expr)
     finally:
         prom.stop()
