@@ -81,7 +81,7 @@ def test_counts_survive_worker_kills_hup_usr2_and_a_master_kill(polycorn, port, 
     assert total(final, REQUESTS) == load.result.ok, (total(final, REQUESTS), load.result.ok)
     assert value(final, REQUESTS, method="GET", status="2xx") == load.result.ok
     assert value(final, "polycorn_http_request_duration_seconds_count") == load.result.ok
-    assert scraper.scrapes > 20, scraper.scrapes
+    assert scraper.scrapes > 10, scraper.scrapes
     assert scraper.decreases == [], scraper.decreases[:5]
     # The endpoint moved to the surviving master's sidecar within a few seconds.
     print(f"\nMETRICS longest gap without a scrape (USR2, kill -9 of the owner): "
