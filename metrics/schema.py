@@ -63,6 +63,8 @@ FAMILIES: tuple[Family, ...] = (
     _family("polycorn_http_request_body_bytes", COUNTER, "Request body bytes the "
             "application read."),
     _family("polycorn_http_response_body_bytes", COUNTER, "Response body bytes sent."),
+    _family("polycorn_http_connections_open", GAUGE, "Client connections the node's "
+            "workers hold (each worker's count at its last heartbeat)."),
     _family("polycorn_workers", GAUGE, "Workers of the node's masters, by state.",
             state=WORKER_STATES),
     _family("polycorn_worker_exits", COUNTER, "Workers that exited, by reason "

@@ -149,6 +149,9 @@ class MetricsSink(Observer):
             v = self._open()
         v[slot] = value
 
+    def connections(self, count: int) -> None:
+        self._set(index("polycorn_http_connections_open"), count)
+
     def worker_exited(self, reason: str) -> None:
         if reason in schema.EXIT_REASONS:
             self._add(index("polycorn_worker_exits", reason=reason))

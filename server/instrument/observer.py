@@ -46,6 +46,9 @@ class Observer:
     def request_started(self) -> None:
         """A request's head was read and its cycle begins (requests in flight)."""
 
+    def connections(self, count: int) -> None:
+        """The client connections a worker holds, at its heartbeat."""
+
     def worker_exited(self, reason: str) -> None:
         """The master reaped a worker; reason is one of WORKER_EXIT_REASONS."""
 
@@ -120,6 +123,9 @@ class Instruments(Observer):
                 sink.request_started()
             except Exception:
                 _sink_failed(sink, "request_started")
+
+    def connections(self, count: int) -> None:
+        self._each("connections", count)
 
     def worker_exited(self, reason: str) -> None:
         self._each("worker_exited", reason)

@@ -251,7 +251,14 @@ class Worker:
     def notify(self) -> None:
         """Heartbeat: called from the worker's main loop only."""
         self.slots.heartbeat(self.slot)
-        instrument.current().tick()  # metrics batched while requests came
+        instruments = instrument.current()
+        instruments.tick()  # metrics batched while requests came
+        if instruments.active:
+            instruments.connections(self.open_connections())
+
+    def open_connections(self) -> int:
+        """Client connections this worker holds now (the instruments' gauge)."""
+        return 0
 
     @property
     def wait_fds(self) -> list[int]:

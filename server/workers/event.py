@@ -33,6 +33,10 @@ class EventWorker(Worker):
     def _new_context(self, loop: asyncio.AbstractEventLoop) -> ServingContext:
         return ServingContext(self, loop, on_last_connection=self._on_last_connection)
 
+    def open_connections(self) -> int:
+        ctx = getattr(self, "ctx", None)  # None until run() starts serving
+        return len(ctx.connections) if ctx is not None else 0
+
     def run(self) -> None:
         # The asgi worker made its loop at boot (lifespan startup ran on it).
         self.loop = loop = getattr(self, "loop", None) or self._new_loop()

@@ -55,6 +55,11 @@ class SyncWorker(Worker):
                     self.serve(accepted[0], accepted[1], server_name)
                     self.notify()
 
+    serving = 0  # a client connection is being served (one at most)
+
+    def open_connections(self) -> int:
+        return self.serving
+
     def serve(self, sock: socket.socket, addr: object, server_addr: Any) -> None:
         # server_addr: what Listener.server_name() gives (host and port, or a Unix path)
         proxied = None
@@ -68,9 +73,11 @@ class SyncWorker(Worker):
                 return
         conn = ClientConnection(self.handler, sock, addr, server_addr, keep_alive=False,
                                 waits=self.waits, proxied=proxied)
+        self.serving = 1
         try:
             conn.serve_one()
         finally:
+            self.serving = 0
             conn.close()
             if conn.requests:  # a connection closed without a request is not one (policy.py)
                 self.count_request()

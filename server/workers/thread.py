@@ -31,6 +31,10 @@ from polycorn.server.wsgi.handler import ClientConnection
 
 
 class ThreadWorker(Worker):
+    def open_connections(self) -> int:
+        """Served by a pool thread, or parked between keep-alive requests."""
+        return getattr(self, "inflight", 0) + len(getattr(self, "idle", ()))
+
     def run(self) -> None:
         threads = max(1, int(getattr(self.cfg, "threads", 1) or 1))
         self.keepalive = float(getattr(self.cfg, "keepalive", 2) or 0)

@@ -78,6 +78,7 @@ def requests(n: int, method: str = "GET", status: int = 200, started: int | None
         for _ in range(n):
             sink.request_finished(method, status, 0.02, 100, 7)
         sink.worker_states({"ready": 2, "booting": 1})
+        sink.connections(3)
     return report
 
 
@@ -95,6 +96,7 @@ def test_a_dead_process_keeps_its_counters_and_loses_its_gauges(tmp_path):
     assert live.values[key(REQ, method="POST", status="5xx")] == 2
     assert live.values[key("polycorn_workers", state="ready")] == 4
     assert live.in_flight == 2  # b started 4, answered 2
+    assert live.values[key("polycorn_http_connections_open")] == 6
     a.finish(signal.SIGKILL)  # no goodbye: its counts are in its file already
     b.finish()
     after = agg.collect()
@@ -104,6 +106,7 @@ def test_a_dead_process_keeps_its_counters_and_loses_its_gauges(tmp_path):
     assert after.values[key("polycorn_http_response_body_bytes")] == 500
     assert after.values[key("polycorn_http_request_body_bytes")] == 35
     assert key("polycorn_workers", state="ready") not in after.values
+    assert key("polycorn_http_connections_open") not in after.values
     assert after.in_flight == 0
     assert slot_files(tmp_path) == []  # folded files do not pile up
     again = agg.collect()  # nothing left to fold: the same totals, from retired.json alone

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 
 from support.load import Load
 from support.procs import ROOT, alive, children, free_port, live_masters, wait_until
-from support.scrape import Scraper, scrape, total, value
+from support.scrape import Scraper, scrape, total, try_scrape, value
 
 APPS = ROOT / "tests" / "apps"
 REQUESTS = "polycorn_http_requests_total"
@@ -92,3 +93,31 @@ def test_counts_survive_worker_kills_hup_usr2_and_a_master_kill(polycorn, port, 
                what="four ready workers on /metrics")
     assert value(final, "polycorn_generation_boot_seconds") > 0
     assert total(scrape(mport), REQUESTS) == load.result.ok
+
+
+def test_an_event_worker_shows_its_open_connections_and_requests_in_flight(polycorn, port):
+    mport = free_port()
+    polycorn("-b", f"127.0.0.1:{port}", "-w", "1", "-k", "event", "--metrics-bind",
+             f"127.0.0.1:{mport}", "testapp:application", wait_port=port, cwd=APPS)
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    try:
+        for c in clients:  # kept alive, idle after one request each
+            c.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert c.recv(4096).startswith(b"HTTP/1.1 200")
+        # The gauge is the worker's count at its last heartbeat (at least once a second).
+        wait_until(lambda: value(try_scrape(mport), "polycorn_http_connections_open") == 3,
+                   10, 0.1, what="3 connections open")
+        # A request in the app: counted from the worker's slot file as it stands, while
+        # the app holds the event loop (no heartbeat needed).
+        clients[0].sendall(b"GET /sleep?s=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        samples = wait_until(lambda: (s := try_scrape(mport))
+                             and value(s, "polycorn_http_requests_in_flight") == 1 and s,
+                             10, 0.1, what="1 request in flight")
+        assert total(samples, REQUESTS) == 3
+        assert clients[0].recv(4096).startswith(b"HTTP/1.1 200")
+        wait_until(lambda: value(try_scrape(mport), "polycorn_http_requests_in_flight") == 0
+                   and total(try_scrape(mport), REQUESTS) == 4, 10, 0.1,
+                   what="the request answered")
+    finally:
+        for c in clients:
+            c.close()
