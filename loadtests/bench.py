@@ -92,14 +92,18 @@ def tls_arguments() -> list[str]:
             str(_tls_folder / "key.pem")]
 
 
-def _polycorn(worker: str, statsd: bool = False, tls: bool = False
-              ) -> Callable[[int, str, int], list[str]]:
+def _polycorn(worker: str, statsd: bool = False, tls: bool = False,
+              metrics: bool = False) -> Callable[[int, str, int], list[str]]:
     def argv(port: int, app: str, threads: int) -> list[str]:
         extra = ["--threads", str(threads)] if worker == "thread" else []
         if statsd:
             extra += ["--statsd-host", f"127.0.0.1:{statsd_receiver_port()}"]
         if tls:
             extra += tls_arguments()
+        if metrics:  # nobody scrapes: the cost is the workers' reporting alone
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                extra += ["--metrics-bind", f"127.0.0.1:{s.getsockname()[1]}"]
         target = f"bench_apps:asgi_{app}" if worker == "asgi" else f"bench_apps:{app}"
         return [PY, "-m", "polycorn.server.main", "-k", worker, "-w", "1", *extra,
                 "-b", f"127.0.0.1:{port}", target]
@@ -159,6 +163,9 @@ SERVERS = {s.name: s for s in [
     Server("polycorn-event", _polycorn("event"), _module("polycorn")),
     # The same with --statsd-host to a local UDP port: what sending metrics costs.
     Server("polycorn-event-statsd", _polycorn("event", statsd=True), _module("polycorn")),
+    # With --metrics-bind (the Prometheus sink): what counting into the slot files costs.
+    Server("polycorn-event-metrics", _polycorn("event", metrics=True),
+           lambda: _module("polycorn")() and _module("prometheus_client")()),
     # The event worker without the `fast` extra's parser: the cost of the pure parser.
     Server("polycorn-event-pure", _polycorn("event"), _module("polycorn"),
            env={"POLYCORN_PARSER": "python"}),
@@ -183,7 +190,7 @@ TLS_SERVERS = tuple(name for name, server in SERVERS.items() if server.tls)
 
 
 # Rows run only when named with --only (or --tls): a variant of a row, not another server.
-OPT_IN = ("polycorn-event-statsd", *TLS_SERVERS)
+OPT_IN = ("polycorn-event-statsd", "polycorn-event-metrics", *TLS_SERVERS)
 
 
 def package_shim(tree: Path, workdir: Path, label: str) -> Path:
