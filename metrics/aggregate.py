@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ log = logging.getLogger("polycorn.error")
 
 RETIRED = "retired.json"
 LOCK = ".lock"
+STALE_TMP = 60.0  # seconds after which a half-made slot file (its creator died) is removed
 
 
 @dataclass
@@ -82,6 +84,12 @@ class Aggregator:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
+        for name in names:
+            if name.endswith(slots.SUFFIX + ".tmp"):  # a process died while making its file
+                path = os.path.join(self.directory, name)
+                with contextlib.suppress(OSError):
+                    if time.time() - os.stat(path).st_mtime > STALE_TMP:
+                        os.unlink(path)
         return [os.path.join(self.directory, n) for n in names if n.endswith(slots.SUFFIX)]
 
     def _load_retired(self) -> tuple[dict[SlotKey, float], set[str]]:

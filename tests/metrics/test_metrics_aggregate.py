@@ -221,3 +221,12 @@ def test_the_agents_view_shows_with_the_heartbeat_age(tmp_path):
 ])
 def test_rollback_reasons_are_a_bounded_set(text, reason):
     assert schema.rollback_reason(text) == reason
+
+
+def test_a_half_made_slot_file_is_removed_once_stale(tmp_path):
+    fresh, stale = tmp_path / f"1-a{SUFFIX}.tmp", tmp_path / f"2-b{SUFFIX}.tmp"
+    fresh.write_bytes(b"")
+    stale.write_bytes(b"")
+    os.utime(stale, (0, 0))
+    assert Aggregator(str(tmp_path)).collect().live == 0
+    assert fresh.exists() and not stale.exists()
