@@ -9,6 +9,7 @@ imported in the sidecar process after the fork, never in the master.
 from __future__ import annotations
 
 import functools
+import importlib.util
 from typing import Any
 
 from polycorn.metrics.settings import SETTINGS, slot_directory
@@ -47,11 +48,11 @@ class MetricsPlugin:
         bind = getattr(cfg, "metrics_bind", None)
         if bind is None:
             return []
-        try:
-            import prometheus_client  # noqa: F401  - checked here, used in the sidecar
-        except ImportError:
+        # Found, not imported: imported here, its modules would be in every worker
+        # forked from the master (measured: +6 MiB private memory per worker).
+        if importlib.util.find_spec("prometheus_client") is None:
             raise ConfigError("--metrics-bind needs prometheus_client: pip install "
-                              "'polycorn[metrics]'") from None
+                              "'polycorn[metrics]'")
         return [Sidecar(METRICS_SIDECAR, functools.partial(_run, bind, slot_directory(cfg)),
                         title="metrics")]
 
