@@ -42,12 +42,14 @@ SETTINGS: tuple[Setting, ...] = (
 def slot_directory(cfg: Any) -> str:
     """The node's slot directory: the same for every master of the node and across USR2."""
     chosen = getattr(cfg, "metrics_dir", None)
-    if not chosen:
-        chosen = os.environ.get(DIR_ENV)
     if not chosen and getattr(cfg, "handoff", None):
-        chosen = str(cfg.handoff) + ".metrics"
+        chosen = str(cfg.handoff) + ".metrics"  # every master of the node names the path
+    if chosen:
+        os.makedirs(chosen, mode=0o700, exist_ok=True)
+        return chosen
+    chosen = os.environ.get(DIR_ENV)  # made by this node's first generation (USR2)
     if not chosen:
         chosen = tempfile.mkdtemp(prefix="polycorn-metrics-")
+        os.environ[DIR_ENV] = chosen  # a USR2 re-exec finds it again
     os.makedirs(chosen, mode=0o700, exist_ok=True)
-    os.environ[DIR_ENV] = chosen  # a USR2 re-exec and a restarted peer find it again
     return chosen

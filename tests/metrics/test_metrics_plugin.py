@@ -49,15 +49,16 @@ def test_metrics_bind_refuses_what_is_not_host_port(text):
 
 def test_every_master_of_a_node_and_every_generation_finds_one_directory(tmp_path,
                                                                           monkeypatch):
-    monkeypatch.delenv(DIR_ENV, raising=False)
+    monkeypatch.setenv(DIR_ENV, "")  # unset, and restored to what it was after the test
     plugins = discover()
     handoff = tmp_path / "node.sock"
     cfg = load_config(["--metrics-bind", "127.0.0.1:9101", "--handoff", str(handoff),
                        "hello:application"], {}, plugins=plugins)
     assert slot_directory(cfg) == f"{handoff}.metrics"
-    monkeypatch.delenv(DIR_ENV)
+    assert os.environ[DIR_ENV] == ""  # the hand-off path names it: nothing to pass on
     alone = load_config(["--metrics-bind", "127.0.0.1:9101", "hello:application"], {},
                         plugins=plugins)
     made = slot_directory(alone)  # a new temporary directory, passed on to a USR2 re-exec
     assert os.environ[DIR_ENV] == made and slot_directory(alone) == made
     os.rmdir(made)
+    monkeypatch.setenv(DIR_ENV, "")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import urllib.request
 
+from polycorn.ha.dashboard.rates import request_total
 from support.load import Load
 from support.procs import ROOT, alive, children, free_port, live_masters, wait_until
 from support.scrape import Scraper, scrape, total, try_scrape, value
@@ -118,6 +120,9 @@ def test_an_event_worker_shows_its_open_connections_and_requests_in_flight(polyc
         wait_until(lambda: value(try_scrape(mport), "polycorn_http_requests_in_flight") == 0
                    and total(try_scrape(mport), REQUESTS) == 4, 10, 0.1,
                    what="the request answered")
+        # The dashboard's requests/s column reads the same counter (ha/dashboard/rates.py).
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as resp:
+            assert request_total(resp.read().decode()) == 4
     finally:
         for c in clients:
             c.close()
