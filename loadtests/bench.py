@@ -271,6 +271,14 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _private_dirty_kib(pid: int) -> int | None:
     """The memory pages only this process has written: what one more worker costs.
 
@@ -344,7 +352,9 @@ class Running:
     def worker_pid(self) -> int:
         """The worker (the process itself for a server without workers)."""
         workers = _children(self.proc.pid)
-        return workers[0] if workers else self.proc.pid
+        # Not a sidecar (--metrics-bind forks one before the workers): a titled worker.
+        titled = [pid for pid in workers if _cmdline(pid).startswith(b"polycorn: worker")]
+        return (titled or workers or [self.proc.pid])[0]
 
     def memory(self) -> tuple[int | None, int | None]:
         """(idle worker RSS, master RSS) in KiB; a single process has no master."""
