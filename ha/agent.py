@@ -21,6 +21,7 @@ from enum import Enum
 from typing import Any
 
 from polycorn.ha import events as ev
+from polycorn.ha import history
 from polycorn.ha.backoff import Backoff
 from polycorn.ha.campaign import Campaign
 from polycorn.ha.decision import Decision
@@ -196,6 +197,11 @@ class Agent:
         after = self.info
         if (after.state, after.workers, after.workers_target) != (
                 before.state, before.workers, before.workers_target):
+            history.current().record(
+                "state", node=self.config.node_id, incarnation=self.incarnation,
+                state=after.state.value, workers=after.workers,
+                workers_target=after.workers_target, configured=after.workers_configured,
+                max_workers=after.max_workers)
             # A state or worker-count change is news for the cluster now (the leader
             # waits on it to restore capacity), not at the next heartbeat; leaving the
             # leader states also resigns in that same cycle.
@@ -222,6 +228,7 @@ class Agent:
         now = self.clock()
         expired = self.election.expire(now)
         if expired:
+            history.current().record("step_down", node=self.config.node_id, reason=expired)
             self._say(expired)
             self._best_effort(lambda: self.campaign.announce_step_down(0, expired))
         if self.membership in (Membership.SUPERSEDED, Membership.LEFT):
@@ -370,6 +377,7 @@ class Agent:
         """Master gone or stopping: give the lease back first (the others take over
         sooner), then mark the node gone. Each step is best effort."""
         self._say(f"leaving: {reason}")
+        history.current().record("leaving", node=self.config.node_id, reason=reason)
         if self.membership is not Membership.REGISTERED:
             return
         self._best_effort(lambda: self._say(self.campaign.resign_now(reason) or
@@ -431,7 +439,10 @@ def run_agent(config: ClusterConfig, channel: Channel) -> None:
 
     client = make_client(config.target, config.timing,
                          client_name=f"polycorn-agent-{config.node_id}")
-    store = RedisStore(client, config.cluster)
+    store: Any = RedisStore(client, config.cluster)
+    recorder = history.open_from_env(config.node_id)
+    if recorder.enabled:  # a chaos run's checker reads what this agent did
+        store = history.RecordingStore(store, recorder)
     try:
         raise SystemExit(Agent(config, channel, store).run())
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from polycorn.ha import events as ev
+from polycorn.ha import history
 from polycorn.ha.commands import CommandError, NodeCommand
 from polycorn.ha.events import Event
 from polycorn.ha.fencing import Fence, FenceVerdict
@@ -45,7 +46,13 @@ class Inbox:
         except CommandError as exc:
             self._emit(ev.COMMAND_REJECTED, 0, str(exc), {})
             return
+        highest = self.fence.highest_epoch
         decision = self.fence.admit(command)
+        history.current().record(
+            "command", node=self.node_id, incarnation=self.fence.incarnation, id=command.id,
+            cmd=command.cmd, n=command.n, epoch=command.epoch, by=command.issued_by,
+            target=command.node_id, highest_before=highest, verdict=decision.verdict.value,
+            accepted=decision.admitted)
         details = {"id": command.id, "cmd": command.cmd, "by": command.issued_by}
         if not decision.admitted:
             instrument.current().cluster_count("command_rejected")

@@ -37,7 +37,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadtests import retry_policy
 from loadtests.targets import TargetError, registry_urls, split_urls
 from loadtests.thresholds import Thresholds, verdict
-from loadtests.timeline import SecondBuckets, TimelineWriter
+from loadtests.timeline import SecondBuckets, TimelineWriter, failure_kind
 
 log = logging.getLogger("polycorn.load")
 
@@ -183,6 +183,7 @@ def _on_init(environment, **_kw) -> None:
     NodeUser.connection_timeout = opts.connect_timeout
     NodeUser.network_timeout = opts.network_timeout
     HttpNodeUser.timeouts = (opts.connect_timeout, opts.network_timeout)
+    _open_history()
     policy = retry_policy.install(lambda _peer: _buckets.add_retry(time.time()))
     if isinstance(environment.runner, MasterRunner):
         return  # the workers send the requests and record them
@@ -200,10 +201,29 @@ def _on_init(environment, **_kw) -> None:
         _writer = TimelineWriter(open(path, "a"), header)  # noqa: SIM115 - closed at quitting
 
 
+_history = None  # polycorn.ha.history.History when POLYCORN_HISTORY is set
+
+
+def _open_history() -> None:
+    global _history
+    if os.environ.get("POLYCORN_HISTORY"):
+        from polycorn.ha import history
+
+        _history = history.open_from_env("load")
+
+
 @events.request.add_listener
 def _on_request(response_time, exception, url=None, name="", **_kw) -> None:
     node = urlsplit(url).netloc if url else str(name)
     _buckets.add(time.time(), float(response_time or 0.0), node, exception)
+    if _history is not None:
+        # Jepsen's rule: a timeout is indeterminate (the server may have done it); any
+        # other error is a failure the client saw, a response is ok.
+        kind = None if exception is None else failure_kind(exception)
+        done = time.clock_gettime(time.CLOCK_MONOTONIC)
+        _history.record("http", t=done - float(response_time or 0.0) / 1000, t1=done,
+                        node=node, ok=exception is None, error=kind,
+                        indeterminate=kind == "timeout")
 
 
 def _flush_loop() -> None:
