@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import os
 import random
 import signal
 import subprocess
@@ -21,10 +22,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from polycorn.ha.process_tracker import ProcessTracker
+from polycorn.ha import history
+from polycorn.ha.process_tracker import ProcessTracker, tagged_pids
 from polycorn.ha.redis_launcher import RedisLaunchError
+from polycorn.ha.timing import Timing
 
-from loadtests import faults
+from loadtests import checker, faults
 from loadtests.cluster import AttachedCluster, ClusterError, LocalCluster, free_ports
 from loadtests.faults import FaultContext, FaultRecord
 from loadtests.front import FrontError, HaproxyFront, front_facts
@@ -167,11 +170,34 @@ class Timeline:
             self.add(time.time() + delay, rec, steps)
             if not first:
                 return
+        _record_fault(rec, first)
         # One line when a fault starts, one more when a lasting one ends.
         t = (rec.started if first and rec.started else time.time()) - t0
         state = "started" if rec.outcome == "running" else rec.outcome
         self.say(f"  t={t:6.1f}s  {rec.fault.label:<24} {rec.node or '':<4} {state}: "
                  f"{rec.detail}")
+
+
+def _record_fault(rec: FaultRecord, first: bool) -> None:
+    """The fault in the runner's history, on the monotonic clock (its Unix times moved
+    over): one line when it started, one when it ended (at once for an instant one)."""
+    recorder = history.current()
+    shift = history.now() - time.time()
+    ident = id(rec)
+    if first and rec.started is not None:
+        recorder.record("fault", t=rec.started + shift, phase="start", id=ident,
+                        label=rec.fault.label, action=rec.fault.action, node=rec.node,
+                        allowance=rec.allowed_failures)
+    if rec.outcome != "running":
+        end = rec.ended or rec.started or time.time()
+        recorder.record("fault", t=end + shift, phase="end", id=ident, outcome=rec.outcome)
+
+
+def open_fds() -> set[int]:
+    try:
+        return {int(n) for n in os.listdir("/proc/self/fd")}
+    except OSError:
+        return set()
 
 
 def run(args: argparse.Namespace, say=print) -> int:
@@ -190,9 +216,17 @@ def run(args: argparse.Namespace, say=print) -> int:
         run_dir = Path(tempfile.mkdtemp(prefix="polycorn-chaos-"))
     run_dir.mkdir(exist_ok=True)
     tracker = ProcessTracker(run_dir)
+    fds_before = open_fds()
+    # Every process of the run (nodes' agents, Locust, this runner) appends its own
+    # history there; the checker reads it after the cleanup.
+    history_dir = out / "history"
+    history_dir.mkdir(exist_ok=True)
+    os.environ[history.ENV] = str(history_dir)
+    recorder = history.open_from_env("runner")
     previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    code = EXIT_INTERRUPTED
     try:
-        return _run(args, scenario, out, run_dir, tracker, say)
+        code = _run(args, scenario, out, run_dir, tracker, say)
     except KeyboardInterrupt:
         say("chaos: interrupted; stopping everything this run started")
         return EXIT_INTERRUPTED
@@ -200,8 +234,39 @@ def run(args: argparse.Namespace, say=print) -> int:
         # A second Ctrl-C must not cut the cleanup short.
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
         tracker.kill_all()
+        recorder.close()
+        os.environ.pop(history.ENV, None)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if code in (EXIT_OK, EXIT_LOST) and not args.attach and (out / "report.json").exists():
+        leftovers = {"processes": sorted(ProcessTracker(run_dir).sweep()),
+                     "tagged processes": tagged_pids(tracker.tag or "") if tracker.tag else [],
+                     "fds": sorted(open_fds() - fds_before)}
+        code = _judge(out, history_dir, leftovers, code, say)
+    return code
+
+
+def _judge(out: Path, history_dir: Path, leftovers: dict[str, list[Any]], code: int,
+           say) -> int:
+    """Run the checker over the history and add its invariants to the report."""
+    timing = Timing()
+    invariants = checker.check(checker.load_history(history_dir), node_ttl=timing.node_ttl,
+                               lease=timing.lease, leftovers=leftovers)
+    path = out / "report.json"
+    report = json.loads(path.read_text())
+    report["invariants"] = [i.as_json() for i in invariants]
+    broken = [i for i in invariants if not i.held]
+    if broken:
+        report["verdict"]["ok"] = False
+        report["verdict"]["problems"] += [f"invariant {i.name}: {i.evidence}" for i in broken]
+    path.write_text(json.dumps(report, indent=1))
+    lines = ["", "invariants (history in " + str(history_dir) + "):"]
+    lines += [f"  {'held  ' if i.held else 'BROKEN'} {i.name}: {i.evidence}" for i in invariants]
+    with (out / "summary.txt").open("a") as summary:
+        summary.write("\n".join(lines) + "\n")
+    for line in lines:
+        say(line)
+    return EXIT_LOST if broken else code
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
@@ -258,7 +323,16 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
     if front is not None:
         front.stop_sampling()
         front_facts(front, records, cluster, scenario.offered_rps, output.seconds)
+    _record_final(cluster, t0)
     return _report(args, scenario, cluster, records, output, out, run_dir, say, front)
+
+
+def _record_final(cluster: Any, load_started: float) -> None:
+    """Which nodes the runner knows alive at the end (their masters' status files, not
+    Redis)."""
+    alive = [n.node_id for n in cluster.nodes.values() if cluster.local and n.masters()]
+    history.current().record(
+        "final", alive=alive, load_started=load_started + history.now() - time.time())
 
 
 def _report(args: argparse.Namespace, scenario: Scenario, cluster: Any,
@@ -275,6 +349,10 @@ def _report(args: argparse.Namespace, scenario: Scenario, cluster: Any,
                 "kind": "haproxy", "url": front.url, "config": str(front.config),
                 "log": str(front.log_path), "sync_log": str(front.sync_log)}}
     report = build(scenario, records, output, info, files)
+    report["schedule"] = {"seed": getattr(args, "random", None),
+                          "faults": [{"at": f.at, "action": f.action, "node": f.node,
+                                      "duration": f.duration, "master": f.master}
+                                     for f in scenario.faults]}
     if not args.no_plot:
         from loadtests.plot import plot
 

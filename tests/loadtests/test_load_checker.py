@@ -1,0 +1,207 @@
+"""The checker over hand-made histories: each invariant holds on a clean history and
+is broken, with evidence naming the moment, by a history that violates it."""
+
+from __future__ import annotations
+
+import json
+
+from loadtests import checker
+
+TTL, LEASE = 3.0, 6.0
+BOUND = TTL + LEASE + checker.SETTLE
+
+
+def store(t, op, res, who="n1", pid=1, t1=None, **fields):
+    return {"t": t, "t1": t + 0.01 if t1 is None else t1, "k": "store", "op": op, "res": res,
+            "who": who, "pid": pid, "lineage": fields.pop("lineage", "run-a"), **fields}
+
+
+def command(t, node, epoch, cid, accepted=True, pid=1):
+    return {"t": t, "k": "command", "node": node, "epoch": epoch, "id": cid, "cmd": "set_workers",
+            "accepted": accepted, "pid": pid}
+
+
+def state(t, node, workers, target, pid, st="ready", configured=2, ceiling=4):
+    return {"t": t, "k": "state", "node": node, "state": st, "workers": workers,
+            "workers_target": target, "configured": configured, "max_workers": ceiling,
+            "pid": pid}
+
+
+def issued(t, cid, node, epoch, holder="n9"):
+    return store(t, "grant_workers", True, who=holder, holder=holder, epoch=epoch, node=node,
+                 command={"id": cid, "node": node, "epoch": epoch})
+
+
+def names(invariants):
+    return {i.name: i for i in invariants}
+
+
+# -- fencing -------------------------------------------------------------------------------
+
+def test_fencing_holds_for_rising_epochs_and_a_rejected_stale_command():
+    h = [issued(1, "a", "n1", 1), issued(2, "b", "n1", 2), command(3, "n1", 1, "a"),
+         command(4, "n1", 2, "b"), command(5, "n1", 1, "old", accepted=False)]
+    inv = checker.fencing(h)
+    assert inv.held, inv.evidence
+    assert "2 commands applied" in inv.evidence and "1 rejected" in inv.evidence
+
+
+def test_fencing_broken_by_an_older_epoch_applied_after_a_newer_one():
+    h = [command(3, "n1", 2, "b"), command(4, "n1", 1, "a")]
+    inv = checker.fencing(h)
+    assert not inv.held
+    assert "n1 applied set_workers a at epoch 1" in inv.evidence and "epoch 2" in inv.evidence
+
+
+def test_fencing_broken_by_a_command_issued_before_one_already_applied():
+    h = [issued(1, "first", "n1", 3), issued(2, "second", "n1", 3),
+         command(3, "n1", 3, "second"), command(4, "n1", 3, "first")]
+    inv = checker.fencing(h)
+    assert not inv.held and "applied first" in inv.evidence
+
+
+# -- max_unavailable -----------------------------------------------------------------------
+
+def upgrade(t, node, res="issued", lineage="run-a", limit=1):
+    return store(t, "issue_upgrade", res, node=node, rollout="r1", lineage=lineage,
+                 max_unavailable=limit, holder="n9", epoch=1, command=None)
+
+
+def finish(t, node, res="running"):
+    return store(t, "finish_upgrade", res, node=node, rollout="r1", holder="n9", epoch=1)
+
+
+def test_max_unavailable_holds_one_node_at_a_time():
+    h = [upgrade(1, "n1"), finish(5, "n1"), upgrade(5.5, "n2"), finish(9, "n2", "done")]
+    inv = checker.max_unavailable(h)
+    assert inv.held and "at most 1 of 1" in inv.evidence
+
+
+def test_max_unavailable_broken_by_two_slots_on_one_primary():
+    h = [upgrade(1, "n1"), upgrade(2, "n2"), finish(5, "n1"), finish(6, "n2")]
+    inv = checker.max_unavailable(h)
+    assert not inv.held and "['n1', 'n2'] upgrading" in inv.evidence
+
+
+def test_max_unavailable_is_judged_per_primary_lineage():
+    # A failover lost the first slot: the new primary let a second node in. Two nodes
+    # were down at once, but each primary kept its own bound: held, per lineage.
+    h = [upgrade(1, "n1", lineage="run-a"), upgrade(2, "n2", lineage="run-b"),
+         finish(5, "n1"), finish(6, "n2")]
+    assert checker.max_unavailable(h).held
+
+
+# -- no false death ------------------------------------------------------------------------
+
+def declared(t, node, holder="n9"):
+    return store(t, "declare_dead", True, who=holder, pid=9, holder=holder, epoch=2, node=node,
+                 ttl_ms=3000, reason="no heartbeat for 3.1s")
+
+
+def test_no_false_death_holds_when_the_node_went_silent_a_ttl_before():
+    h = [store(1, "heartbeat", "refreshed", node="n1"), declared(4.5, "n1")]
+    assert checker.no_false_death(h).held
+
+
+def test_no_false_death_broken_by_a_declaration_within_a_ttl_of_a_heartbeat():
+    h = [store(1, "heartbeat", "refreshed", node="n1"), declared(2.5, "n1")]
+    inv = checker.no_false_death(h)
+    assert not inv.held and "n1 declared dead by n9 at epoch 2" in inv.evidence
+
+
+def test_no_false_death_holds_when_the_nodes_own_agent_reported_it_gone():
+    h = [store(1, "heartbeat", "refreshed", node="n1"),
+         store(1.5, "deregister", True, node="n1", incarnation=1), declared(2, "n1")]
+    assert checker.no_false_death(h).held
+
+
+def test_a_heartbeat_overlapping_the_declaration_is_not_a_certain_violation():
+    h = [store(1, "heartbeat", "refreshed", node="n1", t1=2.6), declared(2.5, "n1")]
+    assert checker.no_false_death(h).held
+
+
+# -- capacity ------------------------------------------------------------------------------
+
+def fault(t, phase, ident=1, label="kill-node n2", allowance=None):
+    return {"t": t, "k": "fault", "phase": phase, "id": ident, "label": label,
+            "allowance": allowance}
+
+
+def final(t, alive):
+    return {"t": t, "k": "final", "alive": alive, "load_started": 0.0}
+
+
+def beats(node, pid, start, end):
+    return [store(t, "heartbeat", "refreshed", who=node, pid=pid, node=node)
+            for t in range(start, end)]
+
+
+def test_capacity_held_when_the_survivors_cover_the_dead_node_in_time():
+    h = [state(0.5, "n1", 2, 2, 1), state(0.5, "n2", 2, 2, 2), fault(10, "start"),
+         fault(10, "end"), state(14, "n1", 2, 4, 1), state(15, "n1", 4, 4, 1), final(40, ["n1"]),
+         *beats("n1", 1, 1, 40)]
+    inv = checker.capacity_restored(sorted(h, key=lambda r: r["t"]), BOUND)
+    assert inv.held and "4 workers on 1 ready nodes (wanted 4) 5.0s" in inv.evidence
+
+
+def test_capacity_broken_when_the_survivor_never_reaches_its_target():
+    h = [state(0.5, "n1", 2, 2, 1), state(0.5, "n2", 2, 2, 2), fault(10, "start"),
+         fault(10, "end"), state(14, "n1", 3, 4, 1), final(40, ["n1"]), *beats("n1", 1, 1, 40)]
+    inv = checker.capacity_restored(sorted(h, key=lambda r: r["t"]), BOUND)
+    assert not inv.held and "n1 ready 3/4" in inv.evidence
+
+
+def test_capacity_ignores_the_last_word_of_a_killed_agent():
+    # n2's first agent died at 10 (its last state said ready); its new agent never
+    # reported a state: n2 is not back, whatever the dead agent said.
+    h = [state(0.5, "n1", 2, 2, 1), state(0.5, "n2", 2, 2, 2), *beats("n2", 2, 1, 10),
+         fault(10, "start"), fault(12, "end"), final(40, ["n1", "n2"]), *beats("n1", 1, 1, 40)]
+    inv = checker.capacity_restored(sorted(h, key=lambda r: r["t"]), BOUND)
+    assert not inv.held and "no state from n2" in inv.evidence
+
+
+# -- failed requests -----------------------------------------------------------------------
+
+def http(t, ok=True, indeterminate=False):
+    return {"t": t, "t1": t + 0.05, "k": "http", "ok": ok, "indeterminate": indeterminate}
+
+
+def test_failures_within_the_sum_of_overlapping_allowances():
+    h = [fault(10, "start", 1, "kill-worker n1", 1), fault(10, "end", 1),
+         fault(12, "start", 2, "kill-worker n2", 1), fault(12, "end", 2),
+         http(11, ok=False), http(13, ok=False), http(30)]
+    inv = checker.failures_within_allowance(sorted(h, key=lambda r: r["t"]), BOUND)
+    assert inv.held and "2 of 3 requests failed" in inv.evidence and "2/2" in inv.evidence
+
+
+def test_failures_beyond_the_allowance_or_outside_any_fault_break_it():
+    h = [fault(10, "start", 1, "usr2 n1", 0), fault(11, "end", 1),
+         http(12, ok=False, indeterminate=True), http(2, ok=False)]
+    inv = checker.failures_within_allowance(sorted(h, key=lambda r: r["t"]), BOUND)
+    assert not inv.held
+    assert "1 failed (1 indeterminate) during usr2 n1, allowed 0" in inv.evidence
+    assert "1 failed (0 indeterminate) outside every fault" in inv.evidence
+
+
+# -- leftovers and the whole check ------------------------------------------------------------
+
+def test_nothing_left_behind():
+    assert checker.nothing_left({"processes": [], "namespaces": []}).held
+    inv = checker.nothing_left({"processes": [123], "namespaces": ["pcn-ab-n1"]})
+    assert not inv.held and "pcn-ab-n1" in inv.evidence and "123" in inv.evidence
+
+
+def test_load_history_merges_files_in_time_order_and_skips_a_torn_line(tmp_path):
+    (tmp_path / "a.jsonl").write_text(json.dumps(http(2)) + "\n" + '{"t": 3, "k"')
+    (tmp_path / "b.jsonl").write_text(json.dumps(http(1)) + "\n")
+    assert [r["t"] for r in checker.load_history(tmp_path)] == [1, 2]
+
+
+def test_check_returns_one_invariant_per_claim_of_the_issue():
+    h = [state(0.5, "n1", 2, 2, 1), *beats("n1", 1, 1, 30), http(5), final(30, ["n1"])]
+    invariants = checker.check(sorted(h, key=lambda r: r["t"]), node_ttl=TTL, lease=LEASE,
+                               leftovers={"processes": []})
+    assert [i.name for i in invariants] == ["fencing", "max_unavailable", "no_false_death",
+                                            "capacity", "failures_within_allowance",
+                                            "nothing_left_behind"]
+    assert all(i.held for i in invariants), [i.as_json() for i in invariants]
