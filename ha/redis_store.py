@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -30,6 +31,13 @@ from redis.exceptions import RedisError
 COMMAND_QUEUE_CAP = 1000  # a node unreachable for long keeps only the newest commands
 COMMAND_QUEUE_TTL_MS = 60_000  # an unread queue (dead node, old incarnation) expires
 REPLICA_ACK_MS = 500  # WAIT bound after acquiring: well inside the step-down margin
+# Seconds between two asks of the Sentinels which server is the master. After a failover
+# Sentinel reconfigures the old master only when it next sees it (about 10 s later): until
+# then it still takes writes, and a client that keeps its connection to it (redis-py asks
+# the Sentinels only when it connects) runs a second cluster there, with a second leader
+# and the same epoch numbers (chaos --random 1 found it). Asking every half second bounds
+# that window by the Sentinels' own switch (about 1 s) plus this.
+FOLLOW_MASTER_EVERY = 0.5
 
 T = TypeVar("T")
 
@@ -53,6 +61,20 @@ class RedisStore(ClusterStore):
         self.keys = ClusterKeys(cluster)
         self.replica_ack_ms = replica_ack_ms
         self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}
+        self._follow_at = 0.0
+
+    def _follow_master(self) -> None:
+        """On a Sentinel target, ask the Sentinels for the master now and then; redis-py
+        drops its idle connections to a server that is no longer the master named."""
+        pool = self.client.connection_pool
+        ask = getattr(pool, "get_master_address", None)
+        if ask is None or time.monotonic() < self._follow_at:
+            return
+        self._follow_at = time.monotonic() + FOLLOW_MASTER_EVERY
+        try:
+            ask()
+        except (RedisError, OSError):
+            pass  # the Sentinels do not answer: keep the master we have
 
     def _run(self, name: str, keys: list[str], args: list) -> object:
         return self._scripts[name](keys=keys, args=args)
@@ -61,6 +83,7 @@ class RedisStore(ClusterStore):
 
     @_unavailable
     def snapshot(self, members: bool = True) -> ElectionSnapshot:
+        self._follow_master()
         k = self.keys
         if not members:  # one round trip of two commands; MGET reads both keys atomically
             pipe = self.client.pipeline(transaction=False)
@@ -183,6 +206,7 @@ class RedisStore(ClusterStore):
 
     @_unavailable
     def heartbeat(self, info: NodeInfo, incarnation: int, ttl_ms: int) -> Heartbeat:
+        self._follow_master()
         reply = self._run("HEARTBEAT", [*self._node_keys(info.node_id), self.keys.dead,
                                         self.keys.roster],
                           [info.node_id, incarnation, ttl_ms, ev.STREAM_MAXLEN,
