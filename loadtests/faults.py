@@ -91,7 +91,7 @@ def unavailable_reason(fault: Fault, cluster: Any) -> str | None:
     """Why this cluster cannot perform the fault, or None when it can."""
     action = fault.action
     redis = cluster.redis
-    if action in ("kill-leader", "rolling-upgrade") and not cluster.redis_url:
+    if action in ("kill-leader", "rolling-upgrade", "drain-node") and not cluster.redis_url:
         return f"{action} needs a cluster in Redis (this one runs without)"
     if action == "stop-redis" and redis is None:
         return "stop-redis: the runner does not own this Redis (attach mode)"
@@ -310,6 +310,22 @@ def rolling_upgrade(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
     yield from _run_command(ctx, rec, argv, log_path, "polycorn-ctl upgrade")
 
 
+def drain_node(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
+    """`polycorn-ctl drain NODE` (it waits until the node reports draining), then
+    `polycorn-ctl undrain NODE` after the fault's duration: the node keeps serving."""
+    def ctl(verb: str) -> list[str]:
+        return [sys.executable, "-m", "polycorn.ha.ctl", verb, node.node_id, "--cluster",
+                ctx.cluster.name, "--redis", ctx.cluster.redis_url]
+    stamp = int(time.time())
+    yield from _run_command(ctx, rec, ctl("drain"), ctx.run_dir / f"drain-{node.node_id}-"
+                            f"{stamp}.log", "polycorn-ctl drain", f" {node.node_id}")
+    drained = rec.detail
+    yield rec.fault.duration or 0.0
+    yield from _run_command(ctx, rec, ctl("undrain"), ctx.run_dir / f"undrain-{node.node_id}-"
+                            f"{stamp}.log", "polycorn-ctl undrain", f" {node.node_id}")
+    rec.detail = f"{drained}; {rec.detail}"
+
+
 def join_node(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
     """Start one more node; record when it was ready and, behind a front, when HAProxy
     sent it its first request."""
@@ -346,7 +362,7 @@ ACTIONS = {
     "kill-leader": kill_leader, "pause-node": pause_node, "usr2": usr2,
     "hup": signal_masters(signal.SIGHUP), "stop-redis": stop_redis,
     "sentinel-failover": sentinel_failover, "rolling-upgrade": rolling_upgrade,
-    "join-node": join_node,
+    "join-node": join_node, "drain-node": drain_node,
 }
 
 

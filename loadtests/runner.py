@@ -27,12 +27,12 @@ from polycorn.ha.process_tracker import ProcessTracker, tagged_pids
 from polycorn.ha.redis_launcher import RedisLaunchError
 from polycorn.ha.timing import Timing
 
-from loadtests import checker, faults
+from loadtests import checker, faults, random_schedule
 from loadtests.cluster import AttachedCluster, ClusterError, LocalCluster, free_ports
-from loadtests.faults import FaultContext, FaultRecord
+from loadtests.faults import FaultContext, FaultRecord, ctl_has_command
 from loadtests.front import FrontError, HaproxyFront, front_facts
 from loadtests.locust_run import LocustError, LocustOutput, LocustRun
-from loadtests.report import build, summary_text
+from loadtests.report import build, summary_text, verdict
 from loadtests.scenario import (
     ACTIONS,
     FRONTS,
@@ -81,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--threads", type=int)
     shape.add_argument("--app", help="WSGI app spec (default hello:application)")
     shape.add_argument("--app-dir", help="directory the app is imported from")
-    shape.add_argument("--redis-mode", choices=["single", "sentinel", "none"], default="single",
-                       help="the runner's own Redis: one server, a Sentinel group, or none "
-                            "(stand-alone nodes)")
+    shape.add_argument("--redis-mode", choices=["single", "sentinel", "none"], default=None,
+                       help="the runner's own Redis: one server (the default), a Sentinel "
+                            "group (the default with --random), or none (stand-alone nodes)")
     attach = p.add_argument_group("attach to a running cluster instead")
     attach.add_argument("--attach", action="store_true",
                         help="use the live nodes of --cluster in --redis; start nothing")
@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--redis", help="Redis URL of the cluster (with --attach)")
     p.add_argument("--out", type=Path, help="report directory (default reports/chaos-TIME)")
     p.add_argument("--seed", type=int, default=None, help="seed for picking a worker to kill")
+    p.add_argument("--random", type=int, default=None, metavar="SEED",
+                   help="draw overlapping faults from the whole list with this seed (the "
+                        "schedule replays; the interleavings of processes do not); faults "
+                        "that cannot run at their moment are skipped, and the checker's "
+                        "invariants decide the run")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib)")
     return p
 
@@ -105,6 +110,16 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
     if overrides or shape:
         cluster = parse_cluster({**vars(scenario.cluster), **shape})
         scenario = replace(scenario, cluster=cluster, **overrides)
+    if args.redis_mode is None:
+        args.redis_mode = "sentinel" if args.random is not None else "single"
+    if args.random is not None:
+        if args.fault or args.attach:
+            raise ScenarioError("--random draws the faults itself: no --fault, no --attach")
+        unavailable = frozenset() if ctl_has_command("upgrade") else frozenset(
+            {"rolling-upgrade"})
+        drawn = random_schedule.draw(args.random, scenario.duration, scenario.cluster,
+                                     redis_mode=args.redis_mode, unavailable=unavailable)
+        scenario = replace(scenario, name=f"random-{args.random}", faults=drawn)
     scenario = scenario.with_faults([parse_fault_flag(f) for f in args.fault])
     if scenario.front != "none" and (args.attach or args.redis_mode == "none"):
         raise ScenarioError("a front follows the registry of a cluster the runner starts: "
@@ -119,7 +134,12 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
 class Timeline:
     """Runs the faults' steps when they are due, while Locust runs."""
 
-    def __init__(self, ctx: FaultContext, tracker: ProcessTracker, say) -> None:
+    def __init__(self, ctx: FaultContext, tracker: ProcessTracker, say,
+                 tolerant: bool = False) -> None:
+        # tolerant (random schedules): a fault that cannot run at its moment (its node
+        # is down, no leader yet) or that the load cuts short is "skipped", not a
+        # failed run; the checker's invariants judge the cluster.
+        self.tolerant = tolerant
         self.ctx = ctx
         self.tracker = tracker
         self.say = say
@@ -138,7 +158,8 @@ class Timeline:
                 if not locust.running():
                     self.say(f"Locust ended before {rec.fault.label} at {rec.fault.at:g}s "
                              f"could {'finish' if steps else 'start'}")
-                    rec.outcome, rec.detail = "failed", "the load ended before it finished"
+                    rec.outcome = "skipped" if self.tolerant else "failed"
+                    rec.detail = "the load ended before it finished"
                     if steps is not None:
                         steps.close()
                     continue
@@ -165,7 +186,8 @@ class Timeline:
         except StopIteration:
             rec.outcome = "done"
         except Exception as exc:  # a fault that cannot be carried out is reported, not fatal
-            rec.outcome, rec.detail = "failed", f"{type(exc).__name__}: {exc}"
+            rec.outcome = "skipped" if self.tolerant else "failed"
+            rec.detail = f"{type(exc).__name__}: {exc}"
         else:
             self.add(time.time() + delay, rec, steps)
             if not first:
@@ -203,6 +225,8 @@ def open_fds() -> set[int]:
 def run(args: argparse.Namespace, say=print) -> int:
     try:
         scenario = scenario_from(args)
+        if args.random is not None:
+            say(f"random schedule {args.random}: {random_schedule.describe(scenario.faults)}")
     except ScenarioError as exc:
         say(f"chaos: error: {exc}")
         return EXIT_USAGE
@@ -311,7 +335,7 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
         locust = LocustRun(scenario, urls, out, tracker)
         t0 = locust.wait_started()
         ctx = FaultContext(cluster, tracker, run_dir, random.Random(args.seed), front)
-        timeline = Timeline(ctx, tracker, say)
+        timeline = Timeline(ctx, tracker, say, tolerant=args.random is not None)
         for rec in records:
             if rec.outcome == "pending":
                 timeline.add(t0 + rec.fault.at, rec)
@@ -349,6 +373,8 @@ def _report(args: argparse.Namespace, scenario: Scenario, cluster: Any,
                 "kind": "haproxy", "url": front.url, "config": str(front.config),
                 "log": str(front.log_path), "sync_log": str(front.sync_log)}}
     report = build(scenario, records, output, info, files)
+    if args.random is not None:
+        report["verdict"] = verdict(report, per_fault=False)
     report["schedule"] = {"seed": getattr(args, "random", None),
                           "faults": [{"at": f.at, "action": f.action, "node": f.node,
                                       "duration": f.duration, "master": f.master}

@@ -45,6 +45,8 @@ ACTIONS: dict[str, ActionSpec] = {
     "rolling-upgrade": ActionSpec(False, None, "cluster-wide rolling upgrade led by the leader"),
     "join-node": ActionSpec(False, None, "start one more node; behind a front it must get "
                                          "requests within JOIN_SERVES_WITHIN s of ready"),
+    "drain-node": ActionSpec(True, 4.0, "polycorn-ctl drain the node (out of rotation, still "
+                                        "serving), undrain after `duration`"),
 }
 FRONTS = ("none", "haproxy")
 NODE_ALIASES = ("leader", "follower")

@@ -1,0 +1,102 @@
+"""Random schedules: the same seed gives the same faults, within the run's bounds, from
+the whole list, overlapping; and two short seeds run end to end under the checker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from polycorn.ha.process_tracker import ProcessTracker
+
+from loadtests import random_schedule
+from loadtests.random_schedule import FIRST_AT, QUIET, draw
+from loadtests.scenario import ACTIONS, ClusterShape, ScenarioError
+
+ROOT = Path(__file__).resolve().parents[2]
+SHAPE = ClusterShape()
+
+
+def test_a_seed_replays_its_schedule_and_another_seed_differs():
+    assert draw(7, 90, SHAPE) == draw(7, 90, SHAPE)
+    assert draw(7, 90, SHAPE) != draw(8, 90, SHAPE)
+
+
+def test_faults_stay_between_the_baseline_and_the_quiet_end():
+    for seed in range(30):
+        faults = draw(seed, 60, SHAPE, redis_mode="sentinel")
+        assert faults, seed
+        assert all(FIRST_AT <= f.at < 60 - QUIET for f in faults)
+        assert [f.at for f in faults] == sorted(f.at for f in faults)
+        for f in faults:
+            assert f.action in ACTIONS
+            assert (f.node is not None) == ACTIONS[f.action].targets_node
+            assert f.master is None or 0 <= f.master < SHAPE.masters
+
+
+def test_over_many_seeds_every_action_is_drawn_and_faults_overlap():
+    seen, overlapping = set(), 0
+    for seed in range(40):
+        faults = draw(seed, 90, SHAPE, redis_mode="sentinel")
+        seen |= {f.action for f in faults}
+        overlapping += any(b.at < a.at + (a.duration or 0)
+                           for a, b in zip(faults, faults[1:], strict=False))
+        counts = {a: sum(f.action == a for f in faults) for a in random_schedule.CAPS}
+        assert all(counts[a] <= cap for a, cap in random_schedule.CAPS.items())
+    assert seen == set(ACTIONS)
+    assert overlapping >= 20
+
+
+def test_what_the_cluster_cannot_do_is_never_drawn():
+    for seed in range(20):
+        actions = {f.action for f in draw(seed, 90, SHAPE, redis_mode="single",
+                                          unavailable=frozenset({"rolling-upgrade"}))}
+        assert not actions & {"sentinel-failover", "rolling-upgrade"}
+
+
+def test_a_duration_too_short_for_the_checker_is_refused():
+    with pytest.raises(ScenarioError, match="--duration >= 25"):
+        draw(1, 20, SHAPE)
+
+
+def run_seed(out: Path, seed: int, duration: int, *extra: str) -> tuple[int, dict, str]:
+    try:
+        done = subprocess.run([sys.executable, "-m", "loadtests.chaos", "--out", str(out),
+                               "--random", str(seed), "--duration", str(duration),
+                               "--users", "6", "--rate", "20", "--no-plot", *extra],
+                              cwd=ROOT, capture_output=True, text=True, timeout=duration + 150)
+    finally:
+        leftovers = ProcessTracker(out / "run")
+        left = leftovers.sweep()
+        leftovers.kill_all()
+    assert not left, f"the runner left processes behind: {left}"
+    report = json.loads((out / "report.json").read_text())
+    return done.returncode, report, done.stdout + done.stderr
+
+
+def check_invariants(code: int, report: dict, output: str, seed: int) -> None:
+    assert report["schedule"]["seed"] == seed
+    assert report["schedule"]["faults"], output
+    names = [i["name"] for i in report["invariants"]]
+    assert names == ["fencing", "max_unavailable", "no_false_death", "capacity",
+                     "failures_within_allowance", "nothing_left_behind"]
+    broken = [i for i in report["invariants"] if not i["held"]]
+    assert not broken, (broken, output[-3000:])
+    assert report["totals"]["requests"] > 0
+    assert code == 0, output[-3000:]
+
+
+# CI: two short seeds (about 40 s of load each); the 90 s seeds of the README are slow.
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_short_random_schedule_holds_every_invariant(tmp_path, seed):
+    code, report, output = run_seed(tmp_path / f"seed{seed}", seed, 40)
+    check_invariants(code, report, output, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [3, 4])
+def test_a_random_schedule_behind_the_front_holds_every_invariant(tmp_path, seed):
+    code, report, output = run_seed(tmp_path / f"front{seed}", seed, 90, "--front", "haproxy")
+    check_invariants(code, report, output, seed)
