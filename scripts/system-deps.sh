@@ -2,7 +2,7 @@
 # Installs the Debian packages the tests and the demo use (redis-server for the
 # cluster, openssh-server for Fabric's simulated hosts, wrk for the benchmark,
 # haproxy for the front the sync drives, chromium for the dashboard's browser test,
-# prometheus for the metrics test),
+# prometheus for the metrics test, nftables for the chaos runner's partitions),
 # only when one is missing. Needs root for apt-get; otherwise says what to install.
 set -euo pipefail
 missing=()
@@ -12,6 +12,8 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the dashboard's browser test
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# nft: the chaos runner's partitions and random loss between network namespaces (--netns)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "polycorn: missing system packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
