@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 import uuid
 
@@ -59,9 +60,18 @@ def cmd_drain(args: argparse.Namespace, store: ClusterStore) -> int:
         return EXIT_OK
     deadline = time.monotonic() + args.timeout
     while True:
-        record = _view(args, store).record(args.node)
+        view = _view(args, store)
+        record = view.record(args.node)
         if record is not None and record.alive and record.info.state is want:
             break
+        if (args.node in view.drained) is not drain:
+            # The request is gone: Redis acknowledged it, then a Sentinel failover
+            # promoted a replica that never got it (replication is asynchronous; chaos
+            # --random 1 lost an undrain so). Desired state is safe to write again.
+            store.set_drained(args.node, drain, f"requested by {requester()} (again: the "
+                                                f"first request was lost)")
+            print(f"polycorn-ctl: the {args.command} request of {args.node} was lost (a "
+                  f"Redis failover?); written again", file=sys.stderr)
         if time.monotonic() > deadline:
             state = record.info.state.value if record and record.alive else "not alive"
             raise CtlError(f"{args.node} still reports {state} after {args.timeout:g}s "

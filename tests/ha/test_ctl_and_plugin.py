@@ -329,3 +329,25 @@ def test_drain_of_a_node_nobody_carries_out_exits_5(shared_redis, cluster_name):
     assert store.cluster_state(60_000).drained == {"n1"}
     assert ctl("undrain", "n1", "--no-wait", *args).returncode == 0
     assert store.cluster_state(60_000).drained == frozenset()
+
+
+def test_a_drain_request_lost_in_a_failover_is_written_again(shared_redis, cluster_name):
+    """A request Redis acknowledged can vanish when a Sentinel failover promotes a replica
+    that never received it (chaos --random 1: an undrain lost so left a node draining)."""
+    store = observer(shared_redis.url, cluster_name)
+    ready_node(store, "n1")
+    args = ["--redis", shared_redis.url, "--cluster", cluster_name, "--node-ttl", "60"]
+    proc = subprocess.Popen([sys.executable, "-m", "polycorn.ha.ctl", "drain", "n1",
+                             "--timeout", "3", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: store.cluster_state(60_000).drained == {"n1"}, 10,
+                   what="the drain request")
+        store.set_drained("n1", False, "the failover lost it")  # as a promoted replica
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "request of n1 was lost (a Redis failover?); written again" in err
+    assert store.cluster_state(60_000).drained == {"n1"}
+    assert proc.returncode == 5  # no leader carries it out here
