@@ -107,7 +107,12 @@ class RedisServer:
 
     def __init__(self, tracker: ProcessTracker, directory: Path, *, port: int | None = None,
                  append_only: bool = False, extra: Sequence[str] = (),
-                 sentinel_conf: str | None = None) -> None:
+                 sentinel_conf: str | None = None, host: str = HOST,
+                 wrap: Sequence[str] = ()) -> None:
+        # host: the address it binds and is reached at; wrap: an argv prefix that runs it
+        # elsewhere (the chaos runner's `ip netns exec NS`, which keeps the pid).
+        self.host = host
+        self.wrap = list(wrap)
         self.tracker = tracker
         self.port = port or free_port()
         self.dir = directory / f"redis-{self.port}"
@@ -123,18 +128,19 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def argv(self) -> list[str]:
         binary = redis_binary()
         if self.sentinel_conf is None:
-            return [*server_argv(binary, self.port, self.dir, append_only=self.append_only),
+            return [*self.wrap, *server_argv(binary, self.port, self.dir,
+                                             append_only=self.append_only, host=self.host),
                     *self.extra]
         conf = self.dir / "sentinel.conf"
         if not conf.exists():  # a sentinel rewrites its file: keep what it learned
-            conf.write_text(f"port {self.port}\nbind {HOST}\ndir {self.dir}\n"
+            conf.write_text(f"port {self.port}\nbind {self.host}\ndir {self.dir}\n"
                             + self.sentinel_conf)
-        return [binary, str(conf), "--sentinel"]
+        return [*self.wrap, binary, str(conf), "--sentinel"]
 
     def start(self, timeout: float = START_TIMEOUT) -> RedisServer:
         """Start it and return once it answers on its port (or raise, naming its log).
@@ -143,7 +149,7 @@ class RedisServer:
         log = self.dir / "server.log"
         self.proc = self.tracker.spawn(self.argv(), log_path=log)
         deadline = time.monotonic() + timeout
-        while served_by(self.port) != self.proc.pid:
+        while served_by(self.port, self.host) != self.proc.pid:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RedisLaunchError(f"redis-server on port {self.port} did not start; "
                                        f"see {log}")
@@ -151,10 +157,10 @@ class RedisServer:
         return self
 
     def client(self, **kw) -> redis.Redis:
-        return client(self.port, **kw)
+        return client(self.port, self.host, **kw)
 
     def ping(self) -> bool:
-        return answers_ping(self.port)
+        return answers_ping(self.port, self.host)
 
     def signal(self, sig: int) -> None:
         if self.proc is not None:
@@ -186,20 +192,30 @@ class SentinelGroup:
     AGREE_TIMEOUT = 20.0
 
     def __init__(self, tracker: ProcessTracker, directory: Path, service: str, *,
-                 append_only: bool = False) -> None:
+                 append_only: bool = False,
+                 place: Callable[[str], tuple[str, list[str]]] | None = None) -> None:
+        """place(role) -> (host, argv prefix) for roles redis-a, redis-b, sentinel-1..3:
+        where each server runs (default: all on loopback, here)."""
         self.service = service
+        where = place or (lambda _role: (HOST, []))
         # No diskless-sync delay: the replica is online in milliseconds, not 5 s.
         no_delay = ["--repl-diskless-sync-delay", "0"]
-        self.master = RedisServer(tracker, directory, append_only=append_only, extra=no_delay)
+        host, wrap = where("redis-a")
+        self.master = RedisServer(tracker, directory, append_only=append_only, extra=no_delay,
+                                  host=host, wrap=wrap)
         self.master.start()
+        host, wrap = where("redis-b")
         self.replica = RedisServer(tracker, directory, append_only=append_only,
-                                   extra=["--replicaof", HOST, str(self.master.port), *no_delay])
+                                   extra=["--replicaof", self.master.host, str(self.master.port),
+                                          *no_delay], host=host, wrap=wrap)
         self.replica.start()
         wait_for(self._replica_online, START_TIMEOUT, "the replica online")
-        conf = (f"sentinel monitor {service} {HOST} {self.master.port} 2\n"
+        conf = (f"sentinel monitor {service} {self.master.host} {self.master.port} 2\n"
                 + SENTINEL_TIMERS.format(service=service))
-        self.sentinels = [RedisServer(tracker, directory, sentinel_conf=conf).start()
-                          for _ in range(3)]
+        self.sentinels = [RedisServer(tracker, directory, sentinel_conf=conf,
+                                      host=where(f"sentinel-{i}")[0],
+                                      wrap=where(f"sentinel-{i}")[1]).start()
+                          for i in (1, 2, 3)]
         wait_for(self._sentinels_agree, self.AGREE_TIMEOUT,
                  "the sentinels to see each other and the replica", interval=0.2)
 
@@ -209,7 +225,7 @@ class SentinelGroup:
 
     @property
     def url(self) -> str:
-        hosts = ",".join(f"{HOST}:{s.port}" for s in self.sentinels)
+        hosts = ",".join(f"{s.host}:{s.port}" for s in self.sentinels)
         return f"sentinel://{hosts}/{self.service}/0"
 
     def _replica_online(self) -> bool:

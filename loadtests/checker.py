@@ -20,6 +20,7 @@ from typing import Any
 
 Record = dict[str, Any]
 SETTLE = 5.0  # seconds beyond node TTL + lease that the cluster gets after a fault
+TAKES_NODE_OUT = frozenset({"kill-node", "pause-node", "drain-node", "cut-front"})
 LOOK_EVERY = 0.5  # seconds between two moments at which capacity is judged
 FRESH = 2.0  # an agent's state counts while it heartbeated this recently (2 heartbeats)
 
@@ -192,13 +193,14 @@ def capacity_restored(history: list[Record], bound: float) -> Invariant:
     if not alive:
         return Invariant("capacity", False, "no node was alive at the end")
     start = last if last is not None else final["load_started"]
-    deadline = start + bound
+    # What the nodes said after the load ended is the teardown, not the cluster's state.
+    deadline = min(start + bound, final["t"])
     # What the cluster owes: every node that ever served, its configured workers (a
     # dead node's share goes to the survivors, within their ceilings).
     configured = {r["node"]: r["configured"] for r in history if r.get("k") == "state"}
     expected = sum(configured.values())
     steps = int(bound / LOOK_EVERY)
-    moments = sorted({start + i * LOOK_EVERY for i in range(steps + 1)} | {
+    moments = sorted({t for i in range(steps + 1) if (t := start + i * LOOK_EVERY) <= deadline} | {
         r["t"] for r in history
         if r.get("k") == "state" and r["node"] in alive and start < r["t"] <= deadline})
     candidates = [(t, _states_at(history, alive, t)) for t in moments]
@@ -257,8 +259,16 @@ def failures_within_allowance(history: list[Record], settle: float) -> Invariant
     an allowance of zero."""
     starts = {r["id"]: r for r in history if r.get("k") == "fault" and r.get("phase") == "start"}
     ends = {r["id"]: r for r in history if r.get("k") == "fault" and r.get("phase") == "end"}
-    covers = sorted((s["t"], _end(ends.get(i, s)) + settle, s.get("allowance"), s["label"])
-                    for i, s in starts.items())
+    # An allowance known only after the run (a pause behind a front) comes last.
+    later = {r["id"]: r["allowance"] for r in history if r.get("k") == "allowance"}
+    covers = sorted((s["t"], _end(ends.get(i, s)) + settle, later.get(i, s.get("allowance")),
+                     s["label"]) for i, s in starts.items())
+    final = next((r for r in reversed(history) if r.get("k") == "final"), {})
+    nodes = set(final.get("nodes") or [])
+    # An allowance presumes survivors: while every node is out at once (killed, paused,
+    # drained, cut from the front) nothing can serve, and the span may lose anything.
+    outs = sorted((s["t"], _end(ends.get(i, s)), s["node"]) for i, s in starts.items()
+                  if s.get("action") in TAKES_NODE_OUT and s.get("node"))
     spans: list[list[Any]] = []  # [start, end, allowance or None, labels, failed, unknown]
     for a, b, allowance, label in covers:
         if spans and a <= spans[-1][1]:
@@ -268,6 +278,11 @@ def failures_within_allowance(history: list[Record], settle: float) -> Invariant
             span[3].append(label)
         else:
             spans.append([a, b, allowance, [label], 0, 0])
+    for span in spans:
+        when = _all_out(outs, nodes, span[0], span[1])
+        if when is not None and span[2] is not None:
+            span[2] = None
+            span[3].append(f"(every node out at t={when:.3f})")
     outside, outside_unknown, total, failed = 0, 0, 0, 0
     for r in history:
         if r.get("k") != "http":
@@ -294,6 +309,17 @@ def failures_within_allowance(history: list[Record], settle: float) -> Invariant
     if problems:
         return Invariant("failures_within_allowance", False, "; ".join(problems))
     return Invariant("failures_within_allowance", True, summary)
+
+
+def _all_out(outs: list[tuple[float, float, str]], nodes: set[str], start: float,
+             end: float) -> float | None:
+    """The first moment in [start, end] at which every node is out, or None."""
+    if not nodes:
+        return None
+    for t, _, _ in outs:
+        if start <= t <= end and nodes <= {n for a, b, n in outs if a <= t <= b}:
+            return t
+    return None
 
 
 # -- 6. nothing left behind ---------------------------------------------------------------

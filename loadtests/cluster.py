@@ -37,9 +37,9 @@ class ClusterError(RuntimeError):
     """The cluster could not be started or read."""
 
 
-def port_open(port: int) -> bool:
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        with socket.create_connection((host, port), timeout=0.2):
             return True
     except OSError:
         return False
@@ -61,10 +61,14 @@ def free_ports(count: int) -> list[int]:
 
 class LocalNode:
     def __init__(self, node_id: str, port: int, run_dir: Path, shape: ClusterShape,
-                 redis_url: str | None, cluster_name: str, tracker: ProcessTracker) -> None:
+                 redis_url: str | None, cluster_name: str, tracker: ProcessTracker,
+                 network: Any = None) -> None:
         self.node_id = node_id
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        # With --netns the node is a host of its own: its namespace, its address.
+        self.host = network.add_host(node_id) if network else "127.0.0.1"
+        self.wrap: list[str] = network.wrap(node_id) if network else []
+        self.url = f"http://{self.host}:{port}"
         self.shape = shape
         self.pidfile = run_dir / f"{node_id}.pid"
         self.handoff = run_dir / f"{node_id}.sock"
@@ -80,7 +84,7 @@ class LocalNode:
     def argv(self) -> list[str]:
         s = self.shape
         argv = [sys.executable, "-m", "polycorn.server.main", "-n", self.proc_name,
-                "-b", f"127.0.0.1:{self.port}",
+                "-b", f"{self.host}:{self.port}",
                 "-w", str(s.workers), "-k", s.worker_class, "-p", str(self.pidfile),
                 "--health-check", "/", "--graceful-timeout", "5"]
         if s.worker_class == "thread":
@@ -98,7 +102,7 @@ class LocalNode:
                     "POLYCORN_NODE_ID"):
             env.pop(key, None)
         app_dir = Path(self.shape.app_dir)
-        self.tracker.spawn(self.argv(), log_path=self.log_path,
+        self.tracker.spawn([*self.wrap, *self.argv()], log_path=self.log_path,
                            cwd=app_dir if app_dir.is_absolute() else ROOT / app_dir, env=env)
 
     def masters(self) -> dict[int, int]:
@@ -130,7 +134,7 @@ class LocalNode:
         return sorted({*roots, *descendants(*roots)})
 
     def ready(self) -> bool:
-        return (port_open(self.port) and len(self.masters()) == self.shape.masters
+        return (port_open(self.port, self.host) and len(self.masters()) == self.shape.masters
                 and len(self.workers()) == self.shape.workers)
 
     def upgrade_argv(self) -> list[str]:
@@ -148,19 +152,37 @@ class ClusterRedis:
 
     SERVICE = "polycorn"
 
-    def __init__(self, tracker: ProcessTracker, directory: Path, mode: str) -> None:
+    def __init__(self, tracker: ProcessTracker, directory: Path, mode: str,
+                 network: Any = None) -> None:
         self.mode = mode  # "single" or "sentinel"
+        self.network = network  # with --netns each server is a host of its own
         self.tracker = tracker
         self.directory = directory
         self.single: RedisServer | None = None
         self.group: SentinelGroup | None = None
 
+    def place(self, role: str) -> tuple[str, list[str]]:
+        if self.network is None:
+            return "127.0.0.1", []
+        return self.network.add_host(role), self.network.wrap(role)
+
     def start(self) -> None:
         if self.mode == "sentinel":
             self.group = SentinelGroup(self.tracker, self.directory, self.SERVICE,
-                                       append_only=True)
+                                       append_only=True, place=self.place)
         else:
-            self.single = RedisServer(self.tracker, self.directory, append_only=True).start()
+            host, wrap = self.place("redis-a")
+            self.single = RedisServer(self.tracker, self.directory, append_only=True,
+                                      host=host, wrap=wrap).start()
+
+    def sentinel_hosts(self) -> list[str]:
+        return [s.host for s in self.group.sentinels] if self.group else []
+
+    def role_of(self, server: RedisServer) -> str:
+        """The host name (redis-a, redis-b) of a data server, for a fault on its link."""
+        if self.group is None or server is self.group.master:
+            return "redis-a"
+        return "redis-b"
 
     @property
     def url(self) -> str:
@@ -187,12 +209,14 @@ class LocalCluster:
     local = True
 
     def __init__(self, shape: ClusterShape, run_dir: Path, tracker: ProcessTracker, *,
-                 redis_mode: str = "single", name: str = "chaos") -> None:
+                 redis_mode: str = "single", name: str = "chaos", network: Any = None) -> None:
         self.shape = shape
         self.run_dir = run_dir
         self.tracker = tracker
         self.name = name
-        self.redis = ClusterRedis(tracker, run_dir, redis_mode) if redis_mode != "none" else None
+        self.network = network
+        self.redis = (ClusterRedis(tracker, run_dir, redis_mode, network)
+                      if redis_mode != "none" else None)
         self.nodes: dict[str, LocalNode] = {}
 
     @property
@@ -206,7 +230,7 @@ class LocalCluster:
         ports = free_ports(self.shape.nodes)
         for node_id, port in zip(self.shape.node_ids(), ports, strict=True):
             node = LocalNode(node_id, port, self.run_dir, self.shape, self.redis_url, self.name,
-                             self.tracker)
+                             self.tracker, self.network)
             self.nodes[node_id] = node
             node.start()
         self.wait_ready()
@@ -219,7 +243,7 @@ class LocalCluster:
         while node_id in self.nodes:
             node_id = f"n{int(node_id[1:]) + 1}"
         node = LocalNode(node_id, free_ports(1)[0], self.run_dir, self.shape, self.redis_url,
-                         self.name, self.tracker)
+                         self.name, self.tracker, self.network)
         self.nodes[node_id] = node
         node.start()
         return node

@@ -24,14 +24,15 @@ from typing import Any
 
 from polycorn.ha.process_tracker import ProcessTracker, signal_pids
 
-from loadtests.scenario import NODE_ALIASES, ClusterShape, Fault
+from loadtests.scenario import NETNS_ACTIONS, NODE_ALIASES, ClusterShape, Fault
 
 Steps = Generator[float, None, None]
 UPGRADE_POLL = 0.2
 ELECTION_POLL = 0.25  # seconds between two registry reads while a new leader is awaited
 ELECTION_WAIT = 20.0  # then the old leader (or none) is reported as still in place
 JOIN_READY_TIMEOUT = 45.0
-JOIN_SERVES_WITHIN = 2.0  # seconds from ready to the first request through the front
+JOIN_SERVES_WITHIN = 2.0
+UNDRAIN_TRIES = 3  # a drain fault never leaves its node drained while Redis comes back  # seconds from ready to the first request through the front
 
 
 @dataclass
@@ -76,7 +77,9 @@ def allowed_failures(fault: Fault, shape: ClusterShape | None, front: bool = Fal
     if fault.action in ("kill-master", "kill-leader"):
         # A peer master keeps accepting on the same listening socket; alone, it is a node.
         return 0 if masters > 1 else None
-    if fault.action in ("kill-node", "pause-node"):
+    if fault.action in ("kill-node", "pause-node", "cut-front", "lossy-node"):
+        # cut-front: what HAProxy had in flight on the node when its packets stopped;
+        # lossy-node: requests whose retransmissions outlast the client's timeout.
         return None
     return 0  # usr2, hup, stop-redis, sentinel-failover, rolling-upgrade
 
@@ -91,6 +94,12 @@ def unavailable_reason(fault: Fault, cluster: Any) -> str | None:
     """Why this cluster cannot perform the fault, or None when it can."""
     action = fault.action
     redis = cluster.redis
+    if action in NETNS_ACTIONS and getattr(cluster, "network", None) is None:
+        return f"{action} needs hosts with their own network: run with --netns (root)"
+    if action in ("cut-redis", "cut-redis-oneway", "split-primary") and redis is None:
+        return f"{action} needs the runner's own Redis"
+    if action == "split-primary" and redis.mode != "sentinel":
+        return "split-primary needs the runner's own Sentinel group: --redis-mode sentinel"
     if action in ("kill-leader", "rolling-upgrade", "drain-node") and not cluster.redis_url:
         return f"{action} needs a cluster in Redis (this one runs without)"
     if action == "stop-redis" and redis is None:
@@ -312,18 +321,101 @@ def rolling_upgrade(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
 
 def drain_node(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
     """`polycorn-ctl drain NODE` (it waits until the node reports draining), then
-    `polycorn-ctl undrain NODE` after the fault's duration: the node keeps serving."""
+    `polycorn-ctl undrain NODE` after the fault's duration: the node keeps serving. The
+    undrain runs even when the drain failed (Redis down meanwhile: the request may be
+    recorded all the same), and is retried until the node is back or UNDRAIN_TRIES."""
     def ctl(verb: str) -> list[str]:
         return [sys.executable, "-m", "polycorn.ha.ctl", verb, node.node_id, "--cluster",
                 ctx.cluster.name, "--redis", ctx.cluster.redis_url]
     stamp = int(time.time())
-    yield from _run_command(ctx, rec, ctl("drain"), ctx.run_dir / f"drain-{node.node_id}-"
-                            f"{stamp}.log", "polycorn-ctl drain", f" {node.node_id}")
-    drained = rec.detail
-    yield rec.fault.duration or 0.0
-    yield from _run_command(ctx, rec, ctl("undrain"), ctx.run_dir / f"undrain-{node.node_id}-"
-                            f"{stamp}.log", "polycorn-ctl undrain", f" {node.node_id}")
+    try:
+        yield from _run_command(ctx, rec, ctl("drain"), ctx.run_dir / f"drain-{node.node_id}-"
+                                f"{stamp}.log", "polycorn-ctl drain", f" {node.node_id}")
+        drained = rec.detail
+        yield rec.fault.duration or 0.0
+    except GeneratorExit:  # the run is cut short: undo at once, without waiting
+        subprocess.run([*ctl("undrain"), "--no-wait"], capture_output=True, timeout=30)
+        raise
+    except RuntimeError as exc:
+        drained = f"drain failed ({exc})"
+    for attempt in range(UNDRAIN_TRIES):
+        try:
+            yield from _run_command(ctx, rec, ctl("undrain"), ctx.run_dir / f"undrain-"
+                                    f"{node.node_id}-{stamp}-{attempt}.log",
+                                    "polycorn-ctl undrain", f" {node.node_id}")
+            break
+        except RuntimeError:
+            if attempt == UNDRAIN_TRIES - 1:
+                raise
+            yield UPGRADE_POLL
     rec.detail = f"{drained}; {rec.detail}"
+
+
+LOSS_PERCENT = 20
+
+
+def _redis_hosts(ctx: FaultContext) -> list[str]:
+    redis = ctx.cluster.redis
+    servers = redis.group.servers if redis.group else [redis.single]
+    return [s.host for s in servers] + redis.sentinel_hosts()
+
+
+def _network_fault(ctx: FaultContext, rec: FaultRecord, host: str, apply: Any,
+                   what: str) -> Steps:
+    """Apply an nftables table in the host's namespace for the fault's duration."""
+    network = ctx.cluster.network
+    name = f"f{len(rec.fault.label)}x{int(time.time() * 1000) % 10**9}"
+    apply(network, host, name)
+    rec.started = time.time()
+    rec.detail = what
+    try:
+        yield rec.fault.duration or 0.0
+    finally:  # also when the run is cut short
+        network.heal(host, name)
+        rec.ended = time.time()
+    rec.detail += f"; healed after {rec.fault.duration:g}s"
+
+
+def cut_redis(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
+    peers = _redis_hosts(ctx)
+    oneway = rec.fault.action == "cut-redis-oneway"
+    yield from _network_fault(
+        ctx, rec, node.node_id,
+        lambda net, host, name: net.cut(host, name, peers, inbound=not oneway),
+        f"{'dropping what it sends to' if oneway else 'cut from'} {', '.join(peers)}")
+
+
+def cut_front(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
+    if ctx.front is None:
+        raise RuntimeError("cut-front needs the front: run with --front haproxy")
+    peers = [ctx.front.host]
+    yield from _network_fault(ctx, rec, node.node_id,
+                              lambda net, host, name: net.cut(host, name, peers),
+                              f"cut from the front {peers[0]}")
+
+
+def lossy_node(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
+    yield from _network_fault(ctx, rec, node.node_id,
+                              lambda net, host, name: net.lose(host, name, LOSS_PERCENT),
+                              f"dropping {LOSS_PERCENT}% of its packets each way")
+
+
+def split_primary(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
+    """The split-brain case: the Redis primary keeps half the nodes but loses the Sentinels
+    (who promote the replica for the other half) until the cut heals."""
+    redis = ctx.cluster.redis
+    primary = redis.current_primary()
+    ids = sorted(ctx.cluster.nodes)
+    with_primary = ids[:max(1, len(ids) // 2)]
+    cut_off = [n for n in ids if n not in with_primary]
+    peers = redis.sentinel_hosts() + [ctx.cluster.nodes[n].host for n in cut_off]
+    rec.facts.update(primary_port=primary.port, nodes_with_primary=with_primary,
+                     nodes_cut_off=cut_off)
+    yield from _network_fault(
+        ctx, rec, redis.role_of(primary),
+        lambda net, host, name: net.cut(host, name, peers),
+        f"primary port {primary.port} cut from the Sentinels and {', '.join(cut_off)}; "
+        f"{', '.join(with_primary)} still reach it")
 
 
 def join_node(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
@@ -362,7 +454,9 @@ ACTIONS = {
     "kill-leader": kill_leader, "pause-node": pause_node, "usr2": usr2,
     "hup": signal_masters(signal.SIGHUP), "stop-redis": stop_redis,
     "sentinel-failover": sentinel_failover, "rolling-upgrade": rolling_upgrade,
-    "join-node": join_node, "drain-node": drain_node,
+    "join-node": join_node, "drain-node": drain_node, "cut-redis": cut_redis,
+    "cut-redis-oneway": cut_redis, "cut-front": cut_front, "lossy-node": lossy_node,
+    "split-primary": split_primary,
 }
 
 

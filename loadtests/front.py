@@ -79,16 +79,20 @@ def parse_log(text: str) -> tuple[list[Request], list[StateChange]]:
 
 
 class HaproxyFront:
-    """HAProxy + its sync for one cluster, on 127.0.0.1:port."""
+    """HAProxy + its sync for one cluster, on 127.0.0.1:port (or the front host's address)."""
 
     def __init__(self, tracker: ProcessTracker, run_dir: Path, cluster: str, redis_url: str,
-                 port: int) -> None:
+                 port: int, network: Any = None) -> None:
+        # With --netns HAProxy is a host of its own (its sync stays with the runner: it
+        # talks to Redis and to HAProxy's Unix socket only).
+        self.host = network.add_host("front") if network else "127.0.0.1"
+        self.wrap: list[str] = network.wrap("front") if network else []
         self.tracker = tracker
         self.run_dir = run_dir
         self.cluster = cluster
         self.redis_url = redis_url
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{self.host}:{port}"
         self.config = run_dir / "haproxy.cfg"
         self.socket = run_dir / "haproxy.sock"
         self.log_path = run_dir / "haproxy.log"
@@ -107,7 +111,7 @@ class HaproxyFront:
         if shutil.which("haproxy") is None:
             raise FrontError(INSTALL_HINT)
         argv = [sys.executable, "-m", "polycorn.ha.ctl", "haproxy", "config", *self.ctl_args(),
-                "--bind", f"127.0.0.1:{self.port}", "--slots", str(SLOTS),
+                "--bind", f"{self.host}:{self.port}", "--slots", str(SLOTS),
                 "--runtime-api", f"unix:{self.socket}", "--health-path", "/"]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
@@ -131,7 +135,7 @@ class HaproxyFront:
             f"config {self.config}")
 
     def start_haproxy(self) -> None:
-        self.haproxy = self.tracker.spawn(["haproxy", "-db", "-f", str(self.config)],
+        self.haproxy = self.tracker.spawn([*self.wrap, "haproxy", "-db", "-f", str(self.config)],
                                           log_path=self.log_path, cwd=self.run_dir)
 
     def servers(self) -> dict[str, dict[str, str]]:
@@ -216,7 +220,8 @@ def front_facts(front: HaproxyFront, records: list[Any], cluster: Any, offered: 
     for rec in records:
         if rec.started is None or rec.node is None or rec.node not in cluster.nodes:
             continue
-        address = f"127.0.0.1:{cluster.nodes[rec.node].port}"
+        node = cluster.nodes[rec.node]
+        address = f"{getattr(node, 'host', '127.0.0.1')}:{node.port}"
         slot = front.slot_of(address)
         if slot is None:
             continue

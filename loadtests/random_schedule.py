@@ -22,9 +22,12 @@ MIN_GAP = 0.5
 # action -> weight; per-run caps below keep a short run from being all upgrades.
 WEIGHTS = {"kill-worker": 3, "kill-master": 2, "kill-leader": 2, "kill-node": 2,
            "pause-node": 2, "usr2": 2, "hup": 1, "stop-redis": 1, "sentinel-failover": 2,
-           "rolling-upgrade": 1, "drain-node": 2, "join-node": 1}
+           "rolling-upgrade": 1, "drain-node": 2, "join-node": 1,
+           # partitions (--netns)
+           "cut-redis": 2, "cut-redis-oneway": 1, "cut-front": 1, "lossy-node": 1,
+           "split-primary": 1}
 CAPS = {"rolling-upgrade": 1, "join-node": 1, "stop-redis": 2, "kill-node": 2}
-NEEDS_SENTINEL = {"sentinel-failover"}
+NEEDS_SENTINEL = {"sentinel-failover", "split-primary"}
 
 
 def minimum_duration() -> float:
@@ -57,7 +60,8 @@ def draw(seed: int, duration: float, shape: ClusterShape, *, redis_mode: str = "
 def _fault(rng: random.Random, at: float, action: str, targets: list[str],
            shape: ClusterShape) -> Fault:
     node = None if action in ("kill-leader", "stop-redis", "sentinel-failover",
-                              "rolling-upgrade", "join-node") else rng.choice(targets)
+                              "rolling-upgrade", "join-node", "split-primary") \
+        else rng.choice(targets)
     duration = master = None
     if action == "pause-node":
         duration = round(rng.uniform(1.5, 4.0), 1)
@@ -67,6 +71,9 @@ def _fault(rng: random.Random, at: float, action: str, targets: list[str],
         duration = round(rng.uniform(1.0, 3.0), 1)
     elif action == "drain-node":
         duration = round(rng.uniform(2.0, 5.0), 1)
+    elif action in ("cut-redis", "cut-redis-oneway", "cut-front", "lossy-node",
+                    "split-primary"):
+        duration = round(rng.uniform(2.0, 6.0), 1)
     elif action == "kill-master":
         master = rng.randrange(shape.masters)
     return Fault(at, action, node, duration, master)

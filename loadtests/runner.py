@@ -27,7 +27,7 @@ from polycorn.ha.process_tracker import ProcessTracker, tagged_pids
 from polycorn.ha.redis_launcher import RedisLaunchError
 from polycorn.ha.timing import Timing
 
-from loadtests import checker, faults, random_schedule
+from loadtests import checker, faults, netns, random_schedule
 from loadtests.cluster import AttachedCluster, ClusterError, LocalCluster, free_ports
 from loadtests.faults import FaultContext, FaultRecord, ctl_has_command
 from loadtests.front import FrontError, HaproxyFront, front_facts
@@ -36,6 +36,7 @@ from loadtests.report import build, summary_text, verdict
 from loadtests.scenario import (
     ACTIONS,
     FRONTS,
+    NETNS_ACTIONS,
     SCENARIOS,
     Scenario,
     ScenarioError,
@@ -97,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "that cannot run at their moment are skipped, and the checker's "
                         "invariants decide the run")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib)")
+    p.add_argument("--netns", action="store_true",
+                   help="give every node, Redis server, Sentinel and the front a network "
+                        "namespace of its own (root only), so partition faults can cut links "
+                        "(cut-redis, cut-redis-oneway, cut-front, lossy-node, split-primary)")
     return p
 
 
@@ -115,10 +120,14 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
     if args.random is not None:
         if args.fault or args.attach:
             raise ScenarioError("--random draws the faults itself: no --fault, no --attach")
-        unavailable = frozenset() if ctl_has_command("upgrade") else frozenset(
-            {"rolling-upgrade"})
+        unavailable = set() if ctl_has_command("upgrade") else {"rolling-upgrade"}
+        if not args.netns:
+            unavailable |= NETNS_ACTIONS
+        if (args.front or scenario.front) == "none":
+            unavailable.add("cut-front")
         drawn = random_schedule.draw(args.random, scenario.duration, scenario.cluster,
-                                     redis_mode=args.redis_mode, unavailable=unavailable)
+                                     redis_mode=args.redis_mode,
+                                     unavailable=frozenset(unavailable))
         scenario = replace(scenario, name=f"random-{args.random}", faults=drawn)
     scenario = scenario.with_faults([parse_fault_flag(f) for f in args.fault])
     if scenario.front != "none" and (args.attach or args.redis_mode == "none"):
@@ -240,6 +249,15 @@ def run(args: argparse.Namespace, say=print) -> int:
         run_dir = Path(tempfile.mkdtemp(prefix="polycorn-chaos-"))
     run_dir.mkdir(exist_ok=True)
     tracker = ProcessTracker(run_dir)
+    network = None
+    if args.netns:
+        reason = netns.unavailable_reason()
+        if reason:
+            say(f"chaos: error: --netns: {reason}")
+            return EXIT_ENVIRONMENT
+        if args.attach:
+            say("chaos: error: --netns starts its own cluster: no --attach")
+            return EXIT_USAGE
     fds_before = open_fds()
     # Every process of the run (nodes' agents, Locust, this runner) appends its own
     # history there; the checker reads it after the cleanup.
@@ -250,7 +268,14 @@ def run(args: argparse.Namespace, say=print) -> int:
     previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     code = EXIT_INTERRUPTED
     try:
-        code = _run(args, scenario, out, run_dir, tracker, say)
+        if args.netns:
+            # The runner itself becomes host "ctl" before any thread starts: its Redis
+            # calls, Locust and the front's sync run there, every address is a host's.
+            network = netns.Network((tracker.tag or "run")[:6]).start()
+            network.add_host("ctl")
+            network.enter("ctl")
+            say(f"network: namespaces {network.prefix}* on a bridge, {netns.SUBNET}.0/24")
+        code = _run(args, scenario, out, run_dir, tracker, say, network)
     except KeyboardInterrupt:
         say("chaos: interrupted; stopping everything this run started")
         return EXIT_INTERRUPTED
@@ -258,6 +283,8 @@ def run(args: argparse.Namespace, say=print) -> int:
         # A second Ctrl-C must not cut the cleanup short.
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
         tracker.kill_all()
+        if network is not None:  # after the processes: a namespace lives while one is in it
+            network.close()
         recorder.close()
         os.environ.pop(history.ENV, None)
         for sig, handler in previous.items():
@@ -266,6 +293,8 @@ def run(args: argparse.Namespace, say=print) -> int:
         leftovers = {"processes": sorted(ProcessTracker(run_dir).sweep()),
                      "tagged processes": tagged_pids(tracker.tag or "") if tracker.tag else [],
                      "fds": sorted(open_fds() - fds_before)}
+        if network is not None:
+            leftovers["namespaces"] = netns.namespaces(network.prefix)
         code = _judge(out, history_dir, leftovers, code, say)
     return code
 
@@ -298,13 +327,14 @@ def _interrupt(signum: int, _frame: Any) -> None:
 
 
 def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
-         tracker: ProcessTracker, say) -> int:
+         tracker: ProcessTracker, say, network: Any = None) -> int:
     shape = None if args.attach else scenario.cluster
     if args.attach:
         cluster: Any = AttachedCluster(args.cluster, args.redis)
         say(f"attaching to cluster {args.cluster!r} at {args.redis}")
     else:
-        cluster = LocalCluster(scenario.cluster, run_dir, tracker, redis_mode=args.redis_mode)
+        cluster = LocalCluster(scenario.cluster, run_dir, tracker, redis_mode=args.redis_mode,
+                               network=network)
         say(f"starting {scenario.cluster.nodes} nodes x {scenario.cluster.masters} masters of "
             f"{scenario.cluster.app} in {run_dir}")
     try:
@@ -315,7 +345,7 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
     front = None
     if scenario.front == "haproxy":
         front = HaproxyFront(tracker, run_dir, cluster.name, cluster.redis_url,
-                             free_ports(1)[0])
+                             free_ports(1)[0], network)
         try:
             front.start(len(cluster.nodes), say)
         except (FrontError, OSError, subprocess.SubprocessError) as exc:
@@ -347,6 +377,9 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
     if front is not None:
         front.stop_sampling()
         front_facts(front, records, cluster, scenario.offered_rps, output.seconds)
+    for rec in records:  # behind a front a pause's allowance is known only now
+        if rec.started is not None:
+            history.current().record("allowance", id=id(rec), allowance=rec.allowed_failures)
     _record_final(cluster, t0)
     return _report(args, scenario, cluster, records, output, out, run_dir, say, front)
 
@@ -356,7 +389,8 @@ def _record_final(cluster: Any, load_started: float) -> None:
     Redis)."""
     alive = [n.node_id for n in cluster.nodes.values() if cluster.local and n.masters()]
     history.current().record(
-        "final", alive=alive, load_started=load_started + history.now() - time.time())
+        "final", alive=alive, nodes=sorted(cluster.nodes),
+        load_started=load_started + history.now() - time.time())
 
 
 def _report(args: argparse.Namespace, scenario: Scenario, cluster: Any,

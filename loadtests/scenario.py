@@ -47,7 +47,20 @@ ACTIONS: dict[str, ActionSpec] = {
                                          "requests within JOIN_SERVES_WITHIN s of ready"),
     "drain-node": ActionSpec(True, 4.0, "polycorn-ctl drain the node (out of rotation, still "
                                         "serving), undrain after `duration`"),
+    # Partitions: they need hosts with their own network (--netns, root).
+    "cut-redis": ActionSpec(True, 4.0, "--netns: cut the node from Redis and the Sentinels, "
+                                       "both ways, for `duration`"),
+    "cut-redis-oneway": ActionSpec(True, 4.0, "--netns: drop what the node sends to Redis and "
+                                              "the Sentinels (it still receives)"),
+    "cut-front": ActionSpec(True, 4.0, "--netns: cut the node from the front (HAProxy), both "
+                                       "ways"),
+    "lossy-node": ActionSpec(True, 5.0, "--netns: drop 20% of the node's packets at random, "
+                                        "each way"),
+    "split-primary": ActionSpec(False, 6.0, "--netns, Sentinel: cut the Redis primary from the "
+                                            "Sentinels and from half the nodes (split brain)"),
 }
+NETNS_ACTIONS = frozenset({"cut-redis", "cut-redis-oneway", "cut-front", "lossy-node",
+                           "split-primary"})
 FRONTS = ("none", "haproxy")
 NODE_ALIASES = ("leader", "follower")
 

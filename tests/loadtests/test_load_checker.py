@@ -160,6 +160,14 @@ def test_capacity_ignores_the_last_word_of_a_killed_agent():
     assert not inv.held and "no state from n2" in inv.evidence
 
 
+def test_capacity_ignores_what_the_nodes_said_during_the_teardown():
+    h = [state(0.5, "n1", 2, 2, 1), fault(10, "start"), state(10.5, "n1", 1, 2, 1),
+         fault(11, "end"), final(20, ["n1"]), state(20.1, "n1", 2, 2, 1),
+         *beats("n1", 1, 1, 21)]
+    inv = checker.capacity_restored(sorted(h, key=lambda r: r["t"]), BOUND)
+    assert not inv.held and "n1 ready 1/2" in inv.evidence
+
+
 # -- failed requests -----------------------------------------------------------------------
 
 def http(t, ok=True, indeterminate=False):
@@ -181,6 +189,20 @@ def test_failures_beyond_the_allowance_or_outside_any_fault_break_it():
     assert not inv.held
     assert "1 failed (1 indeterminate) during usr2 n1, allowed 0" in inv.evidence
     assert "1 failed (0 indeterminate) outside every fault" in inv.evidence
+
+
+def test_while_every_node_is_out_at_once_any_loss_is_allowed():
+    def out(t, end, ident, node, action):
+        return [{**fault(t, "start", ident, f"{action} {node}", 0), "action": action,
+                 "node": node}, fault(end, "end", ident)]
+    h = [*out(10, 14, 1, "n1", "kill-node"), *out(11, 13, 2, "n2", "drain-node"),
+         http(12, ok=False), {**final(30, ["n1", "n2"]), "nodes": ["n1", "n2"]}]
+    inv = checker.failures_within_allowance(sorted(h, key=lambda r: r["t"]), BOUND)
+    assert inv.held and "1/any" in inv.evidence
+    h = [*out(10, 11, 1, "n1", "kill-node"), *out(12, 13, 2, "n2", "drain-node"),
+         http(12, ok=False), {**final(30, ["n1", "n2"]), "nodes": ["n1", "n2"]}]
+    inv = checker.failures_within_allowance(sorted(h, key=lambda r: r["t"]), BOUND)
+    assert not inv.held and "allowed 0" in inv.evidence
 
 
 # -- leftovers and the whole check ------------------------------------------------------------
