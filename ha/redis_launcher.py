@@ -93,6 +93,8 @@ def server_argv(binary: str, port: int, directory: Path, *, append_only: bool,
     append-only file, when on, keeps epochs and incarnations across a restart."""
     argv = [binary, "--port", str(port), "--bind", host, "--dir", str(directory),
             "--save", ""]
+    if host != HOST:  # a private address of the chaos runner's own namespaces
+        argv += ["--protected-mode", "no"]
     if append_only:
         return [*argv, "--appendonly", "yes", "--appendfsync", "everysec"]
     return [*argv, "--appendonly", "no"]
@@ -139,6 +141,7 @@ class RedisServer:
         conf = self.dir / "sentinel.conf"
         if not conf.exists():  # a sentinel rewrites its file: keep what it learned
             conf.write_text(f"port {self.port}\nbind {self.host}\ndir {self.dir}\n"
+                            + ("" if self.host == HOST else "protected-mode no\n")
                             + self.sentinel_conf)
         return [*self.wrap, binary, str(conf), "--sentinel"]
 
