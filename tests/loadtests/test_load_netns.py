@@ -6,13 +6,18 @@ process moved into its host's namespace (setns is per thread)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
+from polycorn.ha.process_tracker import ProcessTracker
 
 from loadtests import netns
 
@@ -163,3 +168,59 @@ def test_cleanup_removes_every_namespace_link_and_rule():
     assert netns.namespaces(net.prefix) == []
     assert root_links() == before
     assert not any(name.startswith(net.prefix) for name in os.listdir("/run/netns"))
+
+
+# -- the chaos runner with --netns ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def chaos_argv(out, *args: str) -> list[str]:
+    return [sys.executable, "-m", "loadtests.chaos", "--out", str(out), "--netns", "--no-plot",
+            *args]
+
+
+def test_ctrl_c_of_a_netns_run_leaves_no_namespace_or_process(tmp_path):
+    out = tmp_path / "int"
+    before = set(netns.namespaces())
+    proc = subprocess.Popen(chaos_argv(out, "--duration", "120", "--nodes", "2", "--users", "2",
+                                       "--rate", "5"),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while True:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("load:") or not line:
+                break
+        assert lines[-1].startswith("load:"), "".join(lines)
+        assert "network: namespaces pcn-" in "".join(lines)
+        made = set(netns.namespaces()) - before
+        assert len(made) >= 5  # hub, ctl, redis-a, n1, n2
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 130, rest
+        assert not (set(netns.namespaces()) & made)
+        assert not ProcessTracker(out / "run").sweep()
+    finally:
+        proc.kill()
+        proc.wait()
+        ProcessTracker(out / "run").kill_all()
+
+
+@pytest.mark.slow
+def test_partitions_behind_the_front_lose_nothing_and_hold_every_invariant(tmp_path):
+    out = tmp_path / "cuts"
+    done = subprocess.run(chaos_argv(
+        out, "--duration", "32", "--front", "haproxy", "--users", "4", "--rate", "20",
+        "--fault", "6:cut-redis:n1:duration=4", "--fault", "12:cut-front:n2:duration=3",
+        "--fault", "17:lossy-node:n3:duration=3", "--fault", "21:cut-redis-oneway:n2:duration=3"),
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    report = json.loads((out / "report.json").read_text())
+    assert [f["outcome"] for f in report["faults"]] == ["done"] * 4, done.stdout
+    # Redis is never the data path; HAProxy retries a connection the cut node drops.
+    assert report["totals"]["failed"] == 0, done.stdout
+    assert all(i["held"] for i in report["invariants"]), report["invariants"]
+    assert "namespaces" in next(i for i in report["invariants"]
+                                if i["name"] == "nothing_left_behind")["evidence"]
+    assert done.returncode == 0, done.stdout[-2000:]
