@@ -196,13 +196,19 @@ class SentinelGroup:
 
     def __init__(self, tracker: ProcessTracker, directory: Path, service: str, *,
                  append_only: bool = False,
-                 place: Callable[[str], tuple[str, list[str]]] | None = None) -> None:
+                 place: Callable[[str], tuple[str, list[str]]] | None = None,
+                 min_replicas: int = 0) -> None:
         """place(role) -> (host, argv prefix) for roles redis-a, redis-b, sentinel-1..3:
-        where each server runs (default: all on loopback, here)."""
+        where each server runs (default: all on loopback, here). min_replicas: each data
+        server refuses writes unless that many replicas acknowledged within 2 s (a
+        primary cut off from the others stops taking writes)."""
         self.service = service
         where = place or (lambda _role: (HOST, []))
         # No diskless-sync delay: the replica is online in milliseconds, not 5 s.
         no_delay = ["--repl-diskless-sync-delay", "0"]
+        if min_replicas:
+            no_delay += ["--min-replicas-to-write", str(min_replicas),
+                         "--min-replicas-max-lag", "2"]
         host, wrap = where("redis-a")
         self.master = RedisServer(tracker, directory, append_only=append_only, extra=no_delay,
                                   host=host, wrap=wrap)

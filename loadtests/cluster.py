@@ -153,8 +153,9 @@ class ClusterRedis:
     SERVICE = "polycorn"
 
     def __init__(self, tracker: ProcessTracker, directory: Path, mode: str,
-                 network: Any = None) -> None:
+                 network: Any = None, min_replicas: int = 0) -> None:
         self.mode = mode  # "single" or "sentinel"
+        self.min_replicas = min_replicas
         self.network = network  # with --netns each server is a host of its own
         self.tracker = tracker
         self.directory = directory
@@ -169,7 +170,8 @@ class ClusterRedis:
     def start(self) -> None:
         if self.mode == "sentinel":
             self.group = SentinelGroup(self.tracker, self.directory, self.SERVICE,
-                                       append_only=True, place=self.place)
+                                       append_only=True, place=self.place,
+                                       min_replicas=self.min_replicas)
         else:
             host, wrap = self.place("redis-a")
             self.single = RedisServer(self.tracker, self.directory, append_only=True,
@@ -209,13 +211,14 @@ class LocalCluster:
     local = True
 
     def __init__(self, shape: ClusterShape, run_dir: Path, tracker: ProcessTracker, *,
-                 redis_mode: str = "single", name: str = "chaos", network: Any = None) -> None:
+                 redis_mode: str = "single", name: str = "chaos", network: Any = None,
+                 min_replicas: int = 0) -> None:
         self.shape = shape
         self.run_dir = run_dir
         self.tracker = tracker
         self.name = name
         self.network = network
-        self.redis = (ClusterRedis(tracker, run_dir, redis_mode, network)
+        self.redis = (ClusterRedis(tracker, run_dir, redis_mode, network, min_replicas)
                       if redis_mode != "none" else None)
         self.nodes: dict[str, LocalNode] = {}
 

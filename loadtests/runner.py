@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--redis-mode", choices=["single", "sentinel", "none"], default=None,
                        help="the runner's own Redis: one server (the default), a Sentinel "
                             "group (the default with --random), or none (stand-alone nodes)")
+    shape.add_argument("--redis-min-replicas", type=int, default=0, metavar="N",
+                       help="Sentinel group: min-replicas-to-write N (max lag 2 s) on both data "
+                            "servers, so a primary cut off from its replica refuses writes")
     attach = p.add_argument_group("attach to a running cluster instead")
     attach.add_argument("--attach", action="store_true",
                         help="use the live nodes of --cluster in --redis; start nothing")
@@ -334,7 +337,7 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
         say(f"attaching to cluster {args.cluster!r} at {args.redis}")
     else:
         cluster = LocalCluster(scenario.cluster, run_dir, tracker, redis_mode=args.redis_mode,
-                               network=network)
+                               network=network, min_replicas=args.redis_min_replicas)
         say(f"starting {scenario.cluster.nodes} nodes x {scenario.cluster.masters} masters of "
             f"{scenario.cluster.app} in {run_dir}")
     try:
