@@ -335,6 +335,30 @@ def nothing_left(leftovers: dict[str, list[Any]]) -> Invariant:
                                                   f"looked for)")
 
 
+def dual_leadership(history: list[Record], renew: float = 1.0) -> tuple[float, str]:
+    """Seconds during which two leaders held leases on two Redis primaries at once (a
+    split brain), from the leaders' successful renewals: each proves its lease for the
+    `renew` interval that follows. A fact for the report, not an invariant: Sentinel
+    allows it, fencing bounds what it can do (each primary has its own queues)."""
+    held: dict[str, list[tuple[float, float, str, int]]] = defaultdict(list)
+    for r in history:
+        if r.get("k") == "store" and r.get("op") in ("renew_lease", "acquire_lease") \
+                and r.get("res") not in (False, None, "unavailable") and r.get("lineage"):
+            held[r["lineage"]].append((r["t"], _end(r) + renew, r["who"],
+                                       int(r.get("epoch") or r.get("res") or 0)))
+    lineages = sorted(held)
+    overlap, pairs = 0.0, set()
+    for i, a in enumerate(lineages):
+        for b in lineages[i + 1:]:
+            for s1, e1, w1, ep1 in held[a]:
+                for s2, e2, w2, ep2 in held[b]:
+                    both = min(e1, e2) - max(s1, s2)
+                    if both > 0 and w1 != w2:  # one leader moving to the new primary is not two
+                        overlap += both
+                        pairs.add(f"{w1} epoch {ep1} on {a[:6]} with {w2} epoch {ep2} on {b[:6]}")
+    return round(overlap, 2), "; ".join(sorted(pairs)[:4]) or "never two leaders at once"
+
+
 def check(history: list[Record], *, node_ttl: float, lease: float,
           leftovers: dict[str, list[Any]]) -> list[Invariant]:
     bound = node_ttl + lease + SETTLE

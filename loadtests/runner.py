@@ -306,11 +306,14 @@ def _judge(out: Path, history_dir: Path, leftovers: dict[str, list[Any]], code: 
            say) -> int:
     """Run the checker over the history and add its invariants to the report."""
     timing = Timing()
-    invariants = checker.check(checker.load_history(history_dir), node_ttl=timing.node_ttl,
-                               lease=timing.lease, leftovers=leftovers)
+    records = checker.load_history(history_dir)
+    invariants = checker.check(records, node_ttl=timing.node_ttl, lease=timing.lease,
+                               leftovers=leftovers)
     path = out / "report.json"
     report = json.loads(path.read_text())
     report["invariants"] = [i.as_json() for i in invariants]
+    dual_s, dual = checker.dual_leadership(records, timing.renew)
+    report["split_brain"] = {"two_leaders_s": dual_s, "evidence": dual}
     broken = [i for i in invariants if not i.held]
     if broken:
         report["verdict"]["ok"] = False
@@ -318,6 +321,7 @@ def _judge(out: Path, history_dir: Path, leftovers: dict[str, list[Any]], code: 
     path.write_text(json.dumps(report, indent=1))
     lines = ["", "invariants (history in " + str(history_dir) + "):"]
     lines += [f"  {'held  ' if i.held else 'BROKEN'} {i.name}: {i.evidence}" for i in invariants]
+    lines.append(f"  two leaders on two Redis primaries for {dual_s:g} s: {dual}")
     with (out / "summary.txt").open("a") as summary:
         summary.write("\n".join(lines) + "\n")
     for line in lines:

@@ -205,6 +205,17 @@ def test_while_every_node_is_out_at_once_any_loss_is_allowed():
     assert not inv.held and "allowed 0" in inv.evidence
 
 
+def test_dual_leadership_counts_two_leaders_renewing_on_two_primaries():
+    def renew(t, who, epoch, lineage):
+        return store(t, "renew_lease", True, who=who, epoch=epoch, holder=who, lineage=lineage)
+    split = [renew(10, "n1", 2, "run-a"), renew(11, "n1", 2, "run-a"),
+             renew(10.5, "n3", 3, "run-b"), renew(20, "n3", 3, "run-b")]
+    seconds, evidence = checker.dual_leadership(split)
+    assert 1.0 <= seconds <= 1.6 and "n1 epoch 2 on run-a with n3 epoch 3 on run-b" in evidence
+    moved = [renew(10, "n1", 2, "run-a"), renew(10.5, "n1", 2, "run-b")]
+    assert checker.dual_leadership(moved) == (0.0, "never two leaders at once")
+
+
 # -- leftovers and the whole check ------------------------------------------------------------
 
 def test_nothing_left_behind():
