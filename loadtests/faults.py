@@ -78,8 +78,8 @@ def allowed_failures(fault: Fault, shape: ClusterShape | None, front: bool = Fal
         # A peer master keeps accepting on the same listening socket; alone, it is a node.
         return 0 if masters > 1 else None
     if fault.action in ("kill-node", "pause-node", "cut-front", "lossy-node"):
-        # cut-front: what HAProxy had in flight on the node when its packets stopped;
-        # lossy-node: requests whose retransmissions outlast the client's timeout.
+        # cut-front: what HAProxy sent the node before taking it out (front_facts, after
+        # the run); lossy-node: requests whose retransmissions outlast the client's timeout.
         return None
     return 0  # usr2, hup, stop-redis, sentinel-failover, rolling-upgrade
 

@@ -227,9 +227,15 @@ def front_facts(front: HaproxyFront, records: list[Any], cluster: Any, offered: 
             continue
         rec.facts["slot"] = slot
         action = rec.fault.action
-        if action in ("kill-node", "pause-node"):
+        if action in ("kill-node", "pause-node", "cut-front"):
             out_at = taken_out_at(front, slot, rec.started)
             rec.facts["front_out_s"] = None if out_at is None else round(out_at - rec.started, 2)
+        if action == "cut-front" and out_at is not None:
+            # Like a hung host: what HAProxy sent the node between the cut and taking it
+            # out (a dropped SYN is retried elsewhere, a request in flight is lost).
+            sent = [r for r in requests if r.server == slot and rec.started <= r.accepted <= out_at]
+            rec.allowed_failures = len(sent)
+            rec.facts["sent_before_out"] = len(sent)
         if action == "pause-node":
             if out_at is None:
                 rec.detail += "; HAProxy never took the paused node out"
