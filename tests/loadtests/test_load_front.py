@@ -96,6 +96,18 @@ def test_a_paused_node_may_lose_what_haproxy_sent_it_before_taking_it_out(tmp_pa
     assert pause.facts["pause_throughput_share"] == 0.9  # seconds 11-14: (2 x 400 + 2 x 500) / 2000
 
 
+def test_a_node_cut_from_the_front_may_lose_what_haproxy_sent_it_before_taking_it_out(
+        tmp_path):
+    samples = [(T0 + 10.0, {"n1": row("UP", 8001), "n2": row("UP", 8002)})]
+    log = LOG + f"{iso(T0 + 10.95)} Server polycorn/n2 is DOWN, reason: Layer4 timeout.\n"
+    cut = FaultRecord(Fault(10.0, "cut-front", "n2", 3.0), node="n2", started=T0 + 10.3,
+                      ended=T0 + 13.3, allowed_failures=None)
+    front_facts(front_in(tmp_path, log, samples), [cut], Cluster(), 500.0, [])
+    assert cut.allowed_failures == cut.facts["sent_before_out"] == 2  # .400 and .900
+    assert cut.facts["front_out_s"] == 0.65
+    assert "pause_throughput_share" not in cut.facts
+
+
 def test_a_joining_node_is_timed_to_its_first_request(tmp_path):
     samples = [(T0 + 11.0, {"n3": row("UP", 8004)})]
     log = request_line(T0 + 12.5, "n3", 200, 1) + "\n"
