@@ -7,12 +7,15 @@ Rules, per node (the registry's word, or its silence):
 - ready: ready, weight = its running workers (so a capacity restore moves load);
 - draining, or in the drained set: drain (no new requests; what it holds finishes);
 - upgrading: left as it is (USR2 is lossless on the same socket);
-- stopping, or declared dead by the leader: maint at once (they said so);
+- stopping: maint at once (it said so);
+- declared dead by the leader: maint, unless HAProxy's own checks see it up;
 - lapsed (heartbeat older than the TTL), or gone from the registry while its slot
   still serves: maint only if the guard believes it (ha/guard.py, the leader's rule):
   never while the sync's own Redis calls fail, nor just after Redis changed, nor when
-  more than half of the cluster went silent at once. HAProxy's own health checks
-  still take a dead server out of rotation meanwhile.
+  more than half of the cluster went silent at once; and, believed, not while
+  HAProxy's own checks see it up. HAProxy's health checks take a dead server out of
+  rotation in well under a second: the registry's word alone never takes out a
+  server that answers them (cut from Redis, Redis refusing writes, a peer master).
 Slots: a node keeps its slot (the one assigned before, or the one holding its
 address after a restart of the sync); a new node takes an unused slot, then the slot
 of a node that is out (maint). A slot in service is never taken: when none is left
@@ -249,13 +252,26 @@ class _Reconciler:
         if node.node_id in self.duplicates:
             return (Target(Admin.MAINT), "its address is another node's") if serving \
                 else (None, "")
-        if p in SAID_OUT:
-            why = "stopping" if p is Presence.STOPPING else "declared dead"
-            return (Target(Admin.MAINT), f"registry: {why}") if current else (None, "")
-        if p is Presence.LAPSED:
-            if current is None or not believed:
+        if p is Presence.STOPPING:
+            return (Target(Admin.MAINT), "registry: stopping") if current else (None, "")
+        if p is Presence.DEAD or (p is Presence.LAPSED and believed):
+            if current is None:
                 return None, ""
+            if serving and current.checked and current.op == "up":
+                # HAProxy's own checks see it answer: the registry's silence is Redis'
+                # trouble or the node's link to Redis, not the node's (cut from Redis,
+                # writes refused, a peer master serving). Its checks take it out the
+                # moment it stops answering (chaos --random 2, 6 and 8 --netns --front
+                # haproxy: every node out of rotation at once, HTTP 503).
+                said = "declared dead" if p is Presence.DEAD else "its heartbeat lapsed"
+                self.warnings.append(f"{node.node_id} left in service ({said}): HAProxy's "
+                                     f"checks see it up")
+                return None, ""
+            if p is Presence.DEAD:
+                return Target(Admin.MAINT), "registry: declared dead"
             return Target(Admin.MAINT), f"no heartbeat for {node.silent_ms / 1000:.1f}s"
+        if p is Presence.LAPSED:
+            return None, ""
         if node.endpoint is None:
             return None, ""
         if p is Presence.UPGRADING or (p is Presence.BOOTING and serving):

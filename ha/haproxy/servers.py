@@ -7,13 +7,14 @@ its bit mask. `show stat` adds what an operator wants to see (UP/DOWN, last chec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 # srv_admin_state bits (management guide, "show servers state")
 FMAINT, IMAINT, CMAINT, FDRAIN, IDRAIN, RMAINT = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 # srv_op_state values
 OP_STATES = {0: "down", 1: "starting", 2: "up", 3: "stopping"}
+CHECK_ENABLED = 0x4  # srv_check_state: CHK_ST_ENABLED (HAProxy's include/haproxy/check-t.h)
 
 
 class StateFormatError(ValueError):
@@ -48,6 +49,9 @@ class ServerState:
     admin: Admin
     weight: int  # the user weight (srv_uweight): what `set server ... weight` sets
     op: str = "down"  # operational state from the checks: down/starting/up/stopping
+    # A health check is enabled (without one, op is always "up"); not part of equality:
+    # it says how far to trust `op`, not what the slot is.
+    checked: bool = field(default=False, compare=False)
 
     @property
     def endpoint(self) -> tuple[str, int]:
@@ -75,7 +79,8 @@ def parse_servers_state(text: str, backend: str) -> list[ServerState]:
                 name=row["srv_name"], addr=row["srv_addr"], port=int(row["srv_port"]),
                 admin=Admin.from_mask(int(row["srv_admin_state"])),
                 weight=int(row["srv_uweight"]),
-                op=OP_STATES.get(int(row["srv_op_state"]), "unknown")))
+                op=OP_STATES.get(int(row["srv_op_state"]), "unknown"),
+                checked=bool(int(row.get("srv_check_state", "0")) & CHECK_ENABLED)))
         except (KeyError, ValueError) as exc:
             raise StateFormatError(f"show servers state: bad line {line!r}: {exc}") from None
     return servers

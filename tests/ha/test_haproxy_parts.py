@@ -163,6 +163,7 @@ def test_show_servers_state_is_read_per_backend_with_admin_states_decoded():
         ServerState("s1", "10.0.0.1", 8001, Admin.READY, 3, "up"),
         ServerState("s2", "127.0.0.1", 1, Admin.MAINT, 1, "down"),
         ServerState("s3", "10.0.0.3", 8003, Admin.DRAIN, 2, "down")]
+    assert [s.checked for s in parse_servers_state(STATE, "polycorn")] == [True, True, True]
     assert [s.name for s in parse_servers_state(STATE, "other")] == ["s1"]
     with pytest.raises(StateFormatError):
         parse_servers_state("Can't find backend.\n", "x")

@@ -346,3 +346,33 @@ def test_a_slot_going_out_is_taken_out_before_it_is_readdressed():
                       node("n1", Presence.BOOTING)], servers)
     assert plan.commands == ("set server polycorn/s1 state maint",
                              "set server polycorn/s1 addr 10.0.0.1 port 8001")
+
+
+def test_a_node_the_registry_gives_up_on_stays_while_haproxys_checks_see_it_up():
+    """Declared dead or lapsed, but answering HAProxy's health checks (cut from Redis,
+    Redis refusing writes, its registered master dead and a peer master serving): it
+    stays in service, and goes out once the checks fail. chaos --random 2, 6, 8 --netns
+    --front haproxy took every such node out at once: HTTP 503."""
+    _, after = settle([node("n1"), node("n2"), node("n3")], slots())
+    assignment = {"n1": "s1", "n2": "s2", "n3": "s3"}
+    up = [dataclasses.replace(s, op="up", checked=True) for s in after]
+    nodes = [FrontNode("n1", None, Presence.DEAD), node("n2", Presence.LAPSED, silent_ms=4000),
+             node("n3")]
+    plan, kept = settle(nodes, up, assignment)
+    assert plan.commands == ()
+    assert "n1 left in service (declared dead): HAProxy's checks see it up" in plan.warnings
+    assert "n2 left in service (its heartbeat lapsed): HAProxy's checks see it up" \
+        in plan.warnings
+    # Its checks fail: out, as before.
+    down = [dataclasses.replace(s, op="down") if s.name in ("s1", "s2") else s for s in kept]
+    plan, _ = settle(nodes, down, assignment)
+    assert plan.commands == ("set server polycorn/s1 state maint",
+                             "set server polycorn/s2 state maint")
+    # A stopping node leaves at once, whatever the checks say (it leaves on purpose).
+    plan, _ = settle([node("n1", Presence.STOPPING), node("n2"), node("n3")], up, assignment)
+    assert plan.commands == ("set server polycorn/s1 state maint",)
+    # Without a health check HAProxy says "up" of anything: the registry decides.
+    unchecked = [dataclasses.replace(s, checked=False) for s in up]
+    plan, _ = settle(nodes, unchecked, assignment)
+    assert plan.commands == ("set server polycorn/s1 state maint",
+                             "set server polycorn/s2 state maint")

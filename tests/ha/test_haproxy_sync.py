@@ -16,6 +16,7 @@ from polycorn.ha.haproxy.sync import Sync
 from polycorn.ha.memory_store import MemoryStore
 from polycorn.ha.registry import NodeInfo, NodeState
 from polycorn.ha.timing import Timing
+from support.procs import wait_until
 
 TTL_MS = 3000
 
@@ -117,10 +118,13 @@ def test_a_mass_lapse_is_held_logged_once_and_released_when_the_nodes_heartbeat(
     for n in ("n1", "n2", "n3"):
         world.join(n, f"127.0.0.1:1800{n[1]}")
     assert world.cycle().commands == ()
-    # n3 alone stays silent: believed, out
+    # n3 alone stays silent: believed, and out once HAProxy's own checks no longer see
+    # it up (nothing listens there; a node that answers them would stay in)
     world.now[0] += TTL_MS + 500
     world.join("n1", "127.0.0.1:18001")
     world.join("n2", "127.0.0.1:18002")
+    wait_until(lambda: world.haproxy.servers()["s3"].op == "down", 10,
+               what="HAProxy's checks to see s3 down")
     assert world.cycle().commands == ("set server polycorn/s3 state maint",)
     assert "n3 slot s3: ready 127.0.0.1:18003 weight 2 -> maint" in caplog.text
 
