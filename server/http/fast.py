@@ -85,6 +85,17 @@ _OWS = b" \t"
 UNLIMITED_HEAD_HOLD = 64 * 1024
 
 
+def _valid_host(host: bytes) -> bool:
+    """host_re's verdict on a Host value, remembered (see MAX_KNOWN_HOSTS)."""
+    valid = _known_hosts.get(host)
+    if valid is None:
+        valid = host_re.fullmatch(host) is not None
+        if len(_known_hosts) >= MAX_KNOWN_HOSTS:
+            _known_hosts.clear()
+        _known_hosts[host] = valid
+    return valid
+
+
 class _HeadTokens:
     """The llhttp callbacks: what one head was split into (names lower-cased, values stripped)."""
 
@@ -195,6 +206,10 @@ class FastConnection(ServerConnection):
         request = self._split_head(head)
         if request.__class__ is str:
             return self._fall_back(request)
+        return self._take_head(buf, end, request)
+
+    def _take_head(self, buf: bytes, end: int, request: Request) -> Request:
+        """The head of buf[:end] is this Request: on to its body."""
         self._received = buf[end:]
         self._line_judged = False
         self._request = request
@@ -271,16 +286,8 @@ class FastConnection(ServerConnection):
         if target[:1] != b"/" or 0x23 in target:
             return "request-target form"
         host = tokens.host
-        if tokens.framing_fields == 1 and host is not None and version == b"1.1":
-            valid = _known_hosts.get(host)
-            if valid is None:
-                valid = host_re.fullmatch(host) is not None
-                if len(_known_hosts) >= MAX_KNOWN_HOSTS:
-                    _known_hosts.clear()
-                _known_hosts[host] = valid
-        else:
-            valid = False
-        if valid:
+        if tokens.framing_fields == 1 and host is not None and version == b"1.1" and (
+                _known_hosts.get(host) or _valid_host(host)):
             framing = PLAIN_HTTP11
         else:
             try:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from polycorn.server import accel
 from polycorn.server.http.connection import ServerConnection
 from polycorn.server.workers.base import RunState
 from polycorn.server.wsgi.hooks import configured_hook
@@ -37,12 +38,16 @@ try:
     from polycorn.server.http.fast import FastConnection
 except ImportError:
     FastConnection = None
+AccelConnection = None
+if FastConnection is not None and accel.split_head is not None:
+    from polycorn.server.http.accel_connection import AccelConnection
 
 
 def choose_parser() -> type:
-    """FastConnection (llhttp) when httptools is installed, unless POLYCORN_PARSER=python."""
+    """FastConnection (llhttp) when httptools is installed, unless POLYCORN_PARSER=python;
+    with the compiled accelerator too (server/accel.py), AccelConnection."""
     if FastConnection is not None and os.environ.get("POLYCORN_PARSER", "").lower() != "python":
-        return FastConnection
+        return AccelConnection or FastConnection
     return ServerConnection
 
 

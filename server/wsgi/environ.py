@@ -21,6 +21,7 @@ import threading
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from polycorn.server import accel
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import Request
 from polycorn.server.http.grammar import absolute_form_re
@@ -122,7 +123,11 @@ class ErrorStream:
 class EnvironBuilder:
     """Builds environs for one listener of one worker; build() is safe to call from threads."""
 
-    def __init__(self, cfg: Any, server_addr: Any, scheme: str = "http") -> None:
+    def __init__(self, cfg: Any, server_addr: Any, scheme: str = "http",
+                 accelerated: bool = True) -> None:
+        # The compiled build of the request's own entries (server/accel.py), unless
+        # absent or declined (accelerated=False: the differential tests' pure side).
+        self._native_build = accel.build_environ if accelerated else None
         self._trust = ProxyTrust(cfg.forwarded_allow_ips)
         # --secure-scheme-headers (Gunicorn's), e.g. {"X-FORWARDED-PROTO": "https"}: by
         # wire name to read the fields, by environ key to see cheaply whether one came.
@@ -204,6 +209,15 @@ class EnvironBuilder:
         for a request Gunicorn refuses at this point: a header name with "_" under
         header_map "refuse", or a trusted front end's contradictory scheme headers."""
         base, trusted = client if client is not None else self.client_entries(client_addr)
+        native = self._native_build
+        if native is not None:
+            environ = native(base, wsgi_input, request.method, request.http_version,
+                             request.target, request.headers, request.content_length,
+                             self._header_keys)
+            if environ is not None:
+                if trusted or self._script_name or self._name_from_host:
+                    self._finish_native(environ, request, trusted)
+                return environ
         environ = base.copy()
         environ["wsgi.input"] = wsgi_input
         environ["REQUEST_METHOD"] = request.method.decode("latin-1")
@@ -218,16 +232,7 @@ class EnvironBuilder:
 
         script_name = self._script_name
         if trusted:
-            if _FORWARDED_SCRIPT_NAME in environ:
-                # A front end that mounts the app on a sub-path says where (Gunicorn's
-                # forwarder_headers); CGI forbids the trailing "/" (it belongs to PATH_INFO).
-                environ["SCRIPT_NAME"] = script_name = environ[_FORWARDED_SCRIPT_NAME].rstrip("/")
-            for key in self._secure_keys:
-                if key in environ:
-                    scheme = scheme_from_secure_headers(request.headers, self._secure_headers)
-                    if scheme is not None:
-                        environ["wsgi.url_scheme"] = scheme
-                    break
+            script_name = self._trusted_entries(environ, request, script_name)
 
         host: str | None = None
         if target[:1] != b"/":
@@ -256,6 +261,35 @@ class EnvironBuilder:
         if self._name_from_host:
             self._name_server_from_host(environ)
         return environ
+
+    def _finish_native(self, environ: dict[str, Any], request: Request, trusted: bool) -> None:
+        """build()'s steps after the compiled part (which leaves PATH_INFO the raw path
+        of an origin-form target without "%"): the trusted front end's entries, the
+        SCRIPT_NAME prefix, the server's name from Host."""
+        script_name = self._script_name
+        if trusted:
+            script_name = self._trusted_entries(environ, request, script_name)
+        if script_name:
+            path_info = environ["PATH_INFO"]
+            if path_info == script_name or path_info.startswith(script_name + "/"):
+                environ["PATH_INFO"] = path_info[len(script_name):]
+        if self._name_from_host:
+            self._name_server_from_host(environ)
+
+    def _trusted_entries(self, environ: dict[str, Any], request: Request,
+                         script_name: str) -> str:
+        """A trusted front end's SCRIPT_NAME and scheme headers; the SCRIPT_NAME to use."""
+        if _FORWARDED_SCRIPT_NAME in environ:
+            # A front end that mounts the app on a sub-path says where (Gunicorn's
+            # forwarder_headers); CGI forbids the trailing "/" (it belongs to PATH_INFO).
+            environ["SCRIPT_NAME"] = script_name = environ[_FORWARDED_SCRIPT_NAME].rstrip("/")
+        for key in self._secure_keys:
+            if key in environ:
+                scheme = scheme_from_secure_headers(request.headers, self._secure_headers)
+                if scheme is not None:
+                    environ["wsgi.url_scheme"] = scheme
+                break
+        return script_name
 
     def _name_server_from_host(self, environ: dict[str, Any]) -> None:
         host = environ.get(_HOST)

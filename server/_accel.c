@@ -1,0 +1,472 @@
+/* polycorn.server._accel: the compiled half of the per-request path (optional).
+ *
+ * Two pure functions, each a strict subset of a Python one that stays the
+ * reference (server/accel.py loads this module; docs/internals/accel.md):
+ *
+ *   split_head(buf, max_fields, max_len)
+ *       A complete, plain request head at the start of buf, split as the pure
+ *       parser (head.py, headers.py) would split it, or None for anything else
+ *       (no complete head yet, a limit near, a byte or form it does not accept):
+ *       the caller then takes its Python path, which gives every verdict.
+ *   build_environ(base, wsgi_input, method, version, target, headers,
+ *                 content_length, keys)
+ *       The request's own environ entries over a copy of base, as
+ *       EnvironBuilder.build makes them, or None when a header name is not in
+ *       keys (or needs header_map) or the path holds a percent-escape.
+ *
+ * Neither function raises for bad input: refusing is the Python path's job, so
+ * a request is never judged by two implementations.  Neither keeps a pointer
+ * into a Python object past the call, and every length is bounded by the
+ * bytes object it indexes.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* RFC 9110 5.6.2 tchar. */
+static unsigned char is_tchar[256];
+/* RFC 9110 5.5 field-vchar / SP / HTAB (obs-text included): a field value's bytes. */
+static unsigned char is_value[256];
+/* A target byte taken without a second look: visible ASCII but "#" (RFC 9112 3.2.1). */
+static unsigned char is_target[256];
+
+static void
+init_tables(void)
+{
+    const char *tchars = "!#$%&'*+-.^_`|~";
+    for (int c = '0'; c <= '9'; c++) is_tchar[c] = 1;
+    for (int c = 'a'; c <= 'z'; c++) is_tchar[c] = 1;
+    for (int c = 'A'; c <= 'Z'; c++) is_tchar[c] = 1;
+    for (const char *p = tchars; *p; p++) is_tchar[(unsigned char)*p] = 1;
+    is_value['\t'] = 1;
+    for (int c = 0x20; c <= 0x7e; c++) is_value[c] = 1;
+    for (int c = 0x80; c <= 0xff; c++) is_value[c] = 1;
+    for (int c = 0x21; c <= 0x7e; c++) is_target[c] = 1;
+    is_target['#'] = 0;
+}
+
+/* Lower-cased field names, by their wire spelling: clients repeat theirs, and a
+ * name that comes back as the same object has its hash cached for every dict
+ * lookup after it.  Bounded: names are chosen by clients. */
+#define MAX_KNOWN_NAMES 512
+static PyObject *known_names;  /* dict: wire bytes -> lower-cased bytes */
+
+/* Interned framing-field names (framing.py's _SELECTED), by their length. */
+enum { F_OTHER, F_HOST, F_CONNECTION, F_FRAMING };
+
+static int
+framing_kind(const char *name, Py_ssize_t len)
+{
+    switch (len) {
+    case 4: return memcmp(name, "host", 4) == 0 ? F_HOST : F_OTHER;
+    case 6: return memcmp(name, "expect", 6) == 0 ? F_FRAMING : F_OTHER;
+    case 10: return memcmp(name, "connection", 10) == 0 ? F_CONNECTION : F_OTHER;
+    case 12: return memcmp(name, "content-type", 12) == 0 ? F_FRAMING : F_OTHER;
+    case 14: return memcmp(name, "content-length", 14) == 0 ? F_FRAMING : F_OTHER;
+    case 17: return memcmp(name, "transfer-encoding", 17) == 0 ? F_FRAMING : F_OTHER;
+    default: return F_OTHER;
+    }
+}
+
+/* The lower-cased name for the wire bytes [p, p+len): a new reference or NULL. */
+static PyObject *
+lowered_name(const char *p, Py_ssize_t len)
+{
+    PyObject *wire = PyBytes_FromStringAndSize(p, len);
+    if (wire == NULL)
+        return NULL;
+    PyObject *known = PyDict_GetItemWithError(known_names, wire);  /* borrowed */
+    if (known != NULL) {
+        Py_DECREF(wire);
+        Py_INCREF(known);
+        return known;
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(wire);
+        return NULL;
+    }
+    PyObject *lower = PyBytes_FromStringAndSize(NULL, len);
+    if (lower == NULL) {
+        Py_DECREF(wire);
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(lower);
+    for (Py_ssize_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        out[i] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+    }
+    if (PyDict_GET_SIZE(known_names) < MAX_KNOWN_NAMES
+            && PyDict_SetItem(known_names, wire, lower) < 0) {
+        Py_DECREF(wire);
+        Py_DECREF(lower);
+        return NULL;
+    }
+    Py_DECREF(wire);
+    return lower;
+}
+
+/* Where "\r\n\r\n" starts in data[0:len], or -1. */
+static Py_ssize_t
+find_head_end(const char *data, Py_ssize_t len)
+{
+    const char *p = data;
+    const char *stop = data + len;
+    while (p + 4 <= stop) {
+        const char *cr = memchr(p, '\r', (size_t)(stop - p - 3));
+        if (cr == NULL)
+            return -1;
+        if (cr[1] == '\n' && cr[2] == '\r' && cr[3] == '\n')
+            return cr - data;
+        p = cr + 1;
+    }
+    return -1;
+}
+
+PyDoc_STRVAR(split_head_doc,
+"split_head(buf, max_fields, max_len) -> tuple | None\n\n"
+"(end, method, target, version, fields, framing_fields, host, connection) for a\n"
+"complete plain head at the start of buf; None for anything the Python path\n"
+"must see (see the module comment).");
+
+static PyObject *
+split_head(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t max_fields, max_len;
+    if (!PyArg_ParseTuple(args, "y*nn:split_head", &view, &max_fields, &max_len))
+        return NULL;
+    const char *data = view.buf;
+    Py_ssize_t len = view.len;
+    PyObject *method = NULL, *target = NULL, *version = NULL, *fields = NULL;
+    PyObject *host = Py_None, *connection = Py_None, *result = NULL;
+    Py_INCREF(host);
+    Py_INCREF(connection);
+
+    Py_ssize_t head_end = find_head_end(data, len);
+    if (head_end < 0)
+        goto plain_no;
+    Py_ssize_t end = head_end + 4;  /* the head, its empty line included */
+    if (end > max_len)
+        goto plain_no;
+
+    /* The request line: tchar+ SP "/" target-bytes SP "HTTP/1.x" CRLF. */
+    Py_ssize_t i = 0;
+    while (i < end && is_tchar[(unsigned char)data[i]])
+        i++;
+    if (i == 0 || data[i] != ' ')
+        goto plain_no;
+    Py_ssize_t method_end = i;
+    /* CONNECT takes an authority-form target: the Python path's to judge. */
+    if (method_end == 7 && memcmp(data, "CONNECT", 7) == 0)
+        goto plain_no;
+    i++;
+    Py_ssize_t target_start = i;
+    if (data[i] != '/')
+        goto plain_no;
+    while (i < end && is_target[(unsigned char)data[i]])
+        i++;
+    Py_ssize_t target_end = i;
+    if (data[i] != ' ' || i + 10 > end)
+        goto plain_no;
+    i++;
+    if (memcmp(data + i, "HTTP/1.", 7) != 0 || (data[i + 7] != '1' && data[i + 7] != '0')
+            || data[i + 8] != '\r' || data[i + 9] != '\n')
+        goto plain_no;
+    int http11 = data[i + 7] == '1';
+    i += 10;
+
+    /* Field lines: tchar+ ":" value-bytes CRLF, until the empty line at head_end + 2. */
+    Py_ssize_t count = 0;
+    Py_ssize_t lines_start = i;
+    while (i < head_end + 2) {
+        Py_ssize_t name_start = i;
+        while (is_tchar[(unsigned char)data[i]])
+            i++;
+        if (i == name_start || data[i] != ':')
+            goto plain_no;
+        i++;
+        while (is_value[(unsigned char)data[i]])
+            i++;
+        if (data[i] != '\r' || data[i + 1] != '\n')
+            goto plain_no;  /* a bare CR or LF, or a control byte in the value */
+        i += 2;
+        count++;
+    }
+    if (i != head_end + 2 || count > max_fields)
+        goto plain_no;
+
+    method = PyBytes_FromStringAndSize(data, method_end);
+    target = PyBytes_FromStringAndSize(data + target_start, target_end - target_start);
+    version = PyBytes_FromStringAndSize(http11 ? "1.1" : "1.0", 3);
+    fields = PyTuple_New(count);
+    if (method == NULL || target == NULL || version == NULL || fields == NULL)
+        goto error;
+
+    Py_ssize_t framing_fields = 0;
+    i = lines_start;
+    for (Py_ssize_t n = 0; n < count; n++) {
+        Py_ssize_t name_start = i;
+        while (data[i] != ':')
+            i++;
+        PyObject *name = lowered_name(data + name_start, i - name_start);
+        if (name == NULL)
+            goto error;
+        i++;
+        Py_ssize_t value_start = i;
+        while (data[i] != '\r')
+            i++;
+        Py_ssize_t value_end = i;
+        i += 2;
+        /* RFC 9112 5: the value's leading and trailing OWS are not part of it. */
+        while (value_start < value_end
+               && (data[value_start] == ' ' || data[value_start] == '\t'))
+            value_start++;
+        while (value_end > value_start
+               && (data[value_end - 1] == ' ' || data[value_end - 1] == '\t'))
+            value_end--;
+        PyObject *value = PyBytes_FromStringAndSize(data + value_start, value_end - value_start);
+        if (value == NULL) {
+            Py_DECREF(name);
+            goto error;
+        }
+        int kind = framing_kind(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
+        if (kind != F_OTHER) {
+            framing_fields++;
+            if (kind == F_HOST) {
+                Py_INCREF(value);
+                Py_SETREF(host, value);
+            } else if (kind == F_CONNECTION) {
+                Py_INCREF(value);
+                Py_SETREF(connection, value);
+            }
+        }
+        PyObject *pair = PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(name);
+            Py_DECREF(value);
+            goto error;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, value);
+        PyTuple_SET_ITEM(fields, n, pair);
+    }
+    result = Py_BuildValue("(nOOOOnOO)", end, method, target, version, fields,
+                           framing_fields, host, connection);
+    goto done;
+
+plain_no:
+    result = Py_None;
+    Py_INCREF(result);
+    goto done;
+error:
+    result = NULL;
+done:
+    Py_XDECREF(method);
+    Py_XDECREF(target);
+    Py_XDECREF(version);
+    Py_XDECREF(fields);
+    Py_DECREF(host);
+    Py_DECREF(connection);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* Interned environ keys and values, made once. */
+static PyObject *s_wsgi_input, *s_request_method, *s_server_protocol, *s_raw_uri,
+    *s_content_length, *s_query_string, *s_path_info, *s_http11, *s_http10, *s_comma;
+
+/* latin-1 text of bytes[start:stop]: a new reference or NULL. */
+static PyObject *
+latin1(const char *p, Py_ssize_t len)
+{
+    return PyUnicode_DecodeLatin1(p, len, NULL);
+}
+
+/* Puts one header in environ (EnvironBuilder._add_headers' loop body for a known
+ * key): 0 done, -1 error.  A repeated key joins its values with "," (RFC 9110 5.3). */
+static int
+add_header(PyObject *environ, PyObject *key, PyObject *value)
+{
+    PyObject *text = latin1(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
+    if (text == NULL)
+        return -1;
+    PyObject *previous = PyDict_GetItemWithError(environ, key);  /* borrowed */
+    if (previous == NULL && PyErr_Occurred()) {
+        Py_DECREF(text);
+        return -1;
+    }
+    if (previous != NULL) {
+        PyObject *parts = PyTuple_Pack(2, previous, text);
+        Py_DECREF(text);
+        if (parts == NULL)
+            return -1;
+        text = PyUnicode_Join(s_comma, parts);
+        Py_DECREF(parts);
+        if (text == NULL)
+            return -1;
+    }
+    int rc = PyDict_SetItem(environ, key, text);
+    Py_DECREF(text);
+    return rc;
+}
+
+/* 1 when every header name has a non-empty str key in keys, 0 when one has not
+ * (the Python path then maps it, and learns it), -1 on error. */
+static int
+headers_known(PyObject *headers, PyObject *keys)
+{
+    Py_ssize_t count = PyTuple_GET_SIZE(headers);
+    for (Py_ssize_t n = 0; n < count; n++) {
+        PyObject *pair = PyTuple_GET_ITEM(headers, n);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2
+                || !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 0))
+                || !PyBytes_CheckExact(PyTuple_GET_ITEM(pair, 1)))
+            return 0;
+        PyObject *key = PyDict_GetItemWithError(keys, PyTuple_GET_ITEM(pair, 0));
+        if (key == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        if (!PyUnicode_CheckExact(key) || PyUnicode_GET_LENGTH(key) == 0)
+            return 0;  /* a name with "_": header_map's rules, in Python */
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(build_environ_doc,
+"build_environ(base, wsgi_input, method, version, target, headers, content_length, keys)\n"
+"-> dict | None\n\n"
+"A copy of base with the request's entries, as EnvironBuilder.build adds them\n"
+"before its trusted-proxy, SCRIPT_NAME and Host steps; None for what only the\n"
+"Python path maps (an unknown or underscored header name, a percent-escape in\n"
+"the path, a target that is not origin-form).");
+
+static PyObject *
+build_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "build_environ takes 8 arguments");
+        return NULL;
+    }
+    PyObject *base = args[0], *wsgi_input = args[1], *method = args[2], *version = args[3];
+    PyObject *target = args[4], *headers = args[5], *content_length = args[6], *keys = args[7];
+    if (!PyDict_CheckExact(base) || !PyBytes_CheckExact(method) || !PyBytes_CheckExact(version)
+            || !PyBytes_CheckExact(target) || !PyTuple_CheckExact(headers)
+            || !PyDict_CheckExact(keys)) {
+        PyErr_SetString(PyExc_TypeError, "build_environ: unexpected argument types");
+        return NULL;
+    }
+    const char *t = PyBytes_AS_STRING(target);
+    Py_ssize_t tlen = PyBytes_GET_SIZE(target);
+    if (tlen == 0 || t[0] != '/')
+        Py_RETURN_NONE;
+    const char *question = memchr(t, '?', (size_t)tlen);
+    Py_ssize_t path_len = question ? question - t : tlen;
+    if (memchr(t, '%', (size_t)path_len) != NULL)
+        Py_RETURN_NONE;  /* PATH_INFO is unquoted: the Python path's job */
+    /* The parsers give only these two versions; anything else is the Python path's. */
+    const char *v = PyBytes_AS_STRING(version);
+    PyObject *protocol;
+    if (PyBytes_GET_SIZE(version) == 3 && memcmp(v, "1.1", 3) == 0)
+        protocol = s_http11;
+    else if (PyBytes_GET_SIZE(version) == 3 && memcmp(v, "1.0", 3) == 0)
+        protocol = s_http10;
+    else
+        Py_RETURN_NONE;
+    int known = headers_known(headers, keys);
+    if (known <= 0)
+        return known < 0 ? NULL : Py_NewRef(Py_None);
+
+    PyObject *environ = PyDict_Copy(base);
+    if (environ == NULL)
+        return NULL;
+    PyObject *text = NULL;
+    if (PyDict_SetItem(environ, s_wsgi_input, wsgi_input) < 0)
+        goto error;
+    text = latin1(PyBytes_AS_STRING(method), PyBytes_GET_SIZE(method));
+    if (text == NULL || PyDict_SetItem(environ, s_request_method, text) < 0)
+        goto error;
+    Py_CLEAR(text);
+    if (PyDict_SetItem(environ, s_server_protocol, protocol) < 0)
+        goto error;
+    text = latin1(t, tlen);
+    if (text == NULL || PyDict_SetItem(environ, s_raw_uri, text) < 0)
+        goto error;
+    Py_CLEAR(text);
+
+    Py_ssize_t count = PyTuple_GET_SIZE(headers);
+    for (Py_ssize_t n = 0; n < count; n++) {
+        PyObject *pair = PyTuple_GET_ITEM(headers, n);
+        PyObject *key = PyDict_GetItemWithError(keys, PyTuple_GET_ITEM(pair, 0));
+        if (key == NULL) {
+            if (!PyErr_Occurred())  /* keys changed under us: cannot, but never guess */
+                PyErr_SetString(PyExc_RuntimeError, "header key vanished");
+            goto error;
+        }
+        /* CONTENT_LENGTH comes from the parser's framing decision (below). */
+        if (key == s_content_length || PyUnicode_Compare(key, s_content_length) == 0)
+            continue;
+        if (PyErr_Occurred())
+            goto error;
+        if (add_header(environ, key, PyTuple_GET_ITEM(pair, 1)) < 0)
+            goto error;
+    }
+    if (content_length != Py_None) {
+        text = PyObject_Str(content_length);
+        if (text == NULL || PyDict_SetItem(environ, s_content_length, text) < 0)
+            goto error;
+        Py_CLEAR(text);
+    }
+    text = question ? latin1(question + 1, tlen - path_len - 1) : latin1("", 0);
+    if (text == NULL || PyDict_SetItem(environ, s_query_string, text) < 0)
+        goto error;
+    Py_CLEAR(text);
+    text = latin1(t, path_len);
+    if (text == NULL || PyDict_SetItem(environ, s_path_info, text) < 0)
+        goto error;
+    Py_CLEAR(text);
+    return environ;
+
+error:
+    Py_XDECREF(text);
+    Py_DECREF(environ);
+    return NULL;
+}
+
+static PyMethodDef accel_methods[] = {
+    {"split_head", split_head, METH_VARARGS, split_head_doc},
+    {"build_environ", (PyCFunction)(void (*)(void))build_environ, METH_FASTCALL,
+     build_environ_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef accel_module = {
+    PyModuleDef_HEAD_INIT, "polycorn.server._accel",
+    "The compiled half of Polycorn's per-request path (see server/accel.py).",
+    -1, accel_methods,
+};
+
+static int
+intern(PyObject **slot, const char *text)
+{
+    *slot = PyUnicode_InternFromString(text);
+    return *slot == NULL ? -1 : 0;
+}
+
+PyMODINIT_FUNC
+PyInit__accel(void)
+{
+    init_tables();
+    known_names = PyDict_New();
+    if (known_names == NULL
+            || intern(&s_wsgi_input, "wsgi.input") < 0
+            || intern(&s_request_method, "REQUEST_METHOD") < 0
+            || intern(&s_server_protocol, "SERVER_PROTOCOL") < 0
+            || intern(&s_raw_uri, "RAW_URI") < 0
+            || intern(&s_content_length, "CONTENT_LENGTH") < 0
+            || intern(&s_query_string, "QUERY_STRING") < 0
+            || intern(&s_path_info, "PATH_INFO") < 0
+            || intern(&s_http11, "HTTP/1.1") < 0
+            || intern(&s_http10, "HTTP/1.0") < 0
+            || intern(&s_comma, ",") < 0)
+        return NULL;
+    return PyModule_Create(&accel_module);
+}
