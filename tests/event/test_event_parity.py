@@ -1,5 +1,8 @@
 """FastConnection (llhttp) against ServerConnection (pure): the same verdict on every input.
 
+AccelConnection (FastConnection with the compiled split_head) runs every parity test
+too, as a second `fast` class, when the extension is built.
+
 The whole request corpus runs through both under the corpus test's chunkings;
 random bytes and generated requests are compared too, and responses must be the
 same bytes. A last group checks that plain requests really take the llhttp path
@@ -17,6 +20,7 @@ from corpus.invalid import CASES as INVALID
 from corpus.valid import CASES as VALID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polycorn.server import accel
 from polycorn.server.http.connection import Limits, ServerConnection
 from polycorn.server.http.errors import LocalProtocolError, RemoteProtocolError
 from polycorn.server.http.events import (
@@ -29,6 +33,16 @@ from polycorn.server.http.events import (
 )
 from polycorn.server.http.fast import FastConnection
 from polycorn.server.http.httpdate import DateCache
+
+if accel.split_head is not None:
+    from polycorn.server.http.accel_connection import AccelConnection
+else:
+    AccelConnection = None
+# The drop-in classes held to ServerConnection's verdicts.
+FAST = [FastConnection, pytest.param(
+    AccelConnection, id="AccelConnection",
+    marks=pytest.mark.skipif(AccelConnection is None, reason=f"no compiled accelerator: "
+                             f"{accel.describe()}"))]
 
 PIPELINED = b"GET /second HTTP/1.1\r\nHost: example.com\r\n\r\n"
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -94,37 +108,41 @@ def expected_events(case: Valid) -> list:
 # --- the corpus ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", VALID, ids=lambda c: c.name)
-def test_valid_corpus_same_events_every_chunking(case: Valid) -> None:
+@pytest.mark.parametrize("fast", FAST)
+def test_valid_corpus_same_events_every_chunking(fast, case: Valid) -> None:
     for mode, chunks in chunkings(case.raw, case.name).items():
-        fast = run(FastConnection, chunks, False, case.limits)
-        assert fast == (expected_events(case), None), mode
-        assert fast == run(ServerConnection, chunks, False, case.limits), mode
+        got = run(fast, chunks, False, case.limits)
+        assert got == (expected_events(case), None), mode
+        assert got == run(ServerConnection, chunks, False, case.limits), mode
 
 
 @pytest.mark.parametrize("case", VALID, ids=lambda c: c.name)
-def test_valid_corpus_then_pipelined(case: Valid) -> None:
+@pytest.mark.parametrize("fast", FAST)
+def test_valid_corpus_then_pipelined(fast, case: Valid) -> None:
     raw = case.raw + PIPELINED
     for mode, chunks in chunkings(raw, case.name + "/pipelined").items():
-        fast = run(FastConnection, chunks, True, case.limits)
-        assert fast == run(ServerConnection, chunks, True, case.limits), mode
-        events, status = fast
+        got = run(fast, chunks, True, case.limits)
+        assert got == run(ServerConnection, chunks, True, case.limits), mode
+        events, status = got
         assert status is None and events[:len(expected_events(case))] == expected_events(case)
 
 
 @pytest.mark.parametrize("case", INVALID, ids=lambda c: c.name)
-def test_invalid_corpus_same_status_every_chunking(case: Invalid) -> None:
+@pytest.mark.parametrize("fast", FAST)
+def test_invalid_corpus_same_status_every_chunking(fast, case: Invalid) -> None:
     for mode, chunks in chunkings(case.raw, case.name).items():
-        fast = run(FastConnection, chunks, case.eof, case.limits)
-        assert fast[1] == case.status, mode
-        assert fast == run(ServerConnection, chunks, case.eof, case.limits), mode
+        got = run(fast, chunks, case.eof, case.limits)
+        assert got[1] == case.status, mode
+        assert got == run(ServerConnection, chunks, case.eof, case.limits), mode
 
 
 @pytest.mark.parametrize("case", [c for c in INVALID if not c.eof], ids=lambda c: c.name)
-def test_invalid_corpus_then_pipelined(case: Invalid) -> None:
+@pytest.mark.parametrize("fast", FAST)
+def test_invalid_corpus_then_pipelined(fast, case: Invalid) -> None:
     for mode, chunks in chunkings(case.raw + PIPELINED, case.name + "/pipelined").items():
-        fast = run(FastConnection, chunks, False, case.limits)
-        assert fast[1] == case.status, mode
-        assert fast == run(ServerConnection, chunks, False, case.limits), mode
+        got = run(fast, chunks, False, case.limits)
+        assert got[1] == case.status, mode
+        assert got == run(ServerConnection, chunks, False, case.limits), mode
 
 
 # --- differential fuzzing --------------------------------------------------------------
@@ -152,12 +170,13 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
 
 
+@pytest.mark.parametrize("fast", FAST)
 @FUZZ
 @given(data=fuzz_bytes, cuts=st.lists(st.integers(0, 300), max_size=6), eof=st.booleans(),
        limits=fuzz_limits)
-def test_any_bytes_same_outcome(data, cuts, eof, limits) -> None:
+def test_any_bytes_same_outcome(fast, data, cuts, eof, limits) -> None:
     chunks = split(data, cuts)
-    assert run(FastConnection, chunks, eof, limits) == run(ServerConnection, chunks, eof, limits)
+    assert run(fast, chunks, eof, limits) == run(ServerConnection, chunks, eof, limits)
 
 
 # --- responses ----------------------------------------------------------------------------
@@ -187,8 +206,9 @@ def respond(conn_class, method: bytes, version: bytes, status: int, headers, chu
 
 
 @pytest.mark.parametrize("response", RESPONSES, ids=lambda r: f"{r[0].decode()}-{r[2]}")
-def test_responses_are_the_same_bytes(response) -> None:
-    assert respond(FastConnection, *response) == respond(ServerConnection, *response)
+@pytest.mark.parametrize("fast", FAST)
+def test_responses_are_the_same_bytes(fast, response) -> None:
+    assert respond(fast, *response) == respond(ServerConnection, *response)
 
 
 def test_errors_and_misuse_match() -> None:
