@@ -3,12 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS := test,ha,fast,asgi,deploy,load,proctitle,metrics
 
-.PHONY: test test-slow demo lint bench deps clean
+.PHONY: test test-slow test-asan demo lint bench deps clean
 
 deps:
 	bash scripts/system-deps.sh
 
-$(VENV)/.installed: pyproject.toml
+# setup.py and the C source: the editable install builds the accelerator in place.
+$(VENV)/.installed: pyproject.toml setup.py server/_accel.c
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
@@ -19,8 +20,13 @@ lint: $(VENV)/.installed
 
 # The suite CI runs; long scenarios (marked slow: many seeds, whole chaos runs) are
 # left to `make test-slow`, whose figures go in the notes.
-test: deps $(VENV)/.installed lint
+test: deps $(VENV)/.installed lint test-asan
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider -m "not slow"
+
+# The compiled accelerator's differential tests under ASan and UBSan (about a minute;
+# says why and skips without a compiler).
+test-asan: $(VENV)/.installed
+	PY=$(PY) bash scripts/test-asan.sh
 
 test-slow: deps $(VENV)/.installed
 	$(PY) -m pytest -n 2 -q -p no:cacheprovider -m slow
@@ -35,4 +41,4 @@ bench: deps $(VENV)/.installed
 	$(PY) loadtests/bench.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info reports
+	rm -rf $(VENV) build *.egg-info reports server/_accel.*.so
