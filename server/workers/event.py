@@ -17,6 +17,7 @@ import signal
 import time
 from typing import Any
 
+from polycorn.server import accel
 from polycorn.server.workers.base import RunState, Worker, log, where
 from polycorn.server.workers.event_context import ServingContext, new_event_loop
 from polycorn.server.workers.event_protocol import HTTPProtocol
@@ -41,6 +42,8 @@ class EventWorker(Worker):
         # The asgi worker made its loop at boot (lifespan startup ran on it).
         self.loop = loop = getattr(self, "loop", None) or self._new_loop()
         self.ctx = self._new_context(loop)
+        log.info("worker %s: request path %s, parser %s", self.pid, accel.describe(),
+                 self.ctx.parser.__name__)
         self._shutting_down = False
         loop.set_exception_handler(self._on_loop_exception)
         self.proxy_gate = ProxyGate.from_config(self.cfg)

@@ -8,6 +8,8 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+from polycorn.server import accel
 from support.procs import Polycorn, free_port, wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -15,10 +17,17 @@ HERE = Path(__file__).resolve().parent
 # The three ways the event worker can run: llhttp + uvloop (the `fast` extra), and
 # each piece replaced by its standard-library fallback.
 VARIANTS = {
-    "llhttp-uvloop": {},
-    "pure-parser": {"POLYCORN_PARSER": "python"},
+    "compiled": {},  # the compiled accelerator over llhttp + uvloop, when built
+    "llhttp-uvloop": {"POLYCORN_NO_EXTENSIONS": "1"},
+    "pure-parser": {"POLYCORN_PARSER": "python", "POLYCORN_NO_EXTENSIONS": "1"},
     "asyncio-loop": {"POLYCORN_LOOP": "asyncio"},
 }
+
+
+def skip_if_missing(variant: str) -> None:
+    """The compiled variant needs the built extension (else it is llhttp-uvloop again)."""
+    if variant == "compiled" and accel.native is None:
+        pytest.skip(f"no compiled accelerator: {accel.describe()}")
 
 
 class EventServer:
@@ -29,6 +38,7 @@ class EventServer:
         self.port = free_port()
         self.dir = tmp_path
         env = {**(env or {}), "EVENT_APP_DIR": str(tmp_path)}
+        self.env = env
         self.server = Polycorn(["-k", "event", "-b", f"127.0.0.1:{self.port}", *flags, app],
                                cwd=HERE, env=env, log_path=tmp_path / f"event-{self.port}.log")
         self.server.wait_port(self.port)

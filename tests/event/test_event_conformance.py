@@ -13,17 +13,18 @@ import subprocess
 import sys
 
 import pytest
-from event_support import VARIANTS
+from event_support import VARIANTS, skip_if_missing
 from support.procs import ROOT
 
-# -k asgi in its default variant (llhttp, uvloop) runs in test_wire.py itself.
+# -k asgi in its default variant (compiled, llhttp, uvloop) runs in test_wire.py itself.
 CASES = [(variant, "event") for variant in VARIANTS] + [
-    (variant, "asgi") for variant in VARIANTS if variant != "llhttp-uvloop"]
+    (variant, "asgi") for variant in VARIANTS if variant != "compiled"]
 
 
 @pytest.mark.parametrize("variant,worker", CASES)
 def test_wire_conformance_suite_passes_on_the_event_worker(variant: str, worker: str,
                                                            tmp_path) -> None:
+    skip_if_missing(variant)
     env = {**os.environ, **VARIANTS[variant]}
     env.pop("PYTEST_XDIST_WORKER", None)
     result = subprocess.run(

@@ -13,12 +13,13 @@ import threading
 import time
 
 import pytest
-from event_support import VARIANTS, EventServer, Reader, exchange, request
+from event_support import VARIANTS, EventServer, Reader, exchange, request, skip_if_missing
 from support.procs import alive, wait_until
 
 
 @pytest.fixture(params=list(VARIANTS))
 def start(request, tmp_path):
+    skip_if_missing(request.param)
     servers: list[EventServer] = []
 
     def start(*flags: str) -> EventServer:

@@ -16,7 +16,7 @@ import pytest
 from corpus import Invalid, Valid
 from corpus.invalid import CASES as INVALID
 from corpus.valid import CASES as VALID
-from event_support import VARIANTS, EventServer, Reader
+from event_support import VARIANTS, EventServer, Reader, skip_if_missing
 from polycorn.server.http.connection import Limits
 from support.tls import HalfClosingTLS
 
@@ -74,9 +74,10 @@ def send(server: EventServer, raw: bytes, *, eof: bool, method: str):
         return Reader(sock).response(method)
 
 
-@pytest.mark.parametrize("variant", ["llhttp-uvloop", "pure-parser", "llhttp-uvloop" + TLS])
+@pytest.mark.parametrize("variant", ["compiled", "llhttp-uvloop", "pure-parser", "compiled" + TLS])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_corpus_case_over_the_wire(servers, variant: str, case: Valid | Invalid) -> None:
+    skip_if_missing(variant.removesuffix(TLS))
     server = servers(variant, flags_for(case.limits))
     if isinstance(case, Invalid):
         response = send(server, case.raw, eof=case.eof, method="GET")

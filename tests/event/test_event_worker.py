@@ -15,16 +15,36 @@ from pathlib import Path
 
 import pytest
 from event_app import FILE_NAME, FILE_SIZE
-from event_support import VARIANTS, EventServer, Reader, exchange, request, rss_kib
+from event_support import (
+    VARIANTS,
+    EventServer,
+    Reader,
+    exchange,
+    request,
+    rss_kib,
+    skip_if_missing,
+)
 from support.procs import wait_until
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
 def server(request, tmp_path_factory):
+    skip_if_missing(request.param)
     srv = EventServer(tmp_path_factory.mktemp("event"), "-w", "1", "--keep-alive", "5",
                       env=VARIANTS[request.param])
     yield srv
     srv.stop()
+
+
+def test_the_boot_log_names_the_request_path(server) -> None:
+    """Each worker says whether the compiled accelerator or the pure path serves."""
+    line = wait_until(lambda: next((ln for ln in server.log().splitlines()
+                                    if "request path" in ln), None), 10, what="boot line")
+    env = server.env
+    if "POLYCORN_NO_EXTENSIONS" in env:
+        assert "pure Python: POLYCORN_NO_EXTENSIONS is set" in line, line
+    elif env.get("POLYCORN_PARSER") != "python":
+        assert "compiled accelerator" in line and "parser AccelConnection" in line, line
 
 
 def echo_of(response) -> dict:
