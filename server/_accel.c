@@ -50,6 +50,8 @@ init_tables(void)
  * lookup after it.  Bounded: names are chosen by clients. */
 #define MAX_KNOWN_NAMES 512
 static PyObject *known_names;  /* dict: wire bytes -> lower-cased bytes */
+/* events.Request's fields, in its __slots__ order (interned names). */
+static PyObject *request_fields[8];
 
 /* Interned framing-field names (framing.py's _SELECTED), by their length. */
 enum { F_OTHER, F_HOST, F_CONNECTION, F_FRAMING };
@@ -122,18 +124,96 @@ find_head_end(const char *data, Py_ssize_t len)
     return -1;
 }
 
+/* A Host value that host_re surely accepts: reg-name letters, digits, "." and "-",
+ * then an optional ":" and digits (RFC 3986 3.2.2-3). Anything else: Python judges. */
+static int
+plain_host(PyObject *host)
+{
+    const char *p = PyBytes_AS_STRING(host);
+    Py_ssize_t len = PyBytes_GET_SIZE(host), i = 0;
+    while (i < len && (Py_ISALNUM(p[i]) || p[i] == '.' || p[i] == '-'))
+        i++;
+    if (i == 0)
+        return 0;
+    if (i < len && p[i] == ':') {
+        i++;
+        while (i < len && Py_ISDIGIT(p[i]))
+            i++;
+    }
+    return i == len;
+}
+
+static int
+equals_lower(PyObject *value, const char *text)
+{
+    Py_ssize_t len = (Py_ssize_t)strlen(text);
+    if (PyBytes_GET_SIZE(value) != len)
+        return 0;
+    const char *p = PyBytes_AS_STRING(value);
+    for (Py_ssize_t i = 0; i < len; i++)
+        if (Py_TOLOWER(p[i]) != text[i])
+            return 0;
+    return 1;
+}
+
+/* framing.decide_framing's answer where it is sure to be a bodiless HTTP/1.1 request:
+ * 1 (keep-alive) or 0 (close); -1 for every other head (Python decides). */
+static int
+plain_framing(int http11, Py_ssize_t framing_fields, PyObject *host, PyObject *connection)
+{
+    if (!http11 || host == Py_None || !plain_host(host))
+        return -1;
+    if (framing_fields == 1)
+        return 1;
+    if (framing_fields == 2 && connection != Py_None) {
+        if (equals_lower(connection, "close"))
+            return 0;
+        if (equals_lower(connection, "keep-alive"))
+            return 1;
+    }
+    return -1;
+}
+
+/* Request(method, target, b"1.x", fields, None, False, keep_alive, False), made as
+ * fast.py's _request_constructor makes it: the frozen class's slots set through
+ * their descriptors (the caller passes the class only when that is its shape). */
+static PyObject *
+new_request(PyObject *type, PyObject *method, PyObject *target, PyObject *version,
+            PyObject *fields, int keep_alive)
+{
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "split_head: request_type must be a class");
+        return NULL;
+    }
+    PyObject *request = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
+    if (request == NULL)
+        return NULL;
+    PyObject *values[8] = {method, target, version, fields, Py_None, Py_False,
+                           keep_alive ? Py_True : Py_False, Py_False};
+    for (int n = 0; n < 8; n++) {
+        if (PyObject_GenericSetAttr(request, request_fields[n], values[n]) < 0) {
+            Py_DECREF(request);
+            return NULL;
+        }
+    }
+    return request;
+}
+
 PyDoc_STRVAR(split_head_doc,
-"split_head(buf, max_fields, max_len) -> tuple | None\n\n"
+"split_head(buf, max_fields, max_len, request_type=None) -> tuple | None\n\n"
 "(end, method, target, version, fields, framing_fields, host, connection) for a\n"
 "complete plain head at the start of buf; None for anything the Python path\n"
-"must see (see the module comment).");
+"must see (see the module comment). With request_type (events.Request), a head\n"
+"whose framing is plainly a bodiless HTTP/1.1 request comes as (end, Request).");
 
 static PyObject *
 split_head(PyObject *module, PyObject *args)
 {
     Py_buffer view;
     Py_ssize_t max_fields, max_len;
-    if (!PyArg_ParseTuple(args, "y*nn:split_head", &view, &max_fields, &max_len))
+    PyObject *request_type = NULL;
+    if (!PyArg_ParseTuple(args, "y*nn|O:split_head", &view, &max_fields, &max_len,
+                          &request_type))
         return NULL;
     const char *data = view.buf;
     Py_ssize_t len = view.len;
@@ -249,6 +329,14 @@ split_head(PyObject *module, PyObject *args)
         PyTuple_SET_ITEM(pair, 0, name);
         PyTuple_SET_ITEM(pair, 1, value);
         PyTuple_SET_ITEM(fields, n, pair);
+    }
+    int keep_alive = request_type != NULL && request_type != Py_None
+        ? plain_framing(http11, framing_fields, host, connection) : -1;
+    if (keep_alive >= 0) {
+        PyObject *request = new_request(request_type, method, target, version, fields,
+                                        keep_alive);
+        result = request == NULL ? NULL : Py_BuildValue("(nN)", end, request);
+        goto done;
     }
     result = Py_BuildValue("(nOOOOnOO)", end, method, target, version, fields,
                            framing_fields, host, connection);
@@ -455,6 +543,12 @@ PyMODINIT_FUNC
 PyInit__accel(void)
 {
     init_tables();
+    static const char *names[8] = {"method", "target", "http_version", "headers",
+                                   "content_length", "chunked", "keep_alive",
+                                   "expect_continue"};
+    for (int n = 0; n < 8; n++)
+        if (intern(&request_fields[n], names[n]) < 0)
+            return NULL;
     known_names = PyDict_New();
     if (known_names == NULL
             || intern(&s_wsgi_input, "wsgi.input") < 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 from polycorn.server import accel
 from polycorn.server.http.cycle import Event
 from polycorn.server.http.errors import RemoteProtocolError
+from polycorn.server.http.events import Request
 from polycorn.server.http.fast import PLAIN_HTTP11, FastConnection, _new_request, _valid_host
 from polycorn.server.http.framing import RequestFraming, decide_framing
 
@@ -24,6 +25,10 @@ __all__ = ["AccelConnection"]
 PLAIN_CLOSE = RequestFraming(content_length=None, chunked=False, keep_alive=False,
                              expect_continue=False)
 _split_head = accel.split_head
+# The compiled side makes the Request of a plainly bodiless HTTP/1.1 head itself, the way
+# fast._request_constructor does (through the slots' descriptors): only while Request
+# has that shape, which _request_constructor checks (it returns the class otherwise).
+_REQUEST_TYPE = Request if _new_request is not Request else None
 
 
 class AccelConnection(FastConnection):
@@ -33,9 +38,11 @@ class AccelConnection(FastConnection):
 
     def _split_next_head(self) -> Event:
         buf = self._received
-        split = _split_head(buf, self._header_count, self._small_head)
+        split = _split_head(buf, self._header_count, self._small_head, _REQUEST_TYPE)
         if split is None:
             return FastConnection._split_next_head(self)
+        if len(split) == 2:  # (end, Request): framed as decide_framing would
+            return self._take_head(buf, split[0], split[1])
         end, method, target, version, fields, framing_fields, host, connection = split
         if host is not None and version == b"1.1" and (
                 framing_fields == 1 or (framing_fields == 2 and connection is not None

@@ -106,6 +106,13 @@ def check_split(raw: bytes, limits: Limits) -> bool:
         assert (pure.method, pure.target, pure.http_version, pure.headers) == (
             method, target, version, fields)
     assert raw[:end].endswith(b"\r\n\r\n") and b"\r\n\r\n" not in raw[:end - 1]
+    # With the Request class, a plainly framed head comes whole: as the pure parser's.
+    whole = accel.split_head(raw, conn._header_count, conn._small_head, Request)
+    if len(whole) == 2:
+        assert whole == (end, parse_request_head(raw[:end], limits))
+        assert type(whole[1]) is Request
+    else:
+        assert whole == split
     return True
 
 
@@ -276,6 +283,8 @@ def test_build_environ_refuses_what_is_not_its_to_map() -> None:
                  keys) is None
     with pytest.raises(TypeError):
         build({}, None, "GET", b"1.1", b"/", host, None, keys)
+    with pytest.raises(TypeError):
+        accel.split_head(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 100, 8190, 42)
 
 
 # --- the event worker's bytes: the compiled path writes what the pure one writes ----------
