@@ -1,6 +1,6 @@
 /* polycorn.server._accel: the compiled half of the per-request path (optional).
  *
- * Two pure functions, each a strict subset of a Python one that stays the
+ * Pure functions, each a strict subset of a Python one that stays the
  * reference (server/accel.py loads this module; docs/internals/accel.md):
  *
  *   split_head(buf, max_fields, max_len)
@@ -13,6 +13,8 @@
  *       The request's own environ entries over a copy of base, as
  *       EnvironBuilder.build makes them, or None when a header name is not in
  *       keys (or needs header_map) or the path holds a percent-escape.
+ *   known_header_list(headers, table)
+ *       StartResponse's look-up of a header list it has validated before.
  *
  * Neither function raises for bad input: refusing is the Python path's job, so
  * a request is never judged by two implementations.  Neither keeps a pointer
@@ -519,7 +521,44 @@ error:
     return NULL;
 }
 
+PyDoc_STRVAR(known_header_list_doc,
+"known_header_list(headers, table) -> object | None\n\n"
+"table.get(tuple(headers)) when headers (a list) holds only exact (str, str) tuples,\n"
+"else None: StartResponse's look-up of a header list it validated before.");
+
+static PyObject *
+known_header_list(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "known_header_list(list, dict)");
+        return NULL;
+    }
+    PyObject *headers = args[0];
+    Py_ssize_t count = PyList_GET_SIZE(headers);
+    PyObject *key = PyTuple_New(count);
+    if (key == NULL)
+        return NULL;
+    for (Py_ssize_t n = 0; n < count; n++) {
+        PyObject *item = PyList_GET_ITEM(headers, n);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
+                || !PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 0))
+                || !PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+            Py_DECREF(key);
+            Py_RETURN_NONE;  /* not plain: the Python path validates (and refuses) it */
+        }
+        Py_INCREF(item);
+        PyTuple_SET_ITEM(key, n, item);
+    }
+    PyObject *known = PyDict_GetItemWithError(args[1], key);  /* borrowed */
+    Py_DECREF(key);
+    if (known == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    return Py_NewRef(known);
+}
+
 static PyMethodDef accel_methods[] = {
+    {"known_header_list", (PyCFunction)(void (*)(void))known_header_list, METH_FASTCALL,
+     known_header_list_doc},
     {"split_head", split_head, METH_VARARGS, split_head_doc},
     {"build_environ", (PyCFunction)(void (*)(void))build_environ, METH_FASTCALL,
      build_environ_doc},

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
+from polycorn.server import accel
+
 # RFC 9112 section 4: status-code is 3DIGIT, reason-phrase is HTAB / SP / VCHAR /
 # obs-text; PEP 3333 separates them with one space.
 _STATUS = re.compile(r"([1-9][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?")
@@ -44,6 +46,9 @@ _KNOWN_NAMES: dict[str, tuple[int, bytes]] = {}
 # str or tuple it equals; bounded, as values can come from request data.
 _MAX_KNOWN_HEADER_LISTS = 256
 _KNOWN_HEADER_LISTS: dict[tuple, tuple[list, list, int | None]] = {}
+
+# The compiled accelerator's version of the look-up (server/accel.py), or None.
+_known_list = getattr(accel.native, "known_header_list", None)
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -122,6 +127,13 @@ class StartResponse:
     def _set_headers(self, headers: list[tuple[str, str]]) -> None:
         key = None
         if type(headers) is list:
+            if _known_list is not None:  # the compiled look-up below, in one call
+                known = _known_list(headers, _KNOWN_HEADER_LISTS)
+                if known is not None:
+                    kept, wire, self.content_length = known
+                    self.headers = kept.copy()
+                    self.wire_headers = wire.copy()
+                    return
             try:
                 key = tuple(headers)
                 known = _KNOWN_HEADER_LISTS.get(key)

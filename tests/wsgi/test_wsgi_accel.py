@@ -402,3 +402,61 @@ def test_the_compiled_path_is_taken_for_plain_requests() -> None:
     assert isinstance(request, Request) and not request.keep_alive
     assert conn.fallback_reason is None and conn._parser is None  # llhttp never ran
     assert isinstance(conn.next_event(), Data) is False
+
+
+# --- start_response: the compiled look-up of a remembered header list -------------------
+
+class Text(str):
+    """A str subclass: never passes for the str it equals."""
+
+
+class Pair(tuple):
+    """A tuple subclass: likewise."""
+
+
+_names = st.sampled_from(["Content-Type", "Content-Length", "X-A", "Keep-Alive", "Connection",
+                          "Bad Name", "X\r\nY", "content-length"])
+_values = st.sampled_from(["text/plain", "5", " 7 ", "x", "a\nb", "close", "", "\xff"])
+header_items = st.one_of(
+    st.tuples(_names, _values), st.tuples(_names, _values),
+    st.builds(lambda n, v: [n, v], _names, _values),
+    st.builds(lambda n, v: Pair((n, v)), _names, _values),
+    st.builds(lambda n, v: (Text(n), v), _names, _values),
+    st.builds(lambda n, v: (n, Text(v)), _names, _values),
+    st.just(("a", "b", "c")), st.just(42), st.just((b"X-A", b"b")))
+
+
+def declare(headers, compiled: bool) -> tuple:
+    from polycorn.server.wsgi import response
+    from polycorn.server.wsgi.response import StartResponse
+
+    saved = response._known_list
+    response._known_list = saved if compiled else None
+    try:
+        start = StartResponse()
+        try:
+            start("200 OK", headers)
+        except (TypeError, ValueError) as exc:
+            return ("refused", type(exc), str(exc))
+        return (start.headers, start.wire_headers, start.content_length)
+    finally:
+        response._known_list = saved
+
+
+@FUZZ
+@given(headers=st.lists(header_items, max_size=4))
+def test_start_response_same_declaration(headers) -> None:
+    for _ in range(2):  # the second time the list is a remembered one
+        assert declare(list(headers), True) == declare(list(headers), False)
+
+
+def test_known_header_list_answers_only_plain_lists() -> None:
+    from polycorn.server.wsgi.response import _KNOWN_HEADER_LISTS
+
+    plain = [("Content-Type", "text/plain"), ("Content-Length", "5")]
+    declare(list(plain), False)  # remembered
+    assert accel.native.known_header_list(plain, _KNOWN_HEADER_LISTS) is not None
+    assert accel.native.known_header_list([Pair(p) for p in plain], _KNOWN_HEADER_LISTS) is None
+    assert accel.native.known_header_list([(Text("Content-Type"), "text/plain"), plain[1]],
+                                          _KNOWN_HEADER_LISTS) is None
+    assert accel.native.known_header_list([["a", "b"]], _KNOWN_HEADER_LISTS) is None
