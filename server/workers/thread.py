@@ -6,6 +6,13 @@ cannot serve yet), parks idle keep-alive connections with a deadline of
 --keep-alive seconds, and hands a connection to the pool when its next request
 arrives. Pool threads serve whole requests and give the connection back.
 
+Connection: close: a pool thread that has just closed its connection takes the
+next queued client itself (a non-blocking accept) and serves it, while no resumed
+connection waits for a thread. The hand-off through the main loop (a pipe write,
+a select wake, an accept, a pool submit and a thread wake per connection) cost
+more CPU than serving the request and made this worker no cheaper than Gunicorn's
+sync worker in that mode.
+
 Fairness: with every thread busy, a worker still takes one queued client for
 each parked connection it resumes. Otherwise the keep-alive clients it already
 holds would always come first, and a client in the accept queue could wait for
@@ -50,6 +57,12 @@ class ThreadWorker(Worker):
         self.lock = threading.Lock()
         self.proxy_gate = ProxyGate.from_config(self.cfg)
         self.returned: collections.deque[tuple[Any, bool]] = collections.deque()
+        # Connections submitted to the pool and not yet picked up by a thread (under
+        # self.lock): a thread accepts a new client itself only while this is 0.
+        self.queued = 0
+        # What names the server on each listener (by id: a Listener compares by value and
+        # is not hashable): a getsockname() once, not per client.
+        self.names = {id(lst): lst.server_name() for lst in self.listeners}
         self.idle: collections.OrderedDict[Any, float] = collections.OrderedDict()
         self.done_r, self.done_w = os.pipe()
         os.set_blocking(self.done_w, False)
@@ -133,10 +146,24 @@ class ThreadWorker(Worker):
             self.inflight += 1
             self.pool.submit(self._serve_proxied, sock, addr, listener.server_name())
             return True
-        conn = ClientConnection(self.handler, sock, addr, listener.server_name(), keep_alive=True,
-                                waits=self.waits)
-        self._submit(conn)
+        self._submit(self._connection(sock, addr, listener))
         return True
+
+    def _connection(self, sock: Any, addr: Any, listener: Any) -> ClientConnection:
+        return ClientConnection(self.handler, sock, addr, self.names[id(listener)],
+                                keep_alive=True, waits=self.waits)
+
+    def _take_here(self) -> ClientConnection | None:
+        """In a pool thread whose connection just closed: the next queued client, if this
+        thread should serve it (no resumed connection waits for a thread, no PROXY
+        header to read first, the worker running), else None."""
+        if self.proxy_gate is not None or self.queued or self.state is not RunState.RUNNING:
+            return None
+        for listener in self.listeners:
+            accepted = self.accept(listener)
+            if accepted is not None:
+                return self._connection(*accepted, listener)
+        return None
 
     def _serve_proxied(self, sock: Any, addr: Any, server_name: Any) -> None:
         """In a pool thread: the connection's PROXY header, its TLS handshake (the header
@@ -161,10 +188,33 @@ class ThreadWorker(Worker):
 
     def _submit(self, conn: Any) -> None:
         self.inflight += 1
-        self.pool.submit(self._serve, conn)
+        with self.lock:
+            self.queued += 1
+        self.pool.submit(self._serve_queued, conn)
+
+    def _serve_queued(self, conn: Any) -> None:
+        with self.lock:
+            self.queued -= 1
+        self._serve(conn)
 
     def _serve(self, conn: Any) -> None:
-        """In a pool thread: serve requests while they are already buffered, then give back."""
+        """In a pool thread: serve requests while they are already buffered, then give back
+        (or, when the connection closes, go on with the next queued client: _take_here)."""
+        while True:
+            keep = self._serve_buffered(conn)
+            if keep:
+                break
+            conn.close()
+            following = self._take_here()
+            if following is None:
+                conn = _REFUSED  # closed already: the main loop only frees the thread
+                break
+            conn = following
+        self.returned.append((conn, keep))
+        self._wake_main()
+
+    def _serve_buffered(self, conn: Any) -> bool:
+        """Serve requests while they are already buffered; whether to keep the connection."""
         keep = False
         try:
             while True:
@@ -178,8 +228,7 @@ class ThreadWorker(Worker):
         except Exception:
             log.exception("worker %s: error serving a connection", self.pid)
             keep = False
-        self.returned.append((conn, keep))
-        self._wake_main()
+        return keep
 
     def _wake_main(self) -> None:
         try:
