@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS := test,ha,fast,asgi,deploy,load,proctitle,metrics
 
-.PHONY: test test-slow test-asan demo lint bench deps clean
+.PHONY: test test-slow test-asan demo lint bench bench-deps deps clean
 
 deps:
 	bash scripts/system-deps.sh
@@ -37,8 +37,14 @@ test-slow: deps $(VENV)/.installed
 demo: deps $(VENV)/.installed
 	$(PY) -m loadtests.chaos --scenario loadtests/scenarios/standard.toml --out reports/demo
 
-bench: deps $(VENV)/.installed
+bench: deps $(VENV)/.installed bench-deps
 	$(PY) loadtests/bench.py
+
+# The field's servers for the bench (not needed by the tests): granian's wheel, and
+# bjoern, which builds against libev.
+bench-deps: $(VENV)/.installed
+	dpkg -s libev-dev >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libev-dev; }
+	$(PY) -m pip install -q granian bjoern
 
 clean:
 	rm -rf $(VENV) build *.egg-info reports server/_accel.*.so

@@ -20,6 +20,17 @@ with the current one in every repetition; the report then adds the CPU per reque
 this tree against that one (median of the per-repetition ratios). Make the other
 checkout with `git worktree add /tmp/before <commit>`.
 
+CPU: the server's CPU time is utime + stime of every process of its tree (master,
+workers, threads), read from /proc before and after each wrk run; the tables give
+it per request and as requests per server CPU-second (req/CPU-s), and a line under
+each table gives the per-CPU ratios the issue's targets name (event against granian
+and bjoern, thread against gunicorn sync), each the median of per-repetition ratios.
+
+The field's servers are optional: `make bench-deps` installs them (granian from its
+wheel; bjoern builds against libev: `apt-get install libev-dev`, then
+`.venv/bin/python -m pip install granian bjoern`). A server that is not installed is
+skipped and named under the tables.
+
 Memory: the worker's RSS when idle after its first request (it counts the pages
 shared with the master), and its private dirty memory when idle again after the
 runs (what each more worker costs; the kernel shares the rest).
@@ -173,6 +184,9 @@ SERVERS = {s.name: s for s in [
     Server("gunicorn-asgi", _gunicorn("asgi"),
            lambda: _module("gunicorn")() and int(metadata.version("gunicorn").split(".")[0]) >= 27,
            asgi=True),
+    # The event worker without the compiled accelerator (llhttp and Python around it).
+    Server("polycorn-event-noext", _polycorn("event"), _module("polycorn"),
+           env={"POLYCORN_NO_EXTENSIONS": "1"}),
     Server("granian", _granian, _module("granian")),
     Server("uvicorn", _uvicorn, lambda: _module("uvicorn")() and _module("uvloop")()
            and _module("httptools")(), asgi=True),
@@ -190,7 +204,8 @@ TLS_SERVERS = tuple(name for name, server in SERVERS.items() if server.tls)
 
 
 # Rows run only when named with --only (or --tls): a variant of a row, not another server.
-OPT_IN = ("polycorn-event-statsd", "polycorn-event-metrics", *TLS_SERVERS)
+OPT_IN = ("polycorn-event-statsd", "polycorn-event-metrics", "polycorn-event-noext",
+          *TLS_SERVERS)
 
 
 def package_shim(tree: Path, workdir: Path, label: str) -> Path:
@@ -478,11 +493,31 @@ def summarize(runs: list[Run]) -> list[dict]:
             "p99_ms": statistics.median(r.p99_ms for r in group),
             "errors": sum(r.errors for r in group),
             "cpu_us_per_request": statistics.median(r.cpu_us_per_request for r in group),
+            "requests_per_cpu_second": statistics.median(
+                1e6 / r.cpu_us_per_request for r in group if r.cpu_us_per_request),
             "worker_rss_mib": statistics.median(rss) / 1024 if rss else None,
             "worker_private_mib": statistics.median(private) / 1024 if private else None,
             "master_rss_mib": statistics.median(masters) / 1024 if masters else None,
         })
     return rows
+
+
+# The per-CPU comparisons the issue's targets name (issue 19).
+CPU_PAIRS = (("polycorn-event", "granian"), ("polycorn-event", "bjoern"),
+             ("polycorn-thread", "gunicorn-sync"), ("polycorn-event", "polycorn-event-noext"))
+
+
+def per_cpu_ratios(runs: list[Run], app: str, mode: str) -> list[tuple[str, str, float]]:
+    """(a, b, requests per CPU-second of a over b) for each pair with both in a repetition."""
+    cpu = {(r.rep, r.server): r.cpu_us_per_request for r in runs
+           if r.app == app and r.mode == mode and r.cpu_us_per_request}
+    out = []
+    for a, b in CPU_PAIRS:
+        values = [cpu[rep, b] / cpu[rep, a] for rep, name in cpu
+                  if name == a and (rep, b) in cpu]
+        if values:
+            out.append((a, b, statistics.median(values)))
+    return out
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -499,17 +534,22 @@ def markdown(rows: list[dict], args: argparse.Namespace, skipped: dict[str, str]
             if not table:
                 continue
             out += [f"### {app}, {mode}", "",
-                    "| server | req/s | x gunicorn sync (TLS rows: its TLS) | p50 ms | p99 ms | errors "
+                    "| server | req/s | x gunicorn sync (TLS rows: its TLS) | req/CPU-s | p50 ms "
+                    "| p99 ms | errors "
                     "| CPU us/req | worker RSS MiB | worker private MiB | master RSS MiB |",
-                    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for r in table:
                 out.append(
                     f"| {r['server']} | {r['rps']:,.0f} | {_fmt(r['ratio'], '.2f')} "
-                    f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} "
+                    f"| {r['requests_per_cpu_second']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} "
                     f"| {r['cpu_us_per_request']:.1f} | {_fmt(r['worker_rss_mib'], '.1f')} "
                     f"| {_fmt(r['worker_private_mib'], '.1f')} "
                     f"| {_fmt(r['master_rss_mib'], '.1f')} |")
             out.append("")
+            ratios = per_cpu_ratios(runs, app, mode)
+            if ratios:
+                out += ["Per server CPU-second, median of per-repetition ratios: "
+                        + "; ".join(f"{a} / {b} = {v:.2f}" for a, b, v in ratios), ""]
     compared = cpu_against(runs)
     if compared:
         out += ["### CPU per request, this tree / the other checkout (below 1: this tree is "

@@ -21,6 +21,7 @@ from loadtests.bench import (
     package_shim,
     parse_args,
     parse_wrk,
+    per_cpu_ratios,
     summarize,
 )
 
@@ -127,3 +128,16 @@ def test_the_other_checkout_is_what_its_servers_import(tmp_path: Path) -> None:
     assert linked.resolve() == (tree / "server").resolve()
     with pytest.raises(SystemExit):
         against([SERVERS["polycorn-event"]], f"old={tmp_path / 'nothing'}", tmp_path)
+
+
+def test_requests_per_cpu_second_and_the_per_cpu_ratios_of_each_repetition() -> None:
+    """req/CPU-s is 1e6 / CPU us per request; a pair's ratio is taken per repetition."""
+    runs = []
+    for rep, (event_us, granian_us) in enumerate([(10.0, 20.0), (12.0, 12.0), (30.0, 45.0)]):
+        runs.append(dataclasses.replace(run(rep, "polycorn-event", 1000), cpu_us_per_request=event_us))
+        runs.append(dataclasses.replace(run(rep, "granian", 1000), cpu_us_per_request=granian_us))
+    rows = {r["server"]: r for r in summarize(runs)}
+    assert rows["polycorn-event"]["requests_per_cpu_second"] == pytest.approx(1e6 / 12.0)
+    # Per repetition 2.0, 1.0 and 1.5: the median is 1.5 (the medians' ratio would be 1.67).
+    assert per_cpu_ratios(runs, "hello", "keep-alive") == [("polycorn-event", "granian", 1.5)]
+    assert per_cpu_ratios(runs, "hello", "close") == []
