@@ -12,6 +12,7 @@ and every figure is the median of per-child minima, so a noisy second moves both
 
     .venv/bin/python loadtests/path_bench.py --against before=/tmp/before [--access-log]
     .venv/bin/python loadtests/path_bench.py --against off=. --metrics  # the metrics' cost
+    .venv/bin/python loadtests/path_bench.py --rss 3000000   # this tree: RSS over many requests
 
 A tool, not a test: the figures are reported, never asserted.
 """
@@ -155,9 +156,54 @@ def _child(tree: Path, rounds: int, requests: int, access_log: bool,
                              ("blocking", blocking_round))}
 
 
+def rss_over(requests: int, samples: int = 10) -> list[tuple[int, int]]:
+    """(requests served, RSS KiB) of this process while the event path serves `requests`
+    on kept-alive connections (a new one every 1000 requests): flat when nothing leaks."""
+    import asyncio
+
+    sys.path.insert(0, str(HERE.parent / "tests" / "wsgi"))
+    from polycorn.server.workers.base import RunState
+    from polycorn.server.workers.event_context import ServingContext
+    from polycorn.server.workers.event_protocol import HTTPProtocol
+    from polycorn.server.wsgi.handler import WSGIHandler
+    from wsgi_support import RecordingAccessLog, make_cfg
+
+    class Worker:
+        state = RunState.RUNNING
+        alive = True
+
+        def __init__(self, cfg, handler) -> None:
+            self.cfg, self.handler, self.app = cfg, handler, _app
+
+        def count_request(self) -> None: ...
+
+    cfg = make_cfg(worker_connections=1000, backlog=2048, health_check=None, keepalive=5)
+    handler = WSGIHandler(_app, cfg, None, RecordingAccessLog(enabled=False))
+    loop = asyncio.new_event_loop()
+    ctx = ServingContext(Worker(cfg, handler), loop, on_last_connection=lambda: None)
+    ctx._accepting = True  # no listeners here: nothing to resume when connections end
+    builder = handler.environ_builder(("127.0.0.1", 8000), "http")
+    out, served, step = [], 0, max(1000, requests // samples)
+    while served < requests:
+        for _ in range(step // 1000):
+            proto = HTTPProtocol(ctx, builder)
+            proto.connection_made(_Transport())
+            for _ in range(1000):
+                proto.data_received(GET)
+            proto.connection_lost(None)
+        served += step
+        with open("/proc/self/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        out.append((served, rss))
+    loop.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--against", required=True, metavar="LABEL=CHECKOUT")
+    parser.add_argument("--against", metavar="LABEL=CHECKOUT")
+    parser.add_argument("--rss", type=int, metavar="REQUESTS",
+                        help="instead: this tree's RSS while serving this many requests")
     parser.add_argument("--children", type=int, default=8, help="child processes per tree")
     parser.add_argument("--rounds", type=int, default=20, help="rounds per child")
     parser.add_argument("--requests", type=int, default=500, help="requests per round")
@@ -170,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_child(Path(args.child), args.rounds, args.requests, args.access_log,
                                 args.metrics)))
         return 0
+    if args.rss:
+        from polycorn.server import accel
+        print(f"request path: {accel.describe()}")
+        for served, rss in rss_over(args.rss):
+            print(f"{served:>10,} requests: RSS {rss:,} KiB")
+        return 0
+    if not args.against:
+        parser.error("--against or --rss is required")
     sys.path.insert(0, str(HERE))
     from bench import package_shim
 
