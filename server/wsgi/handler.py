@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from polycorn.server import accel
+from polycorn.server.http.accel_server import AccelServerConnection
 from polycorn.server.http.connection import Limits, ServerConnection
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, ConnectionClosed, Data, EndOfMessage, Request
@@ -31,6 +33,10 @@ from polycorn.server.wsgi.policy import DRAIN_LIMIT, JOIN_LIMIT, End, Failure
 from polycorn.server.wsgi.response import StartResponse
 from polycorn.server.wsgi.run import AppResponse, check_chunk, run_app
 from polycorn.server.wsgi.trace import Trace, close_response, log_failure
+
+# The request half: the pure parser, with the compiled accelerator's shortcut for
+# plain heads when it is built (server/accel.py).
+_Connection = AccelServerConnection if accel.split_head is not None else ServerConnection
 
 log = logging.getLogger("polycorn.error")
 
@@ -134,7 +140,7 @@ class ClientConnection:
             waits.prepare(sock)
         self.client_addr = client_addr
         self.server_addr = server_addr
-        self._conn = ServerConnection(handler.limits, keep_alive_allowed=keep_alive)
+        self._conn = _Connection(handler.limits, keep_alive_allowed=keep_alive)
         self._keep_alive_allowed = keep_alive
         tls = isinstance(sock, ssl.SSLSocket)
         self._builder = handler.environ_builder(server_addr, "https" if tls else "http")

@@ -36,13 +36,15 @@ from polycorn.server.http.httpdate import DateCache
 
 if accel.split_head is not None:
     from polycorn.server.http.accel_connection import AccelConnection
+    from polycorn.server.http.accel_server import AccelServerConnection
 else:
-    AccelConnection = None
+    AccelConnection = AccelServerConnection = None
+_NOT_BUILT = pytest.mark.skipif(AccelConnection is None,
+                                reason=f"no compiled accelerator: {accel.describe()}")
 # The drop-in classes held to ServerConnection's verdicts.
-FAST = [FastConnection, pytest.param(
-    AccelConnection, id="AccelConnection",
-    marks=pytest.mark.skipif(AccelConnection is None, reason=f"no compiled accelerator: "
-                             f"{accel.describe()}"))]
+FAST = [FastConnection,
+        pytest.param(AccelConnection, id="AccelConnection", marks=_NOT_BUILT),
+        pytest.param(AccelServerConnection, id="AccelServerConnection", marks=_NOT_BUILT)]
 
 PIPELINED = b"GET /second HTTP/1.1\r\nHost: example.com\r\n\r\n"
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -38,6 +38,7 @@ pytestmark = [
 ]
 if accel.native is not None:
     from polycorn.server.http.accel_connection import AccelConnection
+    from polycorn.server.http.accel_server import AccelServerConnection
 
 FUZZ = settings(max_examples=int(os.environ.get("POLYCORN_ACCEL_EXAMPLES", "200")),
                 deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -190,19 +191,21 @@ EDGES = [b"GET / HTTP/1.1\r\nHost: h\r\n" + line + b"\r\n\r\n" for line in (
 
 @pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
 def test_corpus_same_events_and_errors(bytewise: bool) -> None:
-    for case in [*VALID, *INVALID]:
-        assert events_of(AccelConnection, case.raw, case.limits, bytewise) == events_of(
-            ServerConnection, case.raw, case.limits, bytewise), case.name
-    for raw in EDGES:
-        assert events_of(AccelConnection, raw, Limits(), bytewise) == events_of(
-            ServerConnection, raw, Limits(), bytewise), raw
+    for conn_class in (AccelConnection, AccelServerConnection):
+        for case in [*VALID, *INVALID]:
+            assert events_of(conn_class, case.raw, case.limits, bytewise) == events_of(
+                ServerConnection, case.raw, case.limits, bytewise), case.name
+        for raw in EDGES:
+            assert events_of(conn_class, raw, Limits(), bytewise) == events_of(
+                ServerConnection, raw, Limits(), bytewise), raw
 
 
 @FUZZ
 @given(raw=requests(), limits=limits_st, bytewise=st.booleans())
 def test_generated_requests_same_events_and_errors(raw, limits, bytewise) -> None:
-    assert events_of(AccelConnection, raw, limits, bytewise) == events_of(
-        ServerConnection, raw, limits, bytewise)
+    pure = events_of(ServerConnection, raw, limits, bytewise)
+    assert events_of(AccelConnection, raw, limits, bytewise) == pure
+    assert events_of(AccelServerConnection, raw, limits, bytewise) == pure
 
 
 # --- the environ: build_environ's entries are EnvironBuilder's -----------------------------
