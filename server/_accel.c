@@ -56,7 +56,7 @@ static PyObject *known_names;  /* dict: wire bytes -> lower-cased bytes */
 static PyObject *request_fields[8];
 
 /* Interned framing-field names (framing.py's _SELECTED), by their length. */
-enum { F_OTHER, F_HOST, F_CONNECTION, F_FRAMING };
+enum { F_OTHER, F_HOST, F_CONNECTION, F_CONTENT_TYPE, F_CONTENT_LENGTH, F_FRAMING };
 
 static int
 framing_kind(const char *name, Py_ssize_t len)
@@ -65,8 +65,8 @@ framing_kind(const char *name, Py_ssize_t len)
     case 4: return memcmp(name, "host", 4) == 0 ? F_HOST : F_OTHER;
     case 6: return memcmp(name, "expect", 6) == 0 ? F_FRAMING : F_OTHER;
     case 10: return memcmp(name, "connection", 10) == 0 ? F_CONNECTION : F_OTHER;
-    case 12: return memcmp(name, "content-type", 12) == 0 ? F_FRAMING : F_OTHER;
-    case 14: return memcmp(name, "content-length", 14) == 0 ? F_FRAMING : F_OTHER;
+    case 12: return memcmp(name, "content-type", 12) == 0 ? F_CONTENT_TYPE : F_OTHER;
+    case 14: return memcmp(name, "content-length", 14) == 0 ? F_CONTENT_LENGTH : F_OTHER;
     case 17: return memcmp(name, "transfer-encoding", 17) == 0 ? F_FRAMING : F_OTHER;
     default: return F_OTHER;
     }
@@ -158,30 +158,54 @@ equals_lower(PyObject *value, const char *text)
     return 1;
 }
 
-/* framing.decide_framing's answer where it is sure to be a bodiless HTTP/1.1 request:
- * 1 (keep-alive) or 0 (close); -1 for every other head (Python decides). */
+/* How many of each framing field a head has (framing.py's _SELECTED). */
+typedef struct {
+    Py_ssize_t host, connection, content_type, content_length, other;
+} FramingCounts;
+
+/* framing.decide_framing's answer where it is sure: an HTTP/1.1 request with one
+ * plain Host, at most one Content-Type, at most one Content-Length of 1-18 digits
+ * (content_length_re) and at most one Connection of "close" or "keep-alive", and
+ * no Transfer-Encoding or Expect. 1 (keep-alive) or 0 (close), *length set to the
+ * body's length (a new reference) or None; -1 for every other head (Python decides). */
 static int
-plain_framing(int http11, Py_ssize_t framing_fields, PyObject *host, PyObject *connection)
+plain_framing(int http11, const FramingCounts *n, PyObject *host, PyObject *connection,
+              PyObject *length_text, PyObject **length)
 {
-    if (!http11 || host == Py_None || !plain_host(host))
+    if (!http11 || n->host != 1 || n->other || n->content_type > 1 || n->content_length > 1
+            || n->connection > 1 || !plain_host(host))
         return -1;
-    if (framing_fields == 1)
-        return 1;
-    if (framing_fields == 2 && connection != Py_None) {
+    int keep_alive = 1;
+    if (n->connection) {
         if (equals_lower(connection, "close"))
-            return 0;
-        if (equals_lower(connection, "keep-alive"))
-            return 1;
+            keep_alive = 0;
+        else if (!equals_lower(connection, "keep-alive"))
+            return -1;
     }
-    return -1;
+    if (!n->content_length) {
+        *length = Py_NewRef(Py_None);
+        return keep_alive;
+    }
+    const char *p = PyBytes_AS_STRING(length_text);
+    Py_ssize_t len = PyBytes_GET_SIZE(length_text);
+    if (len < 1 || len > 18)
+        return -1;
+    long long value = 0;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        if (!Py_ISDIGIT(p[i]))
+            return -1;
+        value = value * 10 + (p[i] - '0');  /* 18 digits: below 2**63 */
+    }
+    *length = PyLong_FromLongLong(value);
+    return *length == NULL ? -2 : keep_alive;
 }
 
-/* Request(method, target, b"1.x", fields, None, False, keep_alive, False), made as
+/* Request(method, target, b"1.x", fields, length, False, keep_alive, False), made as
  * fast.py's _request_constructor makes it: the frozen class's slots set through
  * their descriptors (the caller passes the class only when that is its shape). */
 static PyObject *
 new_request(PyObject *type, PyObject *method, PyObject *target, PyObject *version,
-            PyObject *fields, int keep_alive)
+            PyObject *fields, PyObject *length, int keep_alive)
 {
     if (!PyType_Check(type)) {
         PyErr_SetString(PyExc_TypeError, "split_head: request_type must be a class");
@@ -190,7 +214,7 @@ new_request(PyObject *type, PyObject *method, PyObject *target, PyObject *versio
     PyObject *request = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
     if (request == NULL)
         return NULL;
-    PyObject *values[8] = {method, target, version, fields, Py_None, Py_False,
+    PyObject *values[8] = {method, target, version, fields, length, Py_False,
                            keep_alive ? Py_True : Py_False, Py_False};
     for (int n = 0; n < 8; n++) {
         if (PyObject_GenericSetAttr(request, request_fields[n], values[n]) < 0) {
@@ -206,7 +230,7 @@ PyDoc_STRVAR(split_head_doc,
 "(end, method, target, version, fields, framing_fields, host, connection) for a\n"
 "complete plain head at the start of buf; None for anything the Python path\n"
 "must see (see the module comment). With request_type (events.Request), a head\n"
-"whose framing is plainly a bodiless HTTP/1.1 request comes as (end, Request).");
+"whose framing is plain HTTP/1.1 (see plain_framing) comes as (end, Request).");
 
 static PyObject *
 split_head(PyObject *module, PyObject *args)
@@ -220,9 +244,10 @@ split_head(PyObject *module, PyObject *args)
     const char *data = view.buf;
     Py_ssize_t len = view.len;
     PyObject *method = NULL, *target = NULL, *version = NULL, *fields = NULL;
-    PyObject *host = Py_None, *connection = Py_None, *result = NULL;
+    PyObject *host = Py_None, *connection = Py_None, *length_text = Py_None, *result = NULL;
     Py_INCREF(host);
     Py_INCREF(connection);
+    Py_INCREF(length_text);
 
     Py_ssize_t head_end = find_head_end(data, len);
     if (head_end < 0)
@@ -285,6 +310,7 @@ split_head(PyObject *module, PyObject *args)
         goto error;
 
     Py_ssize_t framing_fields = 0;
+    FramingCounts counts = {0, 0, 0, 0, 0};
     i = lines_start;
     for (Py_ssize_t n = 0; n < count; n++) {
         Py_ssize_t name_start = i;
@@ -315,11 +341,21 @@ split_head(PyObject *module, PyObject *args)
         if (kind != F_OTHER) {
             framing_fields++;
             if (kind == F_HOST) {
+                counts.host++;
                 Py_INCREF(value);
                 Py_SETREF(host, value);
             } else if (kind == F_CONNECTION) {
+                counts.connection++;
                 Py_INCREF(value);
                 Py_SETREF(connection, value);
+            } else if (kind == F_CONTENT_LENGTH) {
+                counts.content_length++;
+                Py_INCREF(value);
+                Py_SETREF(length_text, value);
+            } else if (kind == F_CONTENT_TYPE) {
+                counts.content_type++;
+            } else {
+                counts.other++;
             }
         }
         PyObject *pair = PyTuple_New(2);
@@ -332,11 +368,15 @@ split_head(PyObject *module, PyObject *args)
         PyTuple_SET_ITEM(pair, 1, value);
         PyTuple_SET_ITEM(fields, n, pair);
     }
+    PyObject *length = NULL;
     int keep_alive = request_type != NULL && request_type != Py_None
-        ? plain_framing(http11, framing_fields, host, connection) : -1;
+        ? plain_framing(http11, &counts, host, connection, length_text, &length) : -1;
+    if (keep_alive == -2)
+        goto error;
     if (keep_alive >= 0) {
         PyObject *request = new_request(request_type, method, target, version, fields,
-                                        keep_alive);
+                                        length, keep_alive);
+        Py_DECREF(length);
         result = request == NULL ? NULL : Py_BuildValue("(nN)", end, request);
         goto done;
     }
@@ -357,6 +397,7 @@ done:
     Py_XDECREF(fields);
     Py_DECREF(host);
     Py_DECREF(connection);
+    Py_DECREF(length_text);
     PyBuffer_Release(&view);
     return result;
 }

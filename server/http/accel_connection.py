@@ -25,7 +25,7 @@ __all__ = ["AccelConnection"]
 PLAIN_CLOSE = RequestFraming(content_length=None, chunked=False, keep_alive=False,
                              expect_continue=False)
 _split_head = accel.split_head
-# The compiled side makes the Request of a plainly bodiless HTTP/1.1 head itself, the way
+# The compiled side makes the Request of a plainly framed HTTP/1.1 head itself, the way
 # fast._request_constructor does (through the slots' descriptors): only while Request
 # has that shape, which _request_constructor checks (it returns the class otherwise).
 _REQUEST_TYPE = Request if _new_request is not Request else None
@@ -41,7 +41,7 @@ class AccelConnection(FastConnection):
         split = _split_head(buf, self._header_count, self._small_head, _REQUEST_TYPE)
         if split is None:
             return FastConnection._split_next_head(self)
-        if len(split) == 2:  # (end, Request): framed as decide_framing would
+        if len(split) == 2:  # (end, Request): framed as decide_framing would frame it
             return self._take_head(buf, split[0], split[1])
         end, method, target, version, fields, framing_fields, host, connection = split
         if host is not None and version == b"1.1" and (

@@ -2,9 +2,10 @@
 
 The blocking workers (sync, thread) parse with ServerConnection. Once its receive
 buffer has cut out a complete head, the compiled split_head (server/_accel.c)
-parses it when it is plain and plainly bodiless HTTP/1.1 (one Host of letters,
-digits, dots and dashes, maybe a port, maybe Connection: close or keep-alive),
-giving the Request parse_request_head would give; any other head is
+parses it when it is plain and plainly framed HTTP/1.1 (one Host of letters,
+digits, dots and dashes, maybe a port; at most one Content-Type, one
+Content-Length of digits, one Connection: close or keep-alive; no
+Transfer-Encoding or Expect), giving the Request parse_request_head would give; any other head is
 parse_request_head's, so every verdict stays the pure parser's. Needs no httptools.
 """
 
