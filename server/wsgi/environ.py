@@ -128,6 +128,9 @@ class EnvironBuilder:
         # The compiled build of the request's own entries (server/accel.py), unless
         # absent or declined (accelerated=False: the differential tests' pure side).
         self._native_build = accel.build_environ if accelerated else None
+        if self._native_build is not None:
+            # Chosen once here, so that the pure build() has nothing to test per request.
+            self.build = self._build_native
         self._trust = ProxyTrust(cfg.forwarded_allow_ips)
         # --secure-scheme-headers (Gunicorn's), e.g. {"X-FORWARDED-PROTO": "https"}: by
         # wire name to read the fields, by environ key to see cheaply whether one came.
@@ -209,15 +212,6 @@ class EnvironBuilder:
         for a request Gunicorn refuses at this point: a header name with "_" under
         header_map "refuse", or a trusted front end's contradictory scheme headers."""
         base, trusted = client if client is not None else self.client_entries(client_addr)
-        native = self._native_build
-        if native is not None:
-            environ = native(base, wsgi_input, request.method, request.http_version,
-                             request.target, request.headers, request.content_length,
-                             self._header_keys)
-            if environ is not None:
-                if trusted or self._script_name or self._name_from_host:
-                    self._finish_native(environ, request, trusted)
-                return environ
         environ = base.copy()
         environ["wsgi.input"] = wsgi_input
         environ["REQUEST_METHOD"] = request.method.decode("latin-1")
@@ -260,6 +254,21 @@ class EnvironBuilder:
             environ[_HOST] = host
         if self._name_from_host:
             self._name_server_from_host(environ)
+        return environ
+
+    def _build_native(self, request: Request, client_addr: Any, wsgi_input: Any,
+                      client: tuple[dict[str, Any], bool] | None = None) -> dict[str, Any]:
+        """build(), its request entries made by the compiled accelerator when it can."""
+        if client is None:
+            client = self.client_entries(client_addr)
+        base, trusted = client
+        environ = self._native_build(base, wsgi_input, request.method, request.http_version,
+                                     request.target, request.headers, request.content_length,
+                                     self._header_keys)
+        if environ is None:  # not its to map: the pure build, which also learns the names
+            return EnvironBuilder.build(self, request, client_addr, wsgi_input, client)
+        if trusted or self._script_name or self._name_from_host:
+            self._finish_native(environ, request, trusted)
         return environ
 
     def _finish_native(self, environ: dict[str, Any], request: Request, trusted: bool) -> None:
