@@ -156,8 +156,9 @@ class ThreadWorker(Worker):
     def _take_here(self) -> ClientConnection | None:
         """In a pool thread whose connection just closed: the next queued client, if this
         thread should serve it (no resumed connection waits for a thread, no PROXY
-        header to read first, the worker running), else None."""
-        if self.proxy_gate is not None or self.queued or self.state is not RunState.RUNNING:
+        header or TLS handshake to read first, the worker running), else None."""
+        if (self.proxy_gate is not None or self.ssl_context is not None or self.queued
+                or self.state is not RunState.RUNNING):
             return None
         for listener in self.listeners:
             accepted = self.accept(listener)

@@ -5,6 +5,7 @@ takes the next queued client itself, so the main loop is not woken per connectio
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 
 from support.procs import ROOT, wait_until
@@ -23,10 +24,12 @@ def context_switches(pid: int, tid: int) -> int:
     return total
 
 
-def close_mode_client(port: int, errors: list) -> None:
-    for _ in range(REQUESTS):
+def close_mode_client(port: int, errors: list, tls: ssl.SSLContext | None = None,
+                      requests: int = REQUESTS) -> None:
+    for _ in range(requests):
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, (
+                    tls.wrap_socket(raw, server_hostname="localhost") if tls else raw) as sock:
                 sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 data = b""
                 while chunk := sock.recv(65536):
@@ -57,3 +60,20 @@ def test_close_mode_clients_do_not_wake_the_main_loop_per_connection(polycorn, p
     # thread's "done", the close): measured 3.0 per connection before the change, 0.5
     # after with four clients (the loop still wakes whenever the accept queue is empty).
     assert wakeups < 1.5 * CLIENTS * REQUESTS, (wakeups, CLIENTS * REQUESTS)
+
+
+def test_close_mode_over_tls_each_connection_gets_its_handshake(polycorn, port, pki) -> None:
+    """A thread that takes the next client itself must not skip that client's TLS
+    handshake: over TLS the next client goes through the pool's handshake path."""
+    polycorn("-b", f"127.0.0.1:{port}", "-k", "thread", "--threads", "2",
+             "--certfile", str(pki.cert), "--keyfile", str(pki.key),
+             "testapp:application", wait_port=port, cwd=APPS)
+    errors: list = []
+    clients = [threading.Thread(target=close_mode_client,
+                                args=(port, errors, pki.client_context(), 40))
+               for _ in range(CLIENTS)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join(60)
+    assert errors == []
