@@ -95,6 +95,7 @@ def _child(tree: Path, rounds: int, requests: int, access_log: bool,
     class Worker:
         state = RunState.RUNNING
         alive = True
+        ssl_context = None  # plain HTTP (ServingContext reads it)
 
         def __init__(self, cfg, handler) -> None:
             self.cfg, self.handler, self.app = cfg, handler, _app
@@ -171,6 +172,7 @@ def rss_over(requests: int, samples: int = 10) -> list[tuple[int, int]]:
     class Worker:
         state = RunState.RUNNING
         alive = True
+        ssl_context = None  # plain HTTP (ServingContext reads it)
 
         def __init__(self, cfg, handler) -> None:
             self.cfg, self.handler, self.app = cfg, handler, _app

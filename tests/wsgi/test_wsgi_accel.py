@@ -351,6 +351,7 @@ def wire(compiled: bool, raw: bytes, limits: Limits, bytewise: bool) -> bytes:
         state = RunState.RUNNING
         alive = True
         app = staticmethod(echo_app)
+        ssl_context = None
 
         def __init__(self) -> None:
             self.cfg, self.handler = cfg, handler
