@@ -160,7 +160,12 @@ def application(environ, start_response):
     try:
         ws.send("echo: " + ws.receive(timeout=10))
     finally:
-        ws.close()
+        # The client may close first (its close frame read by simple-websocket's thread):
+        # then close() raises ConnectionClosed, which Flask-Sock swallows the same way.
+        try:
+            ws.close()
+        except simple_websocket.ConnectionClosed:
+            pass
     raise StopIteration()
 '''
 
