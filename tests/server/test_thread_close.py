@@ -15,13 +15,14 @@ CLIENTS, REQUESTS = 4, 150  # per client
 
 
 def context_switches(pid: int, tid: int) -> int:
-    """Voluntary and involuntary context switches of one thread: its wake-ups."""
-    total = 0
+    """Voluntary context switches of one thread: its wake-ups from a wait. Involuntary
+    ones are preemptions by other processes, which grow with the machine's load (906
+    for 600 requests once in CI on a busy 2-core box), not with the loop's work."""
     with open(f"/proc/{pid}/task/{tid}/status") as f:
         for line in f:
-            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                total += int(line.split()[1])
-    return total
+            if line.startswith("voluntary_ctxt_switches"):
+                return int(line.split()[1])
+    raise AssertionError(f"no voluntary_ctxt_switches for thread {tid} of {pid}")
 
 
 def close_mode_client(port: int, errors: list, tls: ssl.SSLContext | None = None,
