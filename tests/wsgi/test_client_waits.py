@@ -55,6 +55,10 @@ def slow_pair():
     (measured here). A small send buffer would not do: the reader's window updates,
     the only progress a sender can see, then come no sooner than send() returns."""
     server, client = connected(rcvbuf=4096)
+    # A fixed send buffer (the kernel doubles it: 2 MB), not the autotuned one: grown to
+    # 4 MB, it took nearly the whole 4 MB response at once, and sendall returned in
+    # 1.0 s, under the patience's four times (CI, twice, with more tests beside it).
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1_000_000)
     yield server, client
     server.close()
     client.close()
