@@ -13,6 +13,7 @@ import heapq
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -277,7 +278,10 @@ def run(args: argparse.Namespace, say=print) -> int:
     # Every process of the run (nodes' agents, Locust, this runner) appends its own
     # history there; the checker reads it after the cleanup.
     history_dir = out / "history"
-    history_dir.mkdir(exist_ok=True)
+    # A run's history only: an earlier run into the same --out (`make demo` twice) left
+    # its files there, and the checker judged both runs' epochs as one (fencing broken).
+    shutil.rmtree(history_dir, ignore_errors=True)
+    history_dir.mkdir()
     os.environ[history.ENV] = str(history_dir)
     recorder = history.open_from_env("runner")
     previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
