@@ -22,6 +22,7 @@ from polycorn.ha.redis_launcher import RedisServer, SentinelGroup
 from polycorn.server import identity
 
 from loadtests.scenario import ClusterShape
+from loadtests.slow_redis import RedisPath
 from loadtests.targets import TargetError, normalize_url, read_status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,7 @@ class LocalNode:
         self.log_path = run_dir / f"{node_id}.log"
         self.redis_url = redis_url
         self.cluster_name = cluster_name
+        self.redis_path: Any = None  # its latency proxy to Redis (slow-redis), if any
         self.tracker = tracker
         self.run_dir = run_dir
         # Its processes' proc name: titles `polycorn: master [chaos-n1@TAG]`, and how the
@@ -212,7 +214,7 @@ class LocalCluster:
 
     def __init__(self, shape: ClusterShape, run_dir: Path, tracker: ProcessTracker, *,
                  redis_mode: str = "single", name: str = "chaos", network: Any = None,
-                 min_replicas: int = 0) -> None:
+                 min_replicas: int = 0, slow_paths: bool = False) -> None:
         self.shape = shape
         self.run_dir = run_dir
         self.tracker = tracker
@@ -221,6 +223,15 @@ class LocalCluster:
         self.redis = (ClusterRedis(tracker, run_dir, redis_mode, network, min_replicas)
                       if redis_mode != "none" else None)
         self.nodes: dict[str, LocalNode] = {}
+        # slow-redis: every node reaches Redis through a latency proxy from its start.
+        self.slow_paths = slow_paths and self.redis is not None
+
+    def _start_node(self, node: LocalNode) -> None:
+        if self.slow_paths:
+            node.redis_path = RedisPath(node.node_id, self.run_dir, self.tracker)
+            node.redis_url = node.redis_path.start(self.redis, self.network)
+        self.nodes[node.node_id] = node
+        node.start()
 
     @property
     def redis_url(self) -> str | None:
@@ -234,8 +245,7 @@ class LocalCluster:
         for node_id, port in zip(self.shape.node_ids(), ports, strict=True):
             node = LocalNode(node_id, port, self.run_dir, self.shape, self.redis_url, self.name,
                              self.tracker, self.network)
-            self.nodes[node_id] = node
-            node.start()
+            self._start_node(node)
         self.wait_ready()
         for node in self.nodes.values():
             say(f"node {node.describe()} workers {node.workers()}")
@@ -247,8 +257,7 @@ class LocalCluster:
             node_id = f"n{int(node_id[1:]) + 1}"
         node = LocalNode(node_id, free_ports(1)[0], self.run_dir, self.shape, self.redis_url,
                          self.name, self.tracker, self.network)
-        self.nodes[node_id] = node
-        node.start()
+        self._start_node(node)
         return node
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:

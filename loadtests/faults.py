@@ -25,6 +25,8 @@ from typing import Any
 from polycorn.ha.process_tracker import ProcessTracker, signal_pids
 
 from loadtests.scenario import NETNS_ACTIONS, NODE_ALIASES, ClusterShape, Fault
+from loadtests.slow_redis import slow_redis
+from loadtests.slow_redis import unavailable_reason as slow_redis_unavailable
 
 Steps = Generator[float, None, None]
 UPGRADE_POLL = 0.2
@@ -81,7 +83,7 @@ def allowed_failures(fault: Fault, shape: ClusterShape | None, front: bool = Fal
         # cut-front: what HAProxy sent the node before taking it out (front_facts, after
         # the run); lossy-node: requests whose retransmissions outlast the client's timeout.
         return None
-    return 0  # usr2, hup, stop-redis, sentinel-failover, rolling-upgrade
+    return 0  # usr2, hup, stop-redis, sentinel-failover, rolling-upgrade, slow-redis
 
 
 def ctl_has_command(name: str) -> bool:
@@ -92,6 +94,12 @@ def ctl_has_command(name: str) -> bool:
 
 def unavailable_reason(fault: Fault, cluster: Any) -> str | None:
     """Why this cluster cannot perform the fault, or None when it can."""
+    if fault.action == "slow-redis":
+        return slow_redis_unavailable(cluster)
+    return _unavailable_reason(fault, cluster)
+
+
+def _unavailable_reason(fault: Fault, cluster: Any) -> str | None:
     action = fault.action
     redis = cluster.redis
     if action in NETNS_ACTIONS and getattr(cluster, "network", None) is None:
@@ -456,7 +464,7 @@ ACTIONS = {
     "sentinel-failover": sentinel_failover, "rolling-upgrade": rolling_upgrade,
     "join-node": join_node, "drain-node": drain_node, "cut-redis": cut_redis,
     "cut-redis-oneway": cut_redis, "cut-front": cut_front, "lossy-node": lossy_node,
-    "split-primary": split_primary,
+    "split-primary": split_primary, "slow-redis": slow_redis,
 }
 
 

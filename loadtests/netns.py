@@ -160,6 +160,15 @@ class Network:
             _chain("input", f'iifname "eth0" numgen random mod 100 < {percent} drop'),
             _chain("output", f'oifname "eth0" numgen random mod 100 < {percent} drop')]))
 
+    def redirect(self, host: str, name: str, peers: list[str], port: int, mark: int) -> None:
+        """Send the host's TCP connections to the peers to 127.0.0.1:port in its own
+        namespace (a transparent proxy there), except those carrying `mark` (the
+        proxy's own): how a latency proxy is put on a path without changing any URL."""
+        rule = (f"meta mark != {mark:#x} ip daddr {{ {', '.join(peers)} }} "
+                f"meta l4proto tcp redirect to :{port}")
+        self._nft(host, f"table ip pcn_{name} {{\n  chain output {{\n    type nat hook output "
+                        f"priority -100;\n    {rule}\n  }}\n}}\n")
+
     def heal(self, host: str, name: str) -> None:
         try:
             _run([*self.wrap(host), "nft", "delete", "table", "inet", f"pcn_{name}"])

@@ -226,6 +226,12 @@ def fact_lines(report: dict[str, Any]) -> list[str]:
         if "pause_throughput_share" in facts:
             lines.append(f"{at} throughput while hung: {facts['pause_throughput_share']:.0%} "
                          f"of the offered load")
+        if f["action"] == "slow-redis" and "heartbeats" in facts:
+            dead = facts["declared_dead_s"]
+            lines.append(f"{at} {facts['heartbeats_failed']} of {facts['heartbeats']} heartbeats "
+                         f"failed; declared dead " + ("no" if dead is None else f"at +{dead:g} s")
+                         + f"; leader before {facts['leader_before']}, elected within the "
+                           f"fault + TTL: {facts['elected'] or 'nobody'}")
         if f["action"] == "join-node" and "ready_s_after_start" in facts:
             first = facts.get("first_request_after_ready_s")
             lines.append(f"{at} {f['node']} ready {facts['ready_s_after_start']:g} s after start"

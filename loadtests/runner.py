@@ -28,15 +28,17 @@ from polycorn.ha.process_tracker import ProcessTracker, tagged_pids
 from polycorn.ha.redis_launcher import RedisLaunchError
 from polycorn.ha.timing import Timing
 
-from loadtests import checker, faults, netns, random_schedule
+from loadtests import checker, faults, netns, random_schedule, slow_redis
 from loadtests.cluster import AttachedCluster, ClusterError, LocalCluster, free_ports
 from loadtests.faults import FaultContext, FaultRecord, ctl_has_command
 from loadtests.front import FrontError, HaproxyFront, front_facts
+from loadtests.latency_proxy import ProxyError
 from loadtests.locust_run import LocustError, LocustOutput, LocustRun
 from loadtests.report import build, summary_text, verdict
 from loadtests.scenario import (
     ACTIONS,
     FRONTS,
+    LATENCY_ACTIONS,
     NETNS_ACTIONS,
     SCENARIOS,
     Scenario,
@@ -357,12 +359,14 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
         say(f"attaching to cluster {args.cluster!r} at {args.redis}")
     else:
         cluster = LocalCluster(scenario.cluster, run_dir, tracker, redis_mode=args.redis_mode,
-                               network=network, min_replicas=args.redis_min_replicas)
+                               network=network, min_replicas=args.redis_min_replicas,
+                               slow_paths=any(f.action in LATENCY_ACTIONS
+                                              for f in scenario.faults))
         say(f"starting {scenario.cluster.nodes} nodes x {scenario.cluster.masters} masters of "
             f"{scenario.cluster.app} in {run_dir}")
     try:
         cluster.start(say)
-    except (ClusterError, RedisLaunchError, TargetError, OSError) as exc:
+    except (ClusterError, RedisLaunchError, TargetError, OSError, ProxyError) as exc:
         say(f"chaos: error: the cluster did not start: {exc}")
         return EXIT_ENVIRONMENT
     front = None
@@ -400,11 +404,23 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
     if front is not None:
         front.stop_sampling()
         front_facts(front, records, cluster, scenario.offered_rps, output.seconds)
+    _latency_facts(records, out / "history")
     for rec in records:  # behind a front a pause's allowance is known only now
         if rec.started is not None:
             history.current().record("allowance", id=id(rec), allowance=rec.allowed_failures)
     _record_final(cluster, t0)
     return _report(args, scenario, cluster, records, output, out, run_dir, say, front)
+
+
+def _latency_facts(records: list[FaultRecord], history_dir: Path) -> None:
+    """What each slow-redis fault cost the cluster, from the history so far."""
+    slow = [r for r in records if r.fault.action in LATENCY_ACTIONS and r.started is not None]
+    if not slow:
+        return
+    lines = checker.load_history(history_dir)
+    shift = history.now() - time.time()
+    for rec in slow:
+        rec.facts.update(slow_redis.history_facts(rec, lines, shift, Timing().node_ttl))
 
 
 def _record_final(cluster: Any, load_started: float) -> None:

@@ -58,7 +58,12 @@ ACTIONS: dict[str, ActionSpec] = {
                                         "each way"),
     "split-primary": ActionSpec(False, 6.0, "--netns, Sentinel: cut the Redis primary from the "
                                             "Sentinels and from half the nodes (split brain)"),
+    # Latency: the node reaches Redis through a latency proxy from the start (slow_redis.py).
+    "slow-redis": ActionSpec(True, 5.0, "delay the node's traffic with Redis and the Sentinels "
+                                        "by `delay` ms (default 200) each way, for `duration`; "
+                                        "with Sentinel it needs --netns"),
 }
+LATENCY_ACTIONS = frozenset({"slow-redis"})
 NETNS_ACTIONS = frozenset({"cut-redis", "cut-redis-oneway", "cut-front", "lossy-node",
                            "split-primary"})
 FRONTS = ("none", "haproxy")
@@ -72,6 +77,7 @@ class Fault:
     node: str | None = None
     duration: float | None = None
     master: int | None = None
+    delay: float | None = None  # ms each way (slow-redis)
 
     @property
     def label(self) -> str:
@@ -80,6 +86,8 @@ class Fault:
             parts.append(self.node)
         if self.master is not None:
             parts.append(f"m{self.master}")
+        if self.delay is not None:
+            parts.append(f"{self.delay:g}ms")
         if self.duration:
             parts.append(f"{self.duration:g}s")
         return " ".join(parts)
@@ -161,8 +169,13 @@ def parse_fault(data: dict[str, Any]) -> Fault:
         if action != "kill-master":
             raise ScenarioError(f"fault {action} takes no `master`")
         master = _number("fault kill-master master", master, integer=True)
+    delay = data.get("delay")
+    if delay is not None:
+        if action not in LATENCY_ACTIONS:
+            raise ScenarioError(f"fault {action} takes no `delay`")
+        delay = float(_number(f"fault {action} delay (ms)", delay))
     return Fault(float(_number(f"fault {action} at", data["at"], minimum=0.5)), action,
-                 str(node) if node else None, duration, master)
+                 str(node) if node else None, duration, master, delay)
 
 
 def parse_cluster(data: dict[str, Any]) -> ClusterShape:

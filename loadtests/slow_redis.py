@@ -1,0 +1,143 @@
+"""The slow-redis fault: each node reaches Redis through a latency proxy of its own,
+in place before the node starts, so a delay can be switched on (and off) later.
+
+Loopback: the proxy listens on a free loopback port and forwards to the one Redis
+server; the node's --redis URL names the proxy. A Sentinel group cannot be put behind
+it that way (the Sentinels answer the primary's real address, which the node then
+dials directly), so with Sentinel the fault needs --netns. There the proxy runs in the
+node's namespace in transparent mode and an nftables redirect there sends it every TCP
+connection to a Redis server or a Sentinel (its own connections carry a mark the rule
+spares): the node keeps its real URL, failovers included. What the delay cost (the
+node declared dead, the leader stepping down) is read from the history afterwards.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from loadtests.latency_proxy import DEFAULT_MARK, ProxyError, control
+
+NETNS_PORT = 16390  # the proxy's port inside a node's own namespace (nothing else there)
+READY_TIMEOUT = 10.0
+DEFAULT_DELAY_MS = 200.0
+
+
+class RedisPath:
+    """One node's path to Redis: its proxy process and its control socket."""
+
+    def __init__(self, node_id: str, run_dir: Path, tracker: Any) -> None:
+        self.node_id = node_id
+        self.control_path = run_dir / f"lat-{node_id}.sock"
+        self.log_path = run_dir / f"lat-{node_id}.log"
+        self.tracker = tracker
+        self.pid = 0
+
+    def start(self, redis: Any, network: Any = None) -> str:
+        """Start the proxy; returns the Redis URL the node must be given."""
+        argv = ["-m", "loadtests.latency_proxy", "--control", str(self.control_path),
+                "--name", f"{self.node_id}-redis"]
+        if network is None:
+            if redis.mode != "single":
+                raise ProxyError("slow-redis without --netns needs --redis-mode single: the "
+                                 "Sentinels would hand the node the primary's real address")
+            server = redis.current_primary()
+            argv += ["--listen", "127.0.0.1:0", "--upstream", f"{server.host}:{server.port}"]
+            wrap: list[str] = []
+        else:
+            argv += ["--listen", f"127.0.0.1:{NETNS_PORT}", "--transparent"]
+            wrap = network.wrap(self.node_id)
+        proc = self.tracker.spawn([*wrap, sys.executable, *argv], log_path=self.log_path,
+                                  cwd=Path(__file__).resolve().parents[1])
+        self.pid = proc.pid
+        port = self._wait_ready(proc)
+        if network is None:
+            return f"redis://127.0.0.1:{port}/0"
+        peers = [s.host for s in (redis.group.servers if redis.group else [redis.single])]
+        network.redirect(self.node_id, f"lat{self.node_id}", peers + redis.sentinel_hosts(),
+                         NETNS_PORT, DEFAULT_MARK)
+        return redis.url
+
+    def _wait_ready(self, proc: Any) -> int:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            try:
+                return int(control(self.control_path, "status", timeout=1.0)["port"])
+            except ProxyError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise ProxyError(f"the latency proxy of {self.node_id} did not start; see "
+                                     f"{self.log_path}") from None
+                time.sleep(0.05)
+
+    def delay(self, ms: float) -> None:
+        control(self.control_path, "set", up_ms=ms, down_ms=ms)
+
+
+def unavailable_reason(cluster: Any) -> str | None:
+    """Why this cluster cannot slow a node's path to Redis, or None."""
+    redis = getattr(cluster, "redis", None)
+    if redis is None or not getattr(cluster, "local", False):
+        return "slow-redis needs the runner's own Redis and nodes"
+    if getattr(cluster, "network", None) is None and redis.mode != "single":
+        return ("slow-redis with Sentinel needs --netns (the Sentinels hand out the primary's "
+                "real address), or --redis-mode single")
+    return None
+
+
+def slow_redis(ctx: Any, rec: Any, node: Any) -> Generator[float, None, None]:
+    """Delay the node's traffic with Redis and the Sentinels by `delay` ms each way for the
+    fault's duration; the delay is taken off again also when the run is cut short."""
+    path = getattr(node, "redis_path", None)
+    if path is None:
+        raise RuntimeError(f"{node.node_id} reaches Redis directly (no latency proxy)")
+    ms = rec.fault.delay if rec.fault.delay is not None else DEFAULT_DELAY_MS
+    path.delay(ms)
+    rec.started = time.time()
+    rec.pids = [path.pid]
+    rec.detail = f"{ms:g} ms each way on its path to Redis (proxy pid {path.pid})"
+    try:
+        yield rec.fault.duration or 0.0
+    finally:
+        path.delay(0)
+        rec.ended = time.time()
+    rec.detail += f"; off after {rec.fault.duration:g}s"
+
+
+def history_facts(rec: Any, records: list[dict[str, Any]], shift: float,
+                  node_ttl: float) -> dict[str, Any]:
+    """What the delay cost, from the history (monotonic times; `shift` = monotonic minus
+    Unix time): the node's heartbeats that failed, whether it was declared dead, and
+    which leader held the lease before it and who was elected within the fault and one
+    node TTL after it."""
+    if rec.started is None:
+        return {}
+    start = rec.started + shift
+    end = (rec.ended or rec.started) + shift + node_ttl
+    node = rec.node
+    within = [r for r in records if start <= r["t"] <= end]
+    beats = [r for r in within if r.get("k") == "store" and r.get("op") == "heartbeat"
+             and r.get("node") == node]
+    deaths = [r for r in within if r.get("k") == "store" and r.get("op") == "declare_dead"
+              and r.get("node") == node and r.get("res") is True]
+    leader_before = None
+    for r in records:
+        if r["t"] > start:
+            break
+        if _held_lease(r):
+            leader_before = r.get("holder") or r.get("node")
+    elected = [r for r in within if _held_lease(r) and r.get("op") == "acquire_lease"]
+    return {"heartbeats": len(beats),
+            "heartbeats_failed": sum(r.get("res") == "unavailable" for r in beats),
+            "declared_dead_s": round(deaths[0]["t"] - start, 2) if deaths else None,
+            "leader_before": leader_before,
+            "elected": (f"{elected[0].get('node')} epoch {elected[0].get('res')} at "
+                           f"+{elected[0]['t'] - start:.2f}s") if elected else None}
+
+
+def _held_lease(r: dict[str, Any]) -> bool:
+    """A successful acquire (its result is the epoch) or renewal (True)."""
+    return r.get("k") == "store" and r.get("op") in ("acquire_lease", "renew_lease") \
+        and r.get("res") not in (False, None, "unavailable")
