@@ -228,8 +228,9 @@ def fact_lines(report: dict[str, Any]) -> list[str]:
                          f"of the offered load")
         if f["action"] == "slow-redis" and "heartbeats" in facts:
             dead = facts["declared_dead_s"]
-            lines.append(f"{at} {facts['heartbeats_failed']} of {facts['heartbeats']} heartbeats "
-                         f"failed; declared dead " + ("no" if dead is None else f"at +{dead:g} s")
+            lines.append(f"{at} {facts['heartbeats']} heartbeats, longest silence "
+                         f"{facts['longest_silence_s']:g} s; declared dead "
+                         + ("no" if dead is None else f"at +{dead:g} s")
                          + f"; leader before {facts['leader_before']}, elected within the "
                            f"fault + TTL: {facts['elected'] or 'nobody'}")
         if f["action"] == "join-node" and "ready_s_after_start" in facts:

@@ -109,17 +109,23 @@ def slow_redis(ctx: Any, rec: Any, node: Any) -> Generator[float, None, None]:
 def history_facts(rec: Any, records: list[dict[str, Any]], shift: float,
                   node_ttl: float) -> dict[str, Any]:
     """What the delay cost, from the history (monotonic times; `shift` = monotonic minus
-    Unix time): the node's heartbeats that failed, whether it was declared dead, and
-    which leader held the lease before it and who was elected within the fault and one
-    node TTL after it."""
+    Unix time), within the fault and one node TTL after it: the node's successful
+    heartbeats and the longest silence between two, whether it was declared dead, which
+    node held the lease before and who was elected."""
     if rec.started is None:
         return {}
     start = rec.started + shift
     end = (rec.ended or rec.started) + shift + node_ttl
     node = rec.node
     within = [r for r in records if start <= r["t"] <= end]
-    beats = [r for r in within if r.get("k") == "store" and r.get("op") == "heartbeat"
-             and r.get("node") == node]
+    # Successful heartbeats only: a cycle whose read times out records no write at all.
+    beats = [r["t"] for r in records if r.get("k") == "store" and r.get("node") == node and (
+        (r.get("op") == "heartbeat" and r.get("res") in ("refreshed", "rejoined"))
+        or (r.get("op") == "register" and isinstance(r.get("res"), int)))]
+    before = max((t for t in beats if t <= start), default=start)
+    seq = [before, *(t for t in beats if before < t <= end)]
+    seq.append(next((t for t in beats if t > end), end))  # a silence to the window's end
+    gaps = [b - a for a, b in zip(seq, seq[1:], strict=False)]
     deaths = [r for r in within if r.get("k") == "store" and r.get("op") == "declare_dead"
               and r.get("node") == node and r.get("res") is True]
     leader_before = None
@@ -129,12 +135,12 @@ def history_facts(rec: Any, records: list[dict[str, Any]], shift: float,
         if _held_lease(r):
             leader_before = r.get("holder") or r.get("node")
     elected = [r for r in within if _held_lease(r) and r.get("op") == "acquire_lease"]
-    return {"heartbeats": len(beats),
-            "heartbeats_failed": sum(r.get("res") == "unavailable" for r in beats),
+    return {"heartbeats": sum(start <= t <= end for t in beats),
+            "longest_silence_s": round(max(gaps), 2),
             "declared_dead_s": round(deaths[0]["t"] - start, 2) if deaths else None,
             "leader_before": leader_before,
             "elected": (f"{elected[0].get('node')} epoch {elected[0].get('res')} at "
-                           f"+{elected[0]['t'] - start:.2f}s") if elected else None}
+                        f"+{elected[0]['t'] - start:.2f}s") if elected else None}
 
 
 def _held_lease(r: dict[str, Any]) -> bool:
