@@ -129,6 +129,8 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
         unavailable = set() if ctl_has_command("upgrade") else {"rolling-upgrade"}
         if not args.netns:
             unavailable |= NETNS_ACTIONS
+            if args.redis_mode != "single":  # the Sentinels would bypass a node's proxy
+                unavailable |= LATENCY_ACTIONS
         if (args.front or scenario.front) == "none":
             unavailable.add("cut-front")
         drawn = random_schedule.draw(args.random, scenario.duration, scenario.cluster,

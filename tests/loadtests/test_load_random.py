@@ -109,3 +109,20 @@ def test_a_short_random_schedule_holds_every_invariant(tmp_path, seed):
 def test_a_random_schedule_behind_the_front_holds_every_invariant(tmp_path, seed):
     code, report, output = run_seed(tmp_path / f"front{seed}", seed, 90, "--front", "haproxy")
     check_invariants(code, report, output, seed)
+
+
+def test_latency_faults_are_added_without_moving_any_other_fault():
+    drawn_with, drawn_without = 0, 0
+    for seed in range(30):
+        full = draw(seed, 90, SHAPE, redis_mode="sentinel")
+        without = draw(seed, 90, SHAPE, redis_mode="sentinel",
+                       unavailable=frozenset({"slow-redis"}))
+        # Seeds kept as regression tests replay the faults they had before slow-redis.
+        assert tuple(f for f in full if f.action != "slow-redis") == without
+        latency = [f for f in full if f.action == "slow-redis"]
+        drawn_with += len(latency)
+        drawn_without += sum(f.action == "slow-redis" for f in without)
+        assert all(f.delay in random_schedule.LATENCY_DELAYS_MS and f.node and f.duration
+                   and FIRST_AT <= f.at < 90 - QUIET for f in latency)
+        assert len(latency) <= random_schedule.MAX_LATENCY_FAULTS
+    assert drawn_with >= 15 and drawn_without == 0
