@@ -80,8 +80,11 @@ def allowed_failures(fault: Fault, shape: ClusterShape | None, front: bool = Fal
         # A peer master keeps accepting on the same listening socket; alone, it is a node.
         return 0 if masters > 1 else None
     if fault.action in ("kill-node", "pause-node", "cut-front", "lossy-node"):
-        # cut-front: what HAProxy sent the node before taking it out (front_facts, after
-        # the run); lossy-node: requests whose retransmissions outlast the client's timeout.
+        # Behind a front, cut-front and lossy-node get their bound after the run
+        # (front_facts: the requests HAProxy had on the node during the fault). Without
+        # one, lossy-node has none: Locust's users keep their node, and what a lossy link
+        # costs them (retransmissions outlasting the client's timeout) is not counted
+        # per request anywhere but in the failures themselves.
         return None
     return 0  # usr2, hup, stop-redis, sentinel-failover, rolling-upgrade, slow-redis
 

@@ -31,6 +31,7 @@ BACKEND = "polycorn"
 SLOTS = 16
 START_TIMEOUT = 20.0
 SAMPLE_EVERY = 0.1  # seconds between two `show stat` reads
+LATE_OUT = 2.0  # s after a link heals in which HAProxy may still mark its node down
 INSTALL_HINT = "haproxy not found on PATH (Debian/Ubuntu: apt-get install haproxy; or `make deps`)"
 # HAProxy's `option httplog` line: client, [accept date], frontend, backend/server,
 # TR/Tw/Tc/Tr/Ta timers, status, bytes, two cookies, termination state, ...
@@ -212,6 +213,23 @@ def taken_out_at(front: HaproxyFront, slot: str, since: float) -> float | None:
     return min(times) if times else None
 
 
+def link_fault_exposed(requests: list[Request], slot: str, started: float, ended: float,
+                       out_at: float | None) -> list[Request]:
+    """The requests a cut or lossy link between HAProxy and a node can lose: those HAProxy
+    had on that node at some moment of the fault, i.e. whose life on it [accepted, accepted
+    + total time] overlaps [start, end]. The end is when HAProxy took the node out if
+    that came first, or within LATE_OUT after the heal (checks sent during the fault
+    can still mark it down, and `on-marked-down shutdown-sessions` then closes what it
+    holds). Nothing else can fail because of the link: a connection attempt that times
+    out is retried on another node (retry-on conn-failure, redispatch), and HAProxy logs
+    each request once, under the node that had it last."""
+    end = ended
+    if out_at is not None and out_at <= ended + LATE_OUT:
+        end = out_at
+    return [r for r in requests if r.server == slot and r.accepted <= end
+            and r.accepted + max(r.total_ms, 0) / 1000 >= started]
+
+
 def front_facts(front: HaproxyFront, records: list[Any], cluster: Any, offered: float | None,
                 seconds: list[dict[str, Any]]) -> None:
     """What HAProxy saw of each host-level fault, into each record's facts (and, for a
@@ -227,15 +245,13 @@ def front_facts(front: HaproxyFront, records: list[Any], cluster: Any, offered: 
             continue
         rec.facts["slot"] = slot
         action = rec.fault.action
-        if action in ("kill-node", "pause-node", "cut-front"):
+        if action in ("kill-node", "pause-node", "cut-front", "lossy-node"):
             out_at = taken_out_at(front, slot, rec.started)
             rec.facts["front_out_s"] = None if out_at is None else round(out_at - rec.started, 2)
-        if action == "cut-front" and out_at is not None:
-            # Like a hung host: what HAProxy sent the node between the cut and taking it
-            # out (a dropped SYN is retried elsewhere, a request in flight is lost).
-            sent = [r for r in requests if r.server == slot and rec.started <= r.accepted <= out_at]
-            rec.allowed_failures = len(sent)
-            rec.facts["sent_before_out"] = len(sent)
+        if action in ("cut-front", "lossy-node") and rec.ended is not None:
+            rec.allowed_failures = len(link_fault_exposed(requests, slot, rec.started,
+                                                          rec.ended, out_at))
+            rec.facts["exposed_requests"] = rec.allowed_failures
         if action == "pause-node":
             if out_at is None:
                 rec.detail += "; HAProxy never took the paused node out"

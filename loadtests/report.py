@@ -220,9 +220,11 @@ def fact_lines(report: dict[str, Any]) -> list[str]:
         if "front_out_s" in facts:
             out = facts["front_out_s"]
             sent = facts.get("sent_before_out")
+            held = facts.get("exposed_requests")
             lines.append(f"{at} HAProxy took {f['node']} ({facts.get('slot')}) out "
                          + ("never" if out is None else f"after {out:g} s")
-                         + ("" if sent is None else f", {sent} requests sent to it before"))
+                         + ("" if sent is None else f", {sent} requests sent to it before")
+                         + ("" if held is None else f"; {held} requests on it during the fault"))
         if "pause_throughput_share" in facts:
             lines.append(f"{at} throughput while hung: {facts['pause_throughput_share']:.0%} "
                          f"of the offered load")

@@ -103,9 +103,36 @@ def test_a_node_cut_from_the_front_may_lose_what_haproxy_sent_it_before_taking_i
     cut = FaultRecord(Fault(10.0, "cut-front", "n2", 3.0), node="n2", started=T0 + 10.3,
                       ended=T0 + 13.3, allowed_failures=None)
     front_facts(front_in(tmp_path, log, samples), [cut], Cluster(), 500.0, [])
-    assert cut.allowed_failures == cut.facts["sent_before_out"] == 2  # .400 and .900
+    # .400 and .900; not .281 (done in 8 ms, before the cut), not 12.100 (after the DOWN)
+    assert cut.allowed_failures == cut.facts["exposed_requests"] == 2
     assert cut.facts["front_out_s"] == 0.65
     assert "pause_throughput_share" not in cut.facts
+
+
+def test_a_link_fault_may_lose_the_requests_the_node_held_during_it_and_no_more(tmp_path):
+    """cut-front or lossy-node: what HAProxy had on the node at some moment of the fault
+    (in flight at its start included), up to the heal when HAProxy never took the node
+    out or took it out only long after (another fault's doing)."""
+    log = "\n".join([request_line(T0 + 9.0, "n2", 200, 5),        # done before
+                      request_line(T0 + 9.8, "n2", -1, 2400, "sH--"),  # in flight at the start
+                      request_line(T0 + 10.5, "n2", 200, 1500),    # slowed by the losses
+                      request_line(T0 + 11.0, "n1", 200, 3),       # another node
+                      request_line(T0 + 12.9, "n2", 200, 4),       # just before the heal
+                      request_line(T0 + 13.5, "n2", 200, 4), ""])  # after the heal
+    samples = [(T0 + 10.0, {"n1": row("UP", 8001), "n2": row("UP", 8002)})]
+    lossy = FaultRecord(Fault(10.0, "lossy-node", "n2", 3.0), node="n2", started=T0 + 10.0,
+                        ended=T0 + 13.0)
+    front_facts(front_in(tmp_path, log, samples), [lossy], Cluster(), 500.0, [])
+    assert lossy.allowed_failures == lossy.facts["exposed_requests"] == 3
+    assert lossy.facts["front_out_s"] is None
+    late = log + f"{iso(T0 + 20.0)} Server polycorn/n2 is DOWN, reason: Layer4 timeout.\n"
+    cut = FaultRecord(Fault(10.0, "cut-front", "n2", 3.0), node="n2", started=T0 + 10.0,
+                      ended=T0 + 13.0)
+    front_facts(front_in(tmp_path, late, samples), [cut], Cluster(), 500.0, [])
+    assert cut.allowed_failures == 3  # a DOWN 7 s after the heal is not this cut's
+    unfinished = FaultRecord(Fault(10.0, "lossy-node", "n2", 3.0), node="n2", started=T0 + 10.0)
+    front_facts(front_in(tmp_path, log, samples), [unfinished], Cluster(), 500.0, [])
+    assert unfinished.allowed_failures is None  # cut short: no end, no bound
 
 
 def test_a_joining_node_is_timed_to_its_first_request(tmp_path):
