@@ -234,3 +234,24 @@ def test_behind_the_front_a_lost_a_hung_and_a_new_host_cost_nothing(tmp_path):
     assert pause["facts"]["pause_throughput_share"] >= 0.5
     assert join["facts"]["first_request_after_ready_s"] <= 2
     assert code == 0, output
+
+
+def test_two_runs_into_one_out_directory_are_judged_separately(tmp_path):
+    """`make demo` twice: the second run's checker must read the second run's history only
+    (each run empties out/history at its start); it judged both as one before."""
+    out = tmp_path / "twice"
+    args = ("--duration", "5", "--nodes", "1", "--masters", "1", "--workers", "1",
+            "--users", "1", "--rate", "10", "--redis-mode", "single", "--no-plot")
+    judged = []
+    for _ in range(2):
+        code, report, output = chaos(out, *args, timeout=90)
+        assert code == 0, output[-2000:]
+        evidence = next(i["evidence"] for i in report["invariants"]
+                        if i["name"] == "failures_within_allowance")
+        judged.append((report["totals"]["requests"], evidence))
+    (first, _), (second, evidence) = judged
+    assert first > 0 and second > 0
+    # The checker counted this run's requests, not the sum of both runs'.
+    assert evidence.startswith(f"0 of {second} requests failed"), (first, second, evidence)
+    runners = [p for p in (out / "history").glob("*.jsonl") if p.name.startswith("runner")]
+    assert len(runners) == 1, runners
