@@ -256,7 +256,10 @@ def failures_within_allowance(history: list[Record], settle: float) -> Invariant
     """Failed requests stay within the sum of the allowances of the faults that overlap:
     each fault covers [start, end + settle]; overlapping covers merge into one span whose
     allowance is the sum (unbounded if any fault's is); a failure outside every span has
-    an allowance of zero."""
+    an allowance of zero. Behind a front every host-level fault is bounded by what
+    HAProxy's log shows on its node (loadtests/front.py). Without one, kill-node,
+    pause-node and lossy-node stay unbounded: Locust's users keep sending to their
+    node, and nothing but the failures themselves counts what they sent it."""
     starts = {r["id"]: r for r in history if r.get("k") == "fault" and r.get("phase") == "start"}
     ends = {r["id"]: r for r in history if r.get("k") == "fault" and r.get("phase") == "end"}
     # An allowance known only after the run (a pause behind a front) comes last.
