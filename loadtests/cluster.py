@@ -21,8 +21,8 @@ from polycorn.ha.process_tracker import ProcessTracker, alive, descendants, name
 from polycorn.ha.redis_launcher import RedisServer, SentinelGroup
 from polycorn.server import identity
 
+from loadtests.latency_faults import LatencyPath
 from loadtests.scenario import ClusterShape
-from loadtests.slow_redis import RedisPath
 from loadtests.targets import TargetError, normalize_url, read_status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +77,7 @@ class LocalNode:
         self.redis_url = redis_url
         self.cluster_name = cluster_name
         self.redis_path: Any = None  # its latency proxy to Redis (slow-redis), if any
+        self.front_path: Any = None  # the front's latency proxy to it (slow-front), if any
         self.tracker = tracker
         self.run_dir = run_dir
         # Its processes' proc name: titles `polycorn: master [chaos-n1@TAG]`, and how the
@@ -228,8 +229,8 @@ class LocalCluster:
 
     def _start_node(self, node: LocalNode) -> None:
         if self.slow_paths:
-            node.redis_path = RedisPath(node.node_id, self.run_dir, self.tracker)
-            node.redis_url = node.redis_path.start(self.redis, self.network)
+            node.redis_path = LatencyPath(node.node_id, self.run_dir, self.tracker)
+            node.redis_url = node.redis_path.start_redis(self.redis, self.network)
         self.nodes[node.node_id] = node
         node.start()
 

@@ -24,9 +24,9 @@ from typing import Any
 
 from polycorn.ha.process_tracker import ProcessTracker, signal_pids
 
+from loadtests.latency_faults import slow_path
+from loadtests.latency_faults import unavailable_reason as latency_unavailable
 from loadtests.scenario import NETNS_ACTIONS, NODE_ALIASES, ClusterShape, Fault
-from loadtests.slow_redis import slow_redis
-from loadtests.slow_redis import unavailable_reason as slow_redis_unavailable
 
 Steps = Generator[float, None, None]
 UPGRADE_POLL = 0.2
@@ -79,8 +79,8 @@ def allowed_failures(fault: Fault, shape: ClusterShape | None, front: bool = Fal
     if fault.action in ("kill-master", "kill-leader"):
         # A peer master keeps accepting on the same listening socket; alone, it is a node.
         return 0 if masters > 1 else None
-    if fault.action in ("kill-node", "pause-node", "cut-front", "lossy-node"):
-        # Behind a front, cut-front and lossy-node get their bound after the run
+    if fault.action in ("kill-node", "pause-node", "cut-front", "lossy-node", "slow-front"):
+        # Behind a front, cut-front, lossy-node, slow-front get their bound after the run
         # (front_facts: the requests HAProxy had on the node during the fault). Without
         # one, lossy-node has none: Locust's users keep their node, and what a lossy link
         # costs them (retransmissions outlasting the client's timeout) is not counted
@@ -97,8 +97,8 @@ def ctl_has_command(name: str) -> bool:
 
 def unavailable_reason(fault: Fault, cluster: Any) -> str | None:
     """Why this cluster cannot perform the fault, or None when it can."""
-    if fault.action == "slow-redis":
-        return slow_redis_unavailable(cluster)
+    if fault.action in ("slow-redis", "slow-front"):
+        return latency_unavailable(cluster, fault.action)
     return _unavailable_reason(fault, cluster)
 
 
@@ -467,7 +467,7 @@ ACTIONS = {
     "sentinel-failover": sentinel_failover, "rolling-upgrade": rolling_upgrade,
     "join-node": join_node, "drain-node": drain_node, "cut-redis": cut_redis,
     "cut-redis-oneway": cut_redis, "cut-front": cut_front, "lossy-node": lossy_node,
-    "split-primary": split_primary, "slow-redis": slow_redis,
+    "split-primary": split_primary, "slow-redis": slow_path, "slow-front": slow_path,
 }
 
 

@@ -32,6 +32,7 @@ SLOTS = 16
 START_TIMEOUT = 20.0
 SAMPLE_EVERY = 0.1  # seconds between two `show stat` reads
 LATE_OUT = 2.0  # s after a link heals in which HAProxy may still mark its node down
+LINK_FAULTS = ("cut-front", "lossy-node", "slow-front")  # on the front's path to a node
 INSTALL_HINT = "haproxy not found on PATH (Debian/Ubuntu: apt-get install haproxy; or `make deps`)"
 # HAProxy's `option httplog` line: client, [accept date], frontend, backend/server,
 # TR/Tw/Tc/Tr/Ta timers, status, bytes, two cookies, termination state, ...
@@ -215,7 +216,7 @@ def taken_out_at(front: HaproxyFront, slot: str, since: float) -> float | None:
 
 def link_fault_exposed(requests: list[Request], slot: str, started: float, ended: float,
                        out_at: float | None) -> list[Request]:
-    """The requests a cut or lossy link between HAProxy and a node can lose: those HAProxy
+    """The requests a cut, lossy or slow link between HAProxy and a node can lose: those HAProxy
     had on that node at some moment of the fault, i.e. whose life on it [accepted, accepted
     + total time] overlaps [start, end]. The end is when HAProxy took the node out if
     that came first, or within LATE_OUT after the heal (checks sent during the fault
@@ -245,10 +246,10 @@ def front_facts(front: HaproxyFront, records: list[Any], cluster: Any, offered: 
             continue
         rec.facts["slot"] = slot
         action = rec.fault.action
-        if action in ("kill-node", "pause-node", "cut-front", "lossy-node"):
+        if action in ("kill-node", "pause-node", *LINK_FAULTS):
             out_at = taken_out_at(front, slot, rec.started)
             rec.facts["front_out_s"] = None if out_at is None else round(out_at - rec.started, 2)
-        if action in ("cut-front", "lossy-node") and rec.ended is not None:
+        if action in LINK_FAULTS and rec.ended is not None:
             rec.allowed_failures = len(link_fault_exposed(requests, slot, rec.started,
                                                           rec.ended, out_at))
             rec.facts["exposed_requests"] = rec.allowed_failures

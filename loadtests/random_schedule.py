@@ -27,9 +27,10 @@ WEIGHTS = {"kill-worker": 3, "kill-master": 2, "kill-leader": 2, "kill-node": 2,
            "cut-redis": 2, "cut-redis-oneway": 1, "cut-front": 1, "lossy-node": 1,
            "split-primary": 1}
 CAPS = {"rolling-upgrade": 1, "join-node": 1, "stop-redis": 2, "kill-node": 2}
-# slow-redis comes from a second generator seeded from the same seed, drawn after the
-# rest: every schedule drawn before it existed keeps its faults, at the same times
+# The latency faults come from a second generator seeded from the same seed, drawn after
+# the rest: every schedule drawn before they existed keeps its faults, at the same times
 # (the seeds kept as regression tests still replay), and gains 0-2 latency faults.
+LATENCY = ("slow-redis", "slow-front")
 LATENCY_DELAYS_MS = (50.0, 200.0, 1000.0, 2000.0)
 MAX_LATENCY_FAULTS = 2
 NEEDS_SENTINEL = {"sentinel-failover", "split-primary"}
@@ -59,13 +60,15 @@ def draw(seed: int, duration: float, shape: ClusterShape, *, redis_mode: str = "
         used[action] = used.get(action, 0) + 1
         faults.append(_fault(rng, round(t, 1), action, targets, shape))
         t += max(MIN_GAP, rng.expovariate(1 / MEAN_GAP))
-    if "slow-redis" not in unavailable and redis_mode != "none":
-        faults += _latency_faults(random.Random(f"latency-{seed}"), duration, targets)
+    latency = [a for a in LATENCY if a not in unavailable and redis_mode != "none"]
+    if latency:
+        faults += _latency_faults(random.Random(f"latency-{seed}"), duration, targets, latency)
     return tuple(sorted(faults, key=lambda f: f.at))
 
 
-def _latency_faults(rng: random.Random, duration: float, targets: list[str]) -> list[Fault]:
-    return [Fault(round(rng.uniform(FIRST_AT, duration - QUIET), 1), "slow-redis",
+def _latency_faults(rng: random.Random, duration: float, targets: list[str],
+                    actions: list[str]) -> list[Fault]:
+    return [Fault(round(rng.uniform(FIRST_AT, duration - QUIET), 1), rng.choice(actions),
                   rng.choice(targets), round(rng.uniform(2.0, 6.0), 1),
                   delay=rng.choice(LATENCY_DELAYS_MS))
             for _ in range(rng.randint(0, MAX_LATENCY_FAULTS))]

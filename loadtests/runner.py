@@ -28,7 +28,7 @@ from polycorn.ha.process_tracker import ProcessTracker, tagged_pids
 from polycorn.ha.redis_launcher import RedisLaunchError
 from polycorn.ha.timing import Timing
 
-from loadtests import checker, faults, netns, random_schedule, slow_redis
+from loadtests import checker, faults, latency_faults, netns, random_schedule
 from loadtests.cluster import AttachedCluster, ClusterError, LocalCluster, free_ports
 from loadtests.faults import FaultContext, FaultRecord, ctl_has_command
 from loadtests.front import FrontError, HaproxyFront, front_facts
@@ -38,7 +38,6 @@ from loadtests.report import build, summary_text, verdict
 from loadtests.scenario import (
     ACTIONS,
     FRONTS,
-    LATENCY_ACTIONS,
     NETNS_ACTIONS,
     SCENARIOS,
     Scenario,
@@ -129,10 +128,11 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
         unavailable = set() if ctl_has_command("upgrade") else {"rolling-upgrade"}
         if not args.netns:
             unavailable |= NETNS_ACTIONS
+            unavailable.add("slow-front")
             if args.redis_mode != "single":  # the Sentinels would bypass a node's proxy
-                unavailable |= LATENCY_ACTIONS
+                unavailable.add("slow-redis")
         if (args.front or scenario.front) == "none":
-            unavailable.add("cut-front")
+            unavailable |= {"cut-front", "slow-front"}
         drawn = random_schedule.draw(args.random, scenario.duration, scenario.cluster,
                                      redis_mode=args.redis_mode,
                                      unavailable=frozenset(unavailable))
@@ -362,7 +362,7 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
     else:
         cluster = LocalCluster(scenario.cluster, run_dir, tracker, redis_mode=args.redis_mode,
                                network=network, min_replicas=args.redis_min_replicas,
-                               slow_paths=any(f.action in LATENCY_ACTIONS
+                               slow_paths=any(f.action == "slow-redis"
                                               for f in scenario.faults))
         say(f"starting {scenario.cluster.nodes} nodes x {scenario.cluster.masters} masters of "
             f"{scenario.cluster.app} in {run_dir}")
@@ -376,8 +376,11 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
         front = HaproxyFront(tracker, run_dir, cluster.name, cluster.redis_url,
                              free_ports(1)[0], network)
         try:
+            if network is not None and any(f.action == "slow-front" for f in scenario.faults):
+                # Before HAProxy dials any node: every connection it makes is proxied.
+                latency_faults.start_front_paths(front, cluster, run_dir, tracker, network)
             front.start(len(cluster.nodes), say)
-        except (FrontError, OSError, subprocess.SubprocessError) as exc:
+        except (FrontError, OSError, subprocess.SubprocessError, ProxyError) as exc:
             say(f"chaos: error: the front did not start: {exc}")
             return EXIT_ENVIRONMENT
     records = [FaultRecord(f, allowed_failures=faults.allowed_failures(f, shape, bool(front)))
@@ -416,13 +419,13 @@ def _run(args: argparse.Namespace, scenario: Scenario, out: Path, run_dir: Path,
 
 def _latency_facts(records: list[FaultRecord], history_dir: Path) -> None:
     """What each slow-redis fault cost the cluster, from the history so far."""
-    slow = [r for r in records if r.fault.action in LATENCY_ACTIONS and r.started is not None]
+    slow = [r for r in records if r.fault.action == "slow-redis" and r.started is not None]
     if not slow:
         return
     lines = checker.load_history(history_dir)
     shift = history.now() - time.time()
     for rec in slow:
-        rec.facts.update(slow_redis.history_facts(rec, lines, shift, Timing().node_ttl))
+        rec.facts.update(latency_faults.history_facts(rec, lines, shift, Timing().node_ttl))
 
 
 def _record_final(cluster: Any, load_started: float) -> None:

@@ -58,12 +58,14 @@ ACTIONS: dict[str, ActionSpec] = {
                                         "each way"),
     "split-primary": ActionSpec(False, 6.0, "--netns, Sentinel: cut the Redis primary from the "
                                             "Sentinels and from half the nodes (split brain)"),
-    # Latency: the node reaches Redis through a latency proxy from the start (slow_redis.py).
+    # Latency: the node reaches Redis through a latency proxy from the start (latency_faults.py).
     "slow-redis": ActionSpec(True, 5.0, "delay the node's traffic with Redis and the Sentinels "
                                         "by `delay` ms (default 200) each way, for `duration`; "
                                         "with Sentinel it needs --netns"),
+    "slow-front": ActionSpec(True, 5.0, "--netns, front: delay HAProxy's traffic with the node "
+                                        "by `delay` ms (default 200) each way, for `duration`"),
 }
-LATENCY_ACTIONS = frozenset({"slow-redis"})
+LATENCY_ACTIONS = frozenset({"slow-redis", "slow-front"})
 NETNS_ACTIONS = frozenset({"cut-redis", "cut-redis-oneway", "cut-front", "lossy-node",
                            "split-primary"})
 FRONTS = ("none", "haproxy")

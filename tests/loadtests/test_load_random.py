@@ -116,12 +116,12 @@ def test_latency_faults_are_added_without_moving_any_other_fault():
     for seed in range(30):
         full = draw(seed, 90, SHAPE, redis_mode="sentinel")
         without = draw(seed, 90, SHAPE, redis_mode="sentinel",
-                       unavailable=frozenset({"slow-redis"}))
-        # Seeds kept as regression tests replay the faults they had before slow-redis.
-        assert tuple(f for f in full if f.action != "slow-redis") == without
-        latency = [f for f in full if f.action == "slow-redis"]
+                       unavailable=frozenset(random_schedule.LATENCY))
+        # Seeds kept as regression tests replay the faults they had before latency faults.
+        assert tuple(f for f in full if f.action not in random_schedule.LATENCY) == without
+        latency = [f for f in full if f.action in random_schedule.LATENCY]
         drawn_with += len(latency)
-        drawn_without += sum(f.action == "slow-redis" for f in without)
+        drawn_without += sum(f.action in random_schedule.LATENCY for f in without)
         assert all(f.delay in random_schedule.LATENCY_DELAYS_MS and f.node and f.duration
                    and FIRST_AT <= f.at < 90 - QUIET for f in latency)
         assert len(latency) <= random_schedule.MAX_LATENCY_FAULTS

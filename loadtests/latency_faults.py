@@ -1,5 +1,6 @@
-"""The slow-redis fault: each node reaches Redis through a latency proxy of its own,
-in place before the node starts, so a delay can be switched on (and off) later.
+"""The latency faults: a latency proxy is put on a path before anything uses it, so a
+delay can be switched on (and off) later. slow-redis: each node reaches Redis through
+a proxy of its own. slow-front (--netns only): HAProxy reaches each node through one.
 
 Loopback: the proxy listens on a free loopback port and forwards to the one Redis
 server; the node's --redis URL names the proxy. A Sentinel group cannot be put behind
@@ -9,6 +10,9 @@ node's namespace in transparent mode and an nftables redirect there sends it eve
 connection to a Redis server or a Sentinel (its own connections carry a mark the rule
 spares): the node keeps its real URL, failovers included. What the delay cost (the
 node declared dead, the leader stepping down) is read from the history afterwards.
+slow-front needs --netns: HAProxy dials the address each node registered, so the
+proxies sit in the front's namespace behind one redirect per node (loopback has no
+place to put them without changing what the nodes register).
 """
 
 from __future__ import annotations
@@ -22,24 +26,40 @@ from typing import Any
 from loadtests.latency_proxy import DEFAULT_MARK, ProxyError, control
 
 NETNS_PORT = 16390  # the proxy's port inside a node's own namespace (nothing else there)
+FRONT_PORTS = 16400  # + k: the k-th node's proxy in the front's namespace
 READY_TIMEOUT = 10.0
 DEFAULT_DELAY_MS = 200.0
 
 
-class RedisPath:
-    """One node's path to Redis: its proxy process and its control socket."""
+class LatencyPath:
+    """One path with a latency proxy on it (a node's to Redis, or the front's to a node):
+    the proxy's process and its control socket."""
 
-    def __init__(self, node_id: str, run_dir: Path, tracker: Any) -> None:
+    def __init__(self, node_id: str, run_dir: Path, tracker: Any, kind: str = "") -> None:
         self.node_id = node_id
-        self.control_path = run_dir / f"lat-{node_id}.sock"
-        self.log_path = run_dir / f"lat-{node_id}.log"
+        self.control_path = run_dir / f"lat-{kind}{node_id}.sock"
+        self.log_path = run_dir / f"lat-{kind}{node_id}.log"
         self.tracker = tracker
         self.pid = 0
 
-    def start(self, redis: Any, network: Any = None) -> str:
+    def _spawn(self, wrap: list[str], argv: list[str]) -> int:
+        proc = self.tracker.spawn([*wrap, sys.executable, "-m", "loadtests.latency_proxy",
+                                   "--control", str(self.control_path), *argv],
+                                  log_path=self.log_path, cwd=Path(__file__).resolve().parents[1])
+        self.pid = proc.pid
+        return self._wait_ready(proc)
+
+    def start_front(self, front: Any, node: Any, index: int, network: Any) -> None:
+        """HAProxy's path to `node`: a proxy in the front's namespace, and a redirect of
+        the front's connections to the node's address to it."""
+        port = FRONT_PORTS + index
+        self._spawn(network.wrap("front"), ["--name", f"front-{self.node_id}", "--listen",
+                                            f"127.0.0.1:{port}", "--transparent"])
+        network.redirect("front", f"latf{self.node_id}", [node.host], port, DEFAULT_MARK)
+
+    def start_redis(self, redis: Any, network: Any = None) -> str:
         """Start the proxy; returns the Redis URL the node must be given."""
-        argv = ["-m", "loadtests.latency_proxy", "--control", str(self.control_path),
-                "--name", f"{self.node_id}-redis"]
+        argv = ["--name", f"{self.node_id}-redis"]
         if network is None:
             if redis.mode != "single":
                 raise ProxyError("slow-redis without --netns needs --redis-mode single: the "
@@ -50,10 +70,7 @@ class RedisPath:
         else:
             argv += ["--listen", f"127.0.0.1:{NETNS_PORT}", "--transparent"]
             wrap = network.wrap(self.node_id)
-        proc = self.tracker.spawn([*wrap, sys.executable, *argv], log_path=self.log_path,
-                                  cwd=Path(__file__).resolve().parents[1])
-        self.pid = proc.pid
-        port = self._wait_ready(proc)
+        port = self._spawn(wrap, argv)
         if network is None:
             return f"redis://127.0.0.1:{port}/0"
         peers = [s.host for s in (redis.group.servers if redis.group else [redis.single])]
@@ -76,8 +93,20 @@ class RedisPath:
         control(self.control_path, "set", up_ms=ms, down_ms=ms)
 
 
-def unavailable_reason(cluster: Any) -> str | None:
-    """Why this cluster cannot slow a node's path to Redis, or None."""
+def start_front_paths(front: Any, cluster: Any, run_dir: Path, tracker: Any,
+                      network: Any) -> None:
+    """Before HAProxy starts: a proxy on its path to every node (slow-front)."""
+    for index, node in enumerate(cluster.nodes.values()):
+        node.front_path = LatencyPath(node.node_id, run_dir, tracker, kind="front-")
+        node.front_path.start_front(front, node, index, network)
+
+
+def unavailable_reason(cluster: Any, action: str = "slow-redis") -> str | None:
+    """Why this cluster cannot slow that path, or None."""
+    if action == "slow-front":
+        if getattr(cluster, "network", None) is None:
+            return "slow-front needs --netns (HAProxy dials the nodes' registered addresses)"
+        return None  # a node without a front path is named when the fault runs
     redis = getattr(cluster, "redis", None)
     if redis is None or not getattr(cluster, "local", False):
         return "slow-redis needs the runner's own Redis and nodes"
@@ -87,17 +116,21 @@ def unavailable_reason(cluster: Any) -> str | None:
     return None
 
 
-def slow_redis(ctx: Any, rec: Any, node: Any) -> Generator[float, None, None]:
-    """Delay the node's traffic with Redis and the Sentinels by `delay` ms each way for the
-    fault's duration; the delay is taken off again also when the run is cut short."""
-    path = getattr(node, "redis_path", None)
+def slow_path(ctx: Any, rec: Any, node: Any) -> Generator[float, None, None]:
+    """Delay the node's traffic with Redis and the Sentinels (slow-redis), or HAProxy's
+    with the node (slow-front), by `delay` ms each way for the fault's duration; the
+    delay is taken off again also when the run is cut short."""
+    front = rec.fault.action == "slow-front"
+    path = getattr(node, "front_path" if front else "redis_path", None)
     if path is None:
-        raise RuntimeError(f"{node.node_id} reaches Redis directly (no latency proxy)")
+        raise RuntimeError(f"{node.node_id} has no latency proxy on its path to "
+                           f"{'the front (it joined after the front started)' if front else 'Redis'}")
     ms = rec.fault.delay if rec.fault.delay is not None else DEFAULT_DELAY_MS
     path.delay(ms)
     rec.started = time.time()
     rec.pids = [path.pid]
-    rec.detail = f"{ms:g} ms each way on its path to Redis (proxy pid {path.pid})"
+    rec.detail = (f"{ms:g} ms each way on {'the front' if front else 'its'} path to "
+                  f"{'it' if front else 'Redis'} (proxy pid {path.pid})")
     try:
         yield rec.fault.duration or 0.0
     finally:

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 from polycorn.ha.process_tracker import ProcessTracker
 
+from loadtests.latency_faults import history_facts
 from loadtests.scenario import Fault, ScenarioError, parse_fault, parse_fault_flag
-from loadtests.slow_redis import history_facts
 
 ROOT = Path(__file__).resolve().parents[2]
 
