@@ -224,3 +224,59 @@ def test_partitions_behind_the_front_lose_nothing_and_hold_every_invariant(tmp_p
     assert "namespaces" in next(i for i in report["invariants"]
                                 if i["name"] == "nothing_left_behind")["evidence"]
     assert done.returncode == 0, done.stdout[-2000:]
+
+
+def test_a_redirect_puts_a_transparent_latency_proxy_on_a_hosts_path(network, tmp_path):
+    """slow-redis and slow-front with --netns: host a keeps dialing b's real address; an
+    nftables redirect in a sends it to a transparent proxy there, whose own upstream
+    connection (marked) passes; the delay it adds is the one set at run time."""
+    import time
+
+    from loadtests.latency_proxy import DEFAULT_MARK, ProxyError, control
+
+    a, b = network.add_host("a"), network.add_host("b")
+    server = tcp_server(network, "b", b)
+    peers: list = []
+
+    def echo() -> None:
+        while True:
+            try:
+                conn, peer = server.accept()
+            except OSError:
+                return
+            peers.append(peer[0])
+            with conn:
+                while data := conn.recv(100):
+                    conn.sendall(data)
+    threading.Thread(target=echo, daemon=True).start()
+    ctl = tmp_path / "ctl.sock"
+    proxy = subprocess.Popen([*network.wrap("a"), sys.executable, "-m", "loadtests.latency_proxy",
+                              "--listen", "127.0.0.1:16390", "--transparent", "--control",
+                              str(ctl)], cwd=Path(__file__).resolve().parents[2],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            try:
+                control(ctl, "status")
+                break
+            except ProxyError:
+                time.sleep(0.05)
+        network.redirect("a", "lat1", [b], 16390, DEFAULT_MARK)
+        control(ctl, "set", up_ms=150, down_ms=150)
+
+        def round_trip() -> float:
+            with socket.create_connection((b, PORT), timeout=5) as sock:
+                start = time.monotonic()
+                sock.sendall(b"ping")
+                assert sock.recv(4) == b"ping"
+                return time.monotonic() - start
+        slow = in_host(network, "a", round_trip)
+        assert 0.3 <= slow < 1.3
+        control(ctl, "set", up_ms=0, down_ms=0)
+        assert in_host(network, "a", round_trip) < 0.2
+        assert control(ctl, "status")["served"] == 2  # both went through the proxy
+        assert peers == [a, a]  # and reached b from a's own address
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+        server.close()
