@@ -280,3 +280,29 @@ def test_a_redirect_puts_a_transparent_latency_proxy_on_a_hosts_path(network, tm
         proxy.terminate()
         proxy.wait(10)
         server.close()
+
+
+@pytest.mark.slow
+def test_latency_on_the_leaders_redis_path_and_a_front_path_costs_no_request(tmp_path):
+    """Sentinel, --netns, behind the front: 1 s each way between the leader and Redis (its
+    calls time out: it steps down, another node is elected, it is declared dead while it
+    serves); 300 ms between HAProxy and a follower (its checks time out: HAProxy takes it
+    out). No request may fail, and every invariant holds."""
+    out = tmp_path / "lat"
+    done = subprocess.run(chaos_argv(
+        out, "--redis-mode", "sentinel", "--duration", "30", "--front", "haproxy",
+        "--users", "4", "--rate", "20", "--fault", "5:slow-redis:leader:delay=1000,duration=8",
+        "--fault", "18:slow-front:follower:delay=300,duration=4"),
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    report = json.loads((out / "report.json").read_text())
+    redis_fault, front_fault = report["faults"]
+    assert [f["outcome"] for f in report["faults"]] == ["done", "done"], done.stdout
+    facts = redis_fault["facts"]
+    assert facts["leader_before"] == redis_fault["node"]
+    assert facts["elected"] and not facts["elected"].startswith(redis_fault["node"])
+    assert facts["declared_dead_s"] is not None and facts["longest_silence_s"] > 3
+    assert front_fault["facts"]["front_out_s"] is not None
+    assert front_fault["allowed_failures"] is not None
+    assert report["totals"]["failed"] == 0, done.stdout[-2000:]
+    assert all(i["held"] for i in report["invariants"]), report["invariants"]
+    assert done.returncode == 0, done.stdout[-2000:]
