@@ -89,8 +89,8 @@ class LatencyPath:
                                      f"{self.log_path}") from None
                 time.sleep(0.05)
 
-    def delay(self, ms: float) -> None:
-        control(self.control_path, "set", up_ms=ms, down_ms=ms)
+    def delay(self, ms: float, jitter_ms: float = 0.0) -> None:
+        control(self.control_path, "set", up_ms=ms, down_ms=ms, jitter_ms=jitter_ms)
 
 
 def start_front_paths(front: Any, cluster: Any, run_dir: Path, tracker: Any,
@@ -126,10 +126,11 @@ def slow_path(ctx: Any, rec: Any, node: Any) -> Generator[float, None, None]:
         raise RuntimeError(f"{node.node_id} has no latency proxy on its path to "
                            f"{'the front (it joined after the front started)' if front else 'Redis'}")
     ms = rec.fault.delay if rec.fault.delay is not None else DEFAULT_DELAY_MS
-    path.delay(ms)
+    jitter = rec.fault.jitter or 0.0
+    path.delay(ms, jitter)
     rec.started = time.time()
     rec.pids = [path.pid]
-    rec.detail = (f"{ms:g} ms each way on {'the front' if front else 'its'} path to "
+    rec.detail = (f"{ms:g}{f' (+ up to {jitter:g})' if jitter else ''} ms each way on {'the front' if front else 'its'} path to "
                   f"{'it' if front else 'Redis'} (proxy pid {path.pid})")
     try:
         yield rec.fault.duration or 0.0

@@ -60,8 +60,8 @@ ACTIONS: dict[str, ActionSpec] = {
                                             "Sentinels and from half the nodes (split brain)"),
     # Latency: the node reaches Redis through a latency proxy from the start (latency_faults.py).
     "slow-redis": ActionSpec(True, 5.0, "delay the node's traffic with Redis and the Sentinels "
-                                        "by `delay` ms (default 200) each way, for `duration`; "
-                                        "with Sentinel it needs --netns"),
+                                        "by `delay` ms (default 200; + up to `jitter` ms) each "
+                                        "way, for `duration`; with Sentinel it needs --netns"),
     "slow-front": ActionSpec(True, 5.0, "--netns, front: delay HAProxy's traffic with the node "
                                         "by `delay` ms (default 200) each way, for `duration`"),
 }
@@ -79,7 +79,8 @@ class Fault:
     node: str | None = None
     duration: float | None = None
     master: int | None = None
-    delay: float | None = None  # ms each way (slow-redis)
+    delay: float | None = None  # ms each way (slow-redis, slow-front)
+    jitter: float | None = None  # + U(0, jitter) ms per chunk, each way
 
     @property
     def label(self) -> str:
@@ -89,7 +90,7 @@ class Fault:
         if self.master is not None:
             parts.append(f"m{self.master}")
         if self.delay is not None:
-            parts.append(f"{self.delay:g}ms")
+            parts.append(f"{self.delay:g}ms" + (f"+-{self.jitter:g}" if self.jitter else ""))
         if self.duration:
             parts.append(f"{self.duration:g}s")
         return " ".join(parts)
@@ -171,13 +172,15 @@ def parse_fault(data: dict[str, Any]) -> Fault:
         if action != "kill-master":
             raise ScenarioError(f"fault {action} takes no `master`")
         master = _number("fault kill-master master", master, integer=True)
-    delay = data.get("delay")
-    if delay is not None:
-        if action not in LATENCY_ACTIONS:
-            raise ScenarioError(f"fault {action} takes no `delay`")
-        delay = float(_number(f"fault {action} delay (ms)", delay))
+    delay, jitter = data.get("delay"), data.get("jitter")
+    for key, value in (("delay", delay), ("jitter", jitter)):
+        if value is not None:
+            if action not in LATENCY_ACTIONS:
+                raise ScenarioError(f"fault {action} takes no `{key}`")
+            _number(f"fault {action} {key} (ms)", value)
     return Fault(float(_number(f"fault {action} at", data["at"], minimum=0.5)), action,
-                 str(node) if node else None, duration, master, delay)
+                 str(node) if node else None, duration, master,
+                 None if delay is None else float(delay), None if jitter is None else float(jitter))
 
 
 def parse_cluster(data: dict[str, Any]) -> ClusterShape:

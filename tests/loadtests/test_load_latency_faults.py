@@ -49,8 +49,12 @@ def test_the_fault_takes_a_delay_in_ms_and_only_slow_redis_does():
     assert fault == Fault(5.0, "slow-redis", "n1", 3.0, None, 250.0)
     assert fault.label == "slow-redis n1 250ms 3s"
     assert parse_fault({"at": 5, "action": "slow-redis", "node": "leader"}).duration == 5.0
+    jittered = parse_fault_flag("5:slow-front:n2:delay=100,jitter=50")
+    assert jittered.jitter == 50.0 and jittered.label == "slow-front n2 100ms+-50 5s"
     with pytest.raises(ScenarioError, match="takes no `delay`"):
         parse_fault({"at": 5, "action": "pause-node", "node": "n1", "delay": 100})
+    with pytest.raises(ScenarioError, match="takes no `jitter`"):
+        parse_fault({"at": 5, "action": "pause-node", "node": "n1", "jitter": 100})
 
 
 def test_a_slowed_redis_path_costs_no_request_and_shows_in_the_history(tmp_path):
@@ -62,7 +66,7 @@ def test_a_slowed_redis_path_costs_no_request_and_shows_in_the_history(tmp_path)
         done = subprocess.run(
             [sys.executable, "-m", "loadtests.chaos", "--out", str(out), "--duration", "12",
              "--nodes", "2", "--masters", "1", "--workers", "1", "--users", "2", "--rate", "10",
-             "--no-plot", "--fault", "4:slow-redis:n2:delay=300,duration=3"],
+             "--no-plot", "--fault", "4:slow-redis:n2:delay=300,jitter=20,duration=3"],
             cwd=ROOT, capture_output=True, text=True, timeout=150)
     finally:
         leftovers = ProcessTracker(out / "run")
@@ -73,11 +77,12 @@ def test_a_slowed_redis_path_costs_no_request_and_shows_in_the_history(tmp_path)
     (fault,) = report["faults"]
     assert fault["outcome"] == "done", fault
     assert fault["allowed_failures"] == 0 and fault["failed"] == 0
-    assert "300 ms each way" in fault["detail"]
+    assert "300 (+ up to 20) ms each way" in fault["detail"]
     facts = fault["facts"]
     assert facts["declared_dead_s"] is None and facts["heartbeats"] >= 2
     proxy_log = (out / "run" / "lat-n2.log").read_text()
-    assert "'up_ms': 300.0" in proxy_log and "'up_ms': 0.0" in proxy_log
+    assert "'up_ms': 300.0" in proxy_log and "'jitter_ms': 20.0" in proxy_log
+    assert "'up_ms': 0.0" in proxy_log
     # Every heartbeat of n2 during the delay took a round trip through it.
     beats = [json.loads(line) for f in (out / "history").glob("*.jsonl")
              for line in f.read_text().splitlines()]
