@@ -272,6 +272,10 @@ def failures_within_allowance(history: list[Record], settle: float) -> Invariant
     # drained, cut from the front) nothing can serve, and the span may lose anything.
     outs = sorted((s["t"], _end(ends.get(i, s)), s["node"]) for i, s in starts.items()
                   if s.get("action") in TAKES_NODE_OUT and s.get("node"))
+    # A node that joined is out of it until it was ready (its fault's end): the final
+    # node list names it, but it served nothing before (random seed 7, 90 s).
+    outs += [(float("-inf"), _end(ends.get(i, s)), s["node"]) for i, s in starts.items()
+             if s.get("action") == "join-node" and s.get("node")]
     spans: list[list[Any]] = []  # [start, end, allowance or None, labels, failed, unknown]
     for a, b, allowance, label in covers:
         if spans and a <= spans[-1][1]:

@@ -205,6 +205,29 @@ def test_while_every_node_is_out_at_once_any_loss_is_allowed():
     assert not inv.held and "allowed 0" in inv.evidence
 
 
+def test_a_node_that_joins_later_is_out_until_it_is_ready():
+    """Random seed 7 (90 s, --netns --front haproxy): n1 paused, n2 drained, n3 cut from
+    the front at once, 893 HTTP 503s (no server in rotation); n4 joined after that, and
+    its name in the final node list hid that every node was out."""
+    def out(t, end, ident, node, action):
+        return [{**fault(t, "start", ident, f"{action} {node}", 0), "action": action,
+                 "node": node}, fault(end, "end", ident)]
+    three = [*out(10, 14, 1, "n1", "pause-node"), *out(10, 20, 2, "n2", "drain-node"),
+             *out(11, 14, 3, "n3", "cut-front"), http(12, ok=False)]
+    joined = [{**fault(13, "start", 4, "join-node", 0), "action": "join-node", "node": "n4"},
+              fault(19, "end", 4), {**final(30, ["n1", "n2", "n3", "n4"]),
+                                    "nodes": ["n1", "n2", "n3", "n4"]}]
+    inv = checker.failures_within_allowance(sorted(three + joined, key=lambda r: r["t"]),
+                                            BOUND)
+    assert inv.held and "1/any" in inv.evidence, inv.evidence
+    # Once ready, the new node serves: every other node out is no longer every node.
+    late = [*out(20, 24, 5, "n1", "pause-node"), *out(20, 24, 6, "n3", "cut-front"),
+            *out(21, 24, 7, "n2", "drain-node"), http(22, ok=False)]
+    inv = checker.failures_within_allowance(sorted(late + joined, key=lambda r: r["t"]),
+                                            BOUND)
+    assert not inv.held and "allowed 0" in inv.evidence
+
+
 def test_dual_leadership_counts_two_leaders_renewing_on_two_primaries():
     def renew(t, who, epoch, lineage):
         return store(t, "renew_lease", True, who=who, epoch=epoch, holder=who, lineage=lineage)
