@@ -107,7 +107,6 @@ def serve(cfg: Any, args: list[str], plugins: list[Any]) -> int:
         return 0
     except (BindError, HandoffError) as exc:
         fail(str(exc), 1)
-    write_pidfile(cfg, origin, listeners, group)
     arbiter.attach(listeners, group)
     daemon.ready()
     return run_arbiter(arbiter, listeners, group)
@@ -200,7 +199,7 @@ def obtain_listeners(cfg: Any, origin: Origin) -> tuple[list[Any], MasterGroup |
         return inherited_listeners(cfg, origin, origin.inherited)
     if cfg.handoff:
         return group_listeners(cfg, origin)
-    return bind_all(cfg), None
+    return bind_owned(cfg), None
 
 
 def inherited_listeners(cfg: Any, origin: Origin, inherited: Inherited
@@ -222,7 +221,9 @@ def group_listeners(cfg: Any, origin: Origin) -> tuple[list[Any], MasterGroup]:
         if not origin.started_by_peer:  # an operator's fresh start forgets an old stop
             MasterGroup.stop_marker_clear(cfg.handoff)
         index_lock = MasterGroup.claim_index(cfg.handoff, origin.index, origin.inherited_lock)
-    listeners, owner = acquire_or_fetch(cfg.handoff, lambda: bind_all(cfg))
+    # Only the master that binds (the path's new owner) writes the pid file: the others
+    # share it with that owner.
+    listeners, owner = acquire_or_fetch(cfg.handoff, lambda: bind_owned(cfg))
     if owner is not None:  # nobody served the path: the node starts afresh
         MasterGroup.drain_marker_clear(cfg.handoff)
     group = MasterGroup(cfg, listeners, owner, origin.index, index_lock, reexec_argv(),
@@ -235,15 +236,24 @@ def bind_all(cfg: Any) -> list[Any]:
         return create_listeners(cfg.bind, cfg.backlog, os.environ, cfg.reuse_port)
 
 
-def write_pidfile(cfg: Any, origin: Origin, listeners: list[Any],
-                  group: MasterGroup | None) -> None:
-    # In a hand-off group only the owner of the listeners writes it.
-    if cfg.pidfile and origin.inherited is None and (group is None or group.owner is not None):
+def bind_owned(cfg: Any) -> list[Any]:
+    """Write the pid file, then bind: Gunicorn's arbiter order, so whoever finds the port
+    answering finds the pid file too (written after the bind, a script polling the port
+    could read no pid file). Undone if the bind fails.
+
+    A USR2 successor never comes here: it inherits the listeners and rewrites the pid file
+    when promoted (successor.py), while the old master still owns it."""
+    if cfg.pidfile:
         try:
             pidfile.write(cfg.pidfile, os.getpid())
         except pidfile.PidfileError as exc:
-            close_all(listeners, unlink=group is None)
             fail(str(exc), 1)
+    try:
+        return bind_all(cfg)
+    except BaseException:
+        if cfg.pidfile:
+            pidfile.remove_if_ours(cfg.pidfile, os.getpid())
+        raise
 
 
 def run_arbiter(arbiter: Arbiter, listeners: list[Any], group: MasterGroup | None) -> int:

@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from polycorn.server import identity, pidfile
-from support.procs import ROOT, alive, wait_until
+from support.procs import ROOT, alive, port_open, wait_until
 
 APPS = ROOT / "tests" / "apps"
 # Not a master, although its command line says "polycorn".
@@ -181,3 +182,37 @@ def test_an_old_master_gone_before_its_successor_recorded_itself_is_not_died(tmp
         master.wait()
         if successor:
             os.kill(successor, signal.SIGKILL)
+
+
+# Started in the master by Python itself (sitecustomize on PYTHONPATH): each TCP listen()
+# is held for a while, so a pid file written only after the bind is seen missing while
+# the port already answers. Nothing else changes; the delay is only what widens the race.
+SLOW_LISTEN = '''
+import socket, time
+_listen = socket.socket.listen
+def listen(self, *args):
+    _listen(self, *args)
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        time.sleep(0.5)
+socket.socket.listen = listen
+'''
+
+
+@pytest.mark.parametrize("masters", [1, 2])
+def test_the_pid_file_exists_as_soon_as_the_port_answers(polycorn, port, tmp_path, masters):
+    """Gunicorn's arbiter writes the pid file before it binds: a script that finds the
+    port answering can read the pid file (the deregister test once found it missing)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_LISTEN)
+    pid_path = tmp_path / "p.pid"
+    group = ["--masters", "2", "--handoff", str(tmp_path / "h.sock")] if masters > 1 else []
+    server = polycorn("-b", f"127.0.0.1:{port}", "-w", "1", "-p", str(pid_path), *group,
+                      "testapp:application", cwd=APPS, env={"PYTHONPATH": str(site)})
+    wait_until(lambda: port_open(port) or server.proc.poll() is not None, 15, interval=0.005,
+               what="the port to answer")
+    existed = pid_path.exists()  # read at once: the master is still inside its listen()
+    assert server.proc.poll() is None, server.log()
+    assert existed, "the port answered before the pid file was written"
+    assert int(pid_path.read_text()) == server.pid
+    wait_until(lambda: "ready: " in server.log(), 15, what="the master ready")
