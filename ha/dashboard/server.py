@@ -30,6 +30,7 @@ from polycorn.ha.ctl import actions
 from polycorn.ha.ctl.common import EXIT_BUSY, EXIT_EMPTY, CtlError
 from polycorn.ha.dashboard import guard
 from polycorn.ha.dashboard.hub import Hub
+from polycorn.ha.dashboard.limiter import FailureLimiter
 from polycorn.ha.rollout import DEFAULT_NODE_TIMEOUT
 from polycorn.ha.store import ClusterStore, StoreUnavailable
 
@@ -66,6 +67,7 @@ class DashboardServer(ThreadingHTTPServer):
         self.store = store
         self.ttl_ms = ttl_ms
         self.token = token
+        self.failures = FailureLimiter()  # wrong tokens per client address
         self.streams = threading.BoundedSemaphore(MAX_STREAMS)
         self.files = {path: (_static(name), kind) for path, (name, kind) in STATIC.items()}
 
@@ -182,7 +184,16 @@ class Handler(BaseHTTPRequestHandler):
                         "read-only dashboard: started without --allow-actions")
             return
         who = self.client_address[0]
+        # Checked before the token: a right guess must look like any other while refused.
+        wait = self.server.failures.retry_after(who)
+        if wait:
+            log.warning("dashboard: %s refused for %s (pid %d): too many wrong tokens, "
+                        "retry after %ds", verb, who, os.getpid(), wait)
+            self._error(HTTPStatus.TOO_MANY_REQUESTS, "too many wrong tokens from this "
+                        f"address: retry after {wait}s", {"Retry-After": str(wait)})
+            return
         if not guard.token_matches(self.server.token, self.headers.get("Authorization")):
+            self.server.failures.failed(who)
             log.warning("dashboard: %s refused for %s (pid %d): no or wrong token", verb, who,
                         os.getpid())
             self._error(HTTPStatus.UNAUTHORIZED, "a valid token is needed "

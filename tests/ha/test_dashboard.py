@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from dashsupport import Dashboard, EventStream
 from polycorn.ha.ctl.actions import plan_rollout
-from polycorn.ha.dashboard import guard
+from polycorn.ha.dashboard import guard, limiter
 from polycorn.ha.dashboard.rates import RateMeter, request_total
 from polycorn.ha.events import Event
 from polycorn.ha.registry import Departure, NodeInfo, NodeState
@@ -241,6 +241,47 @@ def test_actions_need_the_token_and_a_drain_takes_effect(redis_farm, fake_nodes,
     wait_until(lambda: not draining(), 10, interval=0.05, what=f"{target} ready again")
     assert d.post("abort", {}, token=TOKEN)[0] == 409  # no rollout running
     assert "refused" in d.log() and TOKEN not in d.log()
+
+
+def test_wrong_tokens_from_one_address_are_limited_then_refused_with_retry_after(
+        shared_redis, cluster_name, dashboards):
+    """A token cannot be guessed at network speed: after LIMIT wrong tokens an address
+    gets 429 with Retry-After, even for the right token, while another address is not
+    held back by it."""
+    d = dashboards(shared_redis.url, cluster_name, "--allow-actions",
+                   env={guard.TOKEN_ENV: TOKEN})
+
+    def post(token: str, source: str = "127.0.0.1") -> tuple[int, dict, dict]:
+        status, headers, body = d.request(
+            "POST", "/api/actions/drain", json.dumps({"node": "nope"}).encode(),
+            {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}, source)
+        return status, headers, json.loads(body)
+
+    wrong = "w" * len(TOKEN)
+    assert [post(wrong)[0] for _ in range(limiter.LIMIT)] == [401] * limiter.LIMIT
+    status, headers, reply = post(wrong)
+    assert status == 429, reply
+    assert 1 <= int(headers["Retry-After"]) <= limiter.WINDOW
+    assert post(TOKEN)[0] == 429  # the right token too: a refusal tells a guesser nothing
+    assert post(TOKEN, source="127.0.0.2")[0] == 400  # admitted (then "nope" is no node)
+    assert post(wrong, source="127.0.0.2")[0] == 401
+    assert "too many wrong tokens" in d.log() and TOKEN not in d.log()
+
+
+def test_failure_limiter_window_and_bound():
+    now = [100.0]
+    lim = limiter.FailureLimiter(limit=2, window=10.0, max_clients=2, clock=lambda: now[0])
+    lim.failed("a")
+    assert lim.retry_after("a") == 0
+    lim.failed("a")
+    assert lim.retry_after("a") == 10
+    now[0] += 7.5
+    assert lim.retry_after("a") == 3  # whole seconds, rounded up
+    now[0] += 2.5
+    assert lim.retry_after("a") == 0  # the window ended: counted afresh
+    lim.failed("b"), lim.failed("b"), lim.failed("c"), lim.failed("d")
+    assert lim.retry_after("b") == 0  # past max_clients the oldest window went
+    assert len(lim._windows) == 2
 
 
 def test_read_only_dashboard_has_no_action_endpoints(shared_redis, cluster_name, dashboards):
