@@ -33,8 +33,8 @@ from typing import Any
 from polycorn.server.tls import accept_tls
 from polycorn.server.workers.base import RunState, Worker, log
 from polycorn.server.workers.proxy_gate import ProxyGate
+from polycorn.server.wsgi.client import ClientConnection
 from polycorn.server.wsgi.client_waits import ClientWaits
-from polycorn.server.wsgi.handler import ClientConnection
 
 
 class ThreadWorker(Worker):
