@@ -207,8 +207,9 @@ def test_the_pid_file_exists_as_soon_as_the_port_answers(polycorn, port, tmp_pat
     (site / "sitecustomize.py").write_text(SLOW_LISTEN)
     pid_path = tmp_path / "p.pid"
     group = ["--masters", "2", "--handoff", str(tmp_path / "h.sock")] if masters > 1 else []
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     server = polycorn("-b", f"127.0.0.1:{port}", "-w", "1", "-p", str(pid_path), *group,
-                      "testapp:application", cwd=APPS, env={"PYTHONPATH": str(site)})
+                      "testapp:application", cwd=APPS, env={"PYTHONPATH": path})
     wait_until(lambda: port_open(port) or server.proc.poll() is not None, 15, interval=0.005,
                what="the port to answer")
     existed = pid_path.exists()  # read at once: the master is still inside its listen()
