@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -217,3 +218,21 @@ def test_the_pid_file_exists_as_soon_as_the_port_answers(polycorn, port, tmp_pat
     assert existed, "the port answered before the pid file was written"
     assert int(pid_path.read_text()) == server.pid
     wait_until(lambda: "ready: " in server.log(), 15, what="the master ready")
+
+
+def test_a_bind_that_fails_takes_its_pid_file_back(tmp_path):
+    """The pid file is written before the bind now: a master that cannot listen must not
+    leave it (nor its stamp) behind."""
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        pid_path = tmp_path / "p.pid"
+        done = subprocess.run(
+            [sys.executable, "-m", "polycorn.server.main", "-b",
+             f"127.0.0.1:{taken.getsockname()[1]}", "-p", str(pid_path),
+             "testapp:application"], cwd=APPS, capture_output=True, text=True, timeout=30)
+    finally:
+        taken.close()
+    assert done.returncode == 1 and "address already in use" in done.stderr, done.stderr
+    assert not pid_path.exists() and not Path(pidfile.stamp_path(str(pid_path))).exists()
