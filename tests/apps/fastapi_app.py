@@ -44,6 +44,12 @@ async def state(request: Request) -> dict:
     return {"started_by": request.state.started_by, "greeting": request.state.greeting}
 
 
+@app.get("/version")
+async def version() -> PlainTextResponse:
+    # Which node answered, for the tests behind the HAProxy front (frontsupport.py).
+    return PlainTextResponse(os.environ.get("APP_VERSION", "1"))
+
+
 @app.get("/health")
 async def health(request: Request) -> PlainTextResponse:
     # 2xx only once lifespan startup ran: --health-check proves the order.

@@ -153,13 +153,22 @@ class SyncProc:
             return None
 
 
+# The app each kind of node serves: WSGI on the default worker, or a real FastAPI app
+# (lifespan on, /health 2xx only after startup) on -k asgi. Both answer /version with
+# APP_VERSION and /health on the path HAProxy checks.
+NODE_APPS = {
+    "wsgi": ("testapp:application",),
+    "asgi": ("-k", "asgi", "fastapi_app:app"),
+}
+
+
 def start_node(polycorn, redis_url: str, cluster: str, node_id: str, port: int,
-               wait: bool = True):
+               wait: bool = True, kind: str = "wsgi"):
     """A real polycorn node (2 workers) whose /version answers its node id."""
     return polycorn(
         "-b", f"127.0.0.1:{port}", "-w", "2", "--redis", redis_url, "--cluster", cluster,
         "--node-id", node_id, "--health-check", "/health", "--graceful-timeout", "10",
-        "testapp:application", wait_port=port if wait else None, cwd=APPS,
+        *NODE_APPS[kind], wait_port=port if wait else None, cwd=APPS,
         env={"APP_VERSION": node_id})
 
 

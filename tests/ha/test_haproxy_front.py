@@ -27,6 +27,7 @@ from frontsupport import (
 from polycorn.ha import events as ev
 from polycorn.ha.haproxy.servers import Admin, parse_stat
 from polycorn.ha.registry import NodeState
+from support.http import get
 from support.load import Load
 from support.procs import free_port, kill_all, wait_until
 from test_agent import TTL_MS, observer
@@ -40,6 +41,7 @@ class Front:
     name: str
     polycorn: object
     workdir: object
+    kind: str = "wsgi"  # the nodes' app and worker: frontsupport.NODE_APPS
     haproxy: HAProxyProc | None = None
     sync: SyncProc | None = None
     ports: dict[str, int] = field(default_factory=dict)
@@ -51,7 +53,7 @@ class Front:
     def start_node(self, node_id: str, wait: bool = True) -> None:
         port = self.ports.setdefault(node_id, free_port())
         self.procs[node_id] = start_node(self.polycorn, self.redis.url, self.name, node_id,
-                                         port, wait)
+                                         port, wait, self.kind)
 
     def ready_nodes(self) -> set[str]:
         return {r.info.node_id for r in self.store.nodes(TTL_MS)[1]
@@ -83,8 +85,11 @@ class Front:
 
 
 @pytest.fixture
-def front(redis_farm, polycorn, cluster_name, tmp_path):
-    f = Front(redis_farm.server(), cluster_name, polycorn, tmp_path)
+def front(request, redis_farm, polycorn, cluster_name, tmp_path):
+    """Three nodes behind HAProxy and the sync; WSGI nodes unless a test parametrizes
+    it indirectly with another frontsupport.NODE_APPS kind ("asgi")."""
+    kind = getattr(request, "param", "wsgi")
+    f = Front(redis_farm.server(), cluster_name, polycorn, tmp_path, kind)
     for node_id in NODES:
         f.start_node(node_id)
     wait_until(lambda: f.ready_nodes() == set(NODES), 30, interval=0.05,
@@ -112,8 +117,13 @@ def served_by(load: Load) -> set[str]:
 # -- (a) a whole node killed ------------------------------------------------------------------
 
 
+# The ASGI twin (issue 16): the same kill with a FastAPI app on -k asgi.
+@pytest.mark.parametrize("front", ["wsgi", "asgi"], indirect=True)
 def test_kill_9_of_every_process_of_a_node_fails_no_request(front):
     f = front
+    if f.kind == "asgi":  # the FastAPI app answers, not the WSGI one
+        status, body, _ = get(f.haproxy.port, "/json")
+        assert status == 200 and json.loads(body)["app"] == "fastapi", body
     with f.load() as load:
         load.wait_requests(300)
         assert served_by(load) == set(NODES)
@@ -386,8 +396,6 @@ def test_a_get_in_flight_on_a_killed_node_is_resent_elsewhere_a_post_never(front
     requests, dies mid-request, and HAProxy resends the GET to another node (empty
     response, idempotent) but answers the POST with an error rather than replay it."""
     from concurrent.futures import ThreadPoolExecutor
-
-    from support.http import get
 
     f = front
     assert f.sync.stop() == 0
