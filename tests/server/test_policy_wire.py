@@ -25,8 +25,11 @@ WORKERS = {
     "thread": ("-k", "thread", "--threads", "1"),
     "event": ("-k", "event"),
     "event-asyncio": ("-k", "event"),
+    "asgi": ("-k", "asgi"),
 }
 SENDFILE = {"sync", "thread", "event-asyncio"}
+# -k asgi serves cycleapp's ASGI twin (same routes; see its docstring for the mapping).
+APP = {"asgi": "asgi_cycleapp:app"}
 
 
 class Server:
@@ -42,7 +45,7 @@ class Server:
             env["POLYCORN_LOOP"] = "asyncio"
         self.proc = Polycorn([*WORKERS[kind], "-w", "1", "--keep-alive", "5",
                               "-c", str(APPS / "cycle_conf.py"), "-b", f"127.0.0.1:{self.port}",
-                              "cycleapp:application"],
+                              APP.get(kind, "cycleapp:application")],
                              cwd=APPS, env=env, log_path=tmp / "polycorn.log")
         self.proc.wait_port(self.port)
 
