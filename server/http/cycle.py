@@ -176,8 +176,15 @@ class ConnectionCycle:
 
     def _respond_in_steps(self, status: int, reason: bytes,
                           headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
-        head = self.start_response(status, reason, headers)
-        return head + self.send_body(body) + self.end_response()
+        data = self.start_response(status, reason, headers) + self.send_body(body)
+        try:
+            return data + self.end_response()
+        except LocalProtocolError as exc:
+            # A body short of its Content-Length: the head and body are framed and true
+            # as far as they go. A caller that sends them and then cuts the connection
+            # shows the client what the three calls one by one would have.
+            exc.framed = data
+            raise
 
     def error_response(self, status: int, message: str = "") -> bytes:
         """A whole plain-text response with Connection: close; only before any response began."""

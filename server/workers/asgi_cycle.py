@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import http
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from polycorn.server.http.errors import RemoteProtocolError
+from polycorn.server.http.errors import LocalProtocolError, RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.workers.base import RunState
 from polycorn.server.workers.event_protocol import Phase
@@ -40,7 +40,7 @@ class Cycle:
 
     __slots__ = ("proto", "request", "environ", "trace", "task", "status", "headers",
                  "head_sent", "done", "body_done", "body_failed", "body_bytes",
-                 "disconnected", "hung_up", "continue_sent", "body_read", "_gone")
+                 "disconnected", "hung_up", "continue_sent", "body_read", "_gone", "whole")
 
     def __init__(self, proto: ASGIProtocol, request: Request, environ: dict,
                  trace: Trace | None) -> None:
@@ -61,6 +61,7 @@ class Cycle:
         self.continue_sent = False
         self.body_read = 0  # request body bytes given to the app
         self._gone: asyncio.Future | None = None  # receive() after the body waits on it
+        self.whole = False  # the whole response went out (logged once the app returns)
 
     # -- the app's callables ------------------------------------------------------------
 
@@ -128,22 +129,19 @@ class Cycle:
             raise RuntimeError(f"expected http.response.body, got {kind!r}")
         body = message.get("body", b"")
         more = message.get("more_body", False)
-        conn = proto.conn
-        if not self.head_sent:
-            self._before_head()
-            status = self.status
-            reason = _REASONS.get(status, b"Unknown")
-            self.head_sent = True
-            if more:
-                data = conn.start_response(status, reason, self.headers)
-                if body:
-                    data += conn.send_body(body)
-            else:
-                data = conn.respond_whole(status, reason, self.headers, body)
-        elif more:
-            data = conn.send_body(body) if body else b""
-        else:
-            data = (conn.send_body(body) if body else b"") + conn.end_response()
+        try:
+            data = self._frame(proto.conn, body, more)
+        except LocalProtocolError as exc:
+            # The app's mistake. A head refused (a bad header) sent nothing: the app's
+            # 500 is still possible. A body short of its Content-Length is sent as far as
+            # it goes, then the failure cuts the connection (policy: an app error after
+            # the head), so the client sees it truncated, never completed by the next one.
+            self.head_sent = proto.conn.response_started
+            framed = getattr(exc, "framed", b"")
+            if framed:
+                self.body_bytes += len(body)
+                proto.transport.write(framed)
+            raise
         self.body_bytes += len(body)
         if data:
             proto.transport.write(data)
@@ -153,6 +151,28 @@ class Cycle:
             await proto.wait_for_drain()
             if self.disconnected or proto.phase is _CLOSED:
                 raise ClientDisconnected("the client went away")
+
+    def _frame(self, conn: Any, body: bytes, more: bool) -> bytes:
+        """The bytes of one http.response.body message (with the head, the first time)."""
+        if not self.head_sent:
+            self._before_head()
+            status = self.status
+            reason = _REASONS.get(status, b"Unknown")
+            if not more:
+                data = conn.respond_whole(status, reason, self.headers, body)
+                self.head_sent = True
+                return data
+            data = conn.start_response(status, reason, self.headers)
+            self.head_sent = True
+            return data + conn.send_body(body) if body else data
+        data = conn.send_body(body) if body else b""
+        if more:
+            return data
+        try:
+            return data + conn.end_response()
+        except LocalProtocolError as exc:
+            exc.framed = data  # as respond_whole does: what may go out before the cut
+            raise
 
     def _before_head(self) -> None:
         """Say Connection: close now when the connection will not carry another request
@@ -174,9 +194,11 @@ class Cycle:
 
     # -- ends -------------------------------------------------------------------------
 
-    def finish(self) -> None:
+    def finish(self, whole: bool = False) -> None:
         """The cycle is over for the app: receive() says disconnect from now on."""
         self.done = True
+        if whole:
+            self.whole = True
         gone = self._gone
         if gone is not None and not gone.done():
             gone.set_result(None)

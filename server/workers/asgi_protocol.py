@@ -240,6 +240,17 @@ class ASGIProtocol(HTTPProtocol):
 
     async def _run(self, cycle: Cycle, app: Any, scope: dict) -> None:
         try:
+            await self._call(cycle, app, scope)
+        finally:
+            # A whole response is logged once the app returned (policy.py's order: the
+            # app's end, as an iterable's close(), then the access log, then
+            # post_request), as Gunicorn's -k asgi does; the connection went on to its
+            # next request when the response ended (see response_done).
+            if cycle.whole and cycle.trace is not None:
+                self._log(cycle, cycle.body_bytes)
+
+    async def _call(self, cycle: Cycle, app: Any, scope: dict) -> None:
+        try:
             await app(scope, cycle.receive, cycle.send)
         except asyncio.CancelledError:
             # Cancelled by us: the client left (grace period over) or the worker stops now.
@@ -331,11 +342,9 @@ class ASGIProtocol(HTTPProtocol):
             self.deadline = asgi_websocket.linger_deadline()
 
     def response_done(self, cycle: Cycle) -> None:
-        """The whole response went out: log, count, then the connection's next move."""
-        cycle.finish()
-        trace = cycle.trace
-        if trace is not None:
-            self._log(cycle, cycle.body_bytes)
+        """The whole response went out: count, then the connection's next move (the
+        access log and post_request wait for the app's return: _run)."""
+        cycle.finish(whole=True)
         self._cycle_over()
         conn = self.conn
         if self.phase is _CLOSED:

@@ -91,6 +91,18 @@ def test_the_same_error_and_state_as_the_three_calls(conn_class, mistake, rounds
 
 
 @pytest.mark.parametrize("conn_class", CONNECTIONS)
+def test_a_short_body_error_carries_what_the_calls_had_framed(conn_class) -> None:
+    """The asgi worker sends a short body's framed bytes before cutting (the client
+    sees the response truncated, as when the three calls are made one by one)."""
+    headers = [(b"Content-Length", b"9")]
+    whole, steps = ready(conn_class), ready(conn_class)
+    with pytest.raises(LocalProtocolError, match="short") as error:
+        whole.respond_whole(200, b"OK", list(headers), b"hello")
+    framed = steps.start_response(200, b"OK", list(headers)) + steps.send_body(b"hello")
+    assert error.value.framed == framed and framed.endswith(b"\r\n\r\nhello")
+
+
+@pytest.mark.parametrize("conn_class", CONNECTIONS)
 def test_a_second_response_to_one_request_is_refused(conn_class) -> None:
     conn = ready(conn_class)
     conn.respond_whole(200, b"OK", [(b"Content-Length", b"2")], b"ok")

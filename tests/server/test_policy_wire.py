@@ -197,12 +197,34 @@ def test_close_then_access_log_then_post_request(server):
 
 def test_a_failing_close_ends_the_connection_after_a_whole_response(server):
     path, after = unique("close-raises"), unique("ok")
+    if server.kind == "asgi":
+        return assert_asgi_raise_after_a_whole_response_keeps_the_connection(server, path, after)
     status, headers, body, data = exchange(server, path, after)
     assert status == "HTTP/1.1 200 OK" and body == b"hello"  # whole, then closed
     assert server.wait_lines(path, 3) == [f"close {path}", f"access {path} 200 5",
                                           f"post {path} 200 5"]
     assert server.lines(after) == []
     assert "error closing the response iterable" in server.proc.log()
+
+
+def assert_asgi_raise_after_a_whole_response_keeps_the_connection(server, path, after):
+    """A true ASGI difference (docs/internals.md, "The request cycle under -k asgi"): an
+    ASGI response ends with its last send, not with an iterable's close(), and the
+    connection goes on to its next request then (a pipelined one runs while the app
+    finishes, as under uvicorn). The app raising after that is logged with its
+    traceback and the request is observed whole, but the connection is not ended: the
+    next request did nothing wrong and may be under way already."""
+    last = get(after).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    with server.connect() as sock:
+        sock.sendall(get(path) + last)
+        data, _ = read_all(sock)
+    assert data.count(b"HTTP/1.1 200 OK") == 2 and data.endswith(b"\r\n\r\nhello"), data
+    assert server.wait_lines(path, 3) == [f"close {path}", f"access {path} 200 5",
+                                          f"post {path} 200 5"]
+    assert server.wait_lines(after, 3) == [f"close {after}", f"access {after} 200 5",
+                                           f"post {after} 200 5"]
+    assert "Exception in ASGI application after its response" in server.proc.log()
+    assert "close failure" in server.proc.log()
 
 
 def test_a_file_shorter_than_its_length_is_cut(server):
@@ -216,13 +238,14 @@ def test_a_file_shorter_than_its_length_is_cut(server):
                    what="the error line")
 
 
-@pytest.mark.parametrize("worker", ["sync", "thread", "event"])
+@pytest.mark.parametrize("worker", ["sync", "thread", "event", "asgi"])
 def test_max_requests_counts_requests_given_to_the_app(polycorn, port, worker):
     """A connection closed without a request, or a refused head, is not a request
     served: only what reached the app counts toward --max-requests (Gunicorn's
     handle_request), which the event worker already did."""
+    app = "asgi_testapp:app" if worker == "asgi" else "testapp:application"
     server = polycorn("-k", worker, "-w", "1", "--max-requests", "3", "-b", f"127.0.0.1:{port}",
-                      "testapp:application", wait_port=port, cwd=APPS)
+                      app, wait_port=port, cwd=APPS)
     first = wait_until(lambda: (w := server.workers()) and len(w) == 1 and w[0], 10,
                        what="one worker")
     for _ in range(4):
