@@ -59,6 +59,9 @@ async def app(scope, receive, send):
     if kind == "close-raises":
         return await respond(send, path, [*text, (b"content-length", b"5")], [b"hello"],
                              close_raises=True)
+    if kind == "bad-header":  # a CR in a value: refused when the head is framed
+        return await respond(send, path, [(b"x-split", b"a\r\nX-Injected: b"),
+                                          (b"content-length", b"5")], [b"hello"])
     if kind == "short-file":
         with open(SHORT_FILE, "rb") as f:
             data = f.read()

@@ -58,6 +58,9 @@ def application(environ, start_response):
     if kind == "close-raises":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
         return Body(path, [b"hello"], close_raises=True)
+    if kind == "bad-header":  # a CR in a value: refused when the head is framed
+        start_response("200 OK", [("X-Split", "a\r\nX-Injected: b"), ("Content-Length", "5")])
+        return Body(path, [b"hello"])
     if kind == "short-file":
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                   ("Content-Length", "100000")])

@@ -119,6 +119,21 @@ def test_app_error_before_the_head_is_a_500_logged_with_no_body_bytes(server):
     assert "app failure before start_response" in server.proc.log()
 
 
+def test_a_head_the_server_refuses_is_a_500_logged_with_no_body_bytes(server):
+    """A header the app gave that cannot go on the wire (a CR in its value) fails the
+    cycle before any byte of the head went out: the app's 500, not a cut connection."""
+    path = unique("bad-header")
+    status, headers, body, data = exchange(server, path, unique("ok"))
+    assert status == "HTTP/1.1 500 Internal Server Error" and b"X-Injected" not in data
+    assert headers["connection"] == "close" and data.count(b"HTTP/1.1") == 1
+    notes = [f"access {path} 500 0", f"post {path} 500 0"]
+    if server.kind == "asgi":
+        # WSGI's start_response refuses it inside the app, before any iterable exists;
+        # ASGI's send() does, and the app's sending ends (its "close") before the log.
+        notes.insert(0, f"close {path}")
+    assert server.wait_lines(path, len(notes)) == notes
+
+
 def assert_next_client_not_held(server: Server, first: bytes, status: bytes) -> None:
     """`first` is answered `status` and closed while its client stays connected; the
     next client must not wait for that client's FIN (a lingering close lasts 1 s and
