@@ -38,6 +38,11 @@ event worker (it buffers the body), at the app's first read for the blocking one
 Bytes logged (%(B)s, resp.sent): body bytes handed to the transport (0 for HEAD,
 204, 304), 0 for an error page the server wrote, as Gunicorn's handle_error logs.
 
+Under -k asgi the app call's return plays the iterable's close() (the log waits for
+it); the response ends at its last send(), so an exception after that is observed
+whole and logged, but ends no connection (docs/internals/asgi.md). A body short of
+its Content-Length there is an app error after the head (CUT), as for a generator.
+
 Where the two paths differed before this module, and the choice (Gunicorn's):
 (a) unchanged: the event worker refuses before calling the app, so no hooks ran.
 (b) the blocking handler logged it at info; Gunicorn logs bad requests at debug.
