@@ -1,7 +1,8 @@
 """The ASGI `http` and `websocket` scopes, made from the request and its WSGI environ.
 
 The environ builder is the one judge of a request's names (the listener's or the
-Host's server name, the trusted front end's scheme, refused header names): the
+Host's server name, the trusted front end's scheme, refused or dropped header
+names, --header-map): the
 scope takes its answers from it, so -k asgi names a request exactly as -k event does.
 """
 
@@ -40,8 +41,11 @@ def _address(host: str, port: str) -> tuple[str, int | None]:
 
 
 def http_scope(request: Request, environ: dict[str, Any], root_path: str,
-               state: dict[str, Any] | None, kind: str = "http") -> dict[str, Any]:
-    """The scope of one request (`kind` "websocket" for an upgrade)."""
+               state: dict[str, Any] | None, kind: str = "http",
+               headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    """The scope of one request (`kind` "websocket" for an upgrade); `headers` are the
+    request's as the environ builder lets them through (EnvironBuilder.scope_headers),
+    all of them when not given."""
     target = request.target
     if target[:1] == b"/":  # origin-form, the common one
         raw_path, _, query = target.partition(b"?")
@@ -63,7 +67,7 @@ def http_scope(request: Request, environ: dict[str, Any], root_path: str,
         "raw_path": raw_path,
         "query_string": query,
         "root_path": root_path or environ.get("SCRIPT_NAME", ""),
-        "headers": list(request.headers),
+        "headers": list(request.headers) if headers is None else headers,
         "client": _address(environ.get("REMOTE_ADDR", ""), environ.get("REMOTE_PORT", "")),
         "server": _address(environ["SERVER_NAME"], environ["SERVER_PORT"]),
     }

@@ -227,7 +227,8 @@ class ASGIProtocol(HTTPProtocol):
             if self.conn.next_event().__class__ is EndOfMessage:
                 cycle.body_done = True
                 cycle.body_read = -1  # receive() owes the app one empty http.request
-        scope = http_scope(request, environ, ctx.root_path, ctx.state)
+        scope = http_scope(request, environ, ctx.root_path, ctx.state,
+                           headers=self._scope_headers(request))
         if trace is not None and ctx.pre_request is not None:
             try:
                 ctx.pre_request(ctx.worker, trace.hook_request)
@@ -277,13 +278,20 @@ class ASGIProtocol(HTTPProtocol):
                 self._app_failed(cycle, RuntimeError(
                     "the ASGI app returned without completing its response"))
 
+    def _scope_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
+        """The headers --header-map lets through (names with "_", as in the environ)."""
+        entries = self.client_entries
+        trusted = entries[1] if entries is not None else False
+        return self.builder.scope_headers(request.headers, trusted)
+
     # -- websockets --------------------------------------------------------------------
 
     def _start_websocket(self, request: Request, environ: dict, trace: Trace | None,
                          app: Any) -> None:
         """Hand the connection to a WebSocketSession (the HTTP parser is done with it)."""
         ctx = self.ctx
-        scope = http_scope(request, environ, ctx.root_path, ctx.state, kind="websocket")
+        scope = http_scope(request, environ, ctx.root_path, ctx.state, kind="websocket",
+                           headers=self._scope_headers(request))
         self.ws_trace = trace
         self.ws = session = asgi_websocket.WebSocketSession(
             self, request, scope, self.conn.trailing_data[0])

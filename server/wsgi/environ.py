@@ -343,6 +343,18 @@ class EnvironBuilder:
             for key, values in repeated.items():
                 environ[key] = ",".join(values)
 
+    def scope_headers(self, headers: Any, trusted: bool) -> list[tuple[bytes, bytes]]:
+        """A request's headers as an ASGI scope gets them: a name with "_" only where
+        the environ maps it (a trusted front end's forwarder_headers, header_map
+        dangerous), as Gunicorn 27's -k asgi; under header_map refuse, build() has
+        refused the request already. `trusted` is client_entries()'s second item."""
+        if self._header_map != "dangerous":
+            for name, _ in headers:
+                if b"_" in name:
+                    return [(n, v) for n, v in headers
+                            if b"_" not in n or self._underscore_key(n, trusted)]
+        return list(headers)
+
     def _underscore_key(self, name: bytes, trusted: bool) -> str:
         """The environ key for a header name with "_", by Gunicorn's rules: a trusted
         front end's forwarder_headers are mapped; otherwise header_map says drop (the
