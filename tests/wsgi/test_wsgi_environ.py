@@ -197,6 +197,21 @@ def test_header_map_dangerous_maps_underscores_like_dashes():
     assert env["HTTP_CONTENT_LENGTH"] == "7" and "CONTENT_LENGTH" not in env
 
 
+@pytest.mark.parametrize("header_map,trusted,kept", [
+    ("drop", False, [(b"x-custom", b"2")]),
+    ("drop", True, [(b"x-custom", b"2"), (b"script_name", b"/app")]),
+    ("dangerous", False, [(b"x_custom", b"1"), (b"x-custom", b"2"), (b"script_name", b"/app")]),
+])
+def test_scope_headers_let_through_what_the_environ_maps(header_map, trusted, kept):
+    """The ASGI scope's headers: a name with "_" only where the environ maps it
+    (forwarder_headers of a trusted front end, header_map dangerous)."""
+    builder = EnvironBuilder(make_cfg(header_map=header_map), LISTENER, "http")
+    headers = ((b"x_custom", b"1"), (b"x-custom", b"2"), (b"script_name", b"/app"))
+    assert builder.scope_headers(headers, trusted) == kept
+    plain = ((b"host", b"h"), (b"x-custom", b"2"))
+    assert builder.scope_headers(plain, trusted) == list(plain)
+
+
 def test_content_length_comes_from_framing_not_header():
     # A chunked request may carry a stray Content-Length: the parser's framing wins.
     env = build(headers=[(b"transfer-encoding", b"chunked"), (b"content-length", b"3")],
