@@ -241,7 +241,17 @@ class ASGIProtocol(HTTPProtocol):
 
     async def _run(self, cycle: Cycle, app: Any, scope: dict) -> None:
         try:
-            await self._call(cycle, app, scope)
+            await app(scope, cycle.receive, cycle.send)
+        except asyncio.CancelledError:
+            # Cancelled by us: the client left (grace period over) or the worker stops now.
+            if not cycle.done or self.cycle is cycle:
+                self._client_gone_end(cycle, None)
+        except BaseException as exc:
+            if self._app_raised(cycle, exc):
+                raise
+        else:
+            if self.cycle is cycle:  # the app returned before its response was over
+                self._returned_early(cycle)
         finally:
             # A whole response is logged once the app returned (policy.py's order: the
             # app's end, as an iterable's close(), then the access log, then
@@ -250,33 +260,25 @@ class ASGIProtocol(HTTPProtocol):
             if cycle.whole and cycle.trace is not None:
                 self._log(cycle, cycle.body_bytes)
 
-    async def _call(self, cycle: Cycle, app: Any, scope: dict) -> None:
-        try:
-            await app(scope, cycle.receive, cycle.send)
-        except asyncio.CancelledError:
-            # Cancelled by us: the client left (grace period over) or the worker stops now.
-            if not cycle.done or self.cycle is cycle:
-                self._client_gone_end(cycle, None)
-            return
-        except BaseException as exc:
-            if cycle.done and self.cycle is not cycle:
-                if not isinstance(exc, OSError) or not cycle.disconnected:
-                    log.error("Exception in ASGI application after its response (%s %s)",
-                              cycle.environ.get("REQUEST_METHOD"), cycle.environ.get("RAW_URI"),
-                              exc_info=exc)
-                return
-            self._app_failed(cycle, exc)
-            if isinstance(exc, SystemExit | KeyboardInterrupt):
-                raise
-            return
-        if self.cycle is cycle:  # the app returned before its response was over
-            if cycle.disconnected:
-                self._client_gone_end(cycle, None)
-            elif cycle.body_failed is not None and not cycle.head_sent:
-                self._body_refused(cycle, cycle.body_failed)
-            else:
-                self._app_failed(cycle, RuntimeError(
-                    "the ASGI app returned without completing its response"))
+    def _app_raised(self, cycle: Cycle, exc: BaseException) -> bool:
+        """The app raised: log it, end the cycle; whether to raise it on (SystemExit)."""
+        if cycle.done and self.cycle is not cycle:
+            if not isinstance(exc, OSError) or not cycle.disconnected:
+                log.error("Exception in ASGI application after its response (%s %s)",
+                          cycle.environ.get("REQUEST_METHOD"), cycle.environ.get("RAW_URI"),
+                          exc_info=exc)
+            return False
+        self._app_failed(cycle, exc)
+        return isinstance(exc, SystemExit | KeyboardInterrupt)
+
+    def _returned_early(self, cycle: Cycle) -> None:
+        if cycle.disconnected:
+            self._client_gone_end(cycle, None)
+        elif cycle.body_failed is not None and not cycle.head_sent:
+            self._body_refused(cycle, cycle.body_failed)
+        else:
+            self._app_failed(cycle, RuntimeError(
+                "the ASGI app returned without completing its response"))
 
     def _scope_headers(self, request: Request) -> list[tuple[bytes, bytes]]:
         """The headers --header-map lets through (names with "_", as in the environ)."""
