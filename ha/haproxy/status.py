@@ -28,10 +28,14 @@ def status_rows(servers: Sequence[ServerState], stats: Mapping[str, Mapping[str,
         if s.endpoint == PLACEHOLDER and node is None:
             continue  # an unused slot
         stat = stats.get(s.name, {})
+        # HAProxy prefixes the last check's result with "* " while the next check is
+        # running: the row gives the result, and that a check runs apart.
+        check = stat.get("check_status", "")
+        running = check.startswith("* ")
         rows.append({
             "slot": s.name, "address": _addr(s.endpoint), "admin": s.admin.value,
             "status": stat.get("status") or s.op, "weight": s.weight,
-            "check": stat.get("check_status", ""),
+            "check": check[2:] if running else check, "check_running": running,
             "check_ms": stat.get("check_duration", ""),
             "node": node.node_id if node else None,
             "registry": _registry_state(node), "workers": node.workers if node else None,
@@ -42,7 +46,7 @@ def status_rows(servers: Sequence[ServerState], stats: Mapping[str, Mapping[str,
         if n.node_id not in seen:
             rows.append({"slot": None, "address": _addr(n.endpoint) if n.endpoint else None,
                          "admin": None, "status": None, "weight": None, "check": "",
-                         "check_ms": "", "node": n.node_id, "registry": _registry_state(n),
+                         "check_running": False, "check_ms": "", "node": n.node_id, "registry": _registry_state(n),
                          "workers": n.workers, "in_step": n.presence not in (
                              Presence.READY, Presence.DRAINING, Presence.UPGRADING)})
     return rows

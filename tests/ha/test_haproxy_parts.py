@@ -287,3 +287,14 @@ def test_status_puts_each_slot_beside_the_node_at_its_address():
     assert table[1].split() == ["s1", "10.0.0.1:8001", "UP", "2", "L7OK", "1ms", "n1",
                                 "ready", "2"]
     assert table[2].endswith("(out of step)")
+
+
+def test_status_gives_the_last_check_result_while_the_next_check_runs():
+    """HAProxy says "* L7OK" while a check is in progress (seen under load, where it
+    failed test_kill_9_of_every_process_of_a_node_fails_no_request's status check)."""
+    servers = [ServerState("s1", "10.0.0.1", 8001, Admin.READY, 2, "up")]
+    stats = {"s1": {"status": "UP", "check_status": "* L7OK", "check_duration": "1"}}
+    nodes = [FrontNode("n1", ("10.0.0.1", 8001), Presence.READY, 2)]
+    [row] = status_rows(servers, stats, nodes)
+    assert (row["check"], row["check_running"]) == ("L7OK", True)
+    assert status_table([row])[1].split()[4] == "L7OK"
