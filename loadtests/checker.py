@@ -195,6 +195,8 @@ def capacity_restored(history: list[Record], bound: float) -> Invariant:
     start = last if last is not None else final["load_started"]
     # What the nodes said after the load ended is the teardown, not the cluster's state.
     deadline = min(start + bound, final["t"])
+    if final.get("registry") is False:
+        return _capacity_from_requests(history, final, alive, start, deadline)
     # What the cluster owes: every node that ever served, its configured workers (a
     # dead node's share goes to the survivors, within their ceilings).
     configured = {r["node"]: r["configured"] for r in history if r.get("k") == "state"}
@@ -214,6 +216,26 @@ def capacity_restored(history: list[Record], bound: float) -> Invariant:
     tail = f"; the run ended {ended:.1f}s after the last fault" if ended < bound else ""
     return Invariant("capacity", False, f"not restored within {bound:g}s of the last fault: "
                                         f"{why}{tail}")
+
+
+def _capacity_from_requests(history: list[Record], final: Record, alive: set[str],
+                            start: float, deadline: float) -> Invariant:
+    """Nodes without a registry (--redis-mode none) run no agent, so no worker counts are
+    ever reported: the only witness left is the load. Each node alive at the end must
+    have answered a request sent after the last fault ended (and before the deadline)."""
+    addresses = final.get("addresses") or {}
+    answered = {n: sum(1 for r in history if r.get("k") == "http" and r.get("ok")
+                       and r.get("node") == addresses.get(n) and start <= r["t"] <= deadline)
+                for n in sorted(alive)}
+    silent = [n for n, count in answered.items() if not count]
+    if silent:
+        return Invariant("capacity", False, f"no registry to report workers, and "
+                                            f"{', '.join(silent)} answered no request after "
+                                            f"the last fault")
+    return Invariant("capacity", True, "no registry to report workers (no agents): judged "
+                                       "by the load, every node alive at the end answered "
+                                       "after the last fault (" + ", ".join(
+                                           f"{n} {c}" for n, c in answered.items()) + ")")
 
 
 def _states_at(history: list[Record], alive: set[str], when: float,

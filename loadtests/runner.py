@@ -22,6 +22,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from polycorn.ha import history
 from polycorn.ha.process_tracker import ProcessTracker, tagged_pids
@@ -432,8 +433,12 @@ def _record_final(cluster: Any, load_started: float) -> None:
     """Which nodes the runner knows alive at the end (their masters' status files, not
     Redis)."""
     alive = [n.node_id for n in cluster.nodes.values() if cluster.local and n.masters()]
+    # Without a registry no agent reports the nodes' workers: the checker then judges
+    # capacity by the requests each node answered, found by its address.
     history.current().record(
         "final", alive=alive, nodes=sorted(cluster.nodes),
+        registry=cluster.redis_url is not None,
+        addresses={n.node_id: urlsplit(n.url).netloc for n in cluster.nodes.values()},
         load_started=load_started + history.now() - time.time())
 
 

@@ -168,6 +168,27 @@ def test_capacity_ignores_what_the_nodes_said_during_the_teardown():
     assert not inv.held and "n1 ready 1/2" in inv.evidence
 
 
+def served(t, address, ok=True):
+    return {"t": t, "t1": t + 0.01, "k": "http", "node": address, "ok": ok,
+            "indeterminate": False}
+
+
+def test_capacity_without_a_registry_is_judged_by_the_requests_the_survivors_answered():
+    # --redis-mode none: no agent, so no state record ever. The survivor answering after
+    # the last fault is the evidence (a capacity "no state from n1" failed every such run).
+    no_registry = {**final(40, ["n1"]), "registry": False,
+                   "addresses": {"n1": "127.0.0.1:8001", "n2": "127.0.0.1:8002"}}
+    h = [served(1, "127.0.0.1:8001"), served(1, "127.0.0.1:8002"), fault(10, "start"),
+         fault(10, "end"), served(11, "127.0.0.1:8002", ok=False),
+         served(12, "127.0.0.1:8001"), served(13, "127.0.0.1:8001"), no_registry]
+    inv = checker.capacity_restored(h, BOUND)
+    assert inv.held and "n1 2" in inv.evidence, inv.evidence
+    # A survivor that answered nothing after the fault has not shown it serves.
+    h = [r for r in h if not (r.get("k") == "http" and r["t"] > 10 and r["ok"])]
+    inv = checker.capacity_restored(h, BOUND)
+    assert not inv.held and "n1 answered no request" in inv.evidence, inv.evidence
+
+
 # -- failed requests -----------------------------------------------------------------------
 
 def http(t, ok=True, indeterminate=False):
