@@ -209,3 +209,43 @@ class AdminWatch:
         self._stop.set()
         self._thread.join(5)
         return self.seen_at
+
+
+def explain_failures(log: str, failures: list, around: float = 1.0, limit: int = 40) -> str:
+    """HAProxy's account of the load's failed requests, so a failure explains itself:
+    for each, its times and client port, then HAProxy's line for that client port
+    (status, termination state, retries) and its event lines (server DOWN...) within
+    `around` seconds. A request HAProxy closed without a word has no line (http_ana.c's
+    abort_keep_alive clears the log level: a keep-alive request failed on a reused
+    server connection), and the text says so."""
+    offset = time.time() - time.monotonic()
+    lines = log.splitlines()
+    out = []
+    for started, ended, what, port in failures[:5]:
+        start_w, end_w = started + offset, ended + offset
+        out.append(f"failed request: {what}, client port {port}, "
+                   f"{_iso(start_w)} -> {_iso(end_w)}")
+        mine = [line for line in lines if port and f" 127.0.0.1:{port} [" in line]
+        out += [f"  haproxy: {line}" for line in mine] or [
+            "  haproxy: no line for this client port (closed without a log line?)"]
+        events = [line for line in lines if "polycorn_front" not in line
+                  and (t := _line_time(line)) is not None
+                  and start_w - around <= t <= end_w + around]
+        out += [f"  haproxy event: {line}" for line in events[:limit]]
+    return "\n".join(out)
+
+
+def _iso(wall: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1e6):06d}"
+
+
+def _line_time(line: str) -> float | None:
+    """The wall time of a `log stdout format iso` line, or None for HAProxy's own
+    stderr lines ([WARNING] ...), which carry none."""
+    import datetime
+
+    head = line.split(" ", 1)[0]
+    try:
+        return datetime.datetime.fromisoformat(head).timestamp()
+    except ValueError:
+        return None

@@ -19,6 +19,7 @@ from frontsupport import (
     HAProxyProc,
     SyncProc,
     ctl_argv,
+    explain_failures,
     figure,
     first_after,
     start_node,
@@ -105,8 +106,13 @@ def front(request, redis_farm, polycorn, cluster_name, tmp_path):
         f.store.close()
 
 
-def assert_no_failure(load: Load, what: str) -> None:
+def assert_no_failure(load: Load, what: str, f: Front | None = None) -> None:
     res = load.result
+    if res.failed and f is not None:
+        # HAProxy writes a request's line once done with it: give it a moment.
+        time.sleep(0.5)
+        print(f"\nHAProxy on the failed requests ({what}):\n"
+              f"{explain_failures(f.haproxy.log(), res.failures)}")
     assert res.failed == 0, f"{what}: {res.summary()}"
 
 
@@ -141,7 +147,7 @@ def test_kill_9_of_every_process_of_a_node_fails_no_request(front):
     figure("kill -9 of a whole node -> HAProxy marks it down", down)
     figure("kill -9 of a whole node -> the sync puts its slot in maint", maint)
     print(f"\nFIGURE kill -9 of a whole node under load: {load.result.summary()}")
-    assert_no_failure(load, "kill -9 of a whole node")
+    assert_no_failure(load, "kill -9 of a whole node", f)
     assert "p2 slot" in f.sync.log() and "maint" in f.sync.log()
     # polycorn-ctl haproxy status: HAProxy's view beside the registry's
     done = subprocess.run(ctl_argv("haproxy", "status", "--json", "--redis", f.redis.url,
@@ -185,7 +191,7 @@ def test_a_new_node_gets_requests_within_2s_of_being_ready(front):
     assert first - ready_at <= 2.0
     # Booting, it was known to HAProxy but in maint: nothing reached it before ready.
     assert first >= ready_at - 0.01
-    assert_no_failure(load, "a node joining")
+    assert_no_failure(load, "a node joining", f)
 
 
 def registry_ready_since(f: Front, node_id: str, timeout: float = 30.0) -> float:
@@ -242,7 +248,7 @@ def test_polycorn_ctl_drain_stops_new_requests_within_1s(front):
     print(f"\nFIGURE drain under load: {load.result.summary()}")
     assert last - requested_at < 1.0
     assert last >= asked - 5  # p2 did serve before the drain
-    assert_no_failure(load, "drain and undrain")
+    assert_no_failure(load, "drain and undrain", f)
 
 
 # -- (d) Redis stopped ----------------------------------------------------------------------------
@@ -276,7 +282,7 @@ def test_redis_stopped_for_5s_leaves_the_backend_unchanged_and_fails_nothing(fro
         load.wait_requests(300)
     print(f"\nFIGURE Redis SIGSTOPped 5 s under load: {load.result.summary()}")
     assert not changed, f"the backend changed: {changed[0]}\n{f.sync.log()}"
-    assert_no_failure(load, "Redis stopped")
+    assert_no_failure(load, "Redis stopped", f)
     assert "registry unreadable" in f.sync.log()
     assert f.serving() == set(NODES)
 
@@ -311,7 +317,7 @@ def test_redis_restarted_empty_leaves_the_backend_unchanged(front):
     print(f"\nFIGURE Redis restarted empty under load: {load.result.summary()}")
     assert time.monotonic() - restarted > 9.0
     assert not changed, f"the backend changed: {changed[0]}\n{f.sync.log()}"
-    assert_no_failure(load, "Redis restarted empty")
+    assert_no_failure(load, "Redis restarted empty", f)
 
 
 # -- (e) HAProxy restarted --------------------------------------------------------------------

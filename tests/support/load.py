@@ -28,6 +28,9 @@ class LoadResult:
     bodies: collections.Counter = field(default_factory=collections.Counter)
     timeline: list = field(default_factory=list)  # (monotonic, body or error) per request
     spans: list = field(default_factory=list)  # (started, ended, ok, body or error), monotonic
+    # (started, ended, error, client port or None) of each failure: the port finds the
+    # request in a proxy's log (HAProxy logs the client's address and port).
+    failures: list = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"ok={self.ok} failed={self.failed} retried={self.retried} "
@@ -81,7 +84,8 @@ class Load:
                 raise AssertionError(f"load made no progress: {self.result.summary()}")
             time.sleep(0.01)
 
-    def _record(self, ok: bool, what: str, started: float | None = None) -> None:
+    def _record(self, ok: bool, what: str, started: float | None = None,
+                client_port: int | None = None) -> None:
         ended = time.monotonic()
         with self._lock:
             if ok:
@@ -90,6 +94,8 @@ class Load:
             else:
                 self.result.failed += 1
                 self.result.errors[what] += 1
+                self.result.failures.append(
+                    (ended if started is None else started, ended, what, client_port))
             self.result.timeline.append((ended, ok, what))
             self.result.spans.append((ended if started is None else started, ended, ok, what))
 
@@ -120,11 +126,12 @@ class Load:
                     conn.close()
                     conn = None
             except _Idle:
-                self._record(False, "closed-before-response", started)
+                self._record(False, "closed-before-response", started,
+                             getattr(conn, "client_port", None))
                 conn.close()
                 conn = None
             except Exception as exc:  # every failure counts; its kind is recorded
-                self._record(False, _kind(exc), started)
+                self._record(False, _kind(exc), started, getattr(conn, "client_port", None))
                 conn.close()
                 conn = None
 
@@ -139,6 +146,8 @@ class Load:
         headers = {} if keep_alive else {"Connection": "close"}
         try:
             conn.request("GET", self.path, headers=headers)
+            if conn.sock is not None:  # http.client closes it on a reset: note it now
+                conn.client_port = conn.sock.getsockname()[1]
             resp = conn.getresponse()
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
             if reused:
