@@ -225,7 +225,9 @@ def explain_failures(log: str, failures: list, around: float = 1.0, limit: int =
         start_w, end_w = started + offset, ended + offset
         out.append(f"failed request: {what}, client port {port}, "
                    f"{_iso(start_w)} -> {_iso(end_w)}")
-        mine = [line for line in lines if port and f" 127.0.0.1:{port} [" in line]
+        mine = [line for line in lines if port and f" 127.0.0.1:{port} [" in line
+                and (t := _line_time(line)) is not None
+                and start_w - around <= t <= end_w + around]
         out += [f"  haproxy: {line}" for line in mine] or [
             "  haproxy: no line for this client port (closed without a log line?)"]
         events = [line for line in lines if "polycorn_front" not in line
@@ -249,3 +251,12 @@ def _line_time(line: str) -> float | None:
         return datetime.datetime.fromisoformat(head).timestamp()
     except ValueError:
         return None
+
+
+def killed_by_down(log: str) -> list[str]:
+    """HAProxy's lines for requests it killed itself because their server went down
+    (termination state "D...", `on-marked-down shutdown-sessions`): the client got no
+    answer at all. A keep-alive client retries such a request unseen, a fresh one
+    sees a reset, so a test counts these lines and not only its failures."""
+    return [line for line in log.splitlines() if "polycorn_front" in line
+            and len(parts := line.split()) > 12 and parts[-6].startswith("D")]

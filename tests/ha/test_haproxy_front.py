@@ -22,6 +22,7 @@ from frontsupport import (
     explain_failures,
     figure,
     first_after,
+    killed_by_down,
     start_node,
     wall_to_monotonic,
 )
@@ -165,6 +166,34 @@ def test_kill_9_of_every_process_of_a_node_fails_no_request(front):
                                    f.name, "--runtime-api", f"unix:{f.haproxy.socket}"),
                           capture_output=True, text=True, check=True).stdout
     assert text.startswith("backend polycorn at unix:") and "p1" in text
+
+
+@pytest.mark.slow
+def test_repeated_kill_9_of_a_node_under_load_has_haproxy_kill_no_request(front):
+    """Node after node killed and restarted under load: no request lost, and none that
+    HAProxy itself closed unanswered. A request still connecting to the killed node
+    when its checks mark it down was closed without a word (log state D---, status
+    -1, 0 bytes) by `on-marked-down shutdown-sessions`: a reset for a fresh client,
+    one time in a few thousand requests in the single-kill test above, about one
+    kill in two here (half of them hidden by the keep-alive client's retry)."""
+    f = front
+    with f.load(threads=6) as load:
+        load.wait_requests(300)
+        for i in range(9):
+            victim = NODES[i % len(NODES)]
+            slot = _slot(f, victim)
+            f.kill_node(victim)
+            wait_until(lambda s=slot: f.haproxy.servers()[s].op == "down", 5,
+                       interval=0.01, what=f"{victim} marked down by its checks")
+            load.wait_requests(100)
+            f.start_node(victim)
+            f.wait_serving(set(NODES), 20)
+            load.wait_requests(200)
+    print(f"\nFIGURE 9 kills -9 of a node under load: {load.result.summary()}")
+    assert_no_failure(load, "nine kills -9", f)
+    killed = killed_by_down(f.haproxy.log())
+    assert not killed, "\n".join(killed)
+    assert load.result.retried == 0, load.result.summary()
 
 
 def _slot(f: Front, node_id: str) -> str:
