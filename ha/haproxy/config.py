@@ -192,10 +192,13 @@ backend {be}
     # is drained, and must be the path the nodes run with (--health-check {opts.health_path}).
     option httpchk GET {opts.health_path}
     # A hung node is down within about {c.worst_detection_ms()} ms at worst: inter, then {c.fall} checks that time
-    # out ({c.timeout_ms} ms each), {c.fastinter_ms} ms apart. Its requests still in flight are
-    # then closed (shutdown-sessions): they have failed already, and waiting for the
-    # host to wake would hold each of their clients for the whole hang.
-    default-server inter {c.inter_ms}ms fastinter {c.fastinter_ms}ms downinter {c.downinter_ms}ms fall {c.fall} rise {c.rise} on-marked-down shutdown-sessions
+    # out ({c.timeout_ms} ms each), {c.fastinter_ms} ms apart. The sync closes its requests still in
+    # flight 1 s later ("shutdown sessions server"): a GET is resent, and waiting for the
+    # host to wake would hold each of their clients for the whole hang. Not HAProxy's
+    # "on-marked-down shutdown-sessions": it also closes, unanswered, the requests
+    # still connecting to the server at that instant, which a killed node would refuse
+    # and HAProxy resend elsewhere (a reset for their clients, log state D---).
+    default-server inter {c.inter_ms}ms fastinter {c.fastinter_ms}ms downinter {c.downinter_ms}ms fall {c.fall} rise {c.rise}
     # The slots. "disabled": no traffic and no checks until the sync sets an address
     # and a state; the address below is a placeholder that never serves.
     server-template {SLOT_PREFIX} 1-{opts.slots} {PLACEHOLDER_ADDR}:{PLACEHOLDER_PORT} check disabled

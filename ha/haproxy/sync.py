@@ -21,6 +21,7 @@ from pathlib import Path
 
 from polycorn.ha.guard import RecentLosses
 from polycorn.ha.haproxy.feed import RegistryFeed
+from polycorn.ha.haproxy.hung import HungSlots
 from polycorn.ha.haproxy.nodes import front_nodes
 from polycorn.ha.haproxy.reconcile import Plan, Presence, Trust, reconcile
 from polycorn.ha.haproxy.resolve import Resolver
@@ -53,6 +54,7 @@ class Sync:
         self.said: set[str] = set()  # warnings and holds logged, until they change
         self.state_saved = False
         self.state_error = False
+        self.hung = HungSlots()
 
     def run(self, stop: threading.Event) -> None:
         log.info("sync for backend %s via %r: following the registry", self.backend, self.api)
@@ -74,6 +76,7 @@ class Sync:
         except (RuntimeApiError, StateFormatError) as exc:
             self._haproxy_failed(str(exc))
             return None
+        self._shut_hung(servers)
         if not servers:
             self._notes({"no servers": (logging.ERROR, f"backend {self.backend!r} has no "
                                         f"servers: is this the config `polycorn-ctl "
@@ -126,6 +129,21 @@ class Sync:
                         "every slot", before[0], pid, uptime)
             return True
         return False
+
+    def _shut_hung(self, servers: list) -> None:
+        """Shut the sessions of a slot its checks have held down a while (hung.py)."""
+        now = self.clock()
+        for slot in self.hung.due(servers, now):
+            node = next((n for n, s in self.assignment.items() if s == slot), "-")
+            command = f"shutdown sessions server {self.backend}/{slot}"
+            try:
+                self.api.set_command(command)
+            except RuntimeApiError as exc:
+                log.error("HAProxy refused %r: %s", command, exc)
+                continue
+            log.warning("%s slot %s: sessions shut, down by its checks for %.1fs (a hung "
+                        "host holds its requests until it wakes)", node, slot,
+                        now - self.hung.down_since[slot])
 
     def _haproxy_failed(self, error: str) -> None:
         if error != self.haproxy_error:

@@ -1,0 +1,49 @@
+"""Which slots' sessions the sync shuts: those of a server that HAProxy's own checks
+have held down for SHUT_AFTER seconds (a hung host holds its requests until it wakes).
+
+Why not HAProxy's `on-marked-down shutdown-sessions`: at the instant the checks mark
+a server down it terminates every stream attached to it, streams still *connecting*
+included (configuration.txt 5.2, "on-marked-down"; logged with a 'D' termination
+code). A killed node refuses that connection and HAProxy would have sent the request
+elsewhere (retry-on conn-failure, redispatch); terminated, it is closed unanswered
+instead (log "D---", status -1, 0 bytes): a reset for a client on a fresh
+connection. Waiting first, several times the generated `timeout connect`, leaves
+only streams whose request reached the server: shut (management.txt, "shutdown
+sessions server"; a 'K' in the log), a GET is resent (retry-on empty-response) and
+a POST answered 502, as at the instant of the check before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from polycorn.ha.haproxy.config import PLACEHOLDER_ADDR, PLACEHOLDER_PORT
+from polycorn.ha.haproxy.servers import Admin, ServerState
+
+# Four times the generated `timeout connect` (250 ms): a stream still connecting to
+# the server when its checks failed has by then connected or been retried elsewhere.
+SHUT_AFTER = 1.0
+
+
+@dataclass
+class HungSlots:
+    """Remembers since when each slot in service is down by its checks."""
+
+    shut_after: float = SHUT_AFTER
+    down_since: dict[str, float] = field(default_factory=dict)
+    shut: set[str] = field(default_factory=set)  # shut in this down spell already
+
+    def due(self, servers: Sequence[ServerState], now: float) -> list[str]:
+        """The slots whose sessions to shut now: in service (ready or drain, with a
+        node's address), down by their checks for `shut_after` seconds, once per
+        down spell (a slot seen up again starts afresh)."""
+        down = {s.name for s in servers
+                if s.checked and s.op == "down" and s.admin is not Admin.MAINT
+                and s.endpoint != (PLACEHOLDER_ADDR, PLACEHOLDER_PORT)}
+        self.down_since = {n: self.down_since.get(n, now) for n in down}
+        self.shut &= down
+        due = sorted(n for n, since in self.down_since.items()
+                     if now - since >= self.shut_after and n not in self.shut)
+        self.shut.update(due)
+        return due

@@ -1,0 +1,37 @@
+"""The sync's rule for a hung slot (ha/haproxy/hung.py), on values alone."""
+
+from __future__ import annotations
+
+from polycorn.ha.haproxy import config as cfg
+from polycorn.ha.haproxy.hung import SHUT_AFTER, HungSlots
+from polycorn.ha.haproxy.servers import Admin, ServerState
+
+
+def slot(name: str, op: str, admin: Admin = Admin.READY, port: int = 8001,
+         checked: bool = True) -> ServerState:
+    return ServerState(name, "127.0.0.1", port, admin, 2, op, checked=checked)
+
+
+def test_a_slot_down_by_its_checks_is_shut_once_after_the_wait():
+    hung = HungSlots(shut_after=1.0)
+    assert hung.due([slot("s1", "down"), slot("s2", "up")], 10.0) == []
+    assert hung.due([slot("s1", "down")], 10.9) == []  # still connecting streams: wait
+    assert hung.due([slot("s1", "down")], 11.0) == ["s1"]
+    assert hung.due([slot("s1", "down")], 12.0) == []  # once per down spell
+    assert hung.due([slot("s1", "up")], 13.0) == []
+    assert hung.due([slot("s1", "down")], 14.0) == []  # a new spell waits afresh
+    assert hung.due([slot("s1", "down")], 15.0) == ["s1"]
+
+
+def test_slots_out_of_service_or_unchecked_are_left_alone():
+    hung = HungSlots(shut_after=0.0)
+    servers = [slot("s1", "down", Admin.MAINT), slot("s2", "down", port=cfg.PLACEHOLDER_PORT),
+               slot("s3", "down", checked=False), slot("s4", "down", Admin.DRAIN)]
+    assert hung.due(servers, 1.0) == ["s4"]
+
+
+def test_the_wait_outlasts_the_generated_connect_timeout():
+    # A stream connecting when the checks failed must have connected or been retried
+    # elsewhere before its session is shut: that is the whole point of waiting.
+    connect_s = cfg.FrontOptions(cluster="c", redis="redis://x").connect_timeout_ms / 1000
+    assert SHUT_AFTER >= 4 * connect_s
