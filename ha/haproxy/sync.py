@@ -141,8 +141,8 @@ class Sync:
             except RuntimeApiError as exc:
                 log.error("HAProxy refused %r: %s", command, exc)
                 continue
-            log.warning("%s slot %s: sessions shut, down by its checks for %.1fs (a hung "
-                        "host holds its requests until it wakes)", node, slot,
+            log.warning("%s slot %s: its sessions shut, down by its checks for %.1fs "
+                        "(a hung host would hold them until it wakes)", node, slot,
                         now - self.hung.down_since[slot])
 
     def _haproxy_failed(self, error: str) -> None:
