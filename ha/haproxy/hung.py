@@ -37,7 +37,9 @@ class HungSlots:
     def due(self, servers: Sequence[ServerState], now: float) -> list[str]:
         """The slots whose sessions to shut now: in service (ready or drain, with a
         node's address), down by their checks for `shut_after` seconds, once per
-        down spell (a slot seen up again starts afresh)."""
+        down spell (a slot seen up again starts afresh). Never a slot in maint: its
+        checks stop there and it reads as down, while a stopping node still finishes
+        the requests it holds."""
         down = {s.name for s in servers
                 if s.checked and s.op == "down" and s.admin is not Admin.MAINT
                 and s.endpoint != (PLACEHOLDER_ADDR, PLACEHOLDER_PORT)}
