@@ -1,5 +1,6 @@
-"""Which slots' sessions the sync shuts: those of a server that HAProxy's own checks
-have held down for SHUT_AFTER seconds (a hung host holds its requests until it wakes).
+"""Which slots' sessions the sync shuts: those of a ready server that HAProxy's own
+checks have held down for SHUT_AFTER seconds (a hung host holds its requests until it
+wakes).
 
 Why not HAProxy's `on-marked-down shutdown-sessions`: at the instant the checks mark
 a server down it terminates every stream attached to it, streams still *connecting*
@@ -10,7 +11,9 @@ instead (log "D---", status -1, 0 bytes): a reset for a client on a fresh
 connection. Waiting first, several times the generated `timeout connect`, leaves
 only streams whose request reached the server: shut (management.txt, "shutdown
 sessions server"; a 'K' in the log), a GET is resent (retry-on empty-response) and
-a POST answered 502, as at the instant of the check before.
+a POST answered 502, as at the instant of the check before. A drained node (its
+health path answers 503, so its checks fail too) was also cut by shutdown-sessions;
+its requests now finish, as a drain promises.
 """
 
 from __future__ import annotations
@@ -35,13 +38,13 @@ class HungSlots:
     shut: set[str] = field(default_factory=set)  # shut in this down spell already
 
     def due(self, servers: Sequence[ServerState], now: float) -> list[str]:
-        """The slots whose sessions to shut now: in service (ready or drain, with a
-        node's address), down by their checks for `shut_after` seconds, once per
-        down spell (a slot seen up again starts afresh). Never a slot in maint: its
-        checks stop there and it reads as down, while a stopping node still finishes
-        the requests it holds."""
+        """The slots whose sessions to shut now: ready (with a node's address), down by
+        their checks for `shut_after` seconds, once per down spell (a slot seen up
+        again starts afresh). Never a slot in drain: a drained node's health path
+        answers 503 by design and what it holds must finish; nor in maint: its checks
+        stop there and it reads as down, while a stopping node finishes its requests."""
         down = {s.name for s in servers
-                if s.checked and s.op == "down" and s.admin is not Admin.MAINT
+                if s.checked and s.op == "down" and s.admin is Admin.READY
                 and s.endpoint != (PLACEHOLDER_ADDR, PLACEHOLDER_PORT)}
         self.down_since = {n: self.down_since.get(n, now) for n in down}
         self.shut &= down

@@ -280,6 +280,40 @@ def test_polycorn_ctl_drain_stops_new_requests_within_1s(front):
     assert_no_failure(load, "drain and undrain", f)
 
 
+def test_a_post_in_flight_on_a_drained_node_finishes(front):
+    """A drained node's health path answers 503, so HAProxy's checks mark it down: what
+    it holds must still finish (drain's promise). HAProxy's on-marked-down
+    shutdown-sessions cut it (a POST answered 502); the sync shuts only a ready slot's
+    sessions (hung.py)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from support.http import get
+
+    f = front
+    slot = _slot(f, "p2")
+    with ThreadPoolExecutor(3) as pool:
+        # leastconn: one per node. (Two per node would hold both sync workers of every
+        # node: their checks would time out and mark all three down, hung or not.)
+        calls = [pool.submit(get, f.haproxy.port, "/sleep?s=8", method="POST", body=b"x",
+                             timeout=15) for _ in range(3)]
+        time.sleep(0.5)
+        subprocess.run(ctl_argv("drain", "p2", "--no-wait", "--redis", f.redis.url,
+                                "--cluster", f.name), check=True, capture_output=True)
+        wait_until(lambda: f.haproxy.servers()[slot].op == "down", 5, interval=0.02,
+                   what="p2 marked down by its checks (503 while drained)")
+        # ... with the POSTs still in flight (the drain command takes seconds to start
+        # on a busy machine: hence 8 s requests): p1's and p3's at least are.
+        assert sum(not call.done() for call in calls) >= 2
+        time.sleep(1.5)
+        answers = [call.result()[:2] for call in calls]
+    log = wait_until(lambda: (text := f.haproxy.log()).count('"POST /sleep') >= 3 and text,
+                     10, what="HAProxy's three log lines")
+    on_p2 = [line for line in log.splitlines()
+             if '"POST /sleep' in line and f"{BACKEND}/{slot} " in line]
+    assert on_p2, "no POST reached p2: the drain proved nothing"
+    assert answers == [(200, b"slept 8.00")] * 3, (answers, on_p2)
+
+
 # -- (d) Redis stopped ----------------------------------------------------------------------------
 
 

@@ -23,11 +23,13 @@ def test_a_slot_down_by_its_checks_is_shut_once_after_the_wait():
     assert hung.due([slot("s1", "down")], 15.0) == ["s1"]
 
 
-def test_slots_out_of_service_or_unchecked_are_left_alone():
+def test_slots_drained_out_of_service_or_unchecked_are_left_alone():
+    # Drained: its health path answers 503 by design, and what it holds must finish.
     hung = HungSlots(shut_after=0.0)
     servers = [slot("s1", "down", Admin.MAINT), slot("s2", "down", port=cfg.PLACEHOLDER_PORT),
-               slot("s3", "down", checked=False), slot("s4", "down", Admin.DRAIN)]
-    assert hung.due(servers, 1.0) == ["s4"]
+               slot("s3", "down", checked=False), slot("s4", "down", Admin.DRAIN),
+               slot("s5", "down")]
+    assert hung.due(servers, 1.0) == ["s5"]
 
 
 def test_the_wait_outlasts_the_generated_connect_timeout():
