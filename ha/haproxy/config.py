@@ -197,7 +197,8 @@ backend {be}
     # host to wake would hold each of their clients for the whole hang. Not HAProxy's
     # "on-marked-down shutdown-sessions": it also closes, unanswered, the requests
     # still connecting to the server at that instant, which a killed node would refuse
-    # and HAProxy resend elsewhere (a reset for their clients, log state D---).
+    # and HAProxy resend elsewhere (a reset for their clients, log state D---), and
+    # those of a drained node, whose health path answers 503 by design.
     default-server inter {c.inter_ms}ms fastinter {c.fastinter_ms}ms downinter {c.downinter_ms}ms fall {c.fall} rise {c.rise}
     # The slots. "disabled": no traffic and no checks until the sync sets an address
     # and a state; the address below is a placeholder that never serves.
