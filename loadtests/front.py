@@ -220,8 +220,8 @@ def link_fault_exposed(requests: list[Request], slot: str, started: float, ended
     had on that node at some moment of the fault, i.e. whose life on it [accepted, accepted
     + total time] overlaps [start, end]. The end is when HAProxy took the node out if
     that came first, or within LATE_OUT after the heal (checks sent during the fault
-    can still mark it down, and `on-marked-down shutdown-sessions` then closes what it
-    holds). Nothing else can fail because of the link: a connection attempt that times
+    can still mark it down, and the sync then closes what it holds: `shutdown sessions
+    server`, ha/haproxy/hung.py; all accepted before it was taken out). Nothing else can fail because of the link: a connection attempt that times
     out is retried on another node (retry-on conn-failure, redispatch), and HAProxy logs
     each request once, under the node that had it last."""
     end = ended
