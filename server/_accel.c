@@ -24,6 +24,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#include "accel.h"
 
 /* RFC 9110 5.6.2 tchar. */
 static unsigned char is_tchar[256];
@@ -562,44 +563,13 @@ error:
     return NULL;
 }
 
-PyDoc_STRVAR(known_header_list_doc,
-"known_header_list(headers, table) -> object | None\n\n"
-"table.get(tuple(headers)) when headers (a list) holds only exact (str, str) tuples,\n"
-"else None: StartResponse's look-up of a header list it validated before.");
-
-static PyObject *
-known_header_list(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "known_header_list(list, dict)");
-        return NULL;
-    }
-    PyObject *headers = args[0];
-    Py_ssize_t count = PyList_GET_SIZE(headers);
-    PyObject *key = PyTuple_New(count);
-    if (key == NULL)
-        return NULL;
-    for (Py_ssize_t n = 0; n < count; n++) {
-        PyObject *item = PyList_GET_ITEM(headers, n);
-        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
-                || !PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 0))
-                || !PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 1))) {
-            Py_DECREF(key);
-            Py_RETURN_NONE;  /* not plain: the Python path validates (and refuses) it */
-        }
-        Py_INCREF(item);
-        PyTuple_SET_ITEM(key, n, item);
-    }
-    PyObject *known = PyDict_GetItemWithError(args[1], key);  /* borrowed */
-    Py_DECREF(key);
-    if (known == NULL)
-        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    return Py_NewRef(known);
-}
-
 static PyMethodDef accel_methods[] = {
-    {"known_header_list", (PyCFunction)(void (*)(void))known_header_list, METH_FASTCALL,
-     known_header_list_doc},
+    {"known_header_list", (PyCFunction)(void (*)(void))accel_known_header_list, METH_FASTCALL,
+     "known_header_list(headers, table): StartResponse's look-up (accel_respond.c)."},
+    {"respond", (PyCFunction)(void (*)(void))accel_respond, METH_FASTCALL,
+     "respond(app, environ, conn, worker) -> bytes | AppResponse (accel_respond.c)."},
+    {"configure", (PyCFunction)(void (*)(void))accel_configure, METH_FASTCALL,
+     "configure(...): the Python objects respond consults (accel_respond.c)."},
     {"split_head", split_head, METH_VARARGS, split_head_doc},
     {"build_environ", (PyCFunction)(void (*)(void))build_environ, METH_FASTCALL,
      build_environ_doc},
@@ -642,5 +612,8 @@ PyInit__accel(void)
             || intern(&s_http10, "HTTP/1.0") < 0
             || intern(&s_comma, ",") < 0)
         return NULL;
-    return PyModule_Create(&accel_module);
+    PyObject *module = PyModule_Create(&accel_module);
+    if (module != NULL && accel_respond_init(module) < 0)
+        Py_CLEAR(module);
+    return module;
 }

@@ -18,6 +18,7 @@ from typing import Any
 
 from polycorn.server import accel
 from polycorn.server.http.connection import ServerConnection
+from polycorn.server.workers import event_native
 from polycorn.server.workers.base import RunState
 from polycorn.server.wsgi.hooks import configured_hook
 
@@ -72,6 +73,9 @@ class ServingContext:
         self.post_request = configured_hook(cfg.post_request)
         # Anything to record per request? If not, a request allocates nothing for it.
         self.observed = bool(self.access_log_enabled or self.pre_request or self.post_request)
+        # The compiled app call and response (event_native.py), unless something per
+        # request (the access log, a hook) needs the Python cycle's Trace.
+        self.native_respond = None if self.observed else event_native.RESPOND
         self.limits = handler.limits
         self.keepalive = float(cfg.keepalive or 0)
         timeout = float(cfg.timeout or 0)

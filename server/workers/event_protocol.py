@@ -11,10 +11,8 @@ kernel, not in our memory. Deadlines are plain numbers swept by the worker's tic
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import logging
-import os
 import tempfile
 import time
 from typing import TYPE_CHECKING, Any
@@ -22,6 +20,17 @@ from typing import TYPE_CHECKING, Any
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.workers.base import RunState
+from polycorn.server.workers.event_native import WRITEV_SIZE
+from polycorn.server.workers.event_phase import (
+    _CLOSED,
+    _IDLE,
+    _LINGERING,
+    _READING,
+    _SENDFILE,
+    _WRITING,
+    Phase,  # noqa: F401  (re-exported: asgi_cycle, asgi_protocol)
+)
+from polycorn.server.workers.event_sendfile import SendfileMixin
 from polycorn.server.wsgi import policy
 from polycorn.server.wsgi.body import EMPTY_INPUT, WSGIInput
 from polycorn.server.wsgi.policy import JOIN_LIMIT, LINGER_BYTES, LINGER_SECONDS, Failure
@@ -37,31 +46,15 @@ log = logging.getLogger("polycorn.error")
 # A request body is kept in memory up to this size, then in an anonymous temp file:
 # the app is called with the whole body, and a large upload must not cost its size in RAM.
 SPOOL_LIMIT = 1024 * 1024
-# Parts of a ready (list) body (joined up to policy.JOIN_LIMIT) are copied into one
-# buffer (cheaper than a writev) up to this size.
-WRITEV_SIZE = 16 * 1024
 _monotonic = time.monotonic
 _END_OF_BODY = object()
 
 
-class Phase(enum.Enum):
-    IDLE = "between requests: waiting for the first byte of the next one"
-    READING = "part of a request received"
-    WRITING = "a response waits on the write buffer (reading paused)"
-    SENDFILE = "a file response is being sent by os.sendfile"
-    LINGERING = "half-closed after a refusal; discarding input until the client closes"
-    CLOSED = "closed"
-
-
-# Members as module globals: on Python 3.11 an Enum member read as a class attribute
-# goes through EnumType.__getattr__ (about 50 ns), and a request reads many.
-_IDLE, _READING, _WRITING, _SENDFILE, _LINGERING, _CLOSED = (
-    Phase.IDLE, Phase.READING, Phase.WRITING, Phase.SENDFILE, Phase.LINGERING, Phase.CLOSED)
 _RUNNING = RunState.RUNNING
 _LINGER = policy.End.LINGER
 
 
-class HTTPProtocol(asyncio.Protocol):
+class HTTPProtocol(SendfileMixin, asyncio.Protocol):
     __slots__ = ("ctx", "builder", "conn", "transport", "client_addr", "phase", "deadline",
                  "served", "write_paused", "request", "body", "body_size", "spool", "resp",
                  "environ", "body_bytes", "trace", "lingered", "client_entries", "proxied")
@@ -219,39 +212,58 @@ class HTTPProtocol(asyncio.Protocol):
         self.body_bytes = 0
         if ctx.observed:
             self.trace = Trace(environ, request, self.client_addr, ctx)
-        start = StartResponse()
+        conn = self.conn
         try:
-            if ctx.pre_request is not None:
-                ctx.pre_request(ctx.worker, self.trace.hook_request)
-            self.resp = resp = run_app(ctx.app, environ, start)
-            conn = self.conn
-            if ctx.worker.state is not _RUNNING:
-                conn.refuse_keep_alive()  # a drain began during the app call: say so now
-            if resp.file is not None and self._can_sendfile(resp, request):
-                return self._start_sendfile(resp)
-            first = resp.first
-            self.body_bytes = len(first)
-            if not resp.in_memory:
-                head = conn.start_response(start.status_code, start.reason, start.wire_headers)
-                self.transport.write(head + conn.send_body(first) if first else head)
-                return self._pump()
-            second = next(resp.rest, _END_OF_BODY)
-            if second is _END_OF_BODY and len(first) <= WRITEV_SIZE:
-                # The common answer, a small one-chunk body: framed in one call, one write.
-                self.transport.write(conn.respond_whole(
-                    start.status_code, start.reason, start.wire_headers, first))
+            native = ctx.native_respond  # None when observed (see ServingContext)
+            if native is None:
+                if ctx.pre_request is not None:
+                    ctx.pre_request(ctx.worker, self.trace.hook_request)
+                resp = run_app(ctx.app, environ, StartResponse())
             else:
-                head = conn.start_response(start.status_code, start.reason, start.wire_headers)
-                body = conn.send_body(first)
-                if second is _END_OF_BODY:  # a large one-chunk body: not copied (writev)
-                    self.transport.writelines((head, body, conn.end_response()))
-                else:
-                    self._write_ready_body(head, body, second, resp)
+                # The compiled app call: the whole response's bytes for the common
+                # answer (event_native.py), else the AppResponse to send in Python.
+                resp = native(ctx.app, environ, conn, ctx.worker)
+            if resp.__class__ is bytes:
+                self.transport.write(resp)
+            else:
+                self.resp = resp
+                if ctx.worker.state is not _RUNNING:
+                    conn.refuse_keep_alive()  # a drain began during the app call: say so now
+                if resp.file is not None and self._can_sendfile(resp, request):
+                    return self._start_sendfile(resp)
+                if not resp.in_memory:
+                    first = resp.first
+                    self.body_bytes = len(first)
+                    start = resp.start
+                    head = conn.start_response(start.status_code, start.reason,
+                                               start.wire_headers)
+                    self.transport.write(head + conn.send_body(first) if first else head)
+                    return self._pump()
+                self._send_ready(resp)
         except Exception as exc:
             return self._app_failed(exc)
         except SystemExit as exc:
             return self._app_exited(exc)
         return self._finish_cycle()
+
+    def _send_ready(self, resp: AppResponse) -> None:
+        """A list or tuple body, every chunk of it in hand."""
+        conn = self.conn
+        start = resp.start
+        first = resp.first
+        self.body_bytes = len(first)
+        second = next(resp.rest, _END_OF_BODY)
+        if second is _END_OF_BODY and len(first) <= WRITEV_SIZE:
+            # The common answer, a small one-chunk body: framed in one call, one write.
+            self.transport.write(conn.respond_whole(
+                start.status_code, start.reason, start.wire_headers, first))
+            return
+        head = conn.start_response(start.status_code, start.reason, start.wire_headers)
+        body = conn.send_body(first)
+        if second is _END_OF_BODY:  # a large one-chunk body: not copied (writev)
+            self.transport.writelines((head, body, conn.end_response()))
+        else:
+            self._write_ready_body(head, body, second, resp)
 
     def _write_ready_body(self, head: bytes, first: bytes, second: Any, resp: AppResponse) -> None:
         """A list or tuple body: every chunk exists, so they go out together (one send)."""
@@ -310,48 +322,6 @@ class HTTPProtocol(asyncio.Protocol):
         self.phase = _WRITING
         self.deadline = _monotonic() + self.ctx.request_timeout  # a client that never reads
         self.transport.pause_reading()
-
-    # -- sendfile -------------------------------------------------------------------------
-
-    def _can_sendfile(self, resp: AppResponse, request: Request) -> bool:
-        start = resp.start
-        return policy.sendfile_applies(self.ctx.sendfile_native, request.method,
-                                      start.status_code, start.content_length,
-                                      resp.file.filelike)
-
-    def _start_sendfile(self, resp: AppResponse) -> bool:
-        """The head, then the file by os.sendfile (asyncio's native path); then close.
-
-        As in the blocking handler, the kernel's bytes bypass the framing count, so
-        the head says Connection: close rather than claim an exact length.
-        """
-        conn = self.conn
-        conn.refuse_keep_alive()
-        start = resp.start
-        self.transport.write(conn.start_response(start.status_code, start.reason,
-                                                 start.wire_headers))
-        self.phase = _SENDFILE
-        self.ctx.loop.create_task(self._sendfile(resp))
-        return False
-
-    async def _sendfile(self, resp: AppResponse) -> None:
-        filelike = resp.file.filelike
-        length = resp.start.content_length
-        failure = None
-        try:
-            offset = os.lseek(filelike.fileno(), 0, os.SEEK_CUR)  # the app may have seeked
-            sent = await self.ctx.loop.sendfile(self.transport, filelike, offset, length)
-        except (OSError, RuntimeError) as exc:
-            log.debug("sendfile to %s failed: %r", self.client_addr, exc)
-            sent, failure = 0, Failure.CLIENT_GONE
-        if self.phase is _SENDFILE:  # else connection_lost has ended the cycle
-            self.body_bytes = sent
-            if failure is None and sent < length:
-                # The client sees a truncated response (the connection is cut), never a padded one.
-                log.error("file response for %s is shorter than its Content-Length (%d < %d)",
-                          filelike, sent, length)
-                failure = Failure.SHORT_FILE
-            self._finish_cycle(failure)
 
     # -- ends of a cycle ----------------------------------------------------------------
 

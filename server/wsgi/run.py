@@ -65,7 +65,15 @@ def run_app(app: WSGIApp, environ: dict[str, Any],
     """
     if start is None:
         start = StartResponse()
-    iterable = app(environ, start)
+    return take_response(app(environ, start), start)
+
+
+def take_response(iterable: Any, start: StartResponse) -> AppResponse:
+    """run_app after the app call: advance `iterable` until the status is final.
+
+    The compiled accelerator (server/accel_respond.c) calls the app itself and hands
+    any answer it does not frame itself to this function.
+    """
     try:
         if isinstance(iterable, FileWrapper):
             _require_status(start)

@@ -1,0 +1,43 @@
+"""The compiled app call and response of the event worker's common request (issue 19).
+
+accel.native.respond (server/accel_respond.c) calls the app with a compiled
+start_response and, for the common answer (a status and header list the Python
+StartResponse has validated before, a list or tuple of at most one bytes object of
+at most WRITEV_SIZE, a head response.head_parts has framed before), frames the
+response as ConnectionCycle.respond_whole would and returns its bytes. Any other
+answer goes on in Python (run.take_response). It only reads the Python caches
+below, so every decision is still made by the Python code that fills them.
+
+RESPOND is that function, configured, or None (no extension, or
+POLYCORN_NO_EXTENSIONS=1): ServingContext takes it when no access log or hook
+needs the Python cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polycorn.server import accel
+from polycorn.server.http import cycle, response
+from polycorn.server.workers.base import RunState
+from polycorn.server.wsgi import response as wsgi_response
+from polycorn.server.wsgi.run import take_response
+
+# Parts of a ready (list) body (joined up to policy.JOIN_LIMIT) are copied into one
+# buffer (cheaper than a writev) up to this size; a one-chunk body up to it is framed
+# in one piece.
+WRITEV_SIZE = 16 * 1024
+
+
+def _configured() -> Any:
+    native = accel.native
+    if native is None or not hasattr(native, "respond"):
+        return None
+    native.configure(wsgi_response.StartResponse, take_response,
+                     wsgi_response._KNOWN_STATUSES, wsgi_response._KNOWN_HEADER_LISTS,
+                     response._heads, cycle._HEAD_FROM, cycle._END_TO, RunState.RUNNING,
+                     WRITEV_SIZE)
+    return native.respond
+
+
+RESPOND = _configured()
