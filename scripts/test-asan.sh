@@ -35,4 +35,4 @@ export POLYCORN_ACCEL_EXAMPLES=${POLYCORN_ACCEL_EXAMPLES:-100}
 # The run must be of the sanitized build, not a silent skip.
 "$PY" -c 'from polycorn.server import accel; import sys; d = accel.describe(); print("test-asan:", d); sys.exit(sys.argv[1] not in d)' "$so"
 # --capture=sys: a sanitizer report goes to the real stderr, not a captured file.
-"$PY" -m pytest -q -p no:cacheprovider -p no:xdist --capture=sys tests/wsgi/test_wsgi_accel.py
+"$PY" -m pytest -q -p no:cacheprovider -p no:xdist --capture=sys tests/wsgi/test_wsgi_accel.py tests/wsgi/test_wsgi_accel_respond.py

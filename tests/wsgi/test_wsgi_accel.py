@@ -363,6 +363,9 @@ def wire(compiled: bool, raw: bytes, limits: Limits, bytewise: bool) -> bytes:
         ctx = ServingContext(Worker(), loop, on_last_connection=lambda: None)
         ctx.limits = limits
         ctx.parser = AccelConnection if compiled else FastConnection
+        if not compiled:
+            ctx.native_respond = None  # the app call and response in Python too
+        assert (ctx.native_respond is not None) is compiled
         builder = EnvironBuilder(cfg, ("127.0.0.1", 8000), "http", accelerated=compiled)
         proto = HTTPProtocol(ctx, builder)
         transport = _Transport()

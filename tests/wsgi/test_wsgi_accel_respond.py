@@ -1,0 +1,345 @@
+"""The compiled app call and response (server/accel_respond.c) against the Python cycle.
+
+The event worker's protocol runs the same requests through the same app twice:
+once with ServingContext.native_respond (the compiled start_response and
+response framing), once with it off (run_app, StartResponse, respond_whole), and
+must write the same bytes, show the app the same environ and log the same
+errors. The apps cover the common answer and every one the compiled side must
+hand back to Python (generators, odd items, close(), exc_info, write(), errors,
+HEAD, 204/304, missing or wrong Content-Length, a drain during the call).
+In-process objects only; `make test-asan` runs this file under ASan and UBSan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import sys
+
+import pytest
+from corpus.valid import CASES as VALID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polycorn.server import accel
+from polycorn.server.http.connection import Limits
+from polycorn.server.workers.base import RunState
+from wsgi_support import RecordingAccessLog, make_cfg
+
+pytestmark = [
+    pytest.mark.skipif(accel.native is None, reason=f"no compiled accelerator: {accel.describe()}"),
+    pytest.mark.filterwarnings("ignore:coroutine 'ServingContext.start_accepting'"),
+]
+
+FUZZ = settings(max_examples=int(os.environ.get("POLYCORN_ACCEL_EXAMPLES", "200")),
+                deadline=None, suppress_health_check=[HealthCheck.too_slow])
+DATE_LINE = re.compile(rb"\r\nDate: [^\r]*\r\n")
+HELLO = [("Content-Type", "text/plain"), ("Content-Length", "5")]
+
+
+class Closing(list):
+    """A list with close(): never an exact list."""
+
+    closed = 0
+
+    def close(self) -> None:
+        Closing.closed += 1
+
+
+class Chunk(bytes):
+    """A bytes subclass as a body item."""
+
+
+def _raise_after(start_response, headers):
+    start_response("200 OK", headers)
+    raise RuntimeError("after start_response")
+
+
+def _exc_info(environ, start_response):
+    start_response("200 OK", HELLO)
+    try:
+        raise ValueError("changed my mind")
+    except ValueError:
+        start_response("500 Oops", [("Content-Length", "3")], sys.exc_info())
+    return [b"bad"]
+
+
+def _twice(environ, start_response):
+    start_response("200 OK", HELLO)
+    start_response("200 OK", HELLO)
+    return [b"hello"]
+
+
+def _write(environ, start_response):
+    start_response("200 OK", [("Content-Length", "10")])(b"hello")
+    return [b"world"]
+
+
+def _generator(environ, start_response):
+    start_response("200 OK", HELLO)
+    yield b"hel"
+    yield b"lo"
+
+
+def _keywords(environ, start_response):
+    start_response(status="200 OK", headers=HELLO)
+    return [b"hello"]
+
+
+def _echo(environ, start_response):
+    keys = sorted(k for k, v in environ.items() if type(v) is str)
+    body = "|".join(f"{k}={environ[k]}" for k in keys).encode() + environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Length", str(len(body))), ("X-N", "1")])
+    return [body]
+
+
+def _drain(environ, start_response):
+    environ["test.worker"].state = RunState.DRAINING  # a drain began during the call
+    start_response("200 OK", HELLO)
+    return [b"hello"]
+
+
+def _simple(status, headers, result):
+    def app(environ, start_response):
+        start_response(status, list(headers))
+        return result() if callable(result) else result
+    return app
+
+
+APPS = {
+    "hello": _simple("200 OK", HELLO, [b"hello"]),
+    "tuple": _simple("200 OK", HELLO, (b"hello",)),
+    "empty list": _simple("200 OK", [("Content-Length", "0")], []),
+    "empty chunk": _simple("200 OK", [("Content-Length", "0")], [b""]),
+    "two chunks": _simple("200 OK", HELLO, [b"hel", b"lo"]),
+    "leading empty": _simple("200 OK", HELLO, [b"", b"hello"]),
+    "large": _simple("200 OK", [("Content-Length", "20000")], [b"x" * 20000]),
+    "at writev size": _simple("200 OK", [("Content-Length", "16384")], [b"y" * 16384]),
+    "no length": _simple("200 OK", [("Content-Type", "text/plain")], [b"hello"]),
+    "short length": _simple("200 OK", [("Content-Length", "9")], [b"hello"]),
+    "long length": _simple("200 OK", [("Content-Length", "2")], [b"hello"]),
+    "204": _simple("204 No Content", [], [b""]),
+    "204 body": _simple("204 No Content", HELLO, [b"hello"]),
+    "304": _simple("304 Not Modified", HELLO, [b"hello"]),
+    "close": _simple("200 OK", [*HELLO, ("Connection", "close")], [b"hello"]),
+    "hop-by-hop": _simple("200 OK", [*HELLO, ("Keep-Alive", "5"), ("Upgrade", "x")], [b"hello"]),
+    "new status": _simple("299 Odd Thing", HELLO, [b"hello"]),
+    "bad status": _simple("20 OK", HELLO, [b"hello"]),
+    "bad header": _simple("200 OK", [("X\r\nY", "1")], [b"hello"]),
+    "tuple headers": _simple("200 OK", tuple(HELLO), [b"hello"]),
+    "str item": _simple("200 OK", HELLO, ["hello"]),
+    "bytes subclass": _simple("200 OK", HELLO, [Chunk(b"hello")]),
+    "with close": _simple("200 OK", HELLO, lambda: Closing([b"hello"])),
+    "none": _simple("200 OK", HELLO, None),
+    "generator": _generator,
+    "raise": lambda environ, start_response: 1 / 0,
+    "raise after start": lambda environ, start_response: _raise_after(start_response, HELLO),
+    "no start_response": lambda environ, start_response: [b"hello"],
+    "exc_info": _exc_info,
+    "twice": _twice,
+    "write": _write,
+    "keywords": _keywords,
+    "echo": _echo,
+    "drain": _drain,
+}
+
+REQUESTS = [
+    b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n",
+    b"GET /a?b=c HTTP/1.0\r\nHost: h\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n",
+    b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+    b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+]
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def writelines(self, parts) -> None:
+        for part in parts:
+            self.out += part
+
+    def get_extra_info(self, name: str, default=None):
+        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None: ...
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[tuple] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        self.lines.append((record.levelno, record.getMessage(), repr(exc)))
+
+
+def serve(compiled: bool, app, raw: bytes, bytewise: bool = False,
+          limits: Limits | None = None) -> tuple[bytes, list, int]:
+    """(bytes written, error log lines, respond_whole calls) of the event protocol for raw."""
+    from polycorn.server.http.accel_connection import AccelConnection
+    from polycorn.server.workers.event_context import ServingContext
+    from polycorn.server.workers.event_protocol import HTTPProtocol
+    from polycorn.server.wsgi.environ import EnvironBuilder
+    from polycorn.server.wsgi.handler import WSGIHandler
+
+    calls = []
+
+    class Counted(AccelConnection):
+        __slots__ = ()
+
+        def respond_whole(self, *args):
+            calls.append(args)
+            return AccelConnection.respond_whole(self, *args)
+
+    cfg = make_cfg(worker_connections=10, backlog=16, health_check=None)
+    handler = WSGIHandler(app, cfg, None, RecordingAccessLog(enabled=False))
+
+    class Worker:
+        state = RunState.RUNNING
+        alive = True
+        ssl_context = None
+
+        def __init__(self) -> None:
+            self.cfg, self.handler, self.app = cfg, handler, self._app
+
+        def _app(self, environ, start_response):
+            environ["test.worker"] = self
+            return app(environ, start_response)
+
+        def count_request(self) -> None: ...
+
+    records = _Records()
+    logger = logging.getLogger("polycorn.error")
+    logger.addHandler(records)
+    saved_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    loop = asyncio.new_event_loop()
+    try:
+        ctx = ServingContext(Worker(), loop, on_last_connection=lambda: None)
+        ctx.parser = Counted
+        if limits is not None:
+            ctx.limits = limits
+        if not compiled:
+            ctx.native_respond = None
+        assert (ctx.native_respond is not None) is compiled
+        proto = HTTPProtocol(ctx, EnvironBuilder(cfg, ("127.0.0.1", 8000), "http"))
+        transport = _Transport()
+        proto.connection_made(transport)
+        for chunk in ([raw[i:i + 1] for i in range(len(raw))] if bytewise else [raw]):
+            if transport.closed:
+                break
+            proto.data_received(chunk)
+        if not transport.closed:
+            proto.eof_received()
+        proto.connection_lost(None)
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(saved_level)
+        with contextlib.suppress(Exception):
+            loop.close()
+    return DATE_LINE.sub(b"\r\nDate: -\r\n", bytes(transport.out)), records.lines, len(calls)
+
+
+def same(app, raw: bytes, bytewise: bool = False, limits: Limits | None = None) -> bytes:
+    """The compiled side, before and after the Python side (which fills the caches the
+    compiled side reads), answers as the Python side does."""
+    first = serve(True, app, raw, bytewise, limits)[:2]
+    pure = serve(False, app, raw, bytewise, limits)[:2]
+    again = serve(True, app, raw, bytewise, limits)[:2]
+    assert first == pure == again
+    return pure[0]
+
+
+@pytest.mark.parametrize("name", list(APPS))
+def test_every_app_answer_is_the_pythons(name: str) -> None:
+    app = APPS[name]
+    for raw in REQUESTS:
+        same(app, raw)
+    pipelined = b"".join(REQUESTS[:6])
+    same(app, pipelined)
+    same(app, pipelined, bytewise=True)
+
+
+def test_over_the_corpus_pipelined_and_bytewise() -> None:
+    for case in VALID:
+        for bytewise in (False, True):
+            assert same(APPS["echo"], case.raw, bytewise, case.limits), case.name
+            same(APPS["hello"], case.raw + case.raw, bytewise, case.limits)
+
+
+@FUZZ
+@given(app=st.sampled_from(sorted(APPS)),
+       raws=st.lists(st.sampled_from(REQUESTS), min_size=1, max_size=4),
+       cut=st.integers(0, 200), bytewise=st.booleans())
+def test_generated_pipelines(app: str, raws: list[bytes], cut: int, bytewise: bool) -> None:
+    raw = b"".join(raws)
+    same(APPS[app], raw[:cut] if cut < len(raw) else raw, bytewise)
+
+
+def test_the_compiled_path_frames_the_common_answer_itself() -> None:
+    raw = REQUESTS[0] * 3
+    out, _, calls = serve(False, APPS["hello"], raw)  # remembers the status, list and head
+    assert calls == 3 and out.count(b"HTTP/1.1 200 OK\r\n") == 3
+    out, _, calls = serve(True, APPS["hello"], raw)
+    assert calls == 0 and out.count(b"HTTP/1.1 200 OK\r\n") == 3
+    # HEAD has no Content-Length writer: respond_whole in Python frames it.
+    assert serve(True, APPS["hello"], REQUESTS[1])[2] == 1
+
+
+def test_a_drain_during_the_app_call_says_close() -> None:
+    out = same(APPS["drain"], REQUESTS[0] * 2)
+    assert out.count(b"HTTP/1.1 200 OK\r\n") == 1 and b"Connection: close\r\n" in out
+
+
+def test_close_is_called_once() -> None:
+    Closing.closed = 0
+    serve(True, APPS["with close"], REQUESTS[0])
+    assert Closing.closed == 1
+
+
+def test_the_compiled_start_response_is_made_only_by_respond() -> None:
+    with pytest.raises(TypeError):
+        accel.native.StartResponse()
+    with pytest.raises(TypeError):
+        accel.native.respond(APPS["hello"], {})
+
+
+def test_what_the_app_sees_is_the_same() -> None:
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(sorted((k, v) for k, v in environ.items() if type(v) is str))
+        write = start_response("200 OK", list(HELLO))
+        seen.append(callable(write))
+        return [b"hello"]
+
+    serve(False, app, REQUESTS[0] + REQUESTS[2])
+    pure, seen[:] = seen[:], []
+    serve(True, app, REQUESTS[0] + REQUESTS[2])
+    assert seen == pure and len(pure) == 4
