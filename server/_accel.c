@@ -233,8 +233,8 @@ PyDoc_STRVAR(split_head_doc,
 "must see (see the module comment). With request_type (events.Request), a head\n"
 "whose framing is plain HTTP/1.1 (see plain_framing) comes as (end, Request).");
 
-static PyObject *
-split_head(PyObject *module, PyObject *args)
+PyObject *
+accel_split_head(PyObject *module, PyObject *args)
 {
     Py_buffer view;
     Py_ssize_t max_fields, max_len;
@@ -471,8 +471,8 @@ PyDoc_STRVAR(build_environ_doc,
 "Python path maps (an unknown or underscored header name, a percent-escape in\n"
 "the path, a target that is not origin-form).");
 
-static PyObject *
-build_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+PyObject *
+accel_build_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 8) {
         PyErr_SetString(PyExc_TypeError, "build_environ takes 8 arguments");
@@ -568,10 +568,14 @@ static PyMethodDef accel_methods[] = {
      "known_header_list(headers, table): StartResponse's look-up (accel_respond.c)."},
     {"respond", (PyCFunction)(void (*)(void))accel_respond, METH_FASTCALL,
      "respond(app, environ, conn, worker) -> bytes | AppResponse (accel_respond.c)."},
+    {"take_plain", (PyCFunction)(void (*)(void))accel_take_plain, METH_FASTCALL,
+     "take_plain(conn, request_type, client, wsgi_input, keys, trusted_keys) (accel_take.c)."},
+    {"configure_take", (PyCFunction)(void (*)(void))accel_configure_take, METH_FASTCALL,
+     "configure_take(req_idle, req_done) (accel_take.c)."},
     {"configure", (PyCFunction)(void (*)(void))accel_configure, METH_FASTCALL,
      "configure(...): the Python objects respond consults (accel_respond.c)."},
-    {"split_head", split_head, METH_VARARGS, split_head_doc},
-    {"build_environ", (PyCFunction)(void (*)(void))build_environ, METH_FASTCALL,
+    {"split_head", accel_split_head, METH_VARARGS, split_head_doc},
+    {"build_environ", (PyCFunction)(void (*)(void))accel_build_environ, METH_FASTCALL,
      build_environ_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -613,7 +617,7 @@ PyInit__accel(void)
             || intern(&s_comma, ",") < 0)
         return NULL;
     PyObject *module = PyModule_Create(&accel_module);
-    if (module != NULL && accel_respond_init(module) < 0)
+    if (module != NULL && (accel_respond_init(module) < 0 || accel_take_init(module) < 0))
         Py_CLEAR(module);
     return module;
 }

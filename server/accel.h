@@ -9,4 +9,13 @@ PyObject *accel_respond(PyObject *module, PyObject *const *args, Py_ssize_t narg
 PyObject *accel_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 int accel_respond_init(PyObject *module);
 
+/* _accel.c: the head split and the environ, for accel_take.c. */
+PyObject *accel_split_head(PyObject *module, PyObject *args);
+PyObject *accel_build_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+/* accel_take.c: a whole plain request without a body, taken in one call. */
+PyObject *accel_take_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *accel_configure_take(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+int accel_take_init(PyObject *module);
+
 #endif

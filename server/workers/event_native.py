@@ -8,6 +8,9 @@ response as ConnectionCycle.respond_whole would and returns its bytes. Any other
 answer goes on in Python (run.take_response). It only reads the Python caches
 below, so every decision is still made by the Python code that fills them.
 
+TAKE_PLAIN (accel_take.c) takes a plain head without a body and builds its environ
+in one call, the connection moved as the Python path moves it.
+
 RESPOND is that function, configured, or None (no extension, or
 POLYCORN_NO_EXTENSIONS=1): ServingContext takes it when no access log or hook
 needs the Python cycle.
@@ -18,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from polycorn.server import accel
-from polycorn.server.http import cycle, response
+from polycorn.server.http import cycle, response, state
 from polycorn.server.workers.base import RunState
 from polycorn.server.wsgi import response as wsgi_response
 from polycorn.server.wsgi.run import take_response
@@ -40,4 +43,24 @@ def _configured() -> Any:
     return native.respond
 
 
+def _request_type() -> Any:
+    try:
+        from polycorn.server.http.accel_connection import _REQUEST_TYPE
+    except ImportError:  # no httptools (the `fast` extra): no AccelConnection either
+        return None
+    return _REQUEST_TYPE
+
+
+def _take() -> Any:
+    native = accel.native
+    if RESPOND is None or REQUEST_TYPE is None or not hasattr(native, "take_plain"):
+        return None  # (REQUEST_TYPE None: Request is not the slots class split_head builds)
+    native.configure_take(state.REQ_IDLE, state.REQ_DONE)
+    return native.take_plain
+
+
 RESPOND = _configured()
+REQUEST_TYPE = _request_type()
+# take_plain (server/accel_take.c): a whole plain request without a body, from an
+# AccelConnection's buffer to (Request, environ) in one call, or None.
+TAKE_PLAIN = _take()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.workers.base import RunState
+from polycorn.server.workers.event_native import REQUEST_TYPE as _REQUEST_TYPE
 from polycorn.server.workers.event_native import WRITEV_SIZE
 from polycorn.server.workers.event_phase import (
     _CLOSED,
@@ -145,7 +146,21 @@ class HTTPProtocol(SendfileMixin, asyncio.Protocol):
         """Turn buffered bytes into requests and answer them until more bytes are needed."""
         conn = self.conn
         next_event = conn.next_event
+        take = self.ctx.take_plain
+        keys = self.builder.plain_keys
+        if keys is None:
+            take = None
         while True:
+            if take is not None and self.request is None:
+                # A whole plain request without a body: its head split, the connection
+                # moved and its environ built in one compiled call (event_native.py).
+                taken = take(conn, _REQUEST_TYPE, self.client_entries, EMPTY_INPUT, *keys)
+                if taken is not None:
+                    self.request, self.environ = taken
+                    self.phase = _READING
+                    if not self._respond():
+                        return
+                    continue
             try:
                 event = next_event()
             except RemoteProtocolError as exc:

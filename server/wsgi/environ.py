@@ -139,6 +139,8 @@ class EnvironBuilder:
                                   for name in cfg.secure_scheme_headers)
         # Names with "_" a trusted front end may send (Gunicorn's forwarder_headers).
         self._forwarders = frozenset(name.upper() for name in cfg.forwarder_headers)
+        # The keys _trusted_entries reads: without any of them it has nothing to do.
+        self._trusted_keys = (_FORWARDED_SCRIPT_NAME, *self._secure_keys)
         self._header_map = cfg.header_map
         # SCRIPT_NAME comes from the process environment (--env SCRIPT_NAME=/app), as in
         # Gunicorn; CGI forbids a trailing "/" (the "/" belongs to PATH_INFO).
@@ -151,6 +153,11 @@ class EnvironBuilder:
                                  and str(server_addr[0]) in _WILDCARD_HOSTS)
         self._header_keys: dict[bytes, str] = {n: _environ_key(n) for n in _COMMON_NAMES}
         self._last_host: tuple[str | None, str, tuple[str, str]] = (None, "", ("", ""))
+        # What the compiled take_plain needs (server/accel_take.c), or None when
+        # _finish_native has more to do than a trusted front end's headers.
+        self.plain_keys = ((self._header_keys, self._trusted_keys)
+                           if self._native_build is not None and not self._script_name
+                           and not self._name_from_host else None)
         self._base: dict[str, Any] = {
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": scheme,
@@ -267,7 +274,10 @@ class EnvironBuilder:
                                      self._header_keys)
         if environ is None:  # not its to map: the pure build, which also learns the names
             return EnvironBuilder.build(self, request, client_addr, wsgi_input, client)
-        if trusted or self._script_name or self._name_from_host:
+        # A trusted front end (loopback, by default) that sent none of the headers it
+        # may set leaves nothing to do: tested in C (a view's isdisjoint over a tuple).
+        if (trusted and not environ.keys().isdisjoint(self._trusted_keys)) \
+                or self._script_name or self._name_from_host:
             self._finish_native(environ, request, trusted)
         return environ
 

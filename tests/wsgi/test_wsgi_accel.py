@@ -364,7 +364,7 @@ def wire(compiled: bool, raw: bytes, limits: Limits, bytewise: bool) -> bytes:
         ctx.limits = limits
         ctx.parser = AccelConnection if compiled else FastConnection
         if not compiled:
-            ctx.native_respond = None  # the app call and response in Python too
+            ctx.native_respond = ctx.take_plain = None  # the app call and response in Python too
         assert (ctx.native_respond is not None) is compiled
         builder = EnvironBuilder(cfg, ("127.0.0.1", 8000), "http", accelerated=compiled)
         proto = HTTPProtocol(ctx, builder)

@@ -154,6 +154,11 @@ REQUESTS = [
     b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
     b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    # A trusted front end's headers (the client is 127.0.0.1): _finish_native's to read.
+    b"GET /s HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\n\r\n",
+    b"GET /s/x HTTP/1.1\r\nHost: h\r\nScript-Name: /s\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 1.2.3.4\r\nX-New-Name: 1\r\n\r\n",
+    b"GET /%41?x=%42 HTTP/1.1\r\nHost: h\r\nCookie: a\r\nCookie: b\r\n\r\n",
 ]
 
 
@@ -201,7 +206,8 @@ class _Records(logging.Handler):
 
 def serve(compiled: bool, app, raw: bytes, bytewise: bool = False,
           limits: Limits | None = None) -> tuple[bytes, list, int]:
-    """(bytes written, error log lines, respond_whole calls) of the event protocol for raw."""
+    """(bytes written, error log lines, calls of respond_whole and _split_next_head) of
+    the event protocol for raw."""
     from polycorn.server.http.accel_connection import AccelConnection
     from polycorn.server.workers.event_context import ServingContext
     from polycorn.server.workers.event_protocol import HTTPProtocol
@@ -216,6 +222,10 @@ def serve(compiled: bool, app, raw: bytes, bytewise: bool = False,
         def respond_whole(self, *args):
             calls.append(args)
             return AccelConnection.respond_whole(self, *args)
+
+        def _split_next_head(self):
+            calls.append("head split in Python")
+            return AccelConnection._split_next_head(self)
 
     cfg = make_cfg(worker_connections=10, backlog=16, health_check=None)
     handler = WSGIHandler(app, cfg, None, RecordingAccessLog(enabled=False))
@@ -246,7 +256,7 @@ def serve(compiled: bool, app, raw: bytes, bytewise: bool = False,
         if limits is not None:
             ctx.limits = limits
         if not compiled:
-            ctx.native_respond = None
+            ctx.native_respond = ctx.take_plain = None
         assert (ctx.native_respond is not None) is compiled
         proto = HTTPProtocol(ctx, EnvironBuilder(cfg, ("127.0.0.1", 8000), "http"))
         transport = _Transport()
@@ -302,14 +312,20 @@ def test_generated_pipelines(app: str, raws: list[bytes], cut: int, bytewise: bo
     same(APPS[app], raw[:cut] if cut < len(raw) else raw, bytewise)
 
 
-def test_the_compiled_path_frames_the_common_answer_itself() -> None:
+def test_the_compiled_path_takes_and_frames_the_common_request_itself() -> None:
     raw = REQUESTS[0] * 3
     out, _, calls = serve(False, APPS["hello"], raw)  # remembers the status, list and head
-    assert calls == 3 and out.count(b"HTTP/1.1 200 OK\r\n") == 3
+    # 3 heads and the EOF after them split, 3 responses framed, in Python.
+    assert calls == 7 and out.count(b"HTTP/1.1 200 OK\r\n") == 3
     out, _, calls = serve(True, APPS["hello"], raw)
-    assert calls == 0 and out.count(b"HTTP/1.1 200 OK\r\n") == 3
+    assert calls == 1 and out.count(b"HTTP/1.1 200 OK\r\n") == 3  # the EOF only
     # HEAD has no Content-Length writer: respond_whole in Python frames it.
-    assert serve(True, APPS["hello"], REQUESTS[1])[2] == 1
+    assert serve(True, APPS["hello"], REQUESTS[1])[2] == 2
+    # A body, a trusted front end's scheme header: the head is split in Python (the
+    # second time: the first frames a head not seen before in Python too).
+    for raw in (REQUESTS[4], REQUESTS[8]):
+        serve(True, APPS["hello"], raw)
+        assert serve(True, APPS["hello"], raw)[2] == 2, raw
 
 
 def test_a_drain_during_the_app_call_says_close() -> None:

@@ -1,0 +1,223 @@
+/* polycorn.server._accel, its third part: a whole plain request taken in one call.
+ *
+ *   take_plain(conn, request_type, client, wsgi_input, header_keys, trusted_keys)
+ *       For an AccelConnection between requests (no fallback, no EOF) whose buffer
+ *       starts with a complete plainly framed head without a body: what
+ *       AccelConnection._split_next_head, _take_head, the END event and
+ *       EnvironBuilder._build_native would give, in one call: the connection moved
+ *       as they move it, and (Request, environ).  None, with nothing changed, for
+ *       anything else (split_head's or build_environ's None, a body, a trusted
+ *       front end's header that _finish_native reads): the Python path then runs.
+ *   configure_take(req_idle, req_done)
+ *       The request states (state.py) it moves between.
+ *
+ * It only composes split_head and build_environ (_accel.c), whose answers the
+ * Python path gives the same way, so it judges nothing itself.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include "accel.h"
+
+static PyObject *req_idle, *req_done;
+static PyObject *s_fallback_reason, *s_request_state, *s_eof, *s_received, *s_header_count,
+    *s_small_head, *s_line_judged, *s_request, *s_continue_owed, *s_persistent,
+    *s_body_remaining, *s_content_length, *s_keep_alive, *s_method,
+    *s_target, *s_http_version, *s_headers, *s_zero;
+
+/* 1 when conn is between requests on its compiled path with bytes waiting, 0 when
+ * not, -1 on error; *buf, *fields, *limit set (new references) when 1. */
+static int
+idle_with_bytes(PyObject *conn, PyObject **buf, PyObject **fields, PyObject **limit)
+{
+    PyObject *reason = PyObject_GetAttr(conn, s_fallback_reason);
+    if (reason == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();  /* not a FastConnection (the pure parser's): not ours */
+        return 0;
+    }
+    Py_DECREF(reason);
+    if (reason != Py_None)
+        return 0;
+    PyObject *state = PyObject_GetAttr(conn, s_request_state);
+    if (state == NULL)
+        return -1;
+    Py_DECREF(state);
+    if (state != req_idle)
+        return 0;
+    PyObject *eof = PyObject_GetAttr(conn, s_eof);
+    if (eof == NULL)
+        return -1;
+    Py_DECREF(eof);
+    if (eof != Py_False)
+        return 0;
+    *buf = PyObject_GetAttr(conn, s_received);
+    if (*buf == NULL)
+        return -1;
+    if (!PyBytes_CheckExact(*buf) || PyBytes_GET_SIZE(*buf) == 0) {
+        Py_CLEAR(*buf);
+        return 0;
+    }
+    *fields = PyObject_GetAttr(conn, s_header_count);
+    *limit = *fields == NULL ? NULL : PyObject_GetAttr(conn, s_small_head);
+    if (*limit == NULL) {
+        Py_CLEAR(*buf);
+        Py_CLEAR(*fields);
+        return -1;
+    }
+    return 1;
+}
+
+/* _take_head's moves and the END event's (a head without a body). 0 or -1. */
+static int
+commit(PyObject *conn, PyObject *buf, Py_ssize_t end, PyObject *request)
+{
+    PyObject *rest = PyBytes_FromStringAndSize(PyBytes_AS_STRING(buf) + end,
+                                               PyBytes_GET_SIZE(buf) - end);
+    if (rest == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(conn, s_received, rest);
+    Py_DECREF(rest);
+    if (rc < 0)
+        return -1;
+    PyObject *keep_alive = PyObject_GetAttr(request, s_keep_alive);
+    if (keep_alive == NULL)
+        return -1;
+    Py_DECREF(keep_alive);
+    if (PyObject_SetAttr(conn, s_line_judged, Py_False) < 0
+            || PyObject_SetAttr(conn, s_request, request) < 0
+            || PyObject_SetAttr(conn, s_request_state, req_done) < 0
+            || PyObject_SetAttr(conn, s_continue_owed, Py_False) < 0
+            || (keep_alive != Py_True && PyObject_SetAttr(conn, s_persistent, Py_False) < 0)
+            || PyObject_SetAttr(conn, s_body_remaining, s_zero) < 0)
+        return -1;
+    return 0;
+}
+
+/* A new reference to the request's attribute, or NULL. */
+static PyObject *
+field(PyObject *request, PyObject *name)
+{
+    return PyObject_GetAttr(request, name);
+}
+
+PyObject *
+accel_take_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyTuple_CheckExact(args[2]) || PyTuple_GET_SIZE(args[2]) != 2
+            || !PyDict_CheckExact(PyTuple_GET_ITEM(args[2], 0))
+            || !PyDict_CheckExact(args[4]) || !PyTuple_CheckExact(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "take_plain: unexpected arguments");
+        return NULL;
+    }
+    if (req_idle == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "take_plain: configure_take() was not called");
+        return NULL;
+    }
+    PyObject *conn = args[0], *request_type = args[1], *wsgi_input = args[3];
+    PyObject *base = PyTuple_GET_ITEM(args[2], 0);
+    int trusted = PyObject_IsTrue(PyTuple_GET_ITEM(args[2], 1));
+    if (trusted < 0)
+        return NULL;
+    PyObject *buf = NULL, *fields = NULL, *limit = NULL, *split = NULL, *environ = NULL;
+    PyObject *result = NULL;
+    int idle = idle_with_bytes(conn, &buf, &fields, &limit);
+    if (idle <= 0)
+        return idle < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *split_args = PyTuple_Pack(4, buf, fields, limit, request_type);
+    if (split_args == NULL)
+        goto done;
+    split = accel_split_head(module, split_args);
+    Py_DECREF(split_args);
+    if (split == NULL)
+        goto done;
+    if (!PyTuple_CheckExact(split) || PyTuple_GET_SIZE(split) != 2)
+        goto decline;  /* None, or a head whose framing Python judges */
+    Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(split, 0));
+    if (end == -1 && PyErr_Occurred())
+        goto done;
+    PyObject *request = PyTuple_GET_ITEM(split, 1);
+    PyObject *length = field(request, s_content_length);
+    if (length == NULL)
+        goto done;
+    Py_DECREF(length);
+    if (length != Py_None)
+        goto decline;  /* a body: read by the Python path */
+    PyObject *parts[5] = {NULL, NULL, NULL, NULL, NULL};
+    PyObject *names[4] = {s_method, s_http_version, s_target, s_headers};
+    for (int n = 0; n < 4; n++) {
+        parts[n] = field(request, names[n]);
+        if (parts[n] == NULL) {
+            for (int m = 0; m < n; m++)
+                Py_DECREF(parts[m]);
+            goto done;
+        }
+    }
+    PyObject *build_args[8] = {base, wsgi_input, parts[0], parts[1], parts[2], parts[3],
+                               Py_None, args[4]};
+    environ = accel_build_environ(module, build_args, 8);
+    for (int n = 0; n < 4; n++)
+        Py_DECREF(parts[n]);
+    if (environ == NULL)
+        goto done;
+    if (environ == Py_None)
+        goto decline;
+    if (trusted) {
+        /* _finish_native's trusted step reads these: Python's to do. */
+        Py_ssize_t count = PyTuple_GET_SIZE(args[5]);
+        for (Py_ssize_t n = 0; n < count; n++) {
+            int has = PyDict_Contains(environ, PyTuple_GET_ITEM(args[5], n));
+            if (has < 0)
+                goto done;
+            if (has)
+                goto decline;
+        }
+    }
+    if (commit(conn, buf, end, request) < 0)
+        goto done;
+    result = PyTuple_Pack(2, request, environ);
+    goto done;
+decline:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(buf);
+    Py_XDECREF(fields);
+    Py_XDECREF(limit);
+    Py_XDECREF(split);
+    Py_XDECREF(environ);
+    return result;
+}
+
+PyObject *
+accel_configure_take(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "configure_take(req_idle, req_done)");
+        return NULL;
+    }
+    Py_XSETREF(req_idle, Py_NewRef(args[0]));
+    Py_XSETREF(req_done, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+int
+accel_take_init(PyObject *module)
+{
+    struct { PyObject **slot; const char *text; } names[] = {
+        {&s_fallback_reason, "fallback_reason"}, {&s_request_state, "_request_state"},
+        {&s_eof, "_eof"}, {&s_received, "_received"}, {&s_header_count, "_header_count"},
+        {&s_small_head, "_small_head"}, {&s_line_judged, "_line_judged"},
+        {&s_request, "_request"}, {&s_continue_owed, "_continue_owed"},
+        {&s_persistent, "_persistent"}, {&s_body_remaining, "_body_remaining"},
+        {&s_content_length, "content_length"},
+        {&s_keep_alive, "keep_alive"}, {&s_method, "method"}, {&s_target, "target"},
+        {&s_http_version, "http_version"}, {&s_headers, "headers"},
+    };
+    for (size_t n = 0; n < sizeof(names) / sizeof(names[0]); n++) {
+        *names[n].slot = PyUnicode_InternFromString(names[n].text);
+        if (*names[n].slot == NULL)
+            return -1;
+    }
+    s_zero = PyLong_FromLong(0);
+    return s_zero == NULL ? -1 : 0;
+}
