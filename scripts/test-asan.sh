@@ -28,7 +28,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 so="$out/_accel$suffix"
 "$CC" -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-  -fno-sanitize-recover=undefined -fPIC -shared -I"$include" server/_accel.c server/accel_respond.c server/accel_take.c -o "$so"
+  -fno-sanitize-recover=undefined -fPIC -shared -I"$include" server/_accel.c server/accel_respond.c server/accel_take.c server/accel_environ.c -o "$so"
 export LD_PRELOAD="$libasan" PYTHONMALLOC=malloc POLYCORN_ACCEL_PATH="$so"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export POLYCORN_ACCEL_EXAMPLES=${POLYCORN_ACCEL_EXAMPLES:-100}

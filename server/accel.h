@@ -9,9 +9,13 @@ PyObject *accel_respond(PyObject *module, PyObject *const *args, Py_ssize_t narg
 PyObject *accel_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 int accel_respond_init(PyObject *module);
 
-/* _accel.c: the head split and the environ, for accel_take.c. */
+/* _accel.c: the head split (also for accel_take.c). */
 PyObject *accel_split_head(PyObject *module, PyObject *args);
+
+/* accel_environ.c: the environ of a split request. */
 PyObject *accel_build_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+extern const char accel_build_environ_doc[];
+int accel_environ_init(void);
 
 /* accel_take.c: a whole plain request without a body, taken in one call. */
 PyObject *accel_take_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
