@@ -276,6 +276,7 @@ class Agent:
             # the current epoch, so none taken is lost to a later failed call.
             snap, commands = self.store.cycle_read(self.config.node_id, self.fence.incarnation)
             self.fence.observe(snap.epoch)
+            self.duties.watch_redis(snap.server_id)
             self.inbox.deliver(commands)
             if snap.lease is None and self.heartbeat_at > now:
                 # About to campaign: heartbeat first, so an agent whose node id a newer

@@ -52,6 +52,14 @@ class LeaderDuties:
         self.drain = DrainDuty(store)
         self.rollout = RolloutDuty(store)
 
+    def watch_redis(self, server_id: str) -> None:
+        """Every agent's cycle read names Redis' run id, leader or not: a leader elected
+        just after a failover must know that its Redis just changed. Only the leader's own
+        reads watched it before, and a node elected right after a SENTINEL FAILOVER that
+        promoted a primary with seconds-old data declared nodes dead on that data (chaos
+        --random 4, 5 and 19: 'no heartbeat for 11.4s' of a node heartbeating all along)."""
+        self.redis.see(server_id, self.clock())
+
     @property
     def ttl(self) -> float:
         return self.election.timing.node_ttl

@@ -77,7 +77,8 @@ class MemoryStore(ClusterStore):
         now = self._now()
         listed = tuple(Member(n, s) for n, s in sorted(self._members.items(), key=lambda x: x[1])
                        ) if members else ()
-        return ElectionSnapshot(now, self._current_lease(now), self._epoch, listed)
+        return ElectionSnapshot(now, self._current_lease(now), self._epoch, listed,
+                                self.server_id)
 
     def nodes(self, ttl_ms: int) -> tuple[ElectionSnapshot, list[NodeRecord]]:
         snap = self.snapshot()

@@ -328,11 +328,10 @@ class RedisStore(ClusterStore):
     def cycle_read(self, node_id: str, incarnation: int, limit: int = 16
                    ) -> tuple[ElectionSnapshot, list[str]]:
         k = self.keys
-        pipe = self.client.pipeline(transaction=False)
-        pipe.time().mget(k.lease, k.epoch).lpop(k.commands(node_id, incarnation), limit)
-        (sec, usec), (lease, epoch), wires = pipe.execute()
-        return (ElectionSnapshot(sec * 1000 + usec // 1000, Lease.decode(lease), int(epoch or 0),
-                                 ()), wires or [])
+        now, lease, epoch, wires, run_id = self._run(
+            "CYCLE_READ", [k.lease, k.epoch, k.commands(node_id, incarnation)], [limit])
+        return (ElectionSnapshot(int(now), Lease.decode(lease), int(epoch or 0), (),
+                                 str(run_id)), list(wires))
 
     @_unavailable
     def latest_events(self, count: int) -> list[Event]:

@@ -38,6 +38,7 @@ class ElectionSnapshot(NamedTuple):
     lease: Lease | None
     epoch: int  # highest epoch ever granted (the counter); 0 before any election
     members: tuple[Member, ...]
+    server_id: str = ""  # Redis' run id, where the read carries it (a change: a failover)
 
     def member(self, node_id: str) -> Member | None:
         return next((m for m in self.members if m.node_id == node_id), None)

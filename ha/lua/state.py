@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from polycorn.ha.lua.render import NOW_MS, render
 
-__all__ = ["CLUSTER_STATE"]
+__all__ = ["CLUSTER_STATE", "CYCLE_READ"]
 
 CLUSTER_STATE = render(NOW_MS + """
 -- KEYS[1] lease, KEYS[2] epoch counter, KEYS[3] members zset, KEYS[4] roster, KEYS[5] dead,
@@ -41,4 +41,18 @@ return {now, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), members, no
         hash_json(KEYS[4]), hash_json(KEYS[5]), hash_json(KEYS[6]), hash_json(KEYS[7]),
         redis.call('SMEMBERS', KEYS[8]), hash_json(KEYS[9]), hash_json(KEYS[10]),
         redis.call('SMEMBERS', KEYS[11]), run_id}
+""")
+
+# Every agent's read of every cycle (RedisStore.cycle_read): the lease, the epoch counter
+# and the commands for its incarnation, as the pipeline read them, plus Redis' run id, so
+# every agent (not only the leader) sees a failover: a leader elected just after one
+# must know its Redis just changed (chaos --random 4, 5, 19: a SENTINEL FAILOVER that
+# promoted a primary whose data was seconds old, and a leader elected on it at once).
+CYCLE_READ = render(NOW_MS + """
+-- KEYS[1] lease, KEYS[2] epoch counter, KEYS[3] the incarnation's command queue
+-- ARGV[1] how many commands to take at most
+-- returns {server ms, lease or nil, epoch or nil, {commands, oldest first}, Redis' run id}
+local taken = redis.call('LPOP', KEYS[3], ARGV[1]) or {}
+local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
+return {now, redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), taken, run_id}
 """)

@@ -85,6 +85,9 @@ def test_cycle_read_takes_the_commands_with_the_lean_snapshot(store):
     assert (snap.lease, snap.epoch, snap.members, taken) == (Lease("n1", 1), 1, (), ["a", "b"])
     assert store.cycle_read("n2", inc)[1] == ["c"]
     assert store.cycle_read("n2", inc)[1] == []
+    # Every agent's read names Redis (its run id), as the leader's cluster_state does.
+    assert snap.server_id and snap.server_id == store.cluster_state(5000).server_id
+    assert snap.now_ms > 0
 
 
 def test_lease_expires_and_next_epoch_is_higher(store):
