@@ -240,19 +240,33 @@ def _capacity_from_requests(history: list[Record], final: Record, alive: set[str
 
 def _states_at(history: list[Record], alive: set[str], when: float,
                fresh: float = FRESH) -> dict[str, Record]:
-    """Each node's latest state at `when`, from an agent that heartbeated within `fresh`
-    seconds before then (a killed node's last word is not its state)."""
-    states: dict[str, Record] = {}
+    """Each node's latest state at `when`, as its current agent said it: among the node's
+    agents that heartbeated within `fresh` seconds before then (a killed node's last word
+    is not its state), the one registered last. After a USR2 the old generation's agent
+    can report 'stopping' after the new one reported 'ready' (the new agent may start
+    first): that is the old generation's state, not the node's (chaos --random 2, 'no
+    state from n1' once in four CI runs)."""
+    latest: dict[tuple[str, int], Record] = {}  # (node, agent pid) -> its latest state
     beat: dict[int, float] = {}
+    registered: dict[int, float] = {}
     for r in history:
         if r["t"] > when:
             break
         if r.get("k") == "state" and r["node"] in alive:
-            states[r["node"]] = r
+            latest[(r["node"], r["pid"])] = r
         elif r.get("op") in ("heartbeat", "register") and r.get("res") not in (
                 "unavailable", "superseded", "declared_dead"):
             beat[r["pid"]] = _end(r)
-    return {n: s for n, s in states.items() if when - beat.get(s["pid"], -1e9) <= fresh}
+            if r["op"] == "register":
+                registered[r["pid"]] = r["t"]
+    chosen: dict[str, tuple[tuple[float, float], Record]] = {}
+    for (node, pid), s in latest.items():
+        if when - beat.get(pid, -1e9) > fresh:
+            continue
+        rank = (registered.get(pid, float("-inf")), s["t"])
+        if node not in chosen or rank > chosen[node][0]:
+            chosen[node] = (rank, s)
+    return {node: s for node, (_, s) in chosen.items()}
 
 
 def _capacity_ok(states: dict[str, Record], alive: set[str], expected: int) -> tuple[bool, str]:

@@ -160,6 +160,20 @@ def test_capacity_ignores_the_last_word_of_a_killed_agent():
     assert not inv.held and "no state from n2" in inv.evidence
 
 
+def test_capacity_takes_a_nodes_state_from_its_current_agent_after_an_upgrade():
+    # chaos --random 2 (CI, once in four): n1's USR2 started a new agent (pid 7) that
+    # registered and said 'ready' before the old generation's agent (pid 1) said
+    # 'stopping'. The old agent then left; the node's state is the new agent's.
+    h = [state(0.5, "n1", 2, 2, 1), store(0.4, "register", 1, pid=1, node="n1"),
+         *beats("n1", 1, 1, 9), fault(8, "start", label="usr2 n1"),
+         store(8.2, "register", 2, pid=7, node="n1"), state(8.5, "n1", 2, 2, 7),
+         state(8.8, "n1", 2, 2, 1, st="stopping"), state(8.9, "n1", 0, 2, 1, st="stopping"),
+         fault(9, "end"), *beats("n1", 7, 9, 40), final(40, ["n1"])]
+    inv = checker.capacity_restored(sorted(h, key=lambda r: r["t"]), BOUND)
+    assert inv.held, inv.evidence
+    assert "2 workers on 1 ready nodes" in inv.evidence
+
+
 def test_capacity_ignores_what_the_nodes_said_during_the_teardown():
     h = [state(0.5, "n1", 2, 2, 1), fault(10, "start"), state(10.5, "n1", 1, 2, 1),
          fault(11, "end"), final(20, ["n1"]), state(20.1, "n1", 2, 2, 1),
