@@ -36,7 +36,8 @@ REPLICA_ACK_MS = 500  # WAIT bound after acquiring: well inside the step-down ma
 # then it still takes writes, and a client that keeps its connection to it (redis-py asks
 # the Sentinels only when it connects) runs a second cluster there, with a second leader
 # and the same epoch numbers (chaos --random 1 found it). Asking every half second bounds
-# that window by the Sentinels' own switch (about 1 s) plus this.
+# that window by the Sentinels' own switch (about 1 s) plus this. Reads follow too: a
+# reader that only reads (the HAProxy sync) saw the old master's frozen data meanwhile.
 FOLLOW_MASTER_EVERY = 0.5
 
 T = TypeVar("T")
@@ -108,6 +109,11 @@ class RedisStore(ClusterStore):
 
     @_unavailable
     def cluster_state(self, ttl_ms: int) -> ClusterState:
+        # The HAProxy sync only reads (this and the events): without following it kept
+        # reading the old master, frozen at the failover, for the ~10 s until Sentinel
+        # reconfigured it, took a heartbeating node out as lapsed and missed a drain
+        # (chaos --random 19: 89 HTTP 503 from a drained node HAProxy still sent to).
+        self._follow_master()
         k = self.keys
         (now, lease, epoch, flat, hashes, roster, dead, lost, grants, drained, head, entries,
          slots, run_id) = self._run("CLUSTER_STATE", [
@@ -130,6 +136,7 @@ class RedisStore(ClusterStore):
     @_unavailable
     def read_events(self, after: str = "0", count: int = 100,
                     block_ms: int | None = None) -> list[Event]:
+        self._follow_master()
         if block_ms is None:
             entries = self.client.xrange(self.keys.events, min=f"({after}" if after != "0"
                                          else "-", count=count)
@@ -335,6 +342,7 @@ class RedisStore(ClusterStore):
 
     @_unavailable
     def latest_events(self, count: int) -> list[Event]:
+        self._follow_master()
         if count <= 0:
             return []
         entries = self.client.xrevrange(self.keys.events, count=count)

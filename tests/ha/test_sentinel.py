@@ -101,3 +101,27 @@ def test_after_a_failover_writes_follow_the_new_master_within_a_second(redis_far
     with new.client() as c:
         kinds = [f["event"] for _, f in c.xrange(key)]
     assert "after" in kinds, f"the write went to the old master (port {old.port}): {kinds}"
+
+
+def test_after_a_failover_reads_alone_follow_the_new_master_too(redis_farm, cluster_name):
+    """The HAProxy sync only reads (cluster_state, the events stream): it kept reading the
+    old master, whose data froze at the failover, until Sentinel reconfigured it, and took
+    a heartbeating node out as lapsed (chaos --random 19, 90 s, --netns --front haproxy:
+    'no heartbeat for 9.3s' of a node that heartbeated every second; 89 HTTP 503)."""
+    group = redis_farm.sentinel_group()
+    store = observer(group.url, cluster_name)
+    store.cluster_state(TTL_MS)  # a connection to the first master, kept idle
+    old = group.current_master()
+    group.failover()
+    new = group.current_master()
+    with old.client() as c:
+        assert c.info("replication")["role"] == "master"  # not yet reconfigured
+    with new.client() as c:
+        new_id = c.info("server")["run_id"]
+    time.sleep(FOLLOW_MASTER_EVERY + 0.1)
+    assert store.cluster_state(TTL_MS).server_id == new_id, "read the old master"
+    store.read_events(count=1)
+    time.sleep(FOLLOW_MASTER_EVERY + 0.1)
+    with old.client() as c:
+        c.xadd(store.keys.events, Event("stale", "n1").fields())  # only the old one has it
+    assert "stale" not in [e.kind for e in store.latest_events(5)]
