@@ -62,6 +62,8 @@ class Inbox:
                        {**details, "highest_epoch": str(self.fence.highest_epoch)})
             return
         if not decision.admitted:
+            if decision.verdict is FenceVerdict.REPLAYED:
+                log.warning("cluster: rejected %s", decision.reason)
             self._emit(ev.COMMAND_REJECTED, command.epoch, decision.reason, details)
             return
         try:

@@ -79,11 +79,16 @@ def test_the_inbox_records_each_fence_verdict(tmp_path, monkeypatch):
         inbox = Inbox(store, fence, Channel(mine), "n1")
         inbox._deliver(NodeCommand("n1", 1, 5, "ttin", 1, "fresh", "n2").encode())
         inbox._deliver(NodeCommand("n1", 1, 4, "ttou", 1, "stale", "n3").encode())
+        inbox._deliver(NodeCommand("n1", 1, 5, "ttin", 1, "fresh", "n2").encode())  # replayed
+        theirs.settimeout(1.0)
+        relayed = theirs.recv(65536).decode()
     finally:
         mine.close()
         theirs.close()
         recorder.close()
-    fresh, stale = lines(tmp_path / "n1.jsonl")
+    fresh, stale, replayed = lines(tmp_path / "n1.jsonl")
+    assert relayed.count('"fresh"') == 1  # relayed to the master once, not twice
+    assert (replayed["id"], replayed["accepted"], replayed["verdict"]) == ("fresh", False, "replayed")
     assert (fresh["id"], fresh["accepted"], fresh["epoch"], fresh["by"]) == ("fresh", True, 5, "n2")
     assert (stale["id"], stale["accepted"], stale["verdict"]) == ("stale", False, "stale_epoch")
     assert stale["highest_before"] == 5 and stale["target"] == "n1"

@@ -111,6 +111,31 @@ def test_fence_rejects_older_epochs_other_nodes_and_incarnations():
     assert fence.highest_epoch == 7  # never lowered
 
 
+def test_fence_refuses_a_command_applied_already():
+    # chaos --random 20: a Sentinel failover promoted a replica whose copy of n1's queue
+    # still held `set_workers 3`, popped and applied on the old primary; applied again
+    # after the later `set_workers 2` of the same epoch, it undid it.
+    fence = Fence("n1", incarnation=2)
+    assert fence.admit(NodeCommand("n1", 2, 7, "set_workers", 3, id="e93fa0ff")).admitted
+    assert fence.admit(NodeCommand("n1", 2, 7, "set_workers", 2, id="b2")).admitted
+    replay = fence.admit(NodeCommand("n1", 2, 7, "set_workers", 3, id="e93fa0ff"))
+    assert replay.verdict is FenceVerdict.REPLAYED
+    assert "e93fa0ff" in replay.reason and "applied already" in replay.reason
+    # A refused replay does not count as applied; other commands still pass.
+    assert fence.admit(NodeCommand("n1", 2, 7, "ttin", 1, id="c3")).admitted
+
+
+def test_fence_remembers_a_bounded_number_of_ids():
+    from polycorn.ha.fencing import REMEMBERED_IDS
+
+    fence = Fence("n1")
+    for i in range(REMEMBERED_IDS + 1):
+        assert fence.admit(NodeCommand("n1", 0, 1, "ttin", 1, id=f"c{i}")).admitted
+    assert len(fence._applied) == REMEMBERED_IDS
+    assert fence.admit(NodeCommand("n1", 0, 1, "ttin", 1, id="c0")).admitted  # forgotten
+    assert fence.admit(NodeCommand("n1", 0, 1, "ttin", 1, id="c5")).verdict is FenceVerdict.REPLAYED
+
+
 # -- back-off, events, registry defaults --------------------------------------------------
 
 
