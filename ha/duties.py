@@ -24,7 +24,7 @@ from polycorn.ha.decision import Decision
 from polycorn.ha.drain import DrainDuty
 from polycorn.ha.election import Election
 from polycorn.ha.events import Event
-from polycorn.ha.guard import Hold, RecentLosses, RedisWatch, judge_lapses
+from polycorn.ha.guard import HeardFrom, Hold, RecentLosses, RedisWatch, judge_lapses
 from polycorn.ha.registry import lapsed_members
 from polycorn.ha.rollout_duty import RolloutDuty
 from polycorn.ha.snapshot import Lease
@@ -48,6 +48,8 @@ class LeaderDuties:
         self.paused_at = 0.0
         self.redis = RedisWatch()  # Redis' run id last seen; survives leadership changes
         self.silenced = RecentLosses()  # lapsed nodes this leader declared dead lately
+        self.heard = HeardFrom()  # each node's last heartbeat, on this leader's clock
+        self.followed_since: float | None = None  # this leadership's first look
         self.capacity = CapacityDuty(store)
         self.drain = DrainDuty(store)
         self.rollout = RolloutDuty(store)
@@ -96,10 +98,14 @@ class LeaderDuties:
         """The lapsed nodes to believe dead, or why no duty may run now (ha/guard.py)."""
         now = self.clock()
         self.redis.see(view.server_id, now)
+        members = view.snap.members
+        if self.followed_since is None:
+            self.followed_since = now
+        self.heard.see({m.node_id: m.heartbeat_ms for m in members}, now)
         ttl_ms = int(self.ttl * 1000)
         silent = {n: view.now_ms - view.snap.member(n).heartbeat_ms
-                  for n in lapsed_members(view.snap, ttl_ms, self.election.node_id)}
-        members = view.snap.members
+                  for n in lapsed_members(view.snap, ttl_ms, self.election.node_id)
+                  if self.heard.silent_long_enough(n, now, self.ttl, self.followed_since)}
         return judge_lapses(silent, len(members), ttl_ms,
                             stable_for=store_stable_for, changed_ago=self.redis.changed_ago(now),
                             grace=self.election.timing.recovery_grace,
@@ -129,6 +135,8 @@ class LeaderDuties:
     def _forget(self) -> None:
         """Not (or no longer) the leader: the next leadership starts afresh."""
         self.mode, self.hold = Mode.ACTIVE, None
+        self.heard.forget()
+        self.followed_since = None
         self.capacity.forget()
         self.drain.forget()
 

@@ -15,6 +15,14 @@ nodes still counted (the population shrinks as the waves are believed gone): 40 
 nodes cut off were all declared dead in two waves of 20 (loadtests/scale.py
 --cut-off 0.6). So the nodes a reader believed gone within the last TTL count with the
 wave in front of it (`RecentLosses`).
+
+Redis measures silence on its wall clock (TIME, and key expiry), and a wall clock can
+step: in chaos --random 1 the VM's wall clock ran 1.2 s ahead of CLOCK_MONOTONIC, with a
+1.0 s step, and a node cut from Redis was declared dead 2.65 s after its last heartbeat
+with a 3 s TTL. Redis documents that expiry follows the machine's clock even for a
+running instance. So a reader that has followed a node also requires the silence on its
+own monotonic clock (`HeardFrom`): from the first cycle it saw the node's last
+heartbeat, which is no earlier than the heartbeat itself.
 """
 
 from __future__ import annotations
@@ -70,6 +78,36 @@ class RecentLosses:
         `besides` (those the reader still counts: lapsed again, or back)."""
         self.seen = {n: t for n, t in self.seen.items() if now - t <= window}
         return sum(1 for n in self.seen if n not in besides)
+
+
+@dataclass
+class HeardFrom:
+    """Each node's last heartbeat value seen, and when this reader first saw it (its own
+    monotonic clock). A node not followed yet (a reader just elected) is judged on
+    Redis' clock alone, as before: the reader has nothing better."""
+
+    seen: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def see(self, heartbeats: Mapping[str, int], now: float) -> None:
+        for node_id, heartbeat_ms in heartbeats.items():
+            last = self.seen.get(node_id)
+            if last is None or last[0] != heartbeat_ms:
+                self.seen[node_id] = (heartbeat_ms, now)
+        for node_id in self.seen.keys() - heartbeats.keys():
+            del self.seen[node_id]
+
+    def silent_long_enough(self, node_id: str, now: float, ttl: float,
+                           followed_since: float) -> bool:
+        """True unless this reader saw the node's current heartbeat less than `ttl`
+        seconds ago, on its own clock. Nodes first seen at `followed_since` (the reader's
+        first look) are judged by Redis alone."""
+        last = self.seen.get(node_id)
+        if last is None or last[1] <= followed_since:
+            return True
+        return now - last[1] >= ttl
+
+    def forget(self) -> None:
+        self.seen.clear()
 
 
 def judge_lapses(silent_ms: Mapping[str, int], population: int, ttl_ms: int, *,

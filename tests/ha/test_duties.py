@@ -104,6 +104,37 @@ def test_a_lapsed_node_is_declared_dead_once():
         ("n2", 1, "n1", "no heartbeat for 3.0s")]
 
 
+def test_a_step_of_redis_wall_clock_does_not_shorten_a_followed_nodes_ttl():
+    # chaos --random 1: the wall clock Redis measures silence with ran 1.2 s ahead of
+    # CLOCK_MONOTONIC (a 1.0 s step), and a node cut from Redis was declared dead 2.65 s
+    # after its last heartbeat, inside the 3 s TTL.
+    w = World()
+    step = 0.0
+    w.store.clock = lambda: int((w.t + step) * 1000)
+    assert w.cycle() is None  # the leader follows n2 from here (it saw n2's heartbeat)
+    w.tick(0.5)
+    assert w.cycle() is None  # n2's heartbeat of t=100.5 seen at t=100.5
+    w.silent.add("n2")
+    w.tick(1.0)
+    w.cycle()
+    step = 1.2  # Redis' clock jumps ahead
+    w.tick(1.0)  # n2 silent 2.0 s, 3.2 s by Redis' clock
+    assert not (w.cycle() or "").startswith("declared")
+    w.tick(0.5)  # 2.5 s
+    assert not (w.cycle() or "").startswith("declared")
+    w.tick(0.5)  # 3.0 s on the leader's clock since it saw the last heartbeat
+    assert (w.cycle() or "").startswith("declared dead at epoch 1: n2")
+
+
+def test_a_node_not_followed_yet_is_judged_on_redis_clock_alone():
+    # A leader just elected has seen nothing: it must not wait another TTL to declare a
+    # node that went silent under the old leader (the kill-node leader case).
+    w = World()
+    w.silent.add("n2")
+    w.tick(5.0)
+    assert (w.cycle() or "").startswith("declared dead at epoch 1: n2 (silent 5.0s)")
+
+
 def test_a_node_whose_master_is_gone_is_declared_dead_at_once():
     w = World()
     assert w.store.deregister("n3", w.inc["n3"], ev.NODE_GONE, "master exited (EOF)",
