@@ -35,10 +35,13 @@ LATE_OUT = 2.0  # s after a link heals in which HAProxy may still mark its node 
 LINK_FAULTS = ("cut-front", "lossy-node", "slow-front")  # on the front's path to a node
 INSTALL_HINT = "haproxy not found on PATH (Debian/Ubuntu: apt-get install haproxy; or `make deps`)"
 # HAProxy's `option httplog` line: client, [accept date], frontend, backend/server,
-# TR/Tw/Tc/Tr/Ta timers, status, bytes, two cookies, termination state, ...
+# TR/Tw/Tc/Tr/Ta timers, status, bytes, two cookies, termination state, then
+# actconn/feconn/beconn/srv_conn/retries, where the retries carry a '+' when the request
+# was redispatched to another server (configuration.txt 8.2.3).
 _REQUEST_LINE = re.compile(
     r" \[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\.\d{3})\] \S+ ([\w.-]+)/(\S+) "
-    r"-?\d+/-?\d+/-?\d+/-?\d+/\+?(-?\d+) (-?\d+) \S+ \S+ \S+ (\S{4}) ")
+    r"-?\d+/-?\d+/-?\d+/-?\d+/\+?(-?\d+) (-?\d+) \S+ \S+ \S+ (\S{4}) "
+    r"(?:\d+/\d+/\d+/\d+/(\+?)\d+)?")
 # `log stdout format iso`: state changes are logged with the time they happened.
 _STATE_LINE = re.compile(r"^(\S+T\S+) Server ([\w.-]+)/([\w.-]+) is (\w+)")
 
@@ -56,6 +59,9 @@ class Request:
     status: int  # -1: no response
     total_ms: int
     termination: str  # HAProxy's termination state, "----" for a clean end
+    # Sent to another server after its first one failed it: HAProxy logs such a request
+    # under the server that had it last, so the first one's faults must count it too.
+    redispatched: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ def parse_log(text: str) -> tuple[list[Request], list[StateChange]]:
         if m:
             # The accept date is in HAProxy's local time, as a naive datetime reads it.
             accepted = datetime.strptime(m[1], "%d/%b/%Y:%H:%M:%S.%f").timestamp()
-            requests.append(Request(accepted, m[3], int(m[5]), int(m[4]), m[6]))
+            requests.append(Request(accepted, m[3], int(m[5]), int(m[4]), m[6], m[7] == "+"))
             continue
         m = _STATE_LINE.match(line)
         if m:
@@ -223,11 +229,15 @@ def link_fault_exposed(requests: list[Request], slot: str, started: float, ended
     can still mark it down, and the sync then closes what it holds: `shutdown sessions
     server`, ha/haproxy/hung.py; all accepted before it was taken out). Nothing else can fail because of the link: a connection attempt that times
     out is retried on another node (retry-on conn-failure, redispatch), and HAProxy logs
-    each request once, under the node that had it last."""
+    each request once, under the node that had it last: a request redispatched off this
+    node (its sessions shut once its checks failed, ha/haproxy/hung.py) shows another
+    node, so every redispatched request of the window counts (chaos --random 1: six
+    requests waited 2.6 s on a slowed node, were answered 200 elsewhere and had timed
+    out at the client, allowance 0)."""
     end = ended
     if out_at is not None and out_at <= ended + LATE_OUT:
         end = out_at
-    return [r for r in requests if r.server == slot and r.accepted <= end
+    return [r for r in requests if (r.server == slot or r.redispatched) and r.accepted <= end
             and r.accepted + max(r.total_ms, 0) / 1000 >= started]
 
 
@@ -257,7 +267,7 @@ def front_facts(front: HaproxyFront, records: list[Any], cluster: Any, offered: 
             if out_at is None:
                 rec.detail += "; HAProxy never took the paused node out"
             else:
-                sent = [r for r in requests if r.server == slot
+                sent = [r for r in requests if (r.server == slot or r.redispatched)
                         and rec.started <= r.accepted <= out_at]
                 rec.allowed_failures = len(sent)
                 rec.facts["sent_before_out"] = len(sent)

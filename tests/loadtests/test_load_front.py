@@ -29,10 +29,11 @@ def accept_date(t: float) -> str:
     return datetime.fromtimestamp(t).strftime("%d/%b/%Y:%H:%M:%S.%f")[:-3]
 
 
-def request_line(t: float, server: str, status: int, ta: int, state: str = "----") -> str:
+def request_line(t: float, server: str, status: int, ta: int, state: str = "----",
+                 retries: str = "0") -> str:
     """A line as HAProxy 2.6 writes it with `log stdout format iso` and `option httplog`."""
     return (f"{iso(t)} 127.0.0.1:47942 [{accept_date(t)}] polycorn_front polycorn/{server} "
-            f"0/0/0/0/{ta} {status} 116 - - {state} 1/1/0/0/0 0/0 \"GET / HTTP/1.1\"")
+            f"0/0/0/0/{ta} {status} 116 - - {state} 1/1/0/0/{retries} 0/0 \"GET / HTTP/1.1\"")
 
 
 LOG = "\n".join([
@@ -133,6 +134,27 @@ def test_a_link_fault_may_lose_the_requests_the_node_held_during_it_and_no_more(
     unfinished = FaultRecord(Fault(10.0, "lossy-node", "n2", 3.0), node="n2", started=T0 + 10.0)
     front_facts(front_in(tmp_path, log, samples), [unfinished], Cluster(), 500.0, [])
     assert unfinished.allowed_failures is None  # cut short: no end, no bound
+
+
+def test_a_request_redispatched_off_the_faulted_node_counts_for_its_fault(tmp_path):
+    """chaos --random 1: six requests on a slowed node waited 2.6 s until the sync shut its
+    sessions, were redispatched and answered 200 by other nodes (logged under them, with
+    '+1' retries), and had timed out at the client: the slow-front's allowance was 0."""
+    log = "\n".join([request_line(T0 + 10.5, "n1", 200, 2600, retries="+1"),  # off n2
+                      request_line(T0 + 10.6, "n1", 200, 3),  # an ordinary request
+                      request_line(T0 + 14.0, "n1", 200, 2600, retries="+1"), ""])  # after
+    requests, _ = parse_log(log)
+    assert [r.redispatched for r in requests] == [True, False, True]
+    samples = [(T0 + 10.0, {"n1": row("UP", 8001), "n2": row("UP", 8002)})]
+    slow = FaultRecord(Fault(10.0, "slow-front", "n2", 3.0), node="n2", started=T0 + 10.0,
+                       ended=T0 + 13.0)
+    front_facts(front_in(tmp_path, log, samples), [slow], Cluster(), 500.0, [])
+    assert slow.allowed_failures == 1
+    down = log + f"{iso(T0 + 11.0)} Server polycorn/n2 is DOWN, reason: Layer7 timeout.\n"
+    paused = FaultRecord(Fault(10.0, "pause-node", "n2", 3.0), node="n2", started=T0 + 10.0,
+                         ended=T0 + 13.0)
+    front_facts(front_in(tmp_path, down, samples), [paused], Cluster(), 500.0, [])
+    assert paused.allowed_failures == paused.facts["sent_before_out"] == 1
 
 
 def test_a_joining_node_is_timed_to_its_first_request(tmp_path):
