@@ -193,7 +193,7 @@ backend {be}
     option httpchk GET {opts.health_path}
     # A hung node is down within about {c.worst_detection_ms()} ms at worst: inter, then {c.fall} checks that time
     # out ({c.timeout_ms} ms each), {c.fastinter_ms} ms apart. The sync closes its requests still in
-    # flight 1 s later ("shutdown sessions server"): a GET is resent, and waiting for the
+    # flight 0.5 s later ("shutdown sessions server"): a GET is resent, and waiting for the
     # host to wake would hold each of their clients for the whole hang. Not HAProxy's
     # "on-marked-down shutdown-sessions": it also closes, unanswered, the requests
     # still connecting to the server at that instant, which a killed node would refuse

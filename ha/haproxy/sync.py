@@ -31,7 +31,11 @@ from polycorn.ha.timing import Timing
 
 log = logging.getLogger("polycorn.haproxy")
 
-PERIOD = 0.5  # seconds between two full reconciliations with no event
+# Seconds between two full reconciliations with no event. Also how late a slot that
+# HAProxy's checks marked down can be seen, and its sessions are shut only SHUT_AFTER
+# after that: a hung host's requests wait for both (hung.py). One `show servers
+# state` on HAProxy's socket per cycle.
+PERIOD = 0.1
 
 
 class Sync:

@@ -35,5 +35,21 @@ def test_slots_drained_out_of_service_or_unchecked_are_left_alone():
 def test_the_wait_outlasts_the_generated_connect_timeout():
     # A stream connecting when the checks failed must have connected or been retried
     # elsewhere before its session is shut: that is the whole point of waiting.
+    # Its connect timeout, then HAProxy's turn-around before the retry (min(timeout
+    # connect, 1 s)), which goes to another server (option redispatch 1).
     connect_s = cfg.FrontOptions(cluster="c", redis="redis://x").connect_timeout_ms / 1000
-    assert SHUT_AFTER >= 4 * connect_s
+    assert SHUT_AFTER >= connect_s + min(connect_s, 1.0)
+    assert "option redispatch 1" in cfg.render(cfg.FrontOptions(cluster="c", redis="redis://x"))
+
+
+def test_the_wait_is_short_of_a_clients_patience():
+    # Every request a hung host held waits for the shutdown: the checks' detection
+    # (fall 2 x (inter + timeout check)) plus the sync's look plus the wait must stay
+    # under a 2 s client timeout, with room for the resent request, or each of them fails (make demo's paused node: 7 of 7).
+    from polycorn.ha.haproxy.sync import PERIOD
+
+    opts = cfg.FrontOptions(cluster="c", redis="redis://x")
+    text = cfg.render(opts)
+    assert "timeout check 400ms" in text and "inter 250ms fastinter 100ms" in text
+    detection = 0.25 + 0.4 + 0.1 + 0.4  # first check after up to inter, then fastinter
+    assert detection + PERIOD + SHUT_AFTER <= 1.8
