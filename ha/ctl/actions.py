@@ -53,7 +53,12 @@ def _live_node(view: ClusterState, node_id: str, cluster: str):
 
 def cmd_drain(args: argparse.Namespace, store: ClusterStore) -> int:
     drain = args.command == "drain"
-    request_drain(_view(args, store), store, args.cluster, args.node, drain, requester())
+    alive = request_drain(_view(args, store), store, args.cluster, args.node, drain,
+                          requester())
+    if not alive:
+        print(f"{args.node} is not alive: its drain request is withdrawn, and it comes back "
+              f"ready")
+        return EXIT_OK
     want = NodeState.DRAINING if drain else NodeState.READY
     if args.no_wait:
         print(f"{args.command} of {args.node} requested; the leader carries it out")
@@ -86,10 +91,19 @@ def cmd_drain(args: argparse.Namespace, store: ClusterStore) -> int:
 
 
 def request_drain(view: ClusterState, store: ClusterStore, cluster: str, node_id: str,
-                  drain: bool, who: str) -> None:
-    """Record a drain (or undrain) of a live node for the leader to carry out."""
-    _live_node(view, node_id, cluster)
-    store.set_drained(node_id, drain, f"requested by {who}")
+                  drain: bool, who: str) -> bool:
+    """Record a drain (or undrain) of a live node for the leader to carry out; whether the
+    node is alive. An undrain also withdraws the request of a node that is down now: the
+    drained set is a wish the leader applies when the node comes back, and an operator
+    who drained a node that then died must be able to take it back (chaos --random 4:
+    the undrain of a node killed meanwhile was refused, and the node came back drained)."""
+    record = view.record(node_id)
+    if drain or node_id not in view.drained or (record is not None and record.alive):
+        _live_node(view, node_id, cluster)
+        store.set_drained(node_id, drain, f"requested by {who}")
+        return True
+    store.set_drained(node_id, False, f"requested by {who} (the node is not alive)")
+    return False
 
 
 def cmd_forget(args: argparse.Namespace, store: ClusterStore) -> int:

@@ -262,7 +262,8 @@ def run_action(server: DashboardServer, verb: str, body: dict, by: str) -> str:
     view = store.cluster_state(server.ttl_ms)
     if verb in ("drain", "undrain"):
         node = _node(body)
-        actions.request_drain(view, store, cluster, node, verb == "drain", by)
+        if not actions.request_drain(view, store, cluster, node, verb == "drain", by):
+            return f"{node} is not alive: its drain request is withdrawn"
         return f"{verb} of {node} requested; the leader carries it out"
     nodes = body.get("nodes") or []
     k = body.get("max_unavailable", 1)

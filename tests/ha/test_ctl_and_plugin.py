@@ -331,6 +331,25 @@ def test_drain_of_a_node_nobody_carries_out_exits_5(shared_redis, cluster_name):
     assert store.cluster_state(60_000).drained == frozenset()
 
 
+def test_undrain_withdraws_the_request_of_a_node_that_is_down(shared_redis, cluster_name):
+    """chaos --random 4: a node drained and then killed could not be undrained (exit 2, "no
+    live node"), so it came back drained and the cluster stayed short of capacity."""
+    store = observer(shared_redis.url, cluster_name)
+    ready_node(store, "n1")
+    ready_node(store, "n2")
+    args = ["--redis", shared_redis.url, "--cluster", cluster_name, "--node-ttl", "60"]
+    assert ctl("drain", "n2", "--no-wait", *args).returncode == 0
+    store.deregister("n2", 1, ev.NODE_GONE, "master exited", Departure.LOST)
+    assert ctl("drain", "n2", "--no-wait", *args).returncode == 2  # a drain needs it alive
+    done = ctl("undrain", "n2", *args)  # waits for nothing: there is no node to report
+    assert done.returncode == 0, done.stderr
+    assert "n2 is not alive: its drain request is withdrawn" in done.stdout
+    assert store.cluster_state(60_000).drained == frozenset()
+    gone = ctl("undrain", "n2", *args)  # nothing left to withdraw: the usage error as before
+    assert gone.returncode == 2 and "no live node 'n2'" in gone.stderr
+    assert ctl("undrain", "nope", *args).returncode == 2
+
+
 def test_a_drain_request_lost_in_a_failover_is_written_again(shared_redis, cluster_name):
     """A request Redis acknowledged can vanish when a Sentinel failover promotes a replica
     that never received it (chaos --random 1: an undrain lost so left a node draining)."""
