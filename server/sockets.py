@@ -145,11 +145,33 @@ def _bind_inet(address: Address, reuse_port: bool = False) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        probe_dead_peers(sock)
         sock.bind(sockaddr)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+# TCP keepalive on every listener (accepted sockets inherit it, so it costs no call per
+# connection): a worker waiting on a client whose reset or FIN was lost would otherwise
+# wait until --timeout. chaos --random 4: HAProxy reset its connections to a node while
+# 20% of the node's packets were dropped; lost resets held both sync workers in recv()
+# for 30 s, the node failed its health checks, and HAProxy kept it down 28 s after the
+# loss had healed. After KEEPALIVE_IDLE s without a byte the kernel probes the peer: a
+# host that no longer knows the connection answers with a reset (the worker is freed at
+# once), a host that is gone stays silent and the connection fails after the probes.
+# A live client answers the probes and is left alone.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 5, 1, 5
+
+
+def probe_dead_peers(sock: socket.socket) -> None:
+    """Turn on TCP keepalive with short timers on a TCP socket (see above)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                        ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
+        if hasattr(socket, name):  # Linux; elsewhere the system's timers apply
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 def _bind_unix(path: str) -> socket.socket:
@@ -184,6 +206,8 @@ def adopt_fd(fd: int, address: Address | None = None) -> Listener:
     if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
         sock.detach()
         raise BindError(f"fd {fd} is not a listening stream socket")
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        probe_dead_peers(sock)  # a listener bound by an older release or by systemd
     sock.setblocking(False)
     if address is None:
         address = address_of(sock)
