@@ -175,12 +175,17 @@ class DelayProxy:
                 writer.write(data)
                 await writer.drain()
 
-        reading = asyncio.ensure_future(read())
+        # Either half may fail first: a reset read ends the direction at once (the writer
+        # would otherwise wait for a chunk that never comes, and hold the other side
+        # open: chaos --random 4 kept sync workers busy 30 s on such upstreams).
+        halves = {asyncio.ensure_future(read()), asyncio.ensure_future(write())}
         try:
-            await write()
-            await reading
+            done, _ = await asyncio.wait(halves, return_when=asyncio.FIRST_EXCEPTION)
+            for half in done:
+                half.result()  # re-raise the failure, if any
         finally:
-            reading.cancel()
+            for half in halves:
+                half.cancel()
 
 
 async def _control_server(proxy: DelayProxy, path: Path, name: str) -> asyncio.Server:

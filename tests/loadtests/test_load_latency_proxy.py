@@ -155,6 +155,37 @@ def test_stop_closes_every_connection_and_leaves_no_task():
     asyncio.run(scenario())
 
 
+def test_a_client_that_resets_has_its_upstream_connection_closed():
+    # chaos --random 4: HAProxy aborts (RST) a health check that timed out. The proxy's
+    # reader of that side failed, its writer waited for a chunk that never came, and the
+    # upstream connection stayed open: each held a sync worker of the node for its 30 s
+    # timeout, so HAProxy kept the node down 28 s after the fault healed.
+    async def scenario() -> tuple[bytes, int]:
+        accepted: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await accepted.put(reader)  # a worker waiting for the request head
+            await asyncio.sleep(10)
+            writer.close()
+        upstream = await asyncio.start_server(handle, "127.0.0.1", 0)
+        proxy = await DelayProxy(("127.0.0.1", 0),
+                                 ("127.0.0.1", upstream.sockets[0].getsockname()[1])).start()
+        try:
+            client = socket.create_connection(("127.0.0.1", proxy.port))
+            server_side = await asyncio.wait_for(accepted.get(), MARGIN)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            client.close()  # linger 0: the close sends RST, as HAProxy's aborted check does
+            seen = await asyncio.wait_for(server_side.read(), MARGIN)
+            await asyncio.sleep(0.1)
+            return seen, proxy.connections
+        finally:
+            await proxy.stop()
+            upstream.close()
+    seen, connections = asyncio.run(scenario())
+    assert seen == b""  # the upstream got its EOF: the worker is free
+    assert connections == 0
+
+
 def test_the_process_is_driven_over_its_control_socket_and_exits_clean(tmp_path):
     upstream = socket.create_server(("127.0.0.1", 0))
     up_port = upstream.getsockname()[1]
