@@ -191,6 +191,8 @@ class EventWorker(Worker):
 
     def _shutdown(self) -> None:
         loop = self.loop
+        if self._exit_status is None and self._graceful_deadline is not None:
+            self._serve_late_accepts(loop)
         self._shutting_down = True
         self.ctx.pause_accepting()
         for protocol in list(self.ctx.connections):
@@ -200,6 +202,22 @@ class EventWorker(Worker):
         loop.run_until_complete(_yield_to_loop())
         self._after_connections(loop)
         loop.close()
+
+    def _serve_late_accepts(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer the clients accepted in the loop's last turn before they are aborted.
+
+        The loop makes a client's protocol a turn after accepting it (asyncio runs the
+        accept's second half as a task, then connection_made is call_soon; uvloop defers
+        connection_made too). A drain begun in that same turn saw no connection and
+        stopped the loop, and the client was reset with its request unanswered (the asgi
+        worker's HUP under load: 1 reset in 849). Their protocols appear within a few
+        turns; served like any connection of a drain, with Connection: close.
+        """
+        loop.run_until_complete(_yield_to_loop())
+        if self.ctx.connections and time.monotonic() < self._graceful_deadline:
+            log.info("worker %s: %s connections accepted as the drain began; answering them",
+                     self.pid, len(self.ctx.connections))
+            loop.run_forever()  # until the last one closes, or the tick's graceful deadline
 
     def _after_connections(self, loop: asyncio.AbstractEventLoop) -> None:
         """Every connection is closed and the loop still open (the asgi worker's lifespan)."""

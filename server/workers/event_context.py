@@ -179,9 +179,21 @@ class ServingContext:
 
     def pause_accepting(self) -> None:
         self._accepting = False
-        for server in self._servers:
-            server.close()
-        self._servers.clear()
+        servers, self._servers = self._servers, []
+        if not servers:
+            return
+        if not isinstance(self.loop, asyncio.BaseEventLoop):  # uvloop attaches at accept
+            _close_servers(servers)
+            return
+        # asyncio attaches a client to its Server a turn after accepting it (the accept's
+        # second half is a task), and a Server closed in between fails the attach: the
+        # client is closed unanswered (Server._attach asserts the Server is open; a TERM
+        # read in the accept's turn lost such clients). So stop accepting now and close
+        # two turns later, once every client already accepted is attached.
+        for server in servers:
+            for sock in server.sockets:
+                self.loop.remove_reader(sock.fileno())
+        self.loop.call_soon(self.loop.call_soon, _close_servers, servers)
 
     def resume_accepting(self) -> None:
         self._accepting = True  # set now: connection_closed must not schedule it twice
@@ -197,3 +209,8 @@ class ServingContext:
             protocol.drain()
         if not self.connections and not self.handshakes:
             self._on_last_connection()
+
+
+def _close_servers(servers: list[Any]) -> None:
+    for server in servers:
+        server.close()
