@@ -100,6 +100,21 @@ def server_argv(binary: str, port: int, directory: Path, *, append_only: bool,
     return [*argv, "--appendonly", "no"]
 
 
+def config_file(options: Sequence[str]) -> str:
+    """redis.conf text for command-line options: each `--name` opens a directive, the
+    words after it are its values, quoted (Redis reads them as sdssplitargs does)."""
+    lines: list[list[str]] = []
+    for word in options:
+        if word.startswith("--"):
+            lines.append([word[2:]])
+        elif lines:
+            escaped = word.replace("\\", "\\\\").replace('"', '\\"')
+            lines[-1].append(f'"{escaped}"')
+        else:
+            raise ValueError(f"a value before any option: {word!r}")
+    return "".join(" ".join(line) + "\n" for line in lines)
+
+
 # -- foreground servers and Sentinel groups, under a ProcessTracker ------------------------
 
 
@@ -123,6 +138,15 @@ class RedisServer:
         self.extra = list(extra)
         self.sentinel_conf = sentinel_conf
         self.proc: subprocess.Popen | None = None
+        if sentinel_conf is None:
+            # A data server runs from a file, as a deployed one does: Sentinel rewrites it
+            # (CONFIG REWRITE) when it promotes or repoints the server, so a restart keeps
+            # the role Sentinel gave it last. From the command line, a promoted replica
+            # killed and started again came back a replica of its own replica: no
+            # primary at all, and every agent without Redis to the end (chaos --random 8).
+            options = server_argv(redis_binary(), self.port, self.dir,
+                                  append_only=append_only, host=host)[1:] + self.extra
+            (self.dir / "redis.conf").write_text(config_file(options))
 
     @property
     def pid(self) -> int:
@@ -135,9 +159,7 @@ class RedisServer:
     def argv(self) -> list[str]:
         binary = redis_binary()
         if self.sentinel_conf is None:
-            return [*self.wrap, *server_argv(binary, self.port, self.dir,
-                                             append_only=self.append_only, host=self.host),
-                    *self.extra]
+            return [*self.wrap, binary, str(self.dir / "redis.conf")]
         conf = self.dir / "sentinel.conf"
         if not conf.exists():  # a sentinel rewrites its file: keep what it learned
             conf.write_text(f"port {self.port}\nbind {self.host}\ndir {self.dir}\n"

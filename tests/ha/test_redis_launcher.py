@@ -104,3 +104,22 @@ def test_sentinel_group_fails_over_and_leaves_nothing_behind(tmp_path):
         tracker.kill_all()
     assert [p for p in pids if not gone(p)] == []
     assert not tracker.live()
+
+
+def test_a_promoted_replica_started_again_is_still_the_primary(tracker, tmp_path):
+    # chaos --random 8: the primary Sentinel had promoted was killed and started again from
+    # its first command line, a replica of the server that was now its own replica. Two
+    # replicas and no primary: every agent was without Redis to the end of the run.
+    group = SentinelGroup(tracker, tmp_path, "restart")
+    group.failover()
+    promoted = group.current_master()
+    assert promoted is group.replica
+    # Sentinel promotes with SLAVEOF NO ONE and CONFIG REWRITE in one transaction: once the
+    # server says it is a primary, its file says so too.
+    with promoted.client() as c:
+        assert c.info("replication")["role"] == "master"
+    promoted.crash()
+    promoted.start()
+    with promoted.client() as c:
+        assert c.info("replication")["role"] == "master"
+        assert c.set("after-restart", "1")  # it takes writes again
