@@ -15,15 +15,14 @@ from loadtests.bench import (
     SERVERS,
     TLS_BASELINE,
     TLS_SERVERS,
-    Run,
     against,
     cpu_against,
     package_shim,
     parse_args,
-    parse_wrk,
     per_cpu_ratios,
     summarize,
 )
+from loadtests.bench_run import Run, parse_wrk
 
 WRK_OUT = """Running 5s test @ http://127.0.0.1:40000/
   1 threads and 50 connections
