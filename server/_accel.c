@@ -408,7 +408,7 @@ static PyMethodDef accel_methods[] = {
     {"take_plain", (PyCFunction)(void (*)(void))accel_take_plain, METH_FASTCALL,
      "take_plain(conn, request_type, client, wsgi_input, keys, trusted_keys) (accel_take.c)."},
     {"configure_take", (PyCFunction)(void (*)(void))accel_configure_take, METH_FASTCALL,
-     "configure_take(req_idle, req_done) (accel_take.c)."},
+     "configure_take(req_idle, req_done, body_limit, input_from_bytes) (accel_take.c)."},
     {"configure", (PyCFunction)(void (*)(void))accel_configure, METH_FASTCALL,
      "configure(...): the Python objects respond consults (accel_respond.c)."},
     {"split_head", accel_split_head, METH_VARARGS, split_head_doc},

@@ -17,7 +17,7 @@ PyObject *accel_build_environ(PyObject *module, PyObject *const *args, Py_ssize_
 extern const char accel_build_environ_doc[];
 int accel_environ_init(void);
 
-/* accel_take.c: a whole plain request without a body, taken in one call. */
+/* accel_take.c: a whole plain request (and its Content-Length body), taken in one call. */
 PyObject *accel_take_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *accel_configure_take(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 int accel_take_init(PyObject *module);

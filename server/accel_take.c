@@ -2,14 +2,20 @@
  *
  *   take_plain(conn, request_type, client, wsgi_input, header_keys, trusted_keys)
  *       For an AccelConnection between requests (no fallback, no EOF) whose buffer
- *       starts with a complete plainly framed head without a body: what
- *       AccelConnection._split_next_head, _take_head, the END event and
+ *       starts with a complete plainly framed head, and its whole Content-Length body
+ *       if it has one (of at most the body limit): what AccelConnection.
+ *       _split_next_head, _take_head, the body's Data event, the END event and
  *       EnvironBuilder._build_native would give, in one call: the connection moved
- *       as they move it, and (Request, environ).  None, with nothing changed, for
- *       anything else (split_head's or build_environ's None, a body, a trusted
- *       front end's header that _finish_native reads): the Python path then runs.
- *   configure_take(req_idle, req_done)
- *       The request states (state.py) it moves between.
+ *       as they move it, and (Request, environ), whose wsgi.input is the body's
+ *       (input_from_bytes(body), as HTTPProtocol._wsgi_input makes it) or wsgi_input
+ *       without a body.  None, with nothing changed, for anything else
+ *       (split_head's or build_environ's None, a body not all received yet or past
+ *       the limit, a trusted front end's header that _finish_native reads): the
+ *       Python path then runs.  A plainly framed head has no Expect (plain_framing,
+ *       _accel.c), so no 100 Continue is owed.
+ *   configure_take(req_idle, req_done, body_limit, input_from_bytes)
+ *       The request states (state.py) it moves between; the largest body it takes
+ *       (the event worker keeps bodies up to SPOOL_LIMIT in memory); WSGIInput.from_bytes.
  *
  * It only composes split_head and build_environ (_accel.c), whose answers the
  * Python path gives the same way, so it judges nothing itself.
@@ -18,11 +24,12 @@
 #include <Python.h>
 #include "accel.h"
 
-static PyObject *req_idle, *req_done;
+static PyObject *req_idle, *req_done, *input_from_bytes;
+static Py_ssize_t body_limit;
 static PyObject *s_fallback_reason, *s_request_state, *s_eof, *s_received, *s_header_count,
     *s_small_head, *s_line_judged, *s_request, *s_continue_owed, *s_persistent,
     *s_body_remaining, *s_content_length, *s_keep_alive, *s_method,
-    *s_target, *s_http_version, *s_headers, *s_zero;
+    *s_target, *s_http_version, *s_headers, *s_parser, *s_zero;
 
 /* 1 when conn is between requests on its compiled path with bytes waiting, 0 when
  * not, -1 on error; *buf, *fields, *limit set (new references) when 1. */
@@ -68,9 +75,10 @@ idle_with_bytes(PyObject *conn, PyObject **buf, PyObject **fields, PyObject **li
     return 1;
 }
 
-/* _take_head's moves and the END event's (a head without a body). 0 or -1. */
+/* _take_head's moves, the body's (buf[head_end:end], when it has one) and the END
+ * event's. 0 or -1. */
 static int
-commit(PyObject *conn, PyObject *buf, Py_ssize_t end, PyObject *request)
+commit(PyObject *conn, PyObject *buf, Py_ssize_t head_end, Py_ssize_t end, PyObject *request)
 {
     PyObject *rest = PyBytes_FromStringAndSize(PyBytes_AS_STRING(buf) + end,
                                                PyBytes_GET_SIZE(buf) - end);
@@ -91,6 +99,9 @@ commit(PyObject *conn, PyObject *buf, Py_ssize_t end, PyObject *request)
             || (keep_alive != Py_True && PyObject_SetAttr(conn, s_persistent, Py_False) < 0)
             || PyObject_SetAttr(conn, s_body_remaining, s_zero) < 0)
         return -1;
+    /* _take_head: llhttp, which expected the body we read ourselves, starts afresh. */
+    if (end > head_end && PyObject_SetAttr(conn, s_parser, Py_None) < 0)
+        return -1;
     return 0;
 }
 
@@ -110,7 +121,7 @@ accel_take_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "take_plain: unexpected arguments");
         return NULL;
     }
-    if (req_idle == NULL) {
+    if (req_idle == NULL || input_from_bytes == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "take_plain: configure_take() was not called");
         return NULL;
     }
@@ -120,7 +131,7 @@ accel_take_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (trusted < 0)
         return NULL;
     PyObject *buf = NULL, *fields = NULL, *limit = NULL, *split = NULL, *environ = NULL;
-    PyObject *result = NULL;
+    PyObject *body_input = NULL, *result = NULL;
     int idle = idle_with_bytes(conn, &buf, &fields, &limit);
     if (idle <= 0)
         return idle < 0 ? NULL : Py_NewRef(Py_None);
@@ -140,9 +151,27 @@ accel_take_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *length = field(request, s_content_length);
     if (length == NULL)
         goto done;
-    Py_DECREF(length);
-    if (length != Py_None)
-        goto decline;  /* a body: read by the Python path */
+    Py_DECREF(length);  /* the request holds it */
+    Py_ssize_t body_end = end;
+    if (length != Py_None) {
+        Py_ssize_t size = PyLong_AsSsize_t(length);
+        if (size == -1 && PyErr_Occurred())
+            goto done;
+        if (size > 0) {
+            /* Not all received, or one the event worker spools to a file: Python's. */
+            if (size > body_limit || size > PyBytes_GET_SIZE(buf) - end)
+                goto decline;
+            PyObject *body = PyBytes_FromStringAndSize(PyBytes_AS_STRING(buf) + end, size);
+            if (body == NULL)
+                goto done;
+            body_input = PyObject_CallOneArg(input_from_bytes, body);
+            Py_DECREF(body);
+            if (body_input == NULL)
+                goto done;
+            wsgi_input = body_input;
+            body_end = end + size;
+        }
+    }
     PyObject *parts[5] = {NULL, NULL, NULL, NULL, NULL};
     PyObject *names[4] = {s_method, s_http_version, s_target, s_headers};
     for (int n = 0; n < 4; n++) {
@@ -154,7 +183,7 @@ accel_take_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     PyObject *build_args[8] = {base, wsgi_input, parts[0], parts[1], parts[2], parts[3],
-                               Py_None, args[4]};
+                               length, args[4]};
     environ = accel_build_environ(module, build_args, 8);
     for (int n = 0; n < 4; n++)
         Py_DECREF(parts[n]);
@@ -173,7 +202,7 @@ accel_take_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 goto decline;
         }
     }
-    if (commit(conn, buf, end, request) < 0)
+    if (commit(conn, buf, end, body_end, request) < 0)
         goto done;
     result = PyTuple_Pack(2, request, environ);
     goto done;
@@ -185,18 +214,25 @@ done:
     Py_XDECREF(limit);
     Py_XDECREF(split);
     Py_XDECREF(environ);
+    Py_XDECREF(body_input);
     return result;
 }
 
 PyObject *
 accel_configure_take(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "configure_take(req_idle, req_done)");
+    if (nargs != 4 || !PyCallable_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "configure_take(req_idle, req_done, body_limit, input_from_bytes)");
         return NULL;
     }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
+    if (limit == -1 && PyErr_Occurred())
+        return NULL;
+    body_limit = limit;
     Py_XSETREF(req_idle, Py_NewRef(args[0]));
     Py_XSETREF(req_done, Py_NewRef(args[1]));
+    Py_XSETREF(input_from_bytes, Py_NewRef(args[3]));
     Py_RETURN_NONE;
 }
 
@@ -211,7 +247,7 @@ accel_take_init(PyObject *module)
         {&s_persistent, "_persistent"}, {&s_body_remaining, "_body_remaining"},
         {&s_content_length, "content_length"},
         {&s_keep_alive, "keep_alive"}, {&s_method, "method"}, {&s_target, "target"},
-        {&s_http_version, "http_version"}, {&s_headers, "headers"},
+        {&s_http_version, "http_version"}, {&s_headers, "headers"}, {&s_parser, "_parser"},
     };
     for (size_t n = 0; n < sizeof(names) / sizeof(names[0]); n++) {
         *names[n].slot = PyUnicode_InternFromString(names[n].text);

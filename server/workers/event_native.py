@@ -8,8 +8,9 @@ response as ConnectionCycle.respond_whole would and returns its bytes. Any other
 answer goes on in Python (run.take_response). It only reads the Python caches
 below, so every decision is still made by the Python code that fills them.
 
-TAKE_PLAIN (accel_take.c) takes a plain head without a body and builds its environ
-in one call, the connection moved as the Python path moves it.
+TAKE_PLAIN (accel_take.c) takes a plain head, and its Content-Length body when it is
+all received, and builds its environ in one call, the connection moved as the Python
+path moves it.
 
 RESPOND is that function, configured, or None (no extension, or
 POLYCORN_NO_EXTENSIONS=1): ServingContext takes it when no access log or hook
@@ -24,12 +25,17 @@ from polycorn.server import accel
 from polycorn.server.http import cycle, response, state
 from polycorn.server.workers.base import RunState
 from polycorn.server.wsgi import response as wsgi_response
+from polycorn.server.wsgi.body import WSGIInput
 from polycorn.server.wsgi.run import take_response
 
 # Parts of a ready (list) body (joined up to policy.JOIN_LIMIT) are copied into one
 # buffer (cheaper than a writev) up to this size; a one-chunk body up to it is framed
 # in one piece.
 WRITEV_SIZE = 16 * 1024
+# A request body is kept in memory up to this size, then in an anonymous temp file
+# (event_protocol.py): the app is called with the whole body, and a large upload must
+# not cost its size in RAM. TAKE_PLAIN takes a body already received up to this size.
+SPOOL_LIMIT = 1024 * 1024
 
 
 def _configured() -> Any:
@@ -55,12 +61,12 @@ def _take() -> Any:
     native = accel.native
     if RESPOND is None or REQUEST_TYPE is None or not hasattr(native, "take_plain"):
         return None  # (REQUEST_TYPE None: Request is not the slots class split_head builds)
-    native.configure_take(state.REQ_IDLE, state.REQ_DONE)
+    native.configure_take(state.REQ_IDLE, state.REQ_DONE, SPOOL_LIMIT, WSGIInput.from_bytes)
     return native.take_plain
 
 
 RESPOND = _configured()
 REQUEST_TYPE = _request_type()
-# take_plain (server/accel_take.c): a whole plain request without a body, from an
-# AccelConnection's buffer to (Request, environ) in one call, or None.
+# take_plain (server/accel_take.c): a whole plain request (with its body, if one), from
+# an AccelConnection's buffer to (Request, environ) in one call, or None.
 TAKE_PLAIN = _take()

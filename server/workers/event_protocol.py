@@ -21,7 +21,7 @@ from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.workers.base import RunState
 from polycorn.server.workers.event_native import REQUEST_TYPE as _REQUEST_TYPE
-from polycorn.server.workers.event_native import WRITEV_SIZE
+from polycorn.server.workers.event_native import SPOOL_LIMIT, WRITEV_SIZE
 from polycorn.server.workers.event_phase import (
     _CLOSED,
     _IDLE,
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("polycorn.error")
 
-# A request body is kept in memory up to this size, then in an anonymous temp file:
-# the app is called with the whole body, and a large upload must not cost its size in RAM.
-SPOOL_LIMIT = 1024 * 1024
 _monotonic = time.monotonic
 _END_OF_BODY = object()
 
@@ -152,8 +149,9 @@ class HTTPProtocol(SendfileMixin, asyncio.Protocol):
             take = None
         while True:
             if take is not None and self.request is None:
-                # A whole plain request without a body: its head split, the connection
-                # moved and its environ built in one compiled call (event_native.py).
+                # A whole plain request (its Content-Length body all received): its head
+                # split, the connection moved and its environ built in one compiled call
+                # (event_native.py).
                 taken = take(conn, _REQUEST_TYPE, self.client_entries, EMPTY_INPUT, *keys)
                 if taken is not None:
                     self.request, self.environ = taken

@@ -204,7 +204,7 @@ class _Records(logging.Handler):
         self.lines.append((record.levelno, record.getMessage(), repr(exc)))
 
 
-def serve(compiled: bool, app, raw: bytes, bytewise: bool = False,
+def serve(compiled: bool, app, raw: bytes | list[bytes], bytewise: bool = False,
           limits: Limits | None = None) -> tuple[bytes, list, int]:
     """(bytes written, error log lines, calls of respond_whole and _split_next_head) of
     the event protocol for raw."""
@@ -261,7 +261,11 @@ def serve(compiled: bool, app, raw: bytes, bytewise: bool = False,
         proto = HTTPProtocol(ctx, EnvironBuilder(cfg, ("127.0.0.1", 8000), "http"))
         transport = _Transport()
         proto.connection_made(transport)
-        for chunk in ([raw[i:i + 1] for i in range(len(raw))] if bytewise else [raw]):
+        if isinstance(raw, list):  # the reads, as given
+            chunks = raw
+        else:
+            chunks = [raw[i:i + 1] for i in range(len(raw))] if bytewise else [raw]
+        for chunk in chunks:
             if transport.closed:
                 break
             proto.data_received(chunk)
@@ -321,9 +325,16 @@ def test_the_compiled_path_takes_and_frames_the_common_request_itself() -> None:
     assert calls == 1 and out.count(b"HTTP/1.1 200 OK\r\n") == 3  # the EOF only
     # HEAD has no Content-Length writer: respond_whole in Python frames it.
     assert serve(True, APPS["hello"], REQUESTS[1])[2] == 2
-    # A body, a trusted front end's scheme header: the head is split in Python (the
-    # second time: the first frames a head not seen before in Python too).
-    for raw in (REQUESTS[4], REQUESTS[8]):
+    # A Content-Length body all received is taken with its head: the EOF only (the
+    # second time, as below).
+    serve(True, APPS["hello"], REQUESTS[4])
+    assert serve(True, APPS["hello"], REQUESTS[4])[2] == 1
+    # Its body split across reads, Expect: 100-continue (the 100 is owed), a trusted
+    # front end's scheme header: the head is split in Python (the second time: the
+    # first frames a head not seen before in Python too).
+    split = len(REQUESTS[4]) - 2
+    assert serve(True, APPS["hello"], [REQUESTS[4][:split], REQUESTS[4][split:]])[2] == 2
+    for raw in (REQUESTS[6], REQUESTS[8]):
         serve(True, APPS["hello"], raw)
         assert serve(True, APPS["hello"], raw)[2] == 2, raw
 
