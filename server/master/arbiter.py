@@ -327,7 +327,7 @@ class Arbiter:
         self.hot_reload.abort(reason)
 
     def _drain_for_successor(self) -> None:
-        self.shutdown.begin_stop(graceful=True, announce=False)
+        self.shutdown.begin_stop(graceful=True, announce=False, handing_over=True)
 
     def _other_child_exited(self, pid: int, status: int) -> None:
         """A reaped child that is no worker: a sidecar, our successor, a peer master."""

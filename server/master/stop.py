@@ -132,7 +132,9 @@ class Stop:
         if self.pool.notice_readiness():
             self.announcer.state()
 
-    def begin_stop(self, graceful: bool, announce: bool = True) -> None:
+    def begin_stop(self, graceful: bool, announce: bool = True,
+                   handing_over: bool = False) -> None:
+        """handing_over: the promoted successor serves the node's sockets already."""
         state = self.lifecycle.state
         if state is MasterState.STOPPING or (graceful and state is MasterState.DRAINING):
             return
@@ -142,7 +144,11 @@ class Stop:
             if announce:  # peers stop too, rather than restart us
                 self.group.announce_stop(GroupStop.DEREGISTER if graceful else GroupStop.DRAIN)
         self.lifecycle.state = MasterState.DRAINING if graceful else MasterState.STOPPING
-        self.announcer.state("stopping")
+        if not handing_over:
+            self.announcer.state("stopping")
+        # Handing over, the node is not leaving: it stays "upgrading" until the successor's
+        # agent registers. "stopping" took it out of the front in that gap, its last
+        # server in rotation at that moment (chaos --random 20: 64 HTTP 503 in 0.2 s).
         self.stop_deadline = self.system.monotonic() + float(self.config.cfg.graceful_timeout)
         self.pool.stop_all(signal.SIGTERM if graceful else signal.SIGQUIT)
 

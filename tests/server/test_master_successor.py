@@ -15,7 +15,7 @@ from polycorn.server.handoff import receive_listeners
 from polycorn.server.master import successor
 from polycorn.server.master.state import MasterState
 from polycorn.server.master.successor import Inherited
-from polycorn.server.sidecar import Channel
+from polycorn.server.sidecar import Channel, Sidecar, SidecarProcess
 from support.fake_system import FakeSystem, boot, make_master, mark_ready, run_for, turns
 
 
@@ -55,6 +55,36 @@ def test_ready_is_answered_promote_and_the_old_master_drains(system, tmp_path):
     assert master.lifecycle.state is MasterState.STOPPED
     system.exit(new_pid)  # the promoted successor's later exit is not ours to report
     turns(master)
+
+
+def test_an_old_master_that_promoted_never_tells_its_agent_the_node_is_stopping(system):
+    # chaos --random 20: the old generation's agent wrote "stopping" before the
+    # successor's agent registered, and the HAProxy sync took the node out (maint) in
+    # that gap while it served: it was the last server in rotation, 64 HTTP 503.
+    master = make_master(system)
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    master.supervisor.procs.append(SidecarProcess(Sidecar("agent", lambda channel: None),
+                                                  pid=system.fork(), channel=Channel(ours)))
+    agent = Channel(theirs)
+    try:
+        workers = boot(master)
+        new_pid, channel = usr2(master, system)
+        channel.send({"type": "ready", "pid": new_pid})
+        turns(master)
+        assert master.lifecycle.state is MasterState.DRAINING  # handing over
+        for pid in workers:
+            system.exit(pid)
+        turns(master)
+        states = []
+        while (msg := agent.recv(timeout=0.2)) is not None:
+            if msg["type"] == "state":
+                states.append(msg["state"])
+        assert "upgrading" in states
+        assert "stopping" not in states[states.index("upgrading"):]
+    finally:
+        theirs.close()
+        ours.close()
 
 
 def test_an_old_master_that_promoted_leaves_the_pid_file_to_its_successor(system, tmp_path):
