@@ -237,6 +237,15 @@ class _Reconciler:
                 targets[slot] = (node.node_id, target, reason)
         for slot, name in absent.items():
             if f"slot:{slot}" in gone:
+                current = self.servers[slot]
+                if current.checked and current.op == "up":
+                    # Its agent left, and no other registered yet: the gap of a USR2
+                    # handover (the old generation's agent deregisters, the new one's
+                    # registers moments later: chaos --random 20 took the last server in
+                    # rotation out in it, 76 HTTP 503), or a primary that lost the record.
+                    self.warnings.append(f"{name} left in service (gone from the "
+                                         f"registry): HAProxy's checks see it up")
+                    continue
                 ms = self.absent_ms.get(slot, 0)
                 targets[slot] = (name, Target(Admin.MAINT),
                                  f"gone from the registry for {ms / 1000:.1f}s")

@@ -269,6 +269,23 @@ def test_one_node_gone_from_the_registry_while_in_service_goes_out():
     assert plan.changes[0].node == "n3"
 
 
+def test_a_node_gone_from_the_registry_stays_while_haproxys_checks_see_it_up():
+    """chaos --random 20: USR2 of the last node in rotation; its old agent deregistered
+    before the new one registered, and the slot went out in that gap (76 HTTP 503)."""
+    after, assignment = three_ready()
+    up = [dataclasses.replace(s, op="up", checked=True) for s in after]
+    plan, kept = settle([node("n1"), node("n2")], up, assignment)
+    assert plan.commands == ()
+    assert "n3 left in service (gone from the registry): HAProxy's checks see it up" \
+        in plan.warnings
+    # The new agent registers: nothing to do. Its checks fail instead: out.
+    plan, _ = settle([node("n1"), node("n2"), node("n3")], kept, assignment)
+    assert plan.commands == ()
+    down = [dataclasses.replace(s, op="down") if s.name == "s3" else s for s in kept]
+    plan, _ = settle([node("n1"), node("n2")], down, assignment)
+    assert plan.commands == ("set server polycorn/s3 state maint",)
+
+
 def test_a_serving_slot_nobody_claims_is_named_by_its_address():
     after, _ = three_ready()
     plan, _ = settle([node("n1"), node("n2")], after, {})  # a fresh sync
