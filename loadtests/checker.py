@@ -304,10 +304,12 @@ def failures_within_allowance(history: list[Record], settle: float) -> Invariant
                      s["label"]) for i, s in starts.items())
     final = next((r for r in reversed(history) if r.get("k") == "final"), {})
     nodes = set(final.get("nodes") or [])
-    # An allowance presumes survivors: while every node is out at once (killed, paused,
-    # drained, cut from the front) nothing can serve, and the span may lose anything.
+    # An allowance presumes survivors: while every node is out at once (killed until it
+    # was ready again, paused, drained, cut from the front, or slowed past HAProxy's
+    # check timeout: the runner says which, `takes_out`) nothing can serve, and the span
+    # may lose anything.
     outs = sorted((s["t"], _end(ends.get(i, s)), s["node"]) for i, s in starts.items()
-                  if s.get("action") in TAKES_NODE_OUT and s.get("node"))
+                  if s.get("takes_out", s.get("action") in TAKES_NODE_OUT) and s.get("node"))
     # A node that joined is out of it until it was ready (its fault's end): the final
     # node list names it, but it served nothing before (random seed 7, 90 s).
     outs += [(float("-inf"), _end(ends.get(i, s)), s["node"]) for i, s in starts.items()

@@ -236,8 +236,10 @@ def kill_node(ctx: FaultContext, rec: FaultRecord, node: Any) -> Steps:
     if rec.fault.duration:
         yield rec.fault.duration
         node.start()
-        rec.ended = time.time()
         rec.detail += f"; started again after {rec.fault.duration:g}s"
+        # Out until it serves again, as a joining node is (chaos --random 8: the node
+        # booted for 5 s after its restart while the others were drained and slowed).
+        yield from _wait_registered_ready(ctx, rec, node, "restarted")
 
 
 def kill_leader(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
@@ -435,19 +437,26 @@ def join_node(ctx: FaultContext, rec: FaultRecord, _node: Any) -> Steps:
     node = ctx.cluster.add_node()
     rec.node = node.node_id
     rec.detail = f"started {node.node_id} on {node.url}"
-    deadline = time.time() + JOIN_READY_TIMEOUT
-    while not _registered_ready(ctx, node):
-        if time.time() > deadline:
-            raise RuntimeError(f"{node.node_id} not ready after {JOIN_READY_TIMEOUT:g}s; "
-                               f"see {node.log_path}")
-        yield UPGRADE_POLL
-    ready = time.time()
-    rec.facts["ready_s_after_start"] = round(ready - rec.started, 2)
-    rec.facts["ready_at"] = ready
-    rec.ended = ready
-    rec.detail += f"; ready after {ready - rec.started:.1f}s"
+    yield from _wait_registered_ready(ctx, rec, node, "started")
     if ctx.front is None:
         rec.detail += " (no front: Locust's node list is fixed, the new node gets no load)"
+
+
+def _wait_registered_ready(ctx: FaultContext, rec: FaultRecord, node: Any, how: str) -> Steps:
+    """Until the node just started is ready in the registry; the fault ends then."""
+    started = time.time()
+    deadline = started + JOIN_READY_TIMEOUT
+    while not _registered_ready(ctx, node):
+        if time.time() > deadline:
+            raise RuntimeError(f"{node.node_id} not ready {JOIN_READY_TIMEOUT:g}s after it "
+                               f"was {how}; see {node.log_path}")
+        yield UPGRADE_POLL
+    ready = time.time()
+    rec.facts[f"ready_s_after_{'start' if how == 'started' else 'restart'}"] = round(
+        ready - started, 2)
+    rec.facts["ready_at"] = ready
+    rec.ended = ready
+    rec.detail += f"; ready after {ready - started:.1f}s"
 
 
 def _registered_ready(ctx: FaultContext, node: Any) -> bool:

@@ -23,6 +23,8 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from polycorn.ha.haproxy.config import Checks
+
 from loadtests.latency_proxy import DEFAULT_MARK, ProxyError, control
 
 NETNS_PORT = 16390  # the proxy's port inside a node's own namespace (nothing else there)
@@ -181,3 +183,10 @@ def _held_lease(r: dict[str, Any]) -> bool:
     """A successful acquire (its result is the epoch) or renewal (True)."""
     return r.get("k") == "store" and r.get("op") in ("acquire_lease", "renew_lease") \
         and r.get("res") not in (False, None, "unavailable")
+
+
+def takes_node_out(fault: Any) -> bool:
+    """A slow-front whose round trip (its delay each way) reaches HAProxy's check
+    timeout: the generated config's checks take the node out of rotation, by design,
+    as they do a node cut from the front."""
+    return fault.action == "slow-front" and 2 * (fault.delay or 0) >= Checks().timeout_ms

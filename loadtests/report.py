@@ -241,6 +241,9 @@ def fact_lines(report: dict[str, Any]) -> list[str]:
                          + ("" if "slot" not in facts and first is None else
                             "; first request " + ("never" if first is None else
                                                   f"{first:g} s after ready")))
+        if f["action"] == "kill-node" and "ready_s_after_restart" in facts:
+            lines.append(f"{at} {f['node']} ready {facts['ready_s_after_restart']:g} s after "
+                         f"its restart (capacity back)")
     return lines
 
 

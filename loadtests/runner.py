@@ -225,9 +225,11 @@ def _record_fault(rec: FaultRecord, first: bool) -> None:
     shift = history.now() - time.time()
     ident = id(rec)
     if first and rec.started is not None:
+        takes_out = (rec.fault.action in checker.TAKES_NODE_OUT
+                     or latency_faults.takes_node_out(rec.fault))
         recorder.record("fault", t=rec.started + shift, phase="start", id=ident,
                         label=rec.fault.label, action=rec.fault.action, node=rec.node,
-                        allowance=rec.allowed_failures)
+                        allowance=rec.allowed_failures, takes_out=takes_out)
     if rec.outcome != "running":
         end = rec.ended or rec.started or time.time()
         recorder.record("fault", t=end + shift, phase="end", id=ident, outcome=rec.outcome)

@@ -240,6 +240,36 @@ def test_while_every_node_is_out_at_once_any_loss_is_allowed():
     assert not inv.held and "allowed 0" in inv.evidence
 
 
+def test_the_runner_says_which_faults_take_a_node_out():
+    """chaos --random 8: n1 killed (booting after its restart until its fault ended),
+    n3 drained, and n2 slowed past HAProxy's check timeout: every node out at once, 100
+    HTTP 503. The runner's `takes_out` says a slow-front took its node out; one that
+    stays under the check timeout does not."""
+    def out(t, end, ident, node, action, takes_out):
+        return [{**fault(t, "start", ident, f"{action} {node}", 0), "action": action,
+                 "node": node, "takes_out": takes_out}, fault(end, "end", ident)]
+    end = {**final(30, ["n1", "n2", "n3"]), "nodes": ["n1", "n2", "n3"]}
+    h = [*out(10, 14, 1, "n1", "kill-node", True), *out(11, 13, 2, "n3", "drain-node", True),
+         *out(11, 15, 3, "n2", "slow-front", True), http(12, ok=False), end]
+    inv = checker.failures_within_allowance(sorted(h, key=lambda r: r["t"]), BOUND)
+    assert inv.held and "1/any" in inv.evidence, inv.evidence
+    h = [*out(10, 14, 1, "n1", "kill-node", True), *out(11, 13, 2, "n3", "drain-node", True),
+         *out(11, 15, 3, "n2", "slow-front", False), http(12, ok=False), end]
+    inv = checker.failures_within_allowance(sorted(h, key=lambda r: r["t"]), BOUND)
+    assert not inv.held and "allowed 0" in inv.evidence, inv.evidence
+
+
+def test_a_slow_front_takes_its_node_out_when_a_check_cannot_make_the_round_trip():
+    from polycorn.ha.haproxy.config import Checks
+
+    from loadtests.latency_faults import takes_node_out
+    from loadtests.scenario import Fault
+    half = Checks().timeout_ms / 2
+    assert takes_node_out(Fault(at=1, action="slow-front", node="n1", delay=half))
+    assert not takes_node_out(Fault(at=1, action="slow-front", node="n1", delay=half - 1))
+    assert not takes_node_out(Fault(at=1, action="slow-redis", node="n1", delay=2000))
+
+
 def test_a_node_that_joins_later_is_out_until_it_is_ready():
     """Random seed 7 (90 s, --netns --front haproxy): n1 paused, n2 drained, n3 cut from
     the front at once, 893 HTTP 503s (no server in rotation); n4 joined after that, and
