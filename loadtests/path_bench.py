@@ -4,8 +4,9 @@
 machine its CPU per request moves by tens of percent between runs. This tool takes
 the kernel and the scheduler out: it drives the event worker's HTTPProtocol (with a
 transport that only counts bytes; on one kept-alive connection, and on a connection
-per request) and the blocking handler's ClientConnection (over
-a socketpair) for a hello app, bytes in to response bytes out, and reads the CPU time
+per request; and bench.py's 4 KiB echo on a kept-alive connection) and the blocking
+handler's ClientConnection (over a socketpair) for a hello app, bytes in to response
+bytes out, and reads the CPU time
 of the process. Each checkout runs in its own child process (its packages first on
 PYTHONPATH, as bench.py's --against does); children of the two checkouts alternate,
 and every figure is the median of per-child minima, so a noisy second moves both.
@@ -32,11 +33,21 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 GET = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: wrk\r\n\r\n"
 GET_CLOSE = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+# bench.py's echo: a 4 KiB POST body read whole and sent back.
+POST = (b"POST / HTTP/1.1\r\nHost: bench\r\nContent-Length: 4096\r\n"
+        b"Content-Type: application/octet-stream\r\n\r\n" + b"x" * 4096)
 
 
 def _app(environ: dict, start_response) -> list[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
     return [b"Hello, World!"]
+
+
+def _echo_app(environ: dict, start_response) -> list[bytes]:
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
 
 
 class _Transport:
@@ -97,21 +108,21 @@ def _child(tree: Path, rounds: int, requests: int, access_log: bool,
         alive = True
         ssl_context = None  # plain HTTP (ServingContext reads it)
 
-        def __init__(self, cfg, handler) -> None:
-            self.cfg, self.handler, self.app = cfg, handler, _app
+        def __init__(self, cfg, handler, app=_app) -> None:
+            self.cfg, self.handler, self.app = cfg, handler, app
 
         def count_request(self) -> None: ...
 
-    def event_round() -> float:
+    def event_round(raw: bytes = GET, app=_app) -> float:
         cfg = make_cfg(worker_connections=1000, backlog=2048, health_check=None, keepalive=5)
-        handler = WSGIHandler(_app, cfg, None, request_log())
+        handler = WSGIHandler(app, cfg, None, request_log())
         loop = asyncio.new_event_loop()
-        ctx = ServingContext(Worker(cfg, handler), loop, on_last_connection=lambda: None)
+        ctx = ServingContext(Worker(cfg, handler, app), loop, on_last_connection=lambda: None)
         proto = HTTPProtocol(ctx, handler.environ_builder(("127.0.0.1", 8000), "http"))
         proto.connection_made(_Transport())
         started = time.process_time()
         for _ in range(requests):
-            proto.data_received(GET)
+            proto.data_received(raw)
         spent = time.process_time() - started
         assert proto.served == requests
         loop.close()
@@ -154,6 +165,7 @@ def _child(tree: Path, rounds: int, requests: int, access_log: bool,
     gc.disable()  # a collection landing in one round would be its minimum's noise
     return {name: 1e6 * min(fn() for _ in range(rounds))
             for name, fn in (("event", event_round), ("event, close", event_close_round),
+                             ("event, 4 KiB echo", lambda: event_round(POST, _echo_app)),
                              ("blocking", blocking_round))}
 
 
@@ -254,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
           f"rounds x {args.requests} requests; access log {'on' if args.access_log else 'off'}"
           + ("; metrics on in this tree" if args.metrics else ""))
     print("| path | this tree | " + label + " | ratio |\n|---|---:|---:|---:|")
-    for path in ("event", "event, close", "blocking"):
+    for path in ("event", "event, close", "event, 4 KiB echo", "blocking"):
         ours = statistics.median(r[path] for r in results["this tree"])
         theirs = statistics.median(r[path] for r in results[label])
         print(f"| {path} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.3f} |")
