@@ -39,10 +39,13 @@ class Mode(Enum):
 
 class LeaderDuties:
     def __init__(self, store: ClusterStore, election: Election,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 started: float | None = None) -> None:
         self.store = store
         self.election = election
         self.clock = clock
+        # This agent's start (now, by default): it saw no Redis before it.
+        self.started = clock() if started is None else started
         self.mode = Mode.ACTIVE
         self.hold: Hold | None = None  # why the duties are paused, while they are
         self.paused_at = 0.0
@@ -103,9 +106,17 @@ class LeaderDuties:
             self.followed_since = now
         self.heard.see({m.node_id: m.heartbeat_ms for m in members}, now)
         ttl_ms = int(self.ttl * 1000)
+        # An agent younger than the recovery grace cannot know whether Redis changed just
+        # before it started (a failover to a primary with old data): it judges nobody on
+        # Redis' clock alone, only on silence it saw itself for a TTL. chaos --random 19:
+        # a master restarted after kill-leader, its new agent elected 0.2 s later on a
+        # primary promoted 1.4 s earlier, declared n2 dead ("no heartbeat for 8.4s") 2.9 s
+        # after n2's heartbeat on the other primary.
+        fresh = now - self.started < self.election.timing.recovery_grace
+        followed_since = float("-inf") if fresh else self.followed_since
         silent = {n: view.now_ms - view.snap.member(n).heartbeat_ms
                   for n in lapsed_members(view.snap, ttl_ms, self.election.node_id)
-                  if self.heard.silent_long_enough(n, now, self.ttl, self.followed_since)}
+                  if self.heard.silent_long_enough(n, now, self.ttl, followed_since)}
         return judge_lapses(silent, len(members), ttl_ms,
                             stable_for=store_stable_for, changed_ago=self.redis.changed_ago(now),
                             grace=self.election.timing.recovery_grace,

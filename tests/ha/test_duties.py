@@ -39,11 +39,13 @@ class World:
         self.election, self.duties = self.lead(leader)
         self.silent: set[str] = set()
 
-    def lead(self, node: str) -> tuple[Election, LeaderDuties]:
+    def lead(self, node: str, agent_age: float = 60.0) -> tuple[Election, LeaderDuties]:
+        """`node` elected now; its agent started `agent_age` seconds ago."""
         election = Election(node, Timing(), rng=lambda: 0.0)
         election.acquired(self.store.acquire_lease(node, 6000, "test", self.store.snapshot().epoch),
                           self.t)
-        return election, LeaderDuties(self.store, election, clock=lambda: self.t)
+        return election, LeaderDuties(self.store, election, clock=lambda: self.t,
+                                      started=self.t - agent_age)
 
     @property
     def lease(self) -> Lease:
@@ -133,6 +135,29 @@ def test_a_node_not_followed_yet_is_judged_on_redis_clock_alone():
     w.silent.add("n2")
     w.tick(5.0)
     assert (w.cycle() or "").startswith("declared dead at epoch 1: n2 (silent 5.0s)")
+
+
+def test_an_agent_just_started_judges_nobody_on_redis_clock_alone():
+    # chaos --random 19: a master restarted after kill-leader; its new agent, elected at
+    # once on a primary a failover had just promoted with old data, declared n2 dead
+    # ("no heartbeat for 8.4s") 2.9 s after n2 heartbeated on the other primary. A new
+    # agent cannot know that Redis changed just before it started.
+    w = World()
+    w.silent.add("n2")
+    w.tick(5.0)
+    # n1's agent restarted 0.2 s ago and holds the lease again (the same epoch, here)
+    w.duties = LeaderDuties(w.store, w.election, clock=lambda: w.t, started=w.t - 0.2)
+    assert w.cycle() is None  # n2's silence is Redis' word alone: not yet
+    w.tick(1.0)
+    w.silent.discard("n2")  # n2 follows the Sentinels to this primary and heartbeats
+    w.tick(1.0)
+    assert w.cycle() is None
+    w.silent.add("n2")  # silent for a TTL that this agent saw itself: dead
+    said = []
+    for _ in range(4):
+        w.tick(1.0)
+        said.append(w.cycle() or "")
+    assert said[2].startswith("declared dead at epoch 1: n2 (silent 3.0s)"), said
 
 
 def test_a_node_whose_master_is_gone_is_declared_dead_at_once():
