@@ -138,11 +138,15 @@ def test_latency_faults_are_added_without_moving_any_other_fault():
 # 4, 5 and 19 broke no_false_death (4 also capacity): a SENTINEL FAILOVER soon after a
 # healed split, or after another failover, promoted a primary whose data was seconds old
 # (Sentinel had not yet made it a replica), and a node elected on it at once declared a
-# heartbeating node dead (tests/ha/test_agent_redis_watch.py is the unit test).
+# heartbeating node dead (tests/ha/test_agent_redis_watch.py is the unit test). The third
+# run: 4 lost 1,120 to the latency proxy (test_load_latency_proxy.py); 8 broke capacity (a
+# restarted promoted Redis came back a replica: test_redis_launcher.py); 14 and 20 lost
+# requests to a USR2 handover's gap (test_master_successor.py, test_haproxy_reconcile.py);
+# 19 broke no_false_death again, on an agent just started (test_duties.py).
 @pytest.mark.slow
 @pytest.mark.skipif(netns.unavailable_reason() is not None,
                     reason=f"hosts with their own network: {netns.unavailable_reason()}")
-@pytest.mark.parametrize("seed", [4, 5, 19])
+@pytest.mark.parametrize("seed", [4, 5, 8, 14, 19, 20])
 def test_a_seed_that_broke_an_invariant_behind_partitions_holds_them_now(tmp_path, seed):
     code, report, output = run_seed(tmp_path / f"netns{seed}", seed, 90, "--netns",
                                     "--front", "haproxy", load=())
