@@ -142,15 +142,13 @@ class FastConnection(ServerConnection):
         self._received = b""
         self._eof = False
         self._line_judged = False  # the request line of a head still arriving was judged
-        self._tokens = _HeadTokens()
-        self._parser: httptools.HttpRequestParser | None = None
+        self._parser: httptools.HttpRequestParser | None = None  # and _tokens: made with it
         self._body_remaining = 0
         limits = self.limits
-        positive = [n for n in (limits.max_request_line, limits.max_header_size) if n > 0]
         # A head no longer than the smallest size limit cannot break either, so needs no
         # line scan; an unfinished head longer than it might already break one, and the
         # pure parser's incremental check (check_incomplete_head) must judge it now.
-        self._small_head = min(positive) if positive else UNLIMITED_HEAD_HOLD
+        self._small_head = limits.smallest_size_limit or UNLIMITED_HEAD_HOLD
         self._header_count = limits.header_count
 
     # -- receiving ---------------------------------------------------------------
@@ -254,14 +252,18 @@ class FastConnection(ServerConnection):
 
     def _split_head(self, head: bytes) -> Request | str:
         """The Request for a plain head, or why the pure parser must judge it."""
-        tokens = self._tokens
-        tokens.url = b""
-        tokens.fields = []
-        tokens.framing_fields = 0
-        tokens.host = None
         parser = self._parser
         if parser is None:
+            # Made at the first head llhttp splits, not per connection: on the compiled
+            # path (accel_connection.py) most connections never need one.
+            tokens = self._tokens = _HeadTokens()
             parser = self._parser = httptools.HttpRequestParser(tokens)
+        else:
+            tokens = self._tokens
+            tokens.url = b""
+            tokens.fields = []
+            tokens.framing_fields = 0
+            tokens.host = None
         try:
             parser.feed_data(head)
         except LLHTTP_ERRORS:

@@ -11,7 +11,7 @@ limit beside it, and a line that fits nginx's 8 KiB large_client_header_buffers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Gunicorn's MAX_HEADERS: the field count can never be unlimited.
 HEADER_COUNT_CAP = 32768
@@ -26,8 +26,15 @@ class Limits:
     max_chunk_size_digits: int = 16
     max_chunk_ext_size: int = 4096
 
-    @property
-    def header_count(self) -> int:
-        """The effective field-count limit (never unlimited)."""
+    # Derived once here, not per connection (the event worker makes a parser for each):
+    # the effective field-count limit (never unlimited), and the smallest size limit
+    # in force (0: neither is), below which a head cannot break either.
+    header_count: int = field(init=False, repr=False, compare=False)
+    smallest_size_limit: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
         count = self.max_header_count
-        return count if 0 < count <= HEADER_COUNT_CAP else HEADER_COUNT_CAP
+        object.__setattr__(self, "header_count",
+                           count if 0 < count <= HEADER_COUNT_CAP else HEADER_COUNT_CAP)
+        positive = [n for n in (self.max_request_line, self.max_header_size) if n > 0]
+        object.__setattr__(self, "smallest_size_limit", min(positive) if positive else 0)

@@ -161,3 +161,64 @@ def test_remembered_host_verdicts_refuse_and_accept_as_the_regex_does() -> None:
         conn.receive_data(b"GET / HTTP/1.1\r\nHost: h%d\r\n\r\n" % i)
         conn.next_event()
     assert len(fast._known_hosts) <= fast.MAX_KNOWN_HOSTS
+
+
+def test_limits_derive_their_per_connection_bounds_once() -> None:
+    import dataclasses
+
+    from polycorn.server.http.limits import HEADER_COUNT_CAP, Limits
+
+    assert (Limits().header_count, Limits().smallest_size_limit) == (100, 8190)
+    assert Limits(max_request_line=0, max_header_size=300).smallest_size_limit == 300
+    assert Limits(max_request_line=200, max_header_size=0).smallest_size_limit == 200
+    assert Limits(max_request_line=0, max_header_size=0).smallest_size_limit == 0
+    assert Limits(max_header_count=0).header_count == HEADER_COUNT_CAP
+    assert Limits(max_header_count=HEADER_COUNT_CAP + 1).header_count == HEADER_COUNT_CAP
+    changed = dataclasses.replace(Limits(), max_request_line=50, max_header_count=7)
+    assert (changed.header_count, changed.smallest_size_limit) == (7, 50)
+    # Derived values take no part in equality: two equal settings are one Limits.
+    assert Limits(max_header_count=7) == Limits(max_header_count=7)
+    assert hash(Limits(max_header_count=7)) == hash(Limits(max_header_count=7))
+
+
+@pytest.mark.parametrize("sizes, held", [((8190, 8190), 8190), ((0, 300), 300),
+                                          ((0, 0), "unlimited")])
+def test_a_head_past_the_smallest_limit_is_judged_before_it_ends(sizes, held) -> None:
+    """The fast path's hold (the smallest size limit, from Limits) still sends a long
+    unfinished head to the pure parser's incremental check: 431 before the end."""
+    from polycorn.server.http import fast
+    from polycorn.server.http.errors import RemoteProtocolError
+    from polycorn.server.http.events import NEED_DATA
+    from polycorn.server.http.limits import Limits
+
+    line, size = sizes
+    conn = FastConnection(Limits(max_request_line=line, max_header_size=size))
+    hold = fast.UNLIMITED_HEAD_HOLD if held == "unlimited" else held
+    conn.receive_data(b"GET / HTTP/1.1\r\nX: " + b"v" * (hold - 30))
+    assert conn.next_event() is NEED_DATA and conn.fallback_reason is None
+    conn.receive_data(b"v" * 60)
+    if held == "unlimited":
+        assert conn.next_event() is NEED_DATA and conn.fallback_reason is not None
+    else:
+        with pytest.raises(RemoteProtocolError) as refused:
+            conn.next_event()
+        assert refused.value.status == 431
+
+
+def test_the_llhttp_parser_is_made_at_the_first_head_and_reused() -> None:
+    from polycorn.server.http.events import EndOfMessage, Request
+
+    conn = FastConnection()
+    assert conn._parser is None  # not per connection: the compiled path needs none
+    for n in range(3):
+        conn.receive_data(b"GET /%d HTTP/1.1\r\nHost: h\r\nX-N: %d\r\n\r\n" % (n, n))
+        request = conn.next_event()
+        assert type(request) is Request and request.target == b"/%d" % n
+        assert request.headers == ((b"host", b"h"), (b"x-n", b"%d" % n))
+        if n == 0:
+            first_parser = conn._parser
+        assert conn._parser is first_parser  # made once, reused with fresh tokens
+        assert type(conn.next_event()) is EndOfMessage
+        conn.start_response(200, b"OK", [(b"Content-Length", b"0")])
+        conn.end_response()
+        conn.start_next_cycle()
