@@ -335,6 +335,23 @@ def test_proxy_trust_forms():
     assert scheme_from_secure_headers(((b"x-forwarded-ssl", b"on"),), secure) == "https"
 
 
+def test_remembered_proxy_trust_verdicts_are_the_parsed_ones_and_bounded():
+    from polycorn.server.wsgi import forwarded
+
+    allowed = "127.0.0.1, 10.0.0.0/8 ,2001:db8::/32"
+    peers = ["10.0.0.1", "11.0.0.1", "::ffff:10.1.1.1", "2001:db8::5", "2001:db9::5",
+             "not-an-ip", "", "10.255.255.255"]
+    trust = ProxyTrust(allowed)
+    for _ in range(3):  # first parsed, then remembered: the same answers
+        assert [trust.trusts(p) for p in peers] == [True, False, True, True, False,
+                                                     False, False, True]
+    for i in range(forwarded.MAX_REMEMBERED_PEERS + 50):
+        high, low = divmod(i % 65536, 256)
+        assert trust.trusts(f"10.0.{high}.{low}")
+        assert not trust.trusts(f"192.0.{high}.{low}")
+    assert len(trust._verdicts) <= forwarded.MAX_REMEMBERED_PEERS
+
+
 def test_error_stream_logs_whole_lines(caplog):
     stream = ErrorStream()
     with caplog.at_level(logging.ERROR, logger="polycorn.error"):
