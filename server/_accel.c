@@ -11,7 +11,7 @@
  *
  * The module's other functions are in accel_environ.c (build_environ),
  * accel_respond.c (respond, known_header_list) and accel_take.c (take_plain);
- * accel.h lists them.
+ * accel_slots.c reads and writes their objects' __slots__ in place; accel.h lists them.
  *
  * It never raises for bad input: refusing is the Python path's job, so
  * a request is never judged by two implementations.  It keeps no pointer

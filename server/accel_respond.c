@@ -225,15 +225,15 @@ static PyTypeObject FastStartType = {
 static PyObject *
 current_date(PyObject *conn)
 {
-    PyObject *cache = PyObject_GetAttr(conn, s_date_cache);
+    PyObject *cache = accel_getattr(conn, s_date_cache);
     if (cache == NULL)
         return NULL;
-    PyObject *clock = PyObject_GetAttr(cache, s_clock);
+    PyObject *clock = accel_getattr(cache, s_clock);
     PyObject *now = clock == NULL ? NULL : PyObject_CallNoArgs(clock);
     Py_XDECREF(clock);
     PyObject *second = now == NULL ? NULL : PyNumber_Long(now);
     Py_XDECREF(now);
-    PyObject *cached = second == NULL ? NULL : PyObject_GetAttr(cache, s_cached);
+    PyObject *cached = second == NULL ? NULL : accel_getattr(cache, s_cached);
     PyObject *text = NULL;
     if (cached != NULL && PyTuple_CheckExact(cached) && PyTuple_GET_SIZE(cached) == 2
             && PyBytes_CheckExact(PyTuple_GET_ITEM(cached, 1))) {
@@ -257,16 +257,16 @@ current_date(PyObject *conn)
 static PyObject *
 respond_whole(PyObject *conn, FastStart *start, PyObject *body)
 {
-    PyObject *request = PyObject_GetAttr(conn, s_request);
-    PyObject *state = request == NULL ? NULL : PyObject_GetAttr(conn, s_response_state);
-    PyObject *persistent = state == NULL ? NULL : PyObject_GetAttr(conn, s_persistent);
+    PyObject *request = accel_getattr(conn, s_request);
+    PyObject *state = request == NULL ? NULL : accel_getattr(conn, s_response_state);
+    PyObject *persistent = state == NULL ? NULL : accel_getattr(conn, s_persistent);
     PyObject *key = NULL, *result = NULL;
     if (persistent == NULL)
         goto done;
     PyObject *cached = NULL;  /* borrowed from heads */
     if (request != Py_None && state == head_from) {
-        PyObject *method = PyObject_GetAttr(request, s_method);
-        PyObject *version = method == NULL ? NULL : PyObject_GetAttr(request, s_http_version);
+        PyObject *method = accel_getattr(request, s_method);
+        PyObject *version = method == NULL ? NULL : accel_getattr(request, s_http_version);
         PyObject *wire = version == NULL ? NULL : PyList_AsTuple(start->wire);
         if (wire != NULL)
             key = PyTuple_Pack(6, method, version, start->code, start->reason, wire, persistent);
@@ -308,9 +308,9 @@ respond_whole(PyObject *conn, FastStart *start, PyObject *body)
         goto done;
     }
     /* respond_whole's moves: persistence as framed, no 100 Continue owed, response over. */
-    if (PyObject_SetAttr(conn, s_persistent, PyTuple_GET_ITEM(cached, 4)) < 0
-            || PyObject_SetAttr(conn, s_continue_owed, Py_False) < 0
-            || PyObject_SetAttr(conn, s_response_state, end_to) < 0) {
+    if (accel_setattr(conn, s_persistent, PyTuple_GET_ITEM(cached, 4)) < 0
+            || accel_setattr(conn, s_continue_owed, Py_False) < 0
+            || accel_setattr(conn, s_response_state, end_to) < 0) {
         Py_XDECREF(date);
         Py_DECREF(cached);
         goto done;

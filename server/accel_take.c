@@ -36,7 +36,7 @@ static PyObject *s_fallback_reason, *s_request_state, *s_eof, *s_received, *s_he
 static int
 idle_with_bytes(PyObject *conn, PyObject **buf, PyObject **fields, PyObject **limit)
 {
-    PyObject *reason = PyObject_GetAttr(conn, s_fallback_reason);
+    PyObject *reason = accel_getattr(conn, s_fallback_reason);
     if (reason == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
             return -1;
@@ -46,27 +46,27 @@ idle_with_bytes(PyObject *conn, PyObject **buf, PyObject **fields, PyObject **li
     Py_DECREF(reason);
     if (reason != Py_None)
         return 0;
-    PyObject *state = PyObject_GetAttr(conn, s_request_state);
+    PyObject *state = accel_getattr(conn, s_request_state);
     if (state == NULL)
         return -1;
     Py_DECREF(state);
     if (state != req_idle)
         return 0;
-    PyObject *eof = PyObject_GetAttr(conn, s_eof);
+    PyObject *eof = accel_getattr(conn, s_eof);
     if (eof == NULL)
         return -1;
     Py_DECREF(eof);
     if (eof != Py_False)
         return 0;
-    *buf = PyObject_GetAttr(conn, s_received);
+    *buf = accel_getattr(conn, s_received);
     if (*buf == NULL)
         return -1;
     if (!PyBytes_CheckExact(*buf) || PyBytes_GET_SIZE(*buf) == 0) {
         Py_CLEAR(*buf);
         return 0;
     }
-    *fields = PyObject_GetAttr(conn, s_header_count);
-    *limit = *fields == NULL ? NULL : PyObject_GetAttr(conn, s_small_head);
+    *fields = accel_getattr(conn, s_header_count);
+    *limit = *fields == NULL ? NULL : accel_getattr(conn, s_small_head);
     if (*limit == NULL) {
         Py_CLEAR(*buf);
         Py_CLEAR(*fields);
@@ -84,23 +84,23 @@ commit(PyObject *conn, PyObject *buf, Py_ssize_t head_end, Py_ssize_t end, PyObj
                                                PyBytes_GET_SIZE(buf) - end);
     if (rest == NULL)
         return -1;
-    int rc = PyObject_SetAttr(conn, s_received, rest);
+    int rc = accel_setattr(conn, s_received, rest);
     Py_DECREF(rest);
     if (rc < 0)
         return -1;
-    PyObject *keep_alive = PyObject_GetAttr(request, s_keep_alive);
+    PyObject *keep_alive = accel_getattr(request, s_keep_alive);
     if (keep_alive == NULL)
         return -1;
     Py_DECREF(keep_alive);
-    if (PyObject_SetAttr(conn, s_line_judged, Py_False) < 0
-            || PyObject_SetAttr(conn, s_request, request) < 0
-            || PyObject_SetAttr(conn, s_request_state, req_done) < 0
-            || PyObject_SetAttr(conn, s_continue_owed, Py_False) < 0
-            || (keep_alive != Py_True && PyObject_SetAttr(conn, s_persistent, Py_False) < 0)
-            || PyObject_SetAttr(conn, s_body_remaining, s_zero) < 0)
+    if (accel_setattr(conn, s_line_judged, Py_False) < 0
+            || accel_setattr(conn, s_request, request) < 0
+            || accel_setattr(conn, s_request_state, req_done) < 0
+            || accel_setattr(conn, s_continue_owed, Py_False) < 0
+            || (keep_alive != Py_True && accel_setattr(conn, s_persistent, Py_False) < 0)
+            || accel_setattr(conn, s_body_remaining, s_zero) < 0)
         return -1;
     /* _take_head: llhttp, which expected the body we read ourselves, starts afresh. */
-    if (end > head_end && PyObject_SetAttr(conn, s_parser, Py_None) < 0)
+    if (end > head_end && accel_setattr(conn, s_parser, Py_None) < 0)
         return -1;
     return 0;
 }
@@ -109,7 +109,7 @@ commit(PyObject *conn, PyObject *buf, Py_ssize_t head_end, Py_ssize_t end, PyObj
 static PyObject *
 field(PyObject *request, PyObject *name)
 {
-    return PyObject_GetAttr(request, name);
+    return accel_getattr(request, name);
 }
 
 PyObject *

@@ -440,6 +440,46 @@ def test_the_compiled_path_is_taken_for_plain_requests() -> None:
     assert isinstance(conn.next_event(), Data) is False
 
 
+def test_take_plain_reads_a_class_changed_after_its_slots_were_remembered() -> None:
+    """The compiled path reads the connection's __slots__ at their offsets (accel_slots.c),
+    remembered per type with its version tag: a class changed at run time must be read
+    as Python reads it, not at the remembered offset."""
+    from polycorn.server.http.fast import FastConnection
+    from polycorn.server.workers import event_native
+
+    if event_native.TAKE_PLAIN is None:
+        pytest.skip("take_plain needs httptools (the fast extra)")
+    builder = BUILDERS["tcp"][0]
+    client = builder.client_entries(("127.0.0.1", 40000))
+
+    class Changing(AccelConnection):
+        __slots__ = ()
+
+    def take(conn):
+        return event_native.TAKE_PLAIN(conn, event_native.REQUEST_TYPE, client, EMPTY_INPUT,
+                                       *builder.plain_keys)
+
+    first = Changing()
+    first.receive_data(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n")
+    request, environ = take(first)
+    assert environ["PATH_INFO"] == "/first" and first._request is request
+    # Every Changing now says its buffer holds this head, whatever its slot holds.
+    Changing._received = property(lambda self: b"GET /changed HTTP/1.1\r\nHost: h\r\n\r\n",
+                                   lambda self, value: None)
+    second = Changing()
+    second.receive_data(b"GET /slot HTTP/1.1\r\nHost: h\r\n\r\n")
+    request, environ = take(second)
+    assert environ["PATH_INFO"] == "/changed"
+    # Writes went through the class too: its setter kept nothing, the slot was never set.
+    with pytest.raises(AttributeError):
+        FastConnection._received.__get__(second)
+    del Changing._received
+    third = Changing()
+    third.receive_data(b"GET /third HTTP/1.1\r\nHost: h\r\n\r\n")
+    request, environ = take(third)
+    assert environ["PATH_INFO"] == "/third" and third._received == b""
+
+
 # --- start_response: the compiled look-up of a remembered header list -------------------
 
 class Text(str):
