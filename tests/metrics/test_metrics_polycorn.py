@@ -56,22 +56,26 @@ def test_counts_survive_worker_kills_hup_usr2_and_a_master_kill(polycorn, port, 
     with Scraper(mport) as scraper, Load(port, "/pid", threads=4) as load:
         load.wait_requests(200)
         # Recycled workers: one of each master, on TERM (it finishes what it holds).
+        scraper.wait_fresh()
         for ws in workers_of(pid_path).values():
             os.kill(ws[0], signal.SIGTERM)
         wait_until(lambda: value(scraper.last, "polycorn_worker_exits_total",
                                  reason="exited") >= 2, 15, 0.1, what="two exits")
         load.wait_requests(200)
         masters = live_masters(pid_path)
+        scraper.wait_fresh()
         os.kill(masters[0], signal.SIGHUP)
         wait_until(lambda: value(scraper.last, "polycorn_reloads_total", signal="hup",
                                  outcome="promoted", reason="") >= 1, 20, 0.1, what="HUP")
         load.wait_requests(200)
+        scraper.wait_fresh()
         os.kill(masters[1], signal.SIGUSR2)
         wait_until(lambda: value(scraper.last, "polycorn_reloads_total", signal="usr2",
                                  outcome="promoted", reason="") >= 1, 30, 0.1, what="USR2")
         wait_until(lambda: not alive(masters[1]), 30, what="the old generation's exit")
         load.wait_requests(200)
         owner = int(pid_path.read_text())
+        scraper.wait_fresh()
         os.kill(owner, signal.SIGKILL)  # its metrics sidecar goes with it
         wait_until(lambda: value(scraper.last, "polycorn_handoff_owner_changes_total") >= 1
                    and value(scraper.last, "polycorn_master_restarts_total") >= 1, 20, 0.1,
@@ -84,7 +88,10 @@ def test_counts_survive_worker_kills_hup_usr2_and_a_master_kill(polycorn, port, 
     assert total(final, REQUESTS) == load.result.ok, (total(final, REQUESTS), load.result.ok)
     assert value(final, REQUESTS, method="GET", status="2xx") == load.result.ok
     assert value(final, "polycorn_http_request_duration_seconds_count") == load.result.ok
-    assert scraper.scrapes > 10, scraper.scrapes
+    # Each fault lies between two successful scrapes (wait_fresh before it, the waits on
+    # scraper.last after it): a counter reset by any of them would show as a decrease. A
+    # count of scrapes is no such proof: on two busy cores a scrape can take 0.3 s and the
+    # whole run 3 s (CI saw 8).
     assert scraper.decreases == [], scraper.decreases[:5]
     # The endpoint moved to the surviving master's sidecar within a few seconds.
     print(f"\nMETRICS longest gap without a scrape (USR2, kill -9 of the owner): "

@@ -85,6 +85,16 @@ class Scraper:
                 self.check(samples)
             self._stop.wait(self.interval)
 
+    def wait_fresh(self, timeout: float = 15.0) -> None:
+        """Until a scrape that began after this call has succeeded: the one that shows the
+        counters just before a fault, so the comparison after it straddles the fault."""
+        deadline = time.monotonic() + timeout
+        start = self.scrapes
+        while self.scrapes < start + 2:  # the one in flight may have begun before the call
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no scrape of :{self.port} within {timeout}s")
+            time.sleep(0.02)
+
     def check(self, samples: dict[Series, float]) -> None:
         for series, v in samples.items():
             before = self.last.get(series)
