@@ -9,7 +9,7 @@ deps:
 	bash scripts/system-deps.sh
 
 # setup.py and the C source: the editable install builds the accelerator in place.
-$(VENV)/.installed: pyproject.toml setup.py server/_accel.c server/accel_respond.c server/accel_take.c server/accel_environ.c server/accel_slots.c server/accel.h
+$(VENV)/.installed: pyproject.toml setup.py server/_accel.c server/accel_respond.c server/accel_take.c server/accel_environ.c server/accel_slots.c server/accel_serve.c server/accel.h
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'

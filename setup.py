@@ -14,7 +14,7 @@ if os.environ.get("POLYCORN_NO_EXTENSIONS", "") in ("", "0"):
     ext_modules.append(Extension(
         "polycorn.server._accel", ["server/_accel.c", "server/accel_respond.c",
                                    "server/accel_take.c", "server/accel_environ.c",
-                                   "server/accel_slots.c"],
+                                   "server/accel_slots.c", "server/accel_serve.c"],
         depends=["server/accel.h"], optional=True,
         extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter",
                             "-Wno-missing-field-initializers"]))

@@ -10,8 +10,8 @@
  *       the caller then takes its Python path, which gives every verdict.
  *
  * The module's other functions are in accel_environ.c (build_environ),
- * accel_respond.c (respond, known_header_list) and accel_take.c (take_plain);
- * accel_slots.c reads and writes their objects' __slots__ in place; accel.h lists them.
+ * accel_respond.c (respond, known_header_list), accel_take.c (take_plain) and
+ * accel_serve.c (serve_plain, the event worker's cycle around those); accel_slots.c reads and writes their objects' __slots__ in place; accel.h lists them.
  *
  * It never raises for bad input: refusing is the Python path's job, so
  * a request is never judged by two implementations.  It keeps no pointer
@@ -409,6 +409,12 @@ static PyMethodDef accel_methods[] = {
      "take_plain(conn, request_type, client, wsgi_input, keys, trusted_keys) (accel_take.c)."},
     {"configure_take", (PyCFunction)(void (*)(void))accel_configure_take, METH_FASTCALL,
      "configure_take(req_idle, req_done, body_limit, input_from_bytes) (accel_take.c)."},
+    {"serve_plain", (PyCFunction)(void (*)(void))accel_serve_plain, METH_FASTCALL,
+     "serve_plain(protocol, conn, ctx, app, worker, client, keys, trusted_keys) "
+     "(accel_serve.c)."},
+    {"configure_serve", (PyCFunction)(void (*)(void))accel_configure_serve, METH_FASTCALL,
+     "configure_serve(request_type, empty_input, reading, idle, closed, req_body, "
+     "monotonic) (accel_serve.c)."},
     {"configure", (PyCFunction)(void (*)(void))accel_configure, METH_FASTCALL,
      "configure(...): the Python objects respond consults (accel_respond.c)."},
     {"split_head", accel_split_head, METH_VARARGS, split_head_doc},
@@ -444,7 +450,8 @@ PyInit__accel(void)
     if (known_names == NULL || accel_environ_init() < 0)
         return NULL;
     PyObject *module = PyModule_Create(&accel_module);
-    if (module != NULL && (accel_respond_init(module) < 0 || accel_take_init(module) < 0))
+    if (module != NULL && (accel_respond_init(module) < 0 || accel_take_init(module) < 0
+                           || accel_serve_init(module) < 0))
         Py_CLEAR(module);
     return module;
 }

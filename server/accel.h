@@ -22,6 +22,11 @@ PyObject *accel_take_plain(PyObject *module, PyObject *const *args, Py_ssize_t n
 PyObject *accel_configure_take(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 int accel_take_init(PyObject *module);
 
+/* accel_serve.c: the event worker's cycle for whole plain requests, per read. */
+PyObject *accel_serve_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *accel_configure_serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+int accel_serve_init(PyObject *module);
+
 /* accel_slots.c: PyObject_GetAttr/SetAttr, a __slots__ attribute at its offset. */
 PyObject *accel_getattr(PyObject *obj, PyObject *name);
 int accel_setattr(PyObject *obj, PyObject *name, PyObject *value);

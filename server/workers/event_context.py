@@ -89,11 +89,11 @@ class ServingContext:
         self.ssl_handshake_timeout = float(getattr(cfg, "ssl_handshake_timeout", 5) or 5)
         self.tls = worker.ssl_context is not None
         self.parser = choose_parser()
-        # A plain request's head and environ in one compiled call (event_native.py),
-        # with the compiled response only, and on AccelConnection only.
-        self.take_plain = (event_native.TAKE_PLAIN if self.native_respond is not None
-                           and AccelConnection is not None
-                           and issubclass(self.parser, AccelConnection) else None)
+        # The request cycle of plain requests in one compiled call per read
+        # (event_native.py), with the compiled response only, on AccelConnection only.
+        self.serve_plain = (event_native.SERVE_PLAIN if self.native_respond is not None
+                            and AccelConnection is not None
+                            and issubclass(self.parser, AccelConnection) else None)
         self.max_connections = int(getattr(cfg, "worker_connections", 1000) or 1000)
         self.connections: set[Any] = set()
         # TLS connections accepted whose handshake is not done (protocol -> deadline): a

@@ -8,24 +8,30 @@ response as ConnectionCycle.respond_whole would and returns its bytes. Any other
 answer goes on in Python (run.take_response). It only reads the Python caches
 below, so every decision is still made by the Python code that fills them.
 
+SERVE_PLAIN (accel_serve.c) runs HTTPProtocol's request cycle around those two for
+each whole plain request of a read, handing every other case to the protocol's
+Python methods at the point the Python cycle reaches them.
+
 TAKE_PLAIN (accel_take.c) takes a plain head, and its Content-Length body when it is
 all received, and builds its environ in one call, the connection moved as the Python
 path moves it.
 
-RESPOND is that function, configured, or None (no extension, or
-POLYCORN_NO_EXTENSIONS=1): ServingContext takes it when no access log or hook
+RESPOND, TAKE_PLAIN and SERVE_PLAIN are those functions, configured, or None (no extension, or
+POLYCORN_NO_EXTENSIONS=1): ServingContext takes them when no access log or hook
 needs the Python cycle.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from polycorn.server import accel
 from polycorn.server.http import cycle, response, state
 from polycorn.server.workers.base import RunState
+from polycorn.server.workers.event_phase import _CLOSED, _IDLE, _READING
 from polycorn.server.wsgi import response as wsgi_response
-from polycorn.server.wsgi.body import WSGIInput
+from polycorn.server.wsgi.body import EMPTY_INPUT, WSGIInput
 from polycorn.server.wsgi.run import take_response
 
 # Parts of a ready (list) body (joined up to policy.JOIN_LIMIT) are copied into one
@@ -70,3 +76,16 @@ REQUEST_TYPE = _request_type()
 # take_plain (server/accel_take.c): a whole plain request (with its body, if one), from
 # an AccelConnection's buffer to (Request, environ) in one call, or None.
 TAKE_PLAIN = _take()
+
+
+def _serve() -> Any:
+    if TAKE_PLAIN is None or not hasattr(accel.native, "serve_plain"):
+        return None
+    accel.native.configure_serve(REQUEST_TYPE, EMPTY_INPUT, _READING, _IDLE, _CLOSED,
+                                 state.REQ_BODY, time.monotonic)
+    return accel.native.serve_plain
+
+
+# serve_plain (server/accel_serve.c): HTTPProtocol._process's cycle for whole plain
+# requests, or None.
+SERVE_PLAIN = _serve()

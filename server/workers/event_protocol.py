@@ -22,7 +22,6 @@ from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.workers.base import RunState
 from polycorn.server.workers.event_failure import FailureEndsMixin
-from polycorn.server.workers.event_native import REQUEST_TYPE as _REQUEST_TYPE
 from polycorn.server.workers.event_native import SPOOL_LIMIT, WRITEV_SIZE
 from polycorn.server.workers.event_phase import (
     _CLOSED,
@@ -144,22 +143,21 @@ class HTTPProtocol(SendfileMixin, FailureEndsMixin, asyncio.Protocol):
         """Turn buffered bytes into requests and answer them until more bytes are needed."""
         conn = self.conn
         next_event = conn.next_event
-        take = self.ctx.take_plain
+        ctx = self.ctx
+        serve = ctx.serve_plain
         keys = self.builder.plain_keys
         if keys is None:
-            take = None
+            serve = None
         while True:
-            if take is not None and self.request is None:
-                # A whole plain request (its Content-Length body all received): its head
-                # split, the connection moved and its environ built in one compiled call
-                # (event_native.py).
-                taken = take(conn, _REQUEST_TYPE, self.client_entries, EMPTY_INPUT, *keys)
-                if taken is not None:
-                    self.request, self.environ = taken
-                    self.phase = _READING
-                    if not self._respond():
-                        return
-                    continue
+            if serve is not None and self.request is None:
+                # Whole plain requests (their Content-Length bodies all received) taken,
+                # answered and their cycles ended in one compiled call, as the code below
+                # and _respond do (event_native.py): False when it has gone idle or the
+                # connection is done with for now, None when the buffer does not start
+                # with one (the events below take it, and each thing after it).
+                if serve(self, conn, ctx, ctx.app, ctx.worker, self.client_entries,
+                         *keys) is False:
+                    return
             try:
                 event = next_event()
             except RemoteProtocolError as exc:
@@ -240,20 +238,32 @@ class HTTPProtocol(SendfileMixin, FailureEndsMixin, asyncio.Protocol):
             if resp.__class__ is bytes:
                 self.transport.write(resp)
             else:
-                self.resp = resp
-                if ctx.worker.state is not _RUNNING:
-                    conn.refuse_keep_alive()  # a drain began during the app call: say so now
-                if resp.file is not None and self._can_sendfile(resp, request):
-                    return self._start_sendfile(resp)
-                if not resp.in_memory:
-                    first = resp.first
-                    self.body_bytes = len(first)
-                    start = resp.start
-                    head = conn.start_response(start.status_code, start.reason,
-                                               start.wire_headers)
-                    self.transport.write(head + conn.send_body(first) if first else head)
-                    return self._pump()
-                self._send_ready(resp)
+                return self._answer(resp)
+        except Exception as exc:
+            return self._app_failed(exc)
+        except SystemExit as exc:
+            return self._app_exited(exc)
+        return self._finish_cycle()
+
+    def _answer(self, resp: AppResponse) -> bool:
+        """Send the app's answer that is not the whole response's bytes already; True when
+        the next cycle has begun."""
+        try:
+            self.resp = resp
+            conn = self.conn
+            if self.ctx.worker.state is not _RUNNING:
+                conn.refuse_keep_alive()  # a drain began during the app call: say so now
+            if resp.file is not None and self._can_sendfile(resp, self.request):
+                return self._start_sendfile(resp)
+            if not resp.in_memory:
+                first = resp.first
+                self.body_bytes = len(first)
+                start = resp.start
+                head = conn.start_response(start.status_code, start.reason,
+                                           start.wire_headers)
+                self.transport.write(head + conn.send_body(first) if first else head)
+                return self._pump()
+            self._send_ready(resp)
         except Exception as exc:
             return self._app_failed(exc)
         except SystemExit as exc:
@@ -374,18 +384,21 @@ class HTTPProtocol(SendfileMixin, FailureEndsMixin, asyncio.Protocol):
                 conn.start_next_cycle()
                 self.phase = _READING
                 return True
-            # Its other rows too (every Connection: close response runs them): linger
-            # only while the client may still be sending, else close.
-            pending, eof = conn.trailing_data
-            if pending and not eof:
-                self._linger()
-            else:
-                self._close()
+            self._end_without_keep_alive()
             return False
         end = policy.failure_verdict(failure, response_started=True,
                                     client_may_send=policy.client_may_send(conn)).end
         self._end_connection(end)
         return False
+
+    def _end_without_keep_alive(self) -> None:
+        # policy.end_after_response's other rows (every Connection: close response runs
+        # them): linger only while the client may still be sending, else close.
+        pending, eof = self.conn.trailing_data
+        if pending and not eof:
+            self._linger()
+        else:
+            self._close()
 
     def _close(self) -> None:
         if self.phase is not _CLOSED:

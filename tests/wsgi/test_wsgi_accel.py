@@ -365,7 +365,7 @@ def wire(compiled: bool, raw: bytes | list[bytes], limits: Limits, bytewise: boo
         ctx.limits = limits
         ctx.parser = AccelConnection if compiled else FastConnection
         if not compiled:
-            ctx.native_respond = ctx.take_plain = None  # the app call and response in Python too
+            ctx.native_respond = ctx.serve_plain = None  # the app call and response in Python too
         assert (ctx.native_respond is not None) is compiled
         builder = EnvironBuilder(cfg, ("127.0.0.1", 8000), "http", accelerated=compiled)
         proto = HTTPProtocol(ctx, builder)

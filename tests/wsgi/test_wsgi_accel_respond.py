@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import sys
+import time
 
 import pytest
 from corpus.valid import CASES as VALID
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 from polycorn.server import accel
 from polycorn.server.http.connection import Limits
 from polycorn.server.workers.base import RunState
+from polycorn.server.workers.event_phase import Phase
 from wsgi_support import RecordingAccessLog, make_cfg
 
 pytestmark = [
@@ -143,6 +145,7 @@ APPS = {
     "keywords": _keywords,
     "echo": _echo,
     "drain": _drain,
+    "sys.exit": lambda environ, start_response: sys.exit(3),
 }
 
 REQUESTS = [
@@ -205,9 +208,9 @@ class _Records(logging.Handler):
 
 
 def serve(compiled: bool, app, raw: bytes | list[bytes], bytewise: bool = False,
-          limits: Limits | None = None) -> tuple[bytes, list, int]:
-    """(bytes written, error log lines, calls of respond_whole and _split_next_head) of
-    the event protocol for raw."""
+          limits: Limits | None = None) -> tuple[bytes, list, int, tuple]:
+    """(bytes written, error log lines, calls of respond_whole and _split_next_head, the
+    connection's state after the reads) of the event protocol for raw."""
     from polycorn.server.http.accel_connection import AccelConnection
     from polycorn.server.workers.event_context import ServingContext
     from polycorn.server.workers.event_protocol import HTTPProtocol
@@ -256,7 +259,7 @@ def serve(compiled: bool, app, raw: bytes | list[bytes], bytewise: bool = False,
         if limits is not None:
             ctx.limits = limits
         if not compiled:
-            ctx.native_respond = ctx.take_plain = None
+            ctx.native_respond = ctx.serve_plain = None
         assert (ctx.native_respond is not None) is compiled
         proto = HTTPProtocol(ctx, EnvironBuilder(cfg, ("127.0.0.1", 8000), "http"))
         transport = _Transport()
@@ -269,6 +272,10 @@ def serve(compiled: bool, app, raw: bytes | list[bytes], bytewise: bool = False,
             if transport.closed:
                 break
             proto.data_received(chunk)
+        # Where the cycle left the connection: its phase, requests served, and whether
+        # its deadline is the keep-alive one (idle) or --timeout's.
+        state = (proto.phase, proto.served, proto.request is None, transport.closed,
+                 proto.deadline - time.monotonic() <= cfg.keepalive + 1)
         if not transport.closed:
             proto.eof_received()
         proto.connection_lost(None)
@@ -277,15 +284,17 @@ def serve(compiled: bool, app, raw: bytes | list[bytes], bytewise: bool = False,
         logger.setLevel(saved_level)
         with contextlib.suppress(Exception):
             loop.close()
-    return DATE_LINE.sub(b"\r\nDate: -\r\n", bytes(transport.out)), records.lines, len(calls)
+    return (DATE_LINE.sub(b"\r\nDate: -\r\n", bytes(transport.out)), records.lines, len(calls),
+            state)
 
 
 def same(app, raw: bytes, bytewise: bool = False, limits: Limits | None = None) -> bytes:
     """The compiled side, before and after the Python side (which fills the caches the
     compiled side reads), answers as the Python side does."""
-    first = serve(True, app, raw, bytewise, limits)[:2]
-    pure = serve(False, app, raw, bytewise, limits)[:2]
-    again = serve(True, app, raw, bytewise, limits)[:2]
+    first = serve(True, app, raw, bytewise, limits)
+    pure = serve(False, app, raw, bytewise, limits)
+    again = serve(True, app, raw, bytewise, limits)
+    first, pure, again = (r[:2] + r[3:] for r in (first, pure, again))
     assert first == pure == again
     return pure[0]
 
@@ -318,11 +327,14 @@ def test_generated_pipelines(app: str, raws: list[bytes], cut: int, bytewise: bo
 
 def test_the_compiled_path_takes_and_frames_the_common_request_itself() -> None:
     raw = REQUESTS[0] * 3
-    out, _, calls = serve(False, APPS["hello"], raw)  # remembers the status, list and head
+    out, _, calls, _ = serve(False, APPS["hello"], raw)  # remembers the status, list and head
     # 3 heads and the EOF after them split, 3 responses framed, in Python.
     assert calls == 7 and out.count(b"HTTP/1.1 200 OK\r\n") == 3
-    out, _, calls = serve(True, APPS["hello"], raw)
+    out, _, calls, state = serve(True, APPS["hello"], raw)
     assert calls == 1 and out.count(b"HTTP/1.1 200 OK\r\n") == 3  # the EOF only
+    # serve_plain (accel_serve.c) ended the three cycles and went idle, on keep-alive's
+    # deadline, as the Python cycle does.
+    assert state == (Phase.IDLE, 3, True, False, True)
     # HEAD has no Content-Length writer: respond_whole in Python frames it.
     assert serve(True, APPS["hello"], REQUESTS[1])[2] == 2
     # A Content-Length body all received is taken with its head: the EOF only (the
