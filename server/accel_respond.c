@@ -12,8 +12,9 @@
  *   respond(app, environ, conn, worker)
  *       app(environ, start_response) with a compiled start_response, and for the
  *       common answer (a remembered status and header list, a list or tuple of at
- *       most one bytes object of at most writev_size) the whole response framed as
- *       conn.respond_whole frames it, conn moved as respond_whole moves it: bytes.
+ *       most one bytes object) the whole response framed as conn.respond_whole
+ *       frames it, conn moved as respond_whole moves it: bytes, or, for a body past
+ *       writev_size, (head, body), to be written together without a copy.
  *       For any other answer, the app's iterable goes on in Python:
  *       take_response(iterable, StartResponse) is returned (an AppResponse), the
  *       StartResponse holding what the app declared so far.
@@ -253,9 +254,12 @@ current_date(PyObject *conn)
 
 /* conn.respond_whole(code, reason, wire, body), done here when the head is one
  * head_parts remembered with a Content-Length equal to len(body); otherwise the
- * Python method itself (which frames, or raises, as it always does). */
+ * Python method itself (which frames, or raises, as it always does).  A large body
+ * (past writev_size) is not copied: framed here it is (head, body), for the
+ * transport's writelines; not framed here, *declined is set and NULL returned
+ * without an error (the caller takes the Python path, which writes it uncopied). */
 static PyObject *
-respond_whole(PyObject *conn, FastStart *start, PyObject *body)
+respond_whole(PyObject *conn, FastStart *start, PyObject *body, int large, int *declined)
 {
     PyObject *request = accel_getattr(conn, s_request);
     PyObject *state = request == NULL ? NULL : accel_getattr(conn, s_response_state);
@@ -288,8 +292,11 @@ respond_whole(PyObject *conn, FastStart *start, PyObject *body)
             PyErr_Clear();  /* past Py_ssize_t: surely not len(body); Python says so */
     }
     if (want != size) {
-        result = PyObject_CallMethodObjArgs(conn, s_respond_whole, start->code, start->reason,
-                                            start->wire, body, NULL);
+        if (large)
+            *declined = 1;
+        else
+            result = PyObject_CallMethodObjArgs(conn, s_respond_whole, start->code,
+                                                start->reason, start->wire, body, NULL);
         goto done;
     }
     PyObject *before = PyTuple_GET_ITEM(cached, 0), *after = PyTuple_GET_ITEM(cached, 1);
@@ -318,6 +325,8 @@ respond_whole(PyObject *conn, FastStart *start, PyObject *body)
     Py_ssize_t nbefore = PyBytes_GET_SIZE(before);
     Py_ssize_t ndate = date == NULL ? 0 : PyBytes_GET_SIZE(date);
     Py_ssize_t nafter = date == NULL ? 0 : PyBytes_GET_SIZE(after);
+    if (large)
+        size = 0;  /* the head alone; the body goes beside it */
     result = PyBytes_FromStringAndSize(NULL, nbefore + ndate + nafter + size);
     if (result != NULL) {
         char *out = PyBytes_AS_STRING(result);
@@ -331,6 +340,8 @@ respond_whole(PyObject *conn, FastStart *start, PyObject *body)
         }
         memcpy(out, PyBytes_AS_STRING(body), (size_t)size);
     }
+    if (large && result != NULL)
+        Py_SETREF(result, PyTuple_Pack(2, result, body));
     Py_XDECREF(date);
     Py_DECREF(cached);
 done:
@@ -342,10 +353,10 @@ done:
 }
 
 /* The body of the common answer (borrowed), or NULL: a list or tuple of no item or
- * of one exact bytes object of at most writev_size (run_app's first chunk, with
- * nothing after it; one write). */
+ * of one exact bytes object (run_app's first chunk, with nothing after it); *large
+ * when it is past writev_size (written beside its head, not copied into it). */
 static PyObject *
-plain_body(PyObject *iterable)
+plain_body(PyObject *iterable, int *large)
 {
     if (!PyList_CheckExact(iterable) && !PyTuple_CheckExact(iterable))
         return NULL;
@@ -355,8 +366,9 @@ plain_body(PyObject *iterable)
     if (count != 1)
         return NULL;
     PyObject *item = PySequence_Fast_GET_ITEM(iterable, 0);
-    if (!PyBytes_CheckExact(item) || PyBytes_GET_SIZE(item) > writev_size)
+    if (!PyBytes_CheckExact(item))
         return NULL;
+    *large = PyBytes_GET_SIZE(item) > writev_size;
     return item;
 }
 
@@ -383,7 +395,9 @@ accel_respond(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *result = NULL;
     if (iterable == NULL)
         goto done;
-    PyObject *body = start->py == NULL && start->status != NULL ? plain_body(iterable) : NULL;
+    int large = 0, declined = 0;
+    PyObject *body = start->py == NULL && start->status != NULL
+        ? plain_body(iterable, &large) : NULL;
     if (body == NULL) {
         /* Not the common answer: run_app's remainder, in Python, from here. */
         if (materialise(start) == 0)
@@ -400,9 +414,11 @@ accel_respond(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(done);
     }
     if (state != NULL)
-        result = respond_whole(conn, start, body);
+        result = respond_whole(conn, start, body, large, &declined);
     Py_XDECREF(state);
     Py_DECREF(body);
+    if (declined && materialise(start) == 0)
+        result = PyObject_CallFunctionObjArgs(take_response, iterable, start->py, NULL);
 done:
     Py_XDECREF(iterable);
     Py_DECREF(start);

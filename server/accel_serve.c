@@ -4,7 +4,8 @@
  *   serve_plain(protocol, conn, ctx, app, worker, client, header_keys, trusted_keys)
  *       What HTTPProtocol._process, _respond and _finish_cycle (event_protocol.py)
  *       do for each whole plain request at the start of conn's buffer: take it
- *       (take_plain), call the app (respond), write the response's bytes, end the
+ *       (take_plain), call the app (respond), write the response (its bytes, or a
+ *       large body beside its head with writelines), end the
  *       cycle (served, ctx.count_request(), conn.start_next_cycle()), and, when the
  *       buffer is then empty, go idle with the keep-alive deadline.  Everything
  *       else is handed to the protocol's own Python methods at the point the Python
@@ -31,7 +32,7 @@
 
 static PyObject *request_type, *empty_input, *reading, *idle, *closed, *req_body, *monotonic;
 static PyObject *s_request, *s_environ, *s_phase, *s_body_bytes, *s_body_size, *s_resp,
-    *s_served, *s_deadline, *s_transport, *s_write, *s_answer, *s_app_failed,
+    *s_served, *s_deadline, *s_transport, *s_write, *s_writelines, *s_answer, *s_app_failed,
     *s_app_exited, *s_end_without, *s_count_request, *s_start_next_cycle, *s_persistent,
     *s_request_state, *s_keepalive, *s_fallback_reason, *s_eof, *s_received, *s_zero, *s_one;
 
@@ -188,14 +189,16 @@ serve_one(PyObject *module, PyObject *const *args)
     Py_DECREF(taken);
     if (resp == NULL)
         return hand_failure(protocol);
-    if (!PyBytes_CheckExact(resp)) {
+    int whole = PyBytes_CheckExact(resp);
+    if (!whole && !PyTuple_CheckExact(resp)) {
         PyObject *went = PyObject_CallMethodOneArg(protocol, s_answer, resp);
         Py_DECREF(resp);
         return went;
     }
+    /* bytes: the whole response; (head, body): a large body beside its head (writev). */
     PyObject *transport = accel_getattr(protocol, s_transport);
     PyObject *wrote = transport == NULL ? NULL
-        : PyObject_CallMethodOneArg(transport, s_write, resp);
+        : PyObject_CallMethodOneArg(transport, whole ? s_write : s_writelines, resp);
     Py_XDECREF(transport);
     Py_DECREF(resp);
     if (wrote == NULL)
@@ -257,7 +260,7 @@ accel_serve_init(PyObject *module)
         {&s_request, "request"}, {&s_environ, "environ"}, {&s_phase, "phase"},
         {&s_body_bytes, "body_bytes"}, {&s_body_size, "body_size"}, {&s_resp, "resp"},
         {&s_served, "served"}, {&s_deadline, "deadline"}, {&s_transport, "transport"},
-        {&s_write, "write"}, {&s_answer, "_answer"}, {&s_app_failed, "_app_failed"},
+        {&s_write, "write"}, {&s_writelines, "writelines"}, {&s_answer, "_answer"}, {&s_app_failed, "_app_failed"},
         {&s_app_exited, "_app_exited"}, {&s_end_without, "_end_without_keep_alive"},
         {&s_count_request, "count_request"}, {&s_start_next_cycle, "start_next_cycle"},
         {&s_persistent, "_persistent"}, {&s_request_state, "_request_state"},

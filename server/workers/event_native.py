@@ -2,9 +2,10 @@
 
 accel.native.respond (server/accel_respond.c) calls the app with a compiled
 start_response and, for the common answer (a status and header list the Python
-StartResponse has validated before, a list or tuple of at most one bytes object of
-at most WRITEV_SIZE, a head response.head_parts has framed before), frames the
-response as ConnectionCycle.respond_whole would and returns its bytes. Any other
+StartResponse has validated before, a list or tuple of at most one bytes object, a
+head response.head_parts has framed before), frames the response as
+ConnectionCycle.respond_whole would and returns its bytes (a body past WRITEV_SIZE:
+(head, body), written with writelines, uncopied, as _send_ready writes it). Any other
 answer goes on in Python (run.take_response). It only reads the Python caches
 below, so every decision is still made by the Python code that fills them.
 

@@ -233,10 +233,14 @@ class HTTPProtocol(SendfileMixin, FailureEndsMixin, asyncio.Protocol):
                 resp = run_app(ctx.app, environ, StartResponse())
             else:
                 # The compiled app call: the whole response's bytes for the common
-                # answer (event_native.py), else the AppResponse to send in Python.
+                # answer (event_native.py), (head, body) for a large body, else the
+                # AppResponse to send in Python.
                 resp = native(ctx.app, environ, conn, ctx.worker)
-            if resp.__class__ is bytes:
+            kind = resp.__class__
+            if kind is bytes:
                 self.transport.write(resp)
+            elif kind is tuple:
+                self.transport.writelines(resp)  # no copy of a large body (writev)
             else:
                 return self._answer(resp)
         except Exception as exc:

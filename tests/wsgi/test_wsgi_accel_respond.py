@@ -169,11 +169,13 @@ class _Transport:
     def __init__(self) -> None:
         self.out = bytearray()
         self.closed = False
+        self.lines: list = []  # what writelines was given
 
     def write(self, data: bytes) -> None:
         self.out += data
 
     def writelines(self, parts) -> None:
+        self.lines.append(parts)
         for part in parts:
             self.out += part
 
@@ -208,7 +210,8 @@ class _Records(logging.Handler):
 
 
 def serve(compiled: bool, app, raw: bytes | list[bytes], bytewise: bool = False,
-          limits: Limits | None = None) -> tuple[bytes, list, int, tuple]:
+          limits: Limits | None = None, transport: _Transport | None = None,
+          ) -> tuple[bytes, list, int, tuple]:
     """(bytes written, error log lines, calls of respond_whole and _split_next_head, the
     connection's state after the reads) of the event protocol for raw."""
     from polycorn.server.http.accel_connection import AccelConnection
@@ -262,7 +265,7 @@ def serve(compiled: bool, app, raw: bytes | list[bytes], bytewise: bool = False,
             ctx.native_respond = ctx.serve_plain = None
         assert (ctx.native_respond is not None) is compiled
         proto = HTTPProtocol(ctx, EnvironBuilder(cfg, ("127.0.0.1", 8000), "http"))
-        transport = _Transport()
+        transport = transport if transport is not None else _Transport()
         proto.connection_made(transport)
         if isinstance(raw, list):  # the reads, as given
             chunks = raw
@@ -349,6 +352,21 @@ def test_the_compiled_path_takes_and_frames_the_common_request_itself() -> None:
     for raw in (REQUESTS[6], REQUESTS[8]):
         serve(True, APPS["hello"], raw)
         assert serve(True, APPS["hello"], raw)[2] == 2, raw
+
+
+def test_a_large_body_goes_beside_its_head_uncopied() -> None:
+    body = b"z" * 20000
+    app = _simple("200 OK", [("Content-Length", "20000")], [body])
+    serve(False, app, REQUESTS[0])  # remembers the status, list and head
+    compiled, pure = _Transport(), _Transport()
+    serve(True, app, REQUESTS[0] * 2, transport=compiled)
+    serve(False, app, REQUESTS[0] * 2, transport=pure)
+    assert compiled.out == pure.out and compiled.out.count(body) == 2
+    # The compiled response: (head, body), the app's own bytes object; the Python one
+    # (_send_ready) also writes it uncopied, with the end's b"" after it.
+    assert [len(parts) for parts in compiled.lines] == [2, 2]
+    assert [len(parts) for parts in pure.lines] == [3, 3]
+    assert all(parts[1] is body for parts in compiled.lines + pure.lines)
 
 
 def test_a_drain_during_the_app_call_says_close() -> None:
