@@ -239,8 +239,18 @@ accel_split_head(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "y*nn|O:split_head", &view, &max_fields, &max_len,
                           &request_type))
         return NULL;
-    const char *data = view.buf;
-    Py_ssize_t len = view.len;
+    PyObject *result = accel_split_plain(view.buf, view.len, max_fields, max_len,
+                                         request_type);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* split_head on bytes in hand (take_plain's: no argument tuple to build and parse);
+ * request_type may be NULL. data must stay alive and unchanged during the call. */
+PyObject *
+accel_split_plain(const char *data, Py_ssize_t len, Py_ssize_t max_fields,
+                  Py_ssize_t max_len, PyObject *request_type)
+{
     PyObject *method = NULL, *target = NULL, *version = NULL, *fields = NULL;
     PyObject *host = Py_None, *connection = Py_None, *length_text = Py_None, *result = NULL;
     Py_INCREF(host);
@@ -396,7 +406,6 @@ done:
     Py_DECREF(host);
     Py_DECREF(connection);
     Py_DECREF(length_text);
-    PyBuffer_Release(&view);
     return result;
 }
 

@@ -11,6 +11,8 @@ int accel_respond_init(PyObject *module);
 
 /* _accel.c: the head split (also for accel_take.c). */
 PyObject *accel_split_head(PyObject *module, PyObject *args);
+PyObject *accel_split_plain(const char *data, Py_ssize_t len, Py_ssize_t max_fields,
+                            Py_ssize_t max_len, PyObject *request_type);
 
 /* accel_environ.c: the environ of a split request. */
 PyObject *accel_build_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

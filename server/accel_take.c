@@ -135,11 +135,12 @@ accel_take_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int idle = idle_with_bytes(conn, &buf, &fields, &limit);
     if (idle <= 0)
         return idle < 0 ? NULL : Py_NewRef(Py_None);
-    PyObject *split_args = PyTuple_Pack(4, buf, fields, limit, request_type);
-    if (split_args == NULL)
+    Py_ssize_t max_fields = PyLong_AsSsize_t(fields), max_len = PyLong_AsSsize_t(limit);
+    if ((max_fields == -1 || max_len == -1) && PyErr_Occurred())
         goto done;
-    split = accel_split_head(module, split_args);
-    Py_DECREF(split_args);
+    /* buf is an exact bytes object this function holds: immutable while it runs. */
+    split = accel_split_plain(PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), max_fields,
+                              max_len, request_type);
     if (split == NULL)
         goto done;
     if (!PyTuple_CheckExact(split) || PyTuple_GET_SIZE(split) != 2)
