@@ -24,7 +24,8 @@ CPU: the server's CPU time is utime + stime of every process of its tree (master
 workers, threads), read from /proc before and after each wrk run; the tables give
 it per request and as requests per server CPU-second (req/CPU-s), and a line under
 each table gives the per-CPU ratios the issue's targets name (event against granian
-and bjoern, thread against gunicorn sync), each the median of per-repetition ratios.
+and bjoern, thread against gunicorn sync), each the median of per-repetition ratios,
+with their lowest and highest.
 
 The field's servers are optional: `make bench-deps` installs them (granian from its
 wheel; bjoern builds against libev: `apt-get install libev-dev`, then
@@ -330,8 +331,11 @@ CPU_PAIRS = (("polycorn-event", "granian"), ("polycorn-event", "bjoern"),
              ("polycorn-thread", "gunicorn-sync"), ("polycorn-event", "polycorn-event-noext"))
 
 
-def per_cpu_ratios(runs: list[Run], app: str, mode: str) -> list[tuple[str, str, float]]:
-    """(a, b, requests per CPU-second of a over b) for each pair with both in a repetition."""
+def per_cpu_ratios(runs: list[Run], app: str, mode: str,
+                   ) -> list[tuple[str, str, float, float, float]]:
+    """(a, b, median, lowest, highest) of requests per CPU-second of a over b, taken per
+    repetition, for each pair with both in a repetition: the spread says how far one
+    run's median can be trusted (on a shared 2-core host, ratios of 0.69-0.89 in one run)."""
     cpu = {(r.rep, r.server): r.cpu_us_per_request for r in runs
            if r.app == app and r.mode == mode and r.cpu_us_per_request}
     out = []
@@ -339,7 +343,7 @@ def per_cpu_ratios(runs: list[Run], app: str, mode: str) -> list[tuple[str, str,
         values = [cpu[rep, b] / cpu[rep, a] for rep, name in cpu
                   if name == a and (rep, b) in cpu]
         if values:
-            out.append((a, b, statistics.median(values)))
+            out.append((a, b, statistics.median(values), min(values), max(values)))
     return out
 
 
@@ -371,8 +375,9 @@ def markdown(rows: list[dict], args: argparse.Namespace, skipped: dict[str, str]
             out.append("")
             ratios = per_cpu_ratios(runs, app, mode)
             if ratios:
-                out += ["Per server CPU-second, median of per-repetition ratios: "
-                        + "; ".join(f"{a} / {b} = {v:.2f}" for a, b, v in ratios), ""]
+                out += ["Per server CPU-second, median (lowest-highest) of per-repetition "
+                        "ratios: " + "; ".join(f"{a} / {b} = {v:.2f} ({lo:.2f}-{hi:.2f})"
+                                               for a, b, v, lo, hi in ratios), ""]
     compared = cpu_against(runs)
     if compared:
         out += ["### CPU per request, this tree / the other checkout (below 1: this tree is "

@@ -138,5 +138,6 @@ def test_requests_per_cpu_second_and_the_per_cpu_ratios_of_each_repetition() -> 
     rows = {r["server"]: r for r in summarize(runs)}
     assert rows["polycorn-event"]["requests_per_cpu_second"] == pytest.approx(1e6 / 12.0)
     # Per repetition 2.0, 1.0 and 1.5: the median is 1.5 (the medians' ratio would be 1.67).
-    assert per_cpu_ratios(runs, "hello", "keep-alive") == [("polycorn-event", "granian", 1.5)]
+    assert per_cpu_ratios(runs, "hello", "keep-alive") == [
+        ("polycorn-event", "granian", 1.5, 1.0, 2.0)]
     assert per_cpu_ratios(runs, "hello", "close") == []
