@@ -6,7 +6,7 @@
  *       do for each whole plain request at the start of conn's buffer: take it
  *       (take_plain), call the app (respond), write the response (its bytes, or a
  *       large body beside its head with writelines), end the
- *       cycle (served, ctx.count_request(), conn.start_next_cycle()), and, when the
+ *       cycle (served, ctx.count_request()'s steps, conn.start_next_cycle()), and, when the
  *       buffer is then empty, go idle with the keep-alive deadline.  Everything
  *       else is handed to the protocol's own Python methods at the point the Python
  *       code would reach them: an answer that is not the response's bytes
@@ -16,25 +16,42 @@
  *       lingering, a response suspended on a full buffer); None, with nothing
  *       changed since the last request it served, when the buffer does not start
  *       with a whole plain request (the Python events take it from there).
+ *   data_received (a method descriptor: HTTPProtocol.data_received when compiled)
+ *       A read in the reading or idle phase with ctx.serve_plain on: appended to the
+ *       connection's buffer (AccelConnection.receive_data's common case) and served
+ *       by serve_plain, then _process for whatever it left; any other read goes to
+ *       the Python method (_data_received). No Python frame between uvloop and the
+ *       cycle.
  *   configure_serve(request_type, empty_input, reading, idle, closed, req_body,
- *                   monotonic)
+ *                   monotonic, req_error, receive_data, running, start_next_cycle,
+ *                   req_next_from, req_next_to, resp_next_from, resp_next_to, no_body)
  *       split_head's Request type, EMPTY_INPUT, the protocol phases it sets and
- *       compares, the request state keep_alive excludes, and time.monotonic (the
- *       clock of the worker's deadline sweep).
+ *       compares, the request state keep_alive excludes, time.monotonic (the
+ *       clock of the worker's deadline sweep), the dead connection's request state,
+ *       the receive_data taken here, RunState.RUNNING, and start_next_cycle's one
+ *       move (cycle.py: the method, its from and to states, NO_BODY): the Python
+ *       methods are called wherever a class has its own or the state is another.
  *
  * Why in C: on a kept-alive connection of a hello app the Python frames between
  * the compiled take and respond (the cycle's end, the keep-alive check, the next
- * event's NEED_DATA) were a quarter of the worker's CPU per request.
+ * event's NEED_DATA) were a quarter of the worker's CPU per request; the six left
+ * after that (data_received, receive_data, _process, the two count_requests,
+ * start_next_cycle) were still an eighth (3.08 -> 2.72 us in-process).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "accel.h"
 
-static PyObject *request_type, *empty_input, *reading, *idle, *closed, *req_body, *monotonic;
+static PyObject *request_type, *empty_input, *reading, *idle, *closed, *req_body, *monotonic,
+    *req_error, *receive_data_fn, *running, *next_cycle_fn, *req_next_from, *req_next_to,
+    *resp_next_from, *resp_next_to, *no_body;
 static PyObject *s_request, *s_environ, *s_phase, *s_body_bytes, *s_body_size, *s_resp,
     *s_served, *s_deadline, *s_transport, *s_write, *s_writelines, *s_answer, *s_app_failed,
     *s_app_exited, *s_end_without, *s_count_request, *s_start_next_cycle, *s_persistent,
-    *s_request_state, *s_keepalive, *s_fallback_reason, *s_eof, *s_received, *s_zero, *s_one;
+    *s_request_state, *s_keepalive, *s_fallback_reason, *s_eof, *s_received, *s_zero, *s_one,
+    *s_state, *s_worker_stopping, *s_ctx, *s_conn, *s_serve_plain, *s_builder, *s_plain_keys,
+    *s_app, *s_worker, *s_client_entries, *s_process, *s_pure_data_received, *s_receive_data,
+    *s_response_state, *s_request_, *s_writer, *s_continue_owed;
 
 /* 1 when obj.name is `value` (identity), 0 when not, -1 on error. */
 static int
@@ -72,10 +89,36 @@ hand_failure(PyObject *protocol)
     return result;
 }
 
+/* conn.start_next_cycle() (cycle.py) for a persistent connection: its one move, from
+ * the NEXT_CYCLE step's states to the next request's, made here when conn is in them
+ * (and its class has no start_next_cycle of its own); any other case in Python,
+ * which raises as the transition tables say. 0 or -1. */
+static int
+start_next_cycle(PyObject *conn)
+{
+    if (_PyType_Lookup(Py_TYPE(conn), s_start_next_cycle) == next_cycle_fn) {
+        int at_end = attr_is(conn, s_request_state, req_next_from);
+        int sent = at_end > 0 ? attr_is(conn, s_response_state, resp_next_from) : at_end;
+        if (sent < 0)
+            return -1;
+        if (sent) {
+            if (accel_setattr(conn, s_request_state, req_next_to) < 0
+                    || accel_setattr(conn, s_response_state, resp_next_to) < 0
+                    || accel_setattr(conn, s_request_, Py_None) < 0
+                    || accel_setattr(conn, s_writer, no_body) < 0)
+                return -1;
+            return accel_setattr(conn, s_continue_owed, Py_False);
+        }
+    }
+    PyObject *done = PyObject_CallMethodNoArgs(conn, s_start_next_cycle);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
 /* _finish_cycle for a response sent whole (no AppResponse, no trace, no body held):
  * a new reference to True when the next cycle has begun, False, or NULL. */
 static PyObject *
-finish_cycle(PyObject *protocol, PyObject *conn, PyObject *ctx)
+finish_cycle(PyObject *protocol, PyObject *conn, PyObject *ctx, PyObject *worker)
 {
     if (accel_setattr(protocol, s_resp, Py_None) < 0
             || accel_setattr(protocol, s_request, Py_None) < 0)
@@ -91,10 +134,20 @@ finish_cycle(PyObject *protocol, PyObject *conn, PyObject *ctx)
     Py_DECREF(more);
     if (rc < 0)
         return NULL;
-    PyObject *done = PyObject_CallMethodNoArgs(ctx, s_count_request);
+    /* ctx.count_request() (event_context.py), its worker's count and state read here. */
+    PyObject *done = PyObject_CallMethodNoArgs(worker, s_count_request);
     if (done == NULL)
         return NULL;
     Py_DECREF(done);
+    int still = attr_is(worker, s_state, running);
+    if (still < 0)
+        return NULL;
+    if (!still) {
+        done = PyObject_CallMethodNoArgs(ctx, s_worker_stopping);
+        if (done == NULL)
+            return NULL;
+        Py_DECREF(done);
+    }
     int gone = attr_is(protocol, s_phase, closed);
     if (gone != 0)
         return gone < 0 ? NULL : Py_NewRef(Py_False);
@@ -104,10 +157,8 @@ finish_cycle(PyObject *protocol, PyObject *conn, PyObject *ctx)
     if (persistent < 0 || in_body < 0)
         return NULL;
     if (persistent && !in_body) {
-        done = PyObject_CallMethodNoArgs(conn, s_start_next_cycle);
-        if (done == NULL)
+        if (start_next_cycle(conn) < 0)
             return NULL;
-        Py_DECREF(done);
         if (accel_setattr(protocol, s_phase, reading) < 0)
             return NULL;
         return Py_NewRef(Py_True);
@@ -204,7 +255,7 @@ serve_one(PyObject *module, PyObject *const *args)
     if (wrote == NULL)
         return transport == NULL ? NULL : hand_failure(protocol);
     Py_DECREF(wrote);
-    return finish_cycle(protocol, conn, ctx);
+    return finish_cycle(protocol, conn, ctx, args[4]);
 }
 
 PyObject *
@@ -238,17 +289,130 @@ accel_serve_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
 }
 
+/* conn.receive_data(data) (fast.py's AccelConnection): its common case, a read
+ * appended to the compiled half's buffer, here; everything else (the pure half's
+ * buffer, EOF, a dead connection, a class with its own receive_data) in Python.
+ * 0 or -1. */
+static int
+receive(PyObject *conn, PyObject *data)
+{
+    if (_PyType_Lookup(Py_TYPE(conn), s_receive_data) == receive_data_fn) {
+        int plain = attr_is(conn, s_fallback_reason, Py_None);
+        int open = plain > 0 ? attr_is(conn, s_eof, Py_False) : plain;
+        int broken = open > 0 ? attr_is(conn, s_request_state, req_error) : 1;
+        if (broken < 0 || open < 0)
+            return -1;
+        PyObject *received = broken ? NULL : accel_getattr(conn, s_received);
+        if (!broken && received == NULL)
+            return -1;
+        if (received != NULL && PyBytes_CheckExact(received)) {
+            /* self._received + data if self._received else data */
+            if (PyBytes_GET_SIZE(received) == 0)
+                Py_SETREF(received, Py_NewRef(data));
+            else
+                PyBytes_Concat(&received, data);
+            if (received == NULL)
+                return -1;
+            int rc = accel_setattr(conn, s_received, received);
+            Py_DECREF(received);
+            return rc;
+        }
+        Py_XDECREF(received);
+    }
+    PyObject *done = PyObject_CallMethodOneArg(conn, s_receive_data, data);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
+/* HTTPProtocol.data_received, bound as a method of the class (the descriptor below):
+ * a read in the reading or idle phase, with serve_plain on, is received and served
+ * here, with no Python frame between uvloop and the compiled cycle; any other read
+ * goes to the Python method (_data_received), which does all of it in Python. */
+static PyObject *
+data_received(PyObject *protocol, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1) {
+        PyErr_SetString(PyExc_TypeError, "data_received(data)");
+        return NULL;
+    }
+    if (monotonic == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "data_received: configure_serve() was not called");
+        return NULL;
+    }
+    PyObject *data = args[0];
+    int reading_now = attr_is(protocol, s_phase, reading);
+    int idle_now = reading_now == 0 ? attr_is(protocol, s_phase, idle) : 0;
+    if (reading_now < 0 || idle_now < 0)
+        return NULL;
+    PyObject *ctx = NULL, *serve = NULL, *conn = NULL, *builder = NULL, *keys = NULL,
+        *app = NULL, *worker = NULL, *client = NULL, *result = NULL;
+    if ((reading_now || idle_now) && PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) > 0) {
+        ctx = accel_getattr(protocol, s_ctx);
+        serve = ctx == NULL ? NULL : PyObject_GetAttr(ctx, s_serve_plain);
+        if (serve == NULL)
+            goto done;
+    }
+    if (serve == NULL || serve == Py_None) {
+        result = PyObject_CallMethodOneArg(protocol, s_pure_data_received, data);
+        goto done;
+    }
+    conn = accel_getattr(protocol, s_conn);
+    if (conn == NULL || receive(conn, data) < 0)
+        goto done;
+    /* _process: serve_plain with the builder's keys, then the events for what it left. */
+    builder = accel_getattr(protocol, s_builder);
+    keys = builder == NULL ? NULL : PyObject_GetAttr(builder, s_plain_keys);
+    if (keys == NULL)
+        goto done;
+    if (PyTuple_CheckExact(keys) && PyTuple_GET_SIZE(keys) == 2) {
+        app = PyObject_GetAttr(ctx, s_app);
+        worker = app == NULL ? NULL : PyObject_GetAttr(ctx, s_worker);
+        client = worker == NULL ? NULL : accel_getattr(protocol, s_client_entries);
+        if (client == NULL)
+            goto done;
+        PyObject *serve_args[8] = {protocol, conn, ctx, app, worker, client,
+                                   PyTuple_GET_ITEM(keys, 0), PyTuple_GET_ITEM(keys, 1)};
+        PyObject *went = PyObject_Vectorcall(serve, serve_args, 8, NULL);
+        if (went == NULL)
+            goto done;
+        Py_DECREF(went);
+        if (went == Py_False) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    result = PyObject_CallMethodNoArgs(protocol, s_process);
+done:
+    Py_XDECREF(ctx);
+    Py_XDECREF(serve);
+    Py_XDECREF(conn);
+    Py_XDECREF(builder);
+    Py_XDECREF(keys);
+    Py_XDECREF(app);
+    Py_XDECREF(worker);
+    Py_XDECREF(client);
+    return result;
+}
+
+static PyMethodDef data_received_def = {
+    "data_received", (PyCFunction)(void (*)(void))data_received, METH_FASTCALL,
+    "HTTPProtocol.data_received, compiled (accel_serve.c)."};
+
 PyObject *
 accel_configure_serve(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7 || !PyCallable_Check(args[6])) {
+    if (nargs != 16 || !PyCallable_Check(args[6])) {
         PyErr_SetString(PyExc_TypeError, "configure_serve(request_type, empty_input, "
-                        "reading, idle, closed, req_body, monotonic)");
+                        "reading, idle, closed, req_body, monotonic, req_error, "
+                        "receive_data, running, start_next_cycle, req_next_from, "
+                        "req_next_to, resp_next_from, resp_next_to, no_body)");
         return NULL;
     }
-    PyObject **slots[7] = {&request_type, &empty_input, &reading, &idle, &closed, &req_body,
-                           &monotonic};
-    for (int n = 0; n < 7; n++)
+    PyObject **slots[16] = {&request_type, &empty_input, &reading, &idle, &closed, &req_body,
+                            &monotonic, &req_error, &receive_data_fn, &running,
+                            &next_cycle_fn, &req_next_from, &req_next_to, &resp_next_from,
+                            &resp_next_to, &no_body};
+    for (int n = 0; n < 16; n++)
         Py_XSETREF(*slots[n], Py_NewRef(args[n]));
     Py_RETURN_NONE;
 }
@@ -265,7 +429,14 @@ accel_serve_init(PyObject *module)
         {&s_count_request, "count_request"}, {&s_start_next_cycle, "start_next_cycle"},
         {&s_persistent, "_persistent"}, {&s_request_state, "_request_state"},
         {&s_keepalive, "keepalive"}, {&s_fallback_reason, "fallback_reason"},
-        {&s_eof, "_eof"}, {&s_received, "_received"},
+        {&s_eof, "_eof"}, {&s_received, "_received"}, {&s_state, "state"},
+        {&s_worker_stopping, "worker_stopping"}, {&s_ctx, "ctx"}, {&s_conn, "conn"},
+        {&s_serve_plain, "serve_plain"}, {&s_builder, "builder"},
+        {&s_plain_keys, "plain_keys"}, {&s_app, "app"}, {&s_worker, "worker"},
+        {&s_client_entries, "client_entries"}, {&s_process, "_process"},
+        {&s_pure_data_received, "_data_received"}, {&s_receive_data, "receive_data"},
+        {&s_response_state, "_response_state"}, {&s_request_, "_request"},
+        {&s_writer, "_writer"}, {&s_continue_owed, "_continue_owed"},
     };
     for (size_t n = 0; n < sizeof(names) / sizeof(names[0]); n++) {
         *names[n].slot = PyUnicode_InternFromString(names[n].text);
@@ -274,5 +445,14 @@ accel_serve_init(PyObject *module)
     }
     s_zero = PyLong_FromLong(0);
     s_one = PyLong_FromLong(1);
-    return s_zero == NULL || s_one == NULL ? -1 : 0;
+    if (s_zero == NULL || s_one == NULL)
+        return -1;
+    /* A method descriptor of object: in a class body it binds as a C method does, so
+     * uvloop's bound data_received calls it with no Python frame. */
+    PyObject *method = PyDescr_NewMethod(&PyBaseObject_Type, &data_received_def);
+    if (method == NULL || PyModule_AddObject(module, "data_received", method) < 0) {
+        Py_XDECREF(method);
+        return -1;
+    }
+    return 0;
 }

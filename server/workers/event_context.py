@@ -137,7 +137,12 @@ class ServingContext:
     def count_request(self) -> None:
         worker = self.worker
         worker.count_request()
-        if worker.state is not _RUNNING and not self.draining:
+        if worker.state is not _RUNNING:  # (serve_plain, accel_serve.c, takes these steps too)
+            self.worker_stopping()
+
+    def worker_stopping(self) -> None:
+        """The worker left RUNNING (a signal, --max-requests): drain, once."""
+        if not self.draining:
             self.begin_drain()
 
     def sweep(self, now: float) -> None:

@@ -82,11 +82,21 @@ TAKE_PLAIN = _take()
 def _serve() -> Any:
     if TAKE_PLAIN is None or not hasattr(accel.native, "serve_plain"):
         return None
+    from polycorn.server.http.accel_connection import AccelConnection
+
     accel.native.configure_serve(REQUEST_TYPE, EMPTY_INPUT, _READING, _IDLE, _CLOSED,
-                                 state.REQ_BODY, time.monotonic)
+                                 state.REQ_BODY, time.monotonic, state.REQ_ERROR,
+                                 AccelConnection.receive_data, RunState.RUNNING,
+                                 cycle.ConnectionCycle.start_next_cycle, cycle._REQ_NEXT_FROM,
+                                 cycle._REQ_NEXT_TO, cycle._RESP_NEXT_FROM, cycle._RESP_NEXT_TO,
+                                 cycle.NO_BODY)
     return accel.native.serve_plain
 
 
 # serve_plain (server/accel_serve.c): HTTPProtocol._process's cycle for whole plain
 # requests, or None.
 SERVE_PLAIN = _serve()
+# HTTPProtocol.data_received, compiled (accel_serve.c), or None: a read with serve_plain
+# on goes from uvloop to the compiled cycle with no Python frame; the Python method
+# takes any other.
+DATA_RECEIVED = getattr(accel.native, "data_received", None) if SERVE_PLAIN else None

@@ -22,7 +22,7 @@ from polycorn.server.http.errors import RemoteProtocolError
 from polycorn.server.http.events import NEED_DATA, Data, EndOfMessage, Request
 from polycorn.server.workers.base import RunState
 from polycorn.server.workers.event_failure import FailureEndsMixin
-from polycorn.server.workers.event_native import SPOOL_LIMIT, WRITEV_SIZE
+from polycorn.server.workers.event_native import DATA_RECEIVED, SPOOL_LIMIT, WRITEV_SIZE
 from polycorn.server.workers.event_phase import (
     _CLOSED,
     _IDLE,
@@ -107,6 +107,13 @@ class HTTPProtocol(SendfileMixin, FailureEndsMixin, asyncio.Protocol):
         self.conn.receive_data(data)
         if phase is _READING or phase is _IDLE:
             self._process()
+
+    # The Python data_received, which the compiled one (event_native.DATA_RECEIVED)
+    # calls for every read it does not take: outside the reading and idle phases, or
+    # with ctx.serve_plain off.
+    _data_received = data_received
+    if DATA_RECEIVED is not None:
+        data_received = DATA_RECEIVED  # type: ignore[assignment]
 
     def eof_received(self) -> bool | None:
         if self.phase is _LINGERING:

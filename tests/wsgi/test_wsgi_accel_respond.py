@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polycorn.server import accel
 from polycorn.server.http.connection import Limits
+from polycorn.server.http.cycle import _END_TO
 from polycorn.server.workers.base import RunState
 from polycorn.server.workers.event_phase import Phase
 from wsgi_support import RecordingAccessLog, make_cfg
@@ -275,10 +276,19 @@ def serve(compiled: bool, app, raw: bytes | list[bytes], bytewise: bool = False,
             if transport.closed:
                 break
             proto.data_received(chunk)
-        # Where the cycle left the connection: its phase, requests served, and whether
-        # its deadline is the keep-alive one (idle) or --timeout's.
+        # Where the cycle left the connection: its phase, requests served, whether its
+        # deadline is the keep-alive one (idle) or --timeout's, and the sans-IO
+        # connection's own state (serve_plain ends a cycle with start_next_cycle's move;
+        # the compiled data_received appends to its buffer). Its body writer only while a
+        # response is under way: after its end nothing reads it (a whole response
+        # framed by respond_whole never had one of its own).
+        conn = proto.conn
+        writer = None if conn._response_state is _END_TO else type(conn._writer)
         state = (proto.phase, proto.served, proto.request is None, transport.closed,
-                 proto.deadline - time.monotonic() <= cfg.keepalive + 1)
+                 proto.deadline - time.monotonic() <= cfg.keepalive + 1,
+                 conn._request_state, conn._response_state, conn._request is None,
+                 writer, conn._continue_owed, conn._persistent, conn.fallback_reason,
+                 conn._eof, bytes(conn._received or b""))
         if not transport.closed:
             proto.eof_received()
         proto.connection_lost(None)
@@ -337,7 +347,7 @@ def test_the_compiled_path_takes_and_frames_the_common_request_itself() -> None:
     assert calls == 1 and out.count(b"HTTP/1.1 200 OK\r\n") == 3  # the EOF only
     # serve_plain (accel_serve.c) ended the three cycles and went idle, on keep-alive's
     # deadline, as the Python cycle does.
-    assert state == (Phase.IDLE, 3, True, False, True)
+    assert state[:5] == (Phase.IDLE, 3, True, False, True)
     # HEAD has no Content-Length writer: respond_whole in Python frames it.
     assert serve(True, APPS["hello"], REQUESTS[1])[2] == 2
     # A Content-Length body all received is taken with its head: the EOF only (the
@@ -400,3 +410,4 @@ def test_what_the_app_sees_is_the_same() -> None:
     pure, seen[:] = seen[:], []
     serve(True, app, REQUESTS[0] + REQUESTS[2])
     assert seen == pure and len(pure) == 4
+
