@@ -40,11 +40,34 @@ static PyObject *s_status, *s_status_code, *s_reason, *s_headers, *s_wire_header
     *s_request, *s_response_state, *s_persistent, *s_continue_owed, *s_date_cache,
     *s_clock, *s_cached, *s_current, *s_method, *s_http_version, *s_empty;
 
+/* 1 when list holds the very objects tuple holds, in order (so the same values:
+ * the items compared are tuples of str or bytes, immutable), else 0. */
+static int
+same_items(PyObject *list, PyObject *tuple)
+{
+    Py_ssize_t count = PyList_GET_SIZE(list);
+    if (tuple == NULL || count != PyTuple_GET_SIZE(tuple))
+        return 0;
+    for (Py_ssize_t n = 0; n < count; n++)
+        if (PyList_GET_ITEM(list, n) != PyTuple_GET_ITEM(tuple, n))
+            return 0;
+    return 1;
+}
+
+/* The last header list found in the table (its items, strong) and what the table
+ * held for it (strong): an app answers with the same list of constant tuples every
+ * time, and the table's entry for a key never changes (StartResponse stores what its
+ * validation of those items gave), so the same items need no key tuple built and
+ * hashed again. Only for the table respond is configured with. */
+static PyObject *last_list_items, *last_list_known;
+
 /* table.get(tuple(headers)) when headers (a list) holds only exact (str, str)
  * tuples: a new reference, Py_None when not plain or not remembered, NULL on error. */
 static PyObject *
 lookup_header_list(PyObject *headers, PyObject *table)
 {
+    if (table == header_lists && same_items(headers, last_list_items))
+        return Py_NewRef(last_list_known);
     Py_ssize_t count = PyList_GET_SIZE(headers);
     PyObject *key = PyTuple_New(count);
     if (key == NULL)
@@ -61,9 +84,16 @@ lookup_header_list(PyObject *headers, PyObject *table)
         PyTuple_SET_ITEM(key, n, item);
     }
     PyObject *known = PyDict_GetItemWithError(table, key);  /* borrowed */
-    Py_DECREF(key);
-    if (known == NULL)
+    if (known == NULL) {
+        Py_DECREF(key);
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
+    if (table == header_lists) {
+        Py_XSETREF(last_list_items, key);
+        Py_XSETREF(last_list_known, Py_NewRef(known));
+    } else {
+        Py_DECREF(key);
+    }
     return Py_NewRef(known);
 }
 
@@ -252,6 +282,44 @@ current_date(PyObject *conn)
     return text;
 }
 
+/* The last key found in heads (strong) and its entry (strong). frame_response is a
+ * pure function of the key (response.py) and an app answers with few heads, so a
+ * request whose key has the same parts is given the same entry without its key
+ * built and hashed: method and version equal bytes, status code, reason and
+ * persistence the same objects, the header list the same items. */
+static PyObject *last_head_key, *last_head;
+
+static int
+same_bytes(PyObject *a, PyObject *b)
+{
+    return a == b || (PyBytes_CheckExact(a) && PyBytes_CheckExact(b)
+                      && PyBytes_GET_SIZE(a) == PyBytes_GET_SIZE(b)
+                      && memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b),
+                                (size_t)PyBytes_GET_SIZE(a)) == 0);
+}
+
+/* heads' entry for this response when its key is the last one's (borrowed), or NULL. */
+static PyObject *
+remembered_head(PyObject *method, PyObject *version, FastStart *start, PyObject *persistent)
+{
+    PyObject *key = last_head_key;
+    if (key == NULL || PyTuple_GET_ITEM(key, 2) != start->code
+            || PyTuple_GET_ITEM(key, 3) != start->reason
+            || PyTuple_GET_ITEM(key, 5) != persistent
+            || !same_bytes(PyTuple_GET_ITEM(key, 0), method)
+            || !same_bytes(PyTuple_GET_ITEM(key, 1), version)
+            || !same_items(start->wire, PyTuple_GET_ITEM(key, 4)))
+        return NULL;
+    return last_head;
+}
+
+static void
+remember_head(PyObject *key, PyObject *entry)
+{
+    Py_XSETREF(last_head_key, Py_NewRef(key));
+    Py_XSETREF(last_head, Py_NewRef(entry));
+}
+
 /* conn.respond_whole(code, reason, wire, body), done here when the head is one
  * head_parts remembered with a Content-Length equal to len(body); otherwise the
  * Python method itself (which frames, or raises, as it always does).  A large body
@@ -267,20 +335,24 @@ respond_whole(PyObject *conn, FastStart *start, PyObject *body, int large, int *
     PyObject *key = NULL, *result = NULL;
     if (persistent == NULL)
         goto done;
-    PyObject *cached = NULL;  /* borrowed from heads */
+    PyObject *cached = NULL;  /* borrowed from heads (or the memo of its last entry) */
     if (request != Py_None && state == head_from) {
         PyObject *method = accel_getattr(request, s_method);
         PyObject *version = method == NULL ? NULL : accel_getattr(request, s_http_version);
-        PyObject *wire = version == NULL ? NULL : PyList_AsTuple(start->wire);
+        if (version != NULL && PyList_CheckExact(start->wire))
+            cached = remembered_head(method, version, start, persistent);
+        PyObject *wire = version == NULL || cached != NULL ? NULL : PyList_AsTuple(start->wire);
         if (wire != NULL)
             key = PyTuple_Pack(6, method, version, start->code, start->reason, wire, persistent);
+        if (key != NULL) {
+            cached = PyDict_GetItemWithError(heads, key);
+            if (cached != NULL)
+                remember_head(key, cached);
+        }
         Py_XDECREF(method);
         Py_XDECREF(version);
         Py_XDECREF(wire);
-        if (key == NULL)
-            goto done;
-        cached = PyDict_GetItemWithError(heads, key);
-        if (cached == NULL && PyErr_Occurred())
+        if (cached == NULL && (key == NULL || PyErr_Occurred()))
             goto done;
     }
     PyObject *length = cached != NULL && PyTuple_CheckExact(cached)
@@ -442,6 +514,11 @@ accel_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     for (int n = 0; n < 8; n++)
         Py_XSETREF(*slots[n], Py_NewRef(args[n]));
     writev_size = size;
+    /* The memos are of the tables configured before. */
+    Py_CLEAR(last_list_items);
+    Py_CLEAR(last_list_known);
+    Py_CLEAR(last_head_key);
+    Py_CLEAR(last_head);
     Py_RETURN_NONE;
 }
 

@@ -411,3 +411,24 @@ def test_what_the_app_sees_is_the_same() -> None:
     serve(True, app, REQUESTS[0] + REQUESTS[2])
     assert seen == pure and len(pure) == 4
 
+
+
+def test_a_remembered_head_is_reused_only_for_its_whole_key() -> None:
+    # accel_respond.c remembers the last head (and header list) looked up and reuses
+    # it for a response with the same key parts: the same header tuples answered
+    # with another status, another reason for the same code, to HEAD and HTTP/1.0
+    # in turn must each get their own head, as in Python.
+    statuses = ["200 OK", "404 Not Found", "200 Fine", "200 OK", "201 Created"]
+
+    def app(environ, start_response):
+        worker = environ["test.worker"]  # one per serve(): each run answers alike
+        worker.answered = getattr(worker, "answered", -1) + 1
+        start_response(statuses[worker.answered % 5], list(HELLO))  # the same tuples
+        return [b"hello"]
+
+    raw = b"".join(REQUESTS[n] for n in (0, 0, 1, 0, 3, 0, 0)) * 2
+    out = same(app, raw)
+    assert out.count(b"HTTP/1.1 ") == 14
+    for line in (b"HTTP/1.1 404 Not Found\r\n", b"HTTP/1.1 200 Fine\r\n",
+                 b"HTTP/1.1 201 Created\r\n"):
+        assert line in out
