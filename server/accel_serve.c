@@ -53,16 +53,19 @@ static PyObject *s_request, *s_environ, *s_phase, *s_body_bytes, *s_body_size, *
     *s_app, *s_worker, *s_client_entries, *s_process, *s_pure_data_received, *s_receive_data,
     *s_response_state, *s_request_, *s_writer, *s_continue_owed;
 
-/* 1 when obj.name is `value` (identity), 0 when not, -1 on error. */
+/* 1 when got (a new reference, or NULL on error) is `value` (identity), 0 when not,
+ * -1 on error. */
 static int
-attr_is(PyObject *obj, PyObject *name, PyObject *value)
+is_value(PyObject *got, PyObject *value)
 {
-    PyObject *got = accel_getattr(obj, name);
     if (got == NULL)
         return -1;
     Py_DECREF(got);
     return got == value;
 }
+
+/* obj.name is value: a macro, so that each use has its own slot site (accel.h). */
+#define attr_is(obj, name, value) is_value(accel_getattr((obj), (name)), (value))
 
 /* The exception being raised, as `except Exception as exc` / `except SystemExit as
  * exc` hand it to the protocol: handler(exc)'s result, or NULL (the exception left

@@ -11,52 +11,35 @@
  *       specializer does (LOAD_ATTR_SLOT); the generic lookup through the type's MRO
  *       cost about a tenth of a kept-alive request's CPU in the compiled path.
  *
- * What a (type, name) resolves to is remembered in a small direct-mapped table with
- * the type's version tag, which CPython changes whenever the type or a base is
- * modified: a class changed at run time, or any other type, takes the generic
- * functions again. A slot not set (NULL) is left to them too (they raise the
- * AttributeError). Names must be interned strings that live as long as the module
- * (the s_* of each file): the table compares them by identity.
+ * What a (type, name) resolves to is remembered by each call site (accel.h's
+ * macros give every use its own static AccelSlotSite, as CPython's specializer
+ * caches per instruction) with the type's version tag, which CPython changes
+ * whenever the type or a base is modified: a class changed at run time, or any
+ * other type, resolves again or takes the generic functions. A slot not set (NULL)
+ * is left to them too (they raise the AttributeError). Names must be interned
+ * strings that live as long as the module (the s_* of each file): a site compares
+ * them by identity. (A shared table of 1024 entries hashed by both addresses did
+ * this before; its lookups were 14% of the worker's user time under wrk, the
+ * table's lines evicted by the kernel's work between requests.)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "structmember.h"  /* T_OBJECT_EX, READONLY */
 #include "accel.h"
 
-/* 2**SLOT_TABLE_BITS entries: the hot path uses about 50 (type, name) pairs, and a
- * pair evicted by a collision costs a _PyType_Lookup on each use (with 64 entries and
- * an address hash that was a tenth of the compiled cycle's CPU). */
-#define SLOT_TABLE_BITS 10
-#define SLOT_TABLE_SIZE (1 << SLOT_TABLE_BITS)
-
-typedef struct {
-    PyTypeObject *type;  /* strong: its address is not reused while remembered */
-    PyObject *name;      /* borrowed (see above) */
-    unsigned int version;
-    Py_ssize_t offset;   /* -1: the generic functions for this (type, name) */
-    int writable;
-} SlotEntry;
-
-static SlotEntry table[SLOT_TABLE_SIZE];
-
-static SlotEntry *
-entry_for(PyTypeObject *type, PyObject *name)
+int
+accel_resolve_site(AccelSlotSite *site, PyTypeObject *type, PyObject *name)
 {
-    /* Fibonacci hashing of both addresses: their low bits are alignment, their high
-     * bits shared by every object of one arena, so take the product's top bits. */
-    uint64_t mixed = ((uint64_t)(uintptr_t)type * 0x9E3779B97F4A7C15ull)
-                     ^ ((uint64_t)(uintptr_t)name * 0xC2B2AE3D27D4EB4Full);
-    size_t index = (size_t)(mixed >> (64 - SLOT_TABLE_BITS));
-    SlotEntry *entry = &table[index];
-    if (entry->type == type && entry->name == name && type->tp_version_tag == entry->version
-            && entry->version != 0)
-        return entry;
     Py_ssize_t offset = -1;
     int writable = 0;
     if (type->tp_getattro == PyObject_GenericGetAttr) {
         /* Borrowed; also gives the type a version tag if it has none. */
         PyObject *descr = _PyType_Lookup(type, name);
-        if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        /* A member descriptor of this layout: not one of another class's, set as a
+         * class attribute here (its offset is not into this object; the generic
+         * path raises TypeError for it, as CPython's LOAD_ATTR_SLOT checks). */
+        if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)
+                && PyType_IsSubtype(type, PyDescr_TYPE(descr))) {
             PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
             if (member->type == T_OBJECT_EX) {
                 offset = member->offset;
@@ -67,36 +50,12 @@ entry_for(PyTypeObject *type, PyObject *name)
     }
     unsigned int version = type->tp_version_tag;
     if (version == 0)
-        return NULL;  /* cannot be remembered safely: generic, this time */
-    Py_INCREF(type);
-    Py_XSETREF(entry->type, type);
-    entry->name = name;
-    entry->version = version;
-    entry->offset = offset;
-    entry->writable = writable;
-    return entry;
-}
-
-PyObject *
-accel_getattr(PyObject *obj, PyObject *name)
-{
-    SlotEntry *entry = entry_for(Py_TYPE(obj), name);
-    if (entry != NULL && entry->offset >= 0) {
-        PyObject *value = *(PyObject **)((char *)obj + entry->offset);
-        if (value != NULL)
-            return Py_NewRef(value);
-    }
-    return PyObject_GetAttr(obj, name);
-}
-
-int
-accel_setattr(PyObject *obj, PyObject *name, PyObject *value)
-{
-    SlotEntry *entry = entry_for(Py_TYPE(obj), name);
-    if (entry != NULL && entry->offset >= 0 && entry->writable && value != NULL) {
-        PyObject **slot = (PyObject **)((char *)obj + entry->offset);
-        Py_XSETREF(*slot, Py_NewRef(value));
-        return 0;
-    }
-    return PyObject_SetAttr(obj, name, value);
+        return 0;  /* cannot be remembered safely: generic, this time */
+    Py_INCREF(type);  /* its address is not reused while remembered */
+    Py_XSETREF(site->type, type);
+    site->name = name;
+    site->version = version;
+    site->offset = offset;
+    site->writable = writable;
+    return 1;
 }

@@ -440,6 +440,26 @@ def test_the_compiled_path_is_taken_for_plain_requests() -> None:
     assert isinstance(conn.next_event(), Data) is False
 
 
+def test_a_slot_descriptor_of_another_class_is_not_read_at_its_offset() -> None:
+    """accel_slots.c reads a __slots__ member at its offset only where the descriptor
+    belongs to the object's own layout: one of a bigger class, set as a class attribute,
+    would have it read past the object's end; Python raises TypeError for it."""
+    from polycorn.server.workers import event_native
+
+    if event_native.DATA_RECEIVED is None:
+        pytest.skip("the compiled data_received needs httptools (the fast extra)")
+
+    class Big:
+        __slots__ = (*(f"pad{n}" for n in range(64)), "phase")
+
+    class Foreign:
+        __slots__ = ()
+        phase = Big.__dict__["phase"]
+
+    with pytest.raises(TypeError, match="doesn't apply to a 'Foreign' object"):
+        event_native.DATA_RECEIVED(Foreign(), b"GET / HTTP/1.1\r\n\r\n")
+
+
 def test_take_plain_reads_a_class_changed_after_its_slots_were_remembered() -> None:
     """The compiled path reads the connection's __slots__ at their offsets (accel_slots.c),
     remembered per type with its version tag: a class changed at run time must be read
