@@ -389,7 +389,11 @@ def test_redis_restarted_empty_leaves_the_backend_unchanged(front):
 def test_a_restarted_haproxy_gets_every_slot_back_within_1s(front):
     f = front
     # Without its state file the new HAProxy starts with every slot disabled: only the
-    # sync can fill them.
+    # sync can fill them. The sync saves the state just after the commands HAProxy
+    # already shows as serving: wait for that save, or on busy cores the kill lands
+    # between the two (no file to remove) or the save lands after the removal.
+    wait_until(lambda: os.path.exists(f.haproxy.state_file), 5,
+               what="the sync's first save of the server state")
     f.haproxy.kill()
     os.unlink(f.haproxy.state_file)
     f.haproxy.start()
