@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from polycorn.ha.process_tracker import ProcessTracker, tagged_pids
+from support.procs import sigint_by_default
 
 from loadtests.cluster import LocalCluster
 from loadtests.faults import ctl_has_command
@@ -139,7 +140,8 @@ def test_ctrl_c_stops_everything_the_runner_started(tmp_path):
     out = tmp_path / "int"
     proc = subprocess.Popen([sys.executable, "-m", "loadtests.chaos", "--out", str(out),
                              "--duration", "120", "--nodes", "2", "--users", "2", "--rate", "5"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=sigint_by_default)
     run_dir = out / "run"
     try:
         lines = []

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from polycorn.ha.process_tracker import ProcessTracker
+from support.procs import sigint_by_default
 
 from loadtests import netns
 
@@ -185,7 +186,8 @@ def test_ctrl_c_of_a_netns_run_leaves_no_namespace_or_process(tmp_path):
     before = set(netns.namespaces())
     proc = subprocess.Popen(chaos_argv(out, "--duration", "120", "--nodes", "2", "--users", "2",
                                        "--rate", "5"),
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=sigint_by_default)
     try:
         lines = []
         while True:

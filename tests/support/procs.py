@@ -30,7 +30,7 @@ from polycorn.server import identity
 from polycorn.server.upgrade_command import status_files
 
 __all__ = ["EXAMPLES", "ROOT", "Polycorn", "alive", "children", "descendants", "free_port",
-           "kill_all", "live_masters", "name_in", "named_pids", "port_open", "switch_release",
+           "kill_all", "live_masters", "name_in", "named_pids", "port_open", "sigint_by_default", "switch_release",
            "unique_name", "wait_until"]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +41,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def sigint_by_default() -> None:
+    """A child's preexec_fn for a test that sends it SIGINT as a terminal's Ctrl-C would.
+
+    A process started in the background by a shell without job control (`make test &`
+    in a script, nohup, some CI launchers) inherits SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler: the test's Ctrl-C would reach a runner that
+    cannot hear it (both Ctrl-C tests hung for their whole timeout that way)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def unique_name() -> str:
